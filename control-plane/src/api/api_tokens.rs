@@ -1,0 +1,114 @@
+//! Personal API tokens for scripts: `/v1/auth/api-tokens…`. Any signed-in account manages its own.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::Principal;
+use crate::db::api_tokens::ApiToken;
+use crate::db::events::NewEvent;
+use crate::db::{self, UtcTime};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Path, Query};
+
+use super::{PageQuery, Paginated};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// What the token is for (1-64 characters).
+    pub name: String,
+    /// Lifetime in days, 1-365 (default 30).
+    pub expires_in_days: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub info: ApiToken,
+    /// The token itself, shown only in this response. Send it as `Authorization: Bearer …`.
+    pub token: String,
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_token, list_tokens))
+        .routes(routes!(revoke_token))
+}
+
+/// Creates a personal API token that acts as the caller until it expires or is revoked.
+#[utoipa::path(post, path = "/v1/auth/api-tokens", tag = "auth", security(("bearer" = [])),
+    request_body = CreateToken,
+    responses((status = 201, body = CreatedToken), (status = 400, body = crate::error::ErrorBody)))]
+async fn create_token(
+    State(state): State<AppState>,
+    me: Principal,
+    Json(req): Json<CreateToken>,
+) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+    let len = req.name.chars().count();
+    if !(1..=64).contains(&len) || req.name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "name",
+            "name must be 1-64 printable characters",
+        ));
+    }
+    let days = req.expires_in_days.unwrap_or(30);
+    if !(1..=365).contains(&days) {
+        return Err(ApiError::invalid(
+            "expires_in_days",
+            "expires_in_days must be 1 to 365",
+        ));
+    }
+    let now = UtcTime::now();
+    let expires_at = UtcTime::from(now.0 + chrono::Duration::days(i64::from(days)));
+    let (token, hash) = state.keys.new_api_token();
+    let prefix: String = token.chars().take(10).collect();
+    let mut tx = state.db.begin().await?;
+    let info =
+        db::api_tokens::insert(&mut *tx, &me.user.id, &req.name, &hash, &prefix, expires_at, now).await?;
+    let event = NewEvent::success("api_token.created").user(&me.user.id).details(
+        serde_json::json!({ "token_id": info.id, "name": info.name, "expires_at": info.expires_at }),
+    );
+    db::events::record(&mut *tx, &me.actor(), event, now).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(CreatedToken { info, token })))
+}
+
+/// The caller's API tokens (never the secrets).
+#[utoipa::path(get, path = "/v1/auth/api-tokens", tag = "auth", security(("bearer" = [])),
+    params(PageQuery), responses((status = 200, body = Paginated<ApiToken>)))]
+async fn list_tokens(
+    State(state): State<AppState>,
+    me: Principal,
+    Query(page): Query<PageQuery>,
+) -> ApiResult<Paginated<ApiToken>> {
+    let page = page.resolve()?;
+    let (rows, total) = db::api_tokens::list_for_user(&state.db, &me.user.id, page).await?;
+    Ok(Paginated::new(rows, page, total))
+}
+
+/// Revokes one of the caller's API tokens; it stops working at once.
+#[utoipa::path(delete, path = "/v1/auth/api-tokens/{token_id}", tag = "auth", security(("bearer" = [])),
+    params(("token_id" = Uuid, Path)),
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+async fn revoke_token(
+    State(state): State<AppState>,
+    me: Principal,
+    Path(token_id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
+    let now = UtcTime::now();
+    let mut tx = state.db.begin().await?;
+    db::api_tokens::revoke(&mut *tx, &me.user.id, &token_id.to_string(), now)
+        .await?
+        .ok_or_else(|| ApiError::not_found("API token"))?;
+    let event = NewEvent::success("api_token.revoked")
+        .user(&me.user.id)
+        .details(serde_json::json!({ "token_id": token_id }));
+    db::events::record(&mut *tx, &me.actor(), event, now).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

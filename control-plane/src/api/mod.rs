@@ -1,0 +1,179 @@
+//! The HTTP API: one module per resource, each exposing `router()`, merged here together with the
+//! OpenAPI document that is generated from the same handlers.
+
+pub mod api_tokens;
+pub mod auth;
+pub mod bindings;
+pub mod dashboard;
+// TEMP pub mod egress_ips;
+pub mod events;
+pub mod health;
+pub mod hosts;
+pub mod portal;
+pub mod ssh_keys;
+pub mod tasks;
+pub mod users;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::AppState;
+use crate::db::Page;
+use crate::error::ApiError;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "cloud-cli-proxy", description = "Control-plane API of cloud-cli-proxy."),
+    modifiers(&BearerAuth),
+    components(schemas(crate::error::ErrorBody))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// Every route with its documentation; the router and `/openapi.json` both come from here.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(health::router())
+        .merge(auth::router())
+        .merge(api_tokens::router())
+        .merge(users::router())
+        .merge(ssh_keys::router())
+        // TEMP .merge(egress_ips::router())
+        .merge(hosts::router())
+        .merge(bindings::router())
+        .merge(tasks::router())
+        .merge(events::router())
+        .merge(dashboard::router())
+        .merge(portal::router())
+}
+
+/// The OpenAPI document served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+/// The complete application.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let (router, doc) = routes().split_for_parts();
+    let doc = std::sync::Arc::new(doc);
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                // The path only: query strings may carry filters but never secrets; keep them out anyway.
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+            }),
+        )
+        .with_state(state)
+}
+
+async fn route_not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint",
+    )
+}
+
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+pub const MAX_PAGE_SIZE: u32 = 500;
+
+/// `page` (from 1) and `page_size` (1-500, default 50); `limit` is accepted as another name for
+/// `page_size`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    pub page: Option<u32>,
+    pub page_size: Option<u32>,
+    pub limit: Option<u32>,
+}
+
+impl PageQuery {
+    pub fn resolve(&self) -> Result<Page, ApiError> {
+        let page = self.page.unwrap_or(1);
+        if page == 0 {
+            return Err(ApiError {
+                field: Some("page".into()),
+                ..ApiError::bad_request("invalid_query", "page starts at 1")
+            });
+        }
+        let size = self.page_size.or(self.limit).unwrap_or(DEFAULT_PAGE_SIZE);
+        if size == 0 || size > MAX_PAGE_SIZE {
+            return Err(ApiError {
+                field: Some("page_size".into()),
+                ..ApiError::bad_request("invalid_query", format!("page_size must be 1 to {MAX_PAGE_SIZE}"))
+            });
+        }
+        Ok(Page {
+            page,
+            page_size: size,
+        })
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Paginated<T: ToSchema> {
+    pub data: Vec<T>,
+    pub page: u32,
+    pub page_size: u32,
+    pub total_records: i64,
+    pub total_pages: i64,
+}
+
+impl<T: ToSchema> Paginated<T> {
+    pub fn new(data: Vec<T>, page: Page, total_records: i64) -> Self {
+        let size = i64::from(page.page_size);
+        Self {
+            data,
+            page: page.page,
+            page_size: page.page_size,
+            total_records,
+            total_pages: (total_records + size - 1) / size,
+        }
+    }
+}
+
+impl<T: ToSchema + Serialize> IntoResponse for Paginated<T> {
+    fn into_response(self) -> axum::response::Response {
+        axum::Json(self).into_response()
+    }
+}
+
+/// Parses an id from the path or body; anything but a UUID is 400 `invalid_id`.
+pub fn parse_id(field: &str, raw: &str) -> Result<String, ApiError> {
+    uuid::Uuid::parse_str(raw)
+        .map(|u| u.to_string())
+        .map_err(|_| ApiError {
+            field: Some(field.to_owned()),
+            ..ApiError::bad_request("invalid_id", format!("`{field}` must be a UUID"))
+        })
+}

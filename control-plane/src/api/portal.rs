@@ -1,0 +1,139 @@
+//! The tenant's own portal: `/v1/user/…` (password, own hosts). SSH keys live in `ssh_keys`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::{Tenant, password};
+use crate::db::events::NewEvent;
+use crate::db::hosts::Host;
+use crate::db::tasks::{Task, TaskKind};
+use crate::db::{self, UtcTime};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Path, Query};
+
+use super::hosts::{HostView, RebuildOptions, queue_action};
+use super::{PageQuery, Paginated};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    pub old_password: String,
+    /// 8-256 characters.
+    pub new_password: String,
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(change_password))
+        .routes(routes!(list_own_hosts))
+        .routes(routes!(get_own_host))
+        .routes(routes!(rebuild_own_host))
+}
+
+async fn own_host_or_404(state: &AppState, user_id: &str, host_id: Uuid) -> ApiResult<Host> {
+    db::hosts::get_owned(&state.db, &host_id.to_string(), user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("host"))
+}
+
+/// Changes the caller's password. Every other session and token of the caller ends.
+#[utoipa::path(post, path = "/v1/user/change-password", tag = "portal", security(("bearer" = [])),
+    request_body = ChangePassword,
+    responses((status = 204), (status = 400, body = crate::error::ErrorBody),
+              (status = 401, body = crate::error::ErrorBody)))]
+async fn change_password(
+    State(state): State<AppState>,
+    Tenant(me): Tenant,
+    Json(req): Json<ChangePassword>,
+) -> ApiResult<StatusCode> {
+    super::users::validate_password("new_password", &req.new_password)?;
+    let now = UtcTime::now();
+    if !password::verify_async(req.old_password, me.user.password_hash.clone()).await {
+        let event = NewEvent::failure("user.password_change_failed").user(&me.user.id);
+        db::events::record(&state.db, &me.actor(), event, now).await?;
+        return Err(ApiError {
+            field: Some("old_password".into()),
+            ..ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the old password is wrong",
+            )
+        });
+    }
+    let hash = password::hash_async(req.new_password)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await?;
+    db::users::set_password(&mut *tx, &me.user.id, &hash, now).await?;
+    db::events::record(
+        &mut *tx,
+        &me.actor(),
+        NewEvent::success("user.password_changed").user(&me.user.id),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's hosts.
+#[utoipa::path(get, path = "/v1/user/hosts", tag = "portal", security(("bearer" = [])),
+    params(PageQuery), responses((status = 200, body = Paginated<HostView>)))]
+async fn list_own_hosts(
+    State(state): State<AppState>,
+    Tenant(me): Tenant,
+    Query(page): Query<PageQuery>,
+) -> ApiResult<Paginated<HostView>> {
+    let page = page.resolve()?;
+    let filter = db::hosts::Filter {
+        user_id: Some(me.user.id.clone()),
+        status: None,
+    };
+    let (rows, total) = db::hosts::list(&state.db, &filter, page).await?;
+    Ok(Paginated::new(
+        rows.iter().map(|h| HostView::new(&state, h)).collect(),
+        page,
+        total,
+    ))
+}
+
+/// One of the caller's hosts, with its access commands.
+#[utoipa::path(get, path = "/v1/user/hosts/{host_id}", tag = "portal", security(("bearer" = [])),
+    params(("host_id" = Uuid, Path)),
+    responses((status = 200, body = HostView), (status = 404, body = crate::error::ErrorBody)))]
+async fn get_own_host(
+    State(state): State<AppState>,
+    Tenant(me): Tenant,
+    Path(host_id): Path<Uuid>,
+) -> ApiResult<Json<HostView>> {
+    let host = own_host_or_404(&state, &me.user.id, host_id).await?;
+    Ok(Json(HostView::new(&state, &host)))
+}
+
+/// Recreates one of the caller's hosts from the managed image; the home volume is kept unless `wipe`.
+#[utoipa::path(post, path = "/v1/user/hosts/{host_id}/rebuild", tag = "portal", security(("bearer" = [])),
+    params(("host_id" = Uuid, Path)), request_body(content = Option<RebuildOptions>),
+    responses((status = 202, body = Task), (status = 404, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody)))]
+async fn rebuild_own_host(
+    State(state): State<AppState>,
+    Tenant(me): Tenant,
+    Path(host_id): Path<Uuid>,
+    body: Option<Json<RebuildOptions>>,
+) -> ApiResult<(StatusCode, Json<Task>)> {
+    let host = own_host_or_404(&state, &me.user.id, host_id).await?;
+    let wipe = body.map(|Json(o)| o.wipe).unwrap_or(false);
+    queue_action(
+        &state,
+        &me.actor(),
+        &host,
+        TaskKind::Rebuild,
+        serde_json::json!({ "wipe": wipe }),
+    )
+    .await
+}

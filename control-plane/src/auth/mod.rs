@@ -1,0 +1,319 @@
+//! Who is calling: session tokens (HS256 JWT), personal API tokens, and the extractors that turn an
+//! `Authorization` header into a [`Principal`] with a role.
+
+pub mod admin;
+pub mod password;
+pub mod ratelimit;
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::header;
+use axum::http::request::Parts;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::AppState;
+use crate::db::events::Actor;
+use crate::db::users::{Role, User};
+use crate::db::{self, UtcTime};
+use crate::error::ApiError;
+
+/// Prefix of every personal API token, so they are told apart from session tokens (and by secret scanners).
+pub const API_TOKEN_PREFIX: &str = "ccp_";
+
+/// Signing material derived from `ADMIN_JWT_SECRET`.
+pub struct Keys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    /// Keys the stored hashes of API tokens, so rotating the secret also ends every API token.
+    token_mac_key: Vec<u8>,
+    pub session_ttl: std::time::Duration,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("session_ttl", &self.session_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    role: Role,
+    /// The user's `token_version` when the token was issued.
+    ver: i64,
+    iat: i64,
+    exp: i64,
+}
+
+impl Keys {
+    pub fn new(secret: &str, session_ttl: std::time::Duration) -> Self {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(b"cloud-cli-proxy api-token v1");
+        Self {
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            token_mac_key: mac.finalize().into_bytes().to_vec(),
+            session_ttl,
+        }
+    }
+
+    /// A session token for `user`, valid for the configured lifetime from `now`.
+    pub fn issue_session(&self, user: &User, now: UtcTime) -> Result<String, ApiError> {
+        let iat = now.0.timestamp();
+        let ttl = i64::try_from(self.session_ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        let claims = Claims {
+            sub: user.id.clone(),
+            role: user.role,
+            ver: user.token_version,
+            iat,
+            exp: iat + ttl,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(ApiError::internal)
+    }
+
+    fn decode_session(&self, token: &str) -> Option<Claims> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+            .ok()
+            .map(|d| d.claims)
+    }
+
+    /// A fresh API token and the hash to store for it.
+    pub fn new_api_token(&self) -> (String, String) {
+        let mut raw = [0u8; 30];
+        rand::thread_rng().fill_bytes(&mut raw);
+        let token = format!(
+            "{API_TOKEN_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+        );
+        let hash = self.api_token_hash(&token);
+        (token, hash)
+    }
+
+    pub fn api_token_hash(&self, token: &str) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.token_mac_key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(token.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+/// How a request proved who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    Session,
+    ApiToken { token_id: String },
+}
+
+/// An authenticated caller whose account is usable right now.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: User,
+    pub credential: Credential,
+    pub ip: Option<IpAddr>,
+}
+
+impl Principal {
+    /// The actor to record in events.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            id: Some(self.user.id.clone()),
+            name: Some(self.user.username.clone()),
+            ip: self.ip.map(|ip| ip.to_string()),
+        }
+    }
+}
+
+/// The caller's address: the socket peer, or the first `X-Forwarded-For` hop when that is trusted.
+pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
+    if trust_forwarded_for {
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok());
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// Client IP as an extractor, for unauthenticated endpoints that still rate-limit and audit.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Self(client_ip(parts, state.settings.trust_forwarded_for)))
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Resolves a bearer token to a usable account, or `None` for any reason at all (the caller answers
+/// one 401 whatever the reason, so nothing about accounts leaks).
+pub async fn authenticate(
+    state: &AppState,
+    token: &str,
+    now: UtcTime,
+) -> Result<Option<(User, Credential)>, ApiError> {
+    if token.starts_with(API_TOKEN_PREFIX) {
+        let hash = state.keys.api_token_hash(token);
+        let Some(row) = db::api_tokens::find_by_hash(&state.db, &hash).await? else {
+            return Ok(None);
+        };
+        if row.revoked_at.is_some() || row.expires_at <= now {
+            return Ok(None);
+        }
+        let Some(user) = db::users::get(&state.db, &row.user_id).await? else {
+            return Ok(None);
+        };
+        if !user.is_usable(now) {
+            return Ok(None);
+        }
+        db::api_tokens::touch(&state.db, &row.id, now).await?;
+        return Ok(Some((user, Credential::ApiToken { token_id: row.id })));
+    }
+    let Some(claims) = state.keys.decode_session(token) else {
+        return Ok(None);
+    };
+    let Some(user) = db::users::get(&state.db, &claims.sub).await? else {
+        return Ok(None);
+    };
+    if user.token_version != claims.ver || user.role != claims.role || !user.is_usable(now) {
+        return Ok(None);
+    }
+    Ok(Some((user, Credential::Session)))
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let ip = client_ip(parts, state.settings.trust_forwarded_for);
+        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        match authenticate(state, token, UtcTime::now()).await? {
+            Some((user, credential)) => Ok(Principal { user, credential, ip }),
+            None => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+/// A caller with the operator role; anyone else authenticated gets 403.
+#[derive(Debug, Clone)]
+pub struct Admin(pub Principal);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let p = Principal::from_request_parts(parts, state).await?;
+        if p.user.role == Role::Admin {
+            Ok(Self(p))
+        } else {
+            Err(ApiError::forbidden())
+        }
+    }
+}
+
+/// A caller with the tenant role; the operator gets 403 on tenant self-service routes.
+#[derive(Debug, Clone)]
+pub struct Tenant(pub Principal);
+
+impl FromRequestParts<AppState> for Tenant {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let p = Principal::from_request_parts(parts, state).await?;
+        if p.user.role == Role::User {
+            Ok(Self(p))
+        } else {
+            Err(ApiError::forbidden())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> User {
+        User {
+            id: "u1".into(),
+            username: "alice".into(),
+            password_hash: String::new(),
+            role: Role::User,
+            status: db::users::Status::Active,
+            expires_at: None,
+            token_version: 3,
+            created_at: UtcTime::now(),
+            updated_at: UtcTime::now(),
+        }
+    }
+
+    #[test]
+    fn session_round_trip_and_secret_rotation() {
+        let keys = Keys::new(
+            "first-secret-0123456789-abcdefghijklmnop",
+            std::time::Duration::from_secs(60),
+        );
+        let token = keys.issue_session(&user(), UtcTime::now()).unwrap();
+        let claims = keys.decode_session(&token).unwrap();
+        assert_eq!((claims.sub.as_str(), claims.ver), ("u1", 3));
+        let rotated = Keys::new(
+            "second-secret-0123456789-abcdefghijklmno",
+            std::time::Duration::from_secs(60),
+        );
+        assert!(rotated.decode_session(&token).is_none());
+    }
+
+    #[test]
+    fn expired_sessions_are_refused() {
+        let keys = Keys::new(
+            "first-secret-0123456789-abcdefghijklmnop",
+            std::time::Duration::from_secs(60),
+        );
+        let long_ago = UtcTime::from(chrono::Utc::now() - chrono::Duration::hours(2));
+        let token = keys.issue_session(&user(), long_ago).unwrap();
+        assert!(keys.decode_session(&token).is_none());
+    }
+
+    #[test]
+    fn api_token_hash_depends_on_the_secret() {
+        let a = Keys::new(
+            "first-secret-0123456789-abcdefghijklmnop",
+            std::time::Duration::from_secs(60),
+        );
+        let b = Keys::new(
+            "second-secret-0123456789-abcdefghijklmno",
+            std::time::Duration::from_secs(60),
+        );
+        let (token, hash) = a.new_api_token();
+        assert!(token.starts_with(API_TOKEN_PREFIX));
+        assert_eq!(a.api_token_hash(&token), hash);
+        assert_ne!(b.api_token_hash(&token), hash);
+    }
+}

@@ -1,0 +1,218 @@
+//! Command-line and environment configuration of the control plane.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// The whole configuration of `cloud-cli-proxy-control-plane`. Every flag can also be given by the
+/// environment variable named beside it.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "cloud-cli-proxy-control-plane",
+    version,
+    about = "cloud-cli-proxy control plane"
+)]
+pub struct Config {
+    /// Database URL. `sqlite://PATH` (created if missing, WAL mode).
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://cloud-cli-proxy.db")]
+    pub database_url: String,
+
+    /// Username of the operator account.
+    #[arg(long, env = "ADMIN_USERNAME", default_value = "admin")]
+    pub admin_username: String,
+
+    /// Password of the operator account. Required on the first start; when set later it replaces the
+    /// stored one (and ends the admin's sessions if it changed).
+    #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<Secret>,
+
+    /// HMAC secret for session tokens (at least 32 characters, not guessable). Changing it ends every
+    /// session and every API token.
+    #[arg(long, env = "ADMIN_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// Address of the HTTP API. `:PORT` means every IPv4 interface.
+    #[arg(long, env = "CONTROL_PLANE_ADDR", default_value = ":8080")]
+    pub listen: ListenAddr,
+
+    /// Address of the SSH gateway.
+    #[arg(long, env = "SSH_PROXY_ADDR", default_value = ":2222")]
+    pub ssh_proxy_addr: ListenAddr,
+
+    /// Base URL users reach the API at; used in the access commands the API hands out. Defaults to
+    /// `http://<this machine's hostname>:<API port>`.
+    #[arg(long, env = "PUBLIC_BASE_URL")]
+    pub public_base_url: Option<String>,
+
+    /// Log output format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter (`info`, `debug`, or a full `tracing` directive such as `control_plane=debug`).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Lifetime of a session token issued by login, in seconds.
+    #[arg(long, env = "TOKEN_TTL_SECS", default_value_t = 12 * 3600)]
+    pub token_ttl_secs: u64,
+
+    /// Failed logins allowed per client IP within the window before further attempts get 429.
+    #[arg(long, env = "LOGIN_MAX_FAILURES_PER_IP", default_value_t = 30)]
+    pub login_max_failures_per_ip: u32,
+
+    /// Failed logins allowed per account within the window before further attempts get 429.
+    #[arg(long, env = "LOGIN_MAX_FAILURES_PER_ACCOUNT", default_value_t = 5)]
+    pub login_max_failures_per_account: u32,
+
+    /// Length of the login rate-limit window, in seconds.
+    #[arg(long, env = "LOGIN_WINDOW_SECS", default_value_t = 900)]
+    pub login_window_secs: u64,
+
+    /// Take the client IP from `X-Forwarded-For` (only behind a reverse proxy you run).
+    #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+impl Config {
+    pub fn token_ttl(&self) -> Duration {
+        Duration::from_secs(self.token_ttl_secs)
+    }
+
+    /// The JWT secret after the strength check; `Err` carries the one line to print.
+    pub fn checked_jwt_secret(&self) -> Result<&Secret, String> {
+        let Some(secret) = &self.jwt_secret else {
+            return Err(
+                "ADMIN_JWT_SECRET is not set: generate one with `head -c 48 /dev/urandom | base64`".into(),
+            );
+        };
+        weak_secret_reason(secret.expose()).map_or(Ok(secret), |why| {
+            Err(format!("ADMIN_JWT_SECRET is too weak: {why}"))
+        })
+    }
+
+    /// The URL printed in access commands, without a trailing slash.
+    pub fn public_base_url(&self, bound_port: u16) -> String {
+        match &self.public_base_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => {
+                let host = std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "localhost".to_owned());
+                format!("http://{host}:{bound_port}")
+            }
+        }
+    }
+}
+
+/// Why a secret is unacceptable, if it is.
+pub fn weak_secret_reason(secret: &str) -> Option<&'static str> {
+    const KNOWN_WEAK: &[&str] = &["changeme", "secret", "password", "admin", "example", "jwt"];
+    if secret.chars().count() < 32 {
+        return Some("it must be at least 32 characters long");
+    }
+    let distinct: std::collections::HashSet<char> = secret.chars().collect();
+    if distinct.len() < 10 {
+        return Some("it repeats too few distinct characters");
+    }
+    let lower = secret.to_ascii_lowercase();
+    if KNOWN_WEAK
+        .iter()
+        .any(|w| lower.starts_with(w) || lower.ends_with(w))
+    {
+        return Some("it is built from a well-known placeholder word");
+    }
+    None
+}
+
+/// A string that never shows up in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A listen address: `HOST:PORT`, `[V6]:PORT`, or `:PORT` for every IPv4 interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr(pub SocketAddr);
+
+impl FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let full = if s.starts_with(':') {
+            format!("0.0.0.0{s}")
+        } else {
+            s.to_owned()
+        };
+        full.parse::<SocketAddr>()
+            .map(ListenAddr)
+            .map_err(|_| format!("`{s}` is not a listen address (expected HOST:PORT or :PORT)"))
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addr_accepts_port_only_form() {
+        let a: ListenAddr = ":8080".parse().unwrap();
+        assert_eq!(a.0.to_string(), "0.0.0.0:8080");
+        let b: ListenAddr = "127.0.0.1:0".parse().unwrap();
+        assert_eq!(b.0.port(), 0);
+        assert!("8080".parse::<ListenAddr>().is_err());
+    }
+
+    #[test]
+    fn weak_secrets_are_refused() {
+        assert!(weak_secret_reason("short").is_some());
+        assert!(weak_secret_reason(&"a".repeat(64)).is_some());
+        assert!(weak_secret_reason("changeme-changeme-changeme-changeme-0123456789").is_some());
+        assert!(weak_secret_reason("Xk3v9Qp2LmZr7Tb4Nw8Hc6Jd1Fg5Ys0Ae").is_none());
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let s = Secret::new("hunter2-hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

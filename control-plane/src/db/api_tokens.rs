@@ -1,0 +1,107 @@
+//! Personal API tokens: long random secrets for scripts, stored only as keyed hashes.
+
+use serde::Serialize;
+use sqlx::SqliteExecutor;
+use utoipa::ToSchema;
+
+use super::{Page, UtcTime};
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
+pub struct ApiToken {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    /// The first characters of the token, to recognise it in a list.
+    pub prefix: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: UtcTime,
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: UtcTime,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_used_at: Option<UtcTime>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub revoked_at: Option<UtcTime>,
+}
+
+const COLUMNS: &str = "id, user_id, name, prefix, created_at, expires_at, last_used_at, revoked_at";
+
+pub async fn insert(
+    db: impl SqliteExecutor<'_>,
+    user_id: &str,
+    name: &str,
+    token_hash: &str,
+    prefix: &str,
+    expires_at: UtcTime,
+    now: UtcTime,
+) -> Result<ApiToken, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO api_tokens (id, user_id, name, token_hash, prefix, created_at, expires_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
+    ))
+    .bind(super::new_id())
+    .bind(user_id)
+    .bind(name)
+    .bind(token_hash)
+    .bind(prefix)
+    .bind(now)
+    .bind(expires_at)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn find_by_hash(
+    db: impl SqliteExecutor<'_>,
+    token_hash: &str,
+) -> Result<Option<ApiToken>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM api_tokens WHERE token_hash = ?"))
+        .bind(token_hash)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn touch(db: impl SqliteExecutor<'_>, id: &str, now: UtcTime) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE api_tokens SET last_used_at = ? WHERE id = ?")
+        .bind(now)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn list_for_user(
+    db: &super::Pool,
+    user_id: &str,
+    page: Page,
+) -> Result<(Vec<ApiToken>, i64), sqlx::Error> {
+    let rows = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM api_tokens WHERE user_id = ? ORDER BY created_at DESC, id LIMIT ? OFFSET ?"
+    ))
+    .bind(user_id)
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(db)
+    .await?;
+    let total = sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens WHERE user_id = ?")
+        .bind(user_id)
+        .fetch_one(db)
+        .await?;
+    Ok((rows, total))
+}
+
+/// Revokes a token of `user_id`; `None` when there is no such token of theirs.
+pub async fn revoke(
+    db: impl SqliteExecutor<'_>,
+    user_id: &str,
+    id: &str,
+    now: UtcTime,
+) -> Result<Option<ApiToken>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND user_id = ? \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(now)
+    .bind(id)
+    .bind(user_id)
+    .fetch_optional(db)
+    .await
+}

@@ -1,0 +1,86 @@
+//! Bindings of a host to the egress IP its traffic must leave from (at most one per host).
+
+use serde::Serialize;
+use sqlx::SqliteExecutor;
+use utoipa::ToSchema;
+
+use super::{Page, UtcTime};
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
+pub struct Binding {
+    pub id: String,
+    pub host_id: String,
+    pub egress_ip_id: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: UtcTime,
+}
+
+const COLUMNS: &str = "id, host_id, egress_ip_id, created_at";
+
+pub async fn insert(
+    db: impl SqliteExecutor<'_>,
+    host_id: &str,
+    egress_ip_id: &str,
+    now: UtcTime,
+) -> Result<Binding, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO bindings (id, host_id, egress_ip_id, created_at) VALUES (?, ?, ?, ?) RETURNING {COLUMNS}"
+    ))
+    .bind(super::new_id())
+    .bind(host_id)
+    .bind(egress_ip_id)
+    .bind(now)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn get(db: impl SqliteExecutor<'_>, id: &str) -> Result<Option<Binding>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM bindings WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    pub host_id: Option<String>,
+    pub egress_ip_id: Option<String>,
+}
+
+pub async fn list(db: &super::Pool, filter: &Filter, page: Page) -> Result<(Vec<Binding>, i64), sqlx::Error> {
+    let cond = "(? IS NULL OR host_id = ?) AND (? IS NULL OR egress_ip_id = ?)";
+    let rows = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM bindings WHERE {cond} ORDER BY created_at, id LIMIT ? OFFSET ?"
+    ))
+    .bind(&filter.host_id)
+    .bind(&filter.host_id)
+    .bind(&filter.egress_ip_id)
+    .bind(&filter.egress_ip_id)
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(db)
+    .await?;
+    let total = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM bindings WHERE {cond}"))
+        .bind(&filter.host_id)
+        .bind(&filter.host_id)
+        .bind(&filter.egress_ip_id)
+        .bind(&filter.egress_ip_id)
+        .fetch_one(db)
+        .await?;
+    Ok((rows, total))
+}
+
+pub async fn delete(db: impl SqliteExecutor<'_>, id: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM bindings WHERE id = ?")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub async fn count_for_egress(db: impl SqliteExecutor<'_>, egress_ip_id: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM bindings WHERE egress_ip_id = ?")
+        .bind(egress_ip_id)
+        .fetch_one(db)
+        .await
+}

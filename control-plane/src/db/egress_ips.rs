@@ -1,0 +1,169 @@
+//! Egress IPs: the declared exit addresses and the tunnel settings that reach them.
+
+use serde::{Deserialize, Serialize};
+use sqlx::SqliteExecutor;
+use utoipa::ToSchema;
+
+use super::{Page, UtcTime};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, ToSchema)]
+#[sqlx(type_name = "TEXT", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum TunnelType {
+    Wireguard,
+    Proxy,
+}
+
+/// The stored row. Secrets (`wg_preshared_key`, `wg_private_key`, secrets inside `proxy_config`) are
+/// here in full; the API layer masks them.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EgressIp {
+    pub id: String,
+    pub label: String,
+    pub ip_address: String,
+    pub tunnel_type: TunnelType,
+    pub provider: String,
+    pub wg_endpoint: Option<String>,
+    pub wg_public_key: Option<String>,
+    pub wg_preshared_key: Option<String>,
+    pub wg_allowed_ips: Option<String>,
+    pub wg_dns_server: Option<String>,
+    pub wg_peer_address: Option<String>,
+    pub wg_private_key: Option<String>,
+    /// sing-box outbound JSON.
+    pub proxy_config: Option<String>,
+    pub dns_server: Option<String>,
+    pub observed_ip: Option<String>,
+    pub last_test_at: Option<UtcTime>,
+    pub last_test_result: Option<String>,
+    pub created_at: UtcTime,
+    pub updated_at: UtcTime,
+    /// Hosts bound to it (computed).
+    pub bound_hosts: i64,
+}
+
+const SELECT: &str = "SELECT e.id, e.label, e.ip_address, e.tunnel_type, e.provider, e.wg_endpoint, \
+    e.wg_public_key, e.wg_preshared_key, e.wg_allowed_ips, e.wg_dns_server, e.wg_peer_address, \
+    e.wg_private_key, e.proxy_config, e.dns_server, e.observed_ip, e.last_test_at, e.last_test_result, \
+    e.created_at, e.updated_at, \
+    (SELECT COUNT(*) FROM bindings b WHERE b.egress_ip_id = e.id) AS bound_hosts \
+    FROM egress_ips e";
+
+/// Inserts `e` as given (id and times included).
+pub async fn insert(db: impl SqliteExecutor<'_>, e: &EgressIp) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO egress_ips (id, label, ip_address, tunnel_type, provider, wg_endpoint, wg_public_key, \
+         wg_preshared_key, wg_allowed_ips, wg_dns_server, wg_peer_address, wg_private_key, proxy_config, \
+         dns_server, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&e.id)
+    .bind(&e.label)
+    .bind(&e.ip_address)
+    .bind(e.tunnel_type)
+    .bind(&e.provider)
+    .bind(&e.wg_endpoint)
+    .bind(&e.wg_public_key)
+    .bind(&e.wg_preshared_key)
+    .bind(&e.wg_allowed_ips)
+    .bind(&e.wg_dns_server)
+    .bind(&e.wg_peer_address)
+    .bind(&e.wg_private_key)
+    .bind(&e.proxy_config)
+    .bind(&e.dns_server)
+    .bind(e.created_at)
+    .bind(e.updated_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Writes every operator-editable column of `e`.
+pub async fn update(db: impl SqliteExecutor<'_>, e: &EgressIp) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE egress_ips SET label = ?, ip_address = ?, tunnel_type = ?, provider = ?, wg_endpoint = ?, \
+         wg_public_key = ?, wg_preshared_key = ?, wg_allowed_ips = ?, wg_dns_server = ?, wg_peer_address = ?, \
+         wg_private_key = ?, proxy_config = ?, dns_server = ?, updated_at = ? WHERE id = ?",
+    )
+    .bind(&e.label)
+    .bind(&e.ip_address)
+    .bind(e.tunnel_type)
+    .bind(&e.provider)
+    .bind(&e.wg_endpoint)
+    .bind(&e.wg_public_key)
+    .bind(&e.wg_preshared_key)
+    .bind(&e.wg_allowed_ips)
+    .bind(&e.wg_dns_server)
+    .bind(&e.wg_peer_address)
+    .bind(&e.wg_private_key)
+    .bind(&e.proxy_config)
+    .bind(&e.dns_server)
+    .bind(e.updated_at)
+    .bind(&e.id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn get(db: impl SqliteExecutor<'_>, id: &str) -> Result<Option<EgressIp>, sqlx::Error> {
+    sqlx::query_as(&format!("{SELECT} WHERE e.id = ?"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn list(
+    db: &super::Pool,
+    tunnel_type: Option<TunnelType>,
+    page: Page,
+) -> Result<(Vec<EgressIp>, i64), sqlx::Error> {
+    let rows = sqlx::query_as(&format!(
+        "{SELECT} WHERE (? IS NULL OR e.tunnel_type = ?) ORDER BY e.created_at, e.id LIMIT ? OFFSET ?"
+    ))
+    .bind(tunnel_type)
+    .bind(tunnel_type)
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(db)
+    .await?;
+    let total = sqlx::query_scalar("SELECT COUNT(*) FROM egress_ips WHERE (? IS NULL OR tunnel_type = ?)")
+        .bind(tunnel_type)
+        .bind(tunnel_type)
+        .fetch_one(db)
+        .await?;
+    Ok((rows, total))
+}
+
+pub async fn delete(db: impl SqliteExecutor<'_>, id: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM egress_ips WHERE id = ?")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+#[derive(Debug, Default, Clone, Copy, Serialize, ToSchema)]
+pub struct Counts {
+    pub total: i64,
+    /// Egress IPs with at least one host bound.
+    pub bound: i64,
+    pub wireguard: i64,
+    pub proxy: i64,
+}
+
+pub async fn counts(db: &super::Pool) -> Result<Counts, sqlx::Error> {
+    let (total, bound, wireguard, proxy): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), \
+           COALESCE(SUM(CASE WHEN EXISTS (SELECT 1 FROM bindings b WHERE b.egress_ip_id = e.id) THEN 1 ELSE 0 END), 0), \
+           COALESCE(SUM(CASE WHEN tunnel_type = 'wireguard' THEN 1 ELSE 0 END), 0), \
+           COALESCE(SUM(CASE WHEN tunnel_type = 'proxy' THEN 1 ELSE 0 END), 0) \
+         FROM egress_ips e",
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(Counts {
+        total,
+        bound,
+        wireguard,
+        proxy,
+    })
+}

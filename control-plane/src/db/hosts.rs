@@ -1,0 +1,199 @@
+//! Hosts: one row per user container, with its short id and limits.
+
+use serde::{Deserialize, Serialize};
+use sqlx::SqliteExecutor;
+use utoipa::ToSchema;
+
+use super::{Page, UtcTime};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, ToSchema)]
+#[sqlx(type_name = "TEXT", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum HostStatus {
+    /// Recorded; the create task has not run yet.
+    Pending,
+    Creating,
+    Running,
+    Stopped,
+    Error,
+    /// Being removed; the row goes when the delete task has removed everything.
+    Deleting,
+}
+
+impl HostStatus {
+    pub const ALL: [HostStatus; 6] = [
+        Self::Pending,
+        Self::Creating,
+        Self::Running,
+        Self::Stopped,
+        Self::Error,
+        Self::Deleting,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Creating => "creating",
+            Self::Running => "running",
+            Self::Stopped => "stopped",
+            Self::Error => "error",
+            Self::Deleting => "deleting",
+        }
+    }
+}
+
+/// A host joined with its owner's name and its binding.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Host {
+    pub id: String,
+    pub short_id: String,
+    pub user_id: Option<String>,
+    pub username: Option<String>,
+    pub name: String,
+    pub status: HostStatus,
+    pub memory_mb: i64,
+    pub cpu_millis: i64,
+    pub pids_limit: i64,
+    pub ssh_password_hash: String,
+    pub node_id: Option<String>,
+    pub container_id: Option<String>,
+    pub last_error: Option<String>,
+    pub egress_ip_id: Option<String>,
+    pub created_at: UtcTime,
+    pub updated_at: UtcTime,
+}
+
+const SELECT: &str = "SELECT h.id, h.short_id, h.user_id, u.username, h.name, h.status, h.memory_mb, \
+    h.cpu_millis, h.pids_limit, h.ssh_password_hash, h.node_id, h.container_id, h.last_error, \
+    b.egress_ip_id, h.created_at, h.updated_at \
+    FROM hosts h LEFT JOIN users u ON u.id = h.user_id LEFT JOIN bindings b ON b.host_id = h.id";
+
+pub struct NewHost<'a> {
+    pub short_id: &'a str,
+    pub user_id: &'a str,
+    pub name: &'a str,
+    pub memory_mb: i64,
+    pub cpu_millis: i64,
+    pub pids_limit: i64,
+    pub ssh_password_hash: &'a str,
+}
+
+/// Inserts a host in `pending`; returns its id.
+pub async fn insert(
+    db: impl SqliteExecutor<'_>,
+    h: NewHost<'_>,
+    now: UtcTime,
+) -> Result<String, sqlx::Error> {
+    let id = super::new_id();
+    sqlx::query(
+        "INSERT INTO hosts (id, short_id, user_id, name, status, memory_mb, cpu_millis, pids_limit, \
+         ssh_password_hash, created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&id)
+    .bind(h.short_id)
+    .bind(h.user_id)
+    .bind(h.name)
+    .bind(h.memory_mb)
+    .bind(h.cpu_millis)
+    .bind(h.pids_limit)
+    .bind(h.ssh_password_hash)
+    .bind(now)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(id)
+}
+
+pub async fn get(db: impl SqliteExecutor<'_>, id: &str) -> Result<Option<Host>, sqlx::Error> {
+    sqlx::query_as(&format!("{SELECT} WHERE h.id = ?"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// A host only if `user_id` owns it.
+pub async fn get_owned(
+    db: impl SqliteExecutor<'_>,
+    id: &str,
+    user_id: &str,
+) -> Result<Option<Host>, sqlx::Error> {
+    sqlx::query_as(&format!("{SELECT} WHERE h.id = ? AND h.user_id = ?"))
+        .bind(id)
+        .bind(user_id)
+        .fetch_optional(db)
+        .await
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    pub user_id: Option<String>,
+    pub status: Option<HostStatus>,
+}
+
+pub async fn list(db: &super::Pool, filter: &Filter, page: Page) -> Result<(Vec<Host>, i64), sqlx::Error> {
+    let cond = "(? IS NULL OR h.user_id = ?) AND (? IS NULL OR h.status = ?)";
+    let rows = sqlx::query_as(&format!(
+        "{SELECT} WHERE {cond} ORDER BY h.created_at, h.id LIMIT ? OFFSET ?"
+    ))
+    .bind(&filter.user_id)
+    .bind(&filter.user_id)
+    .bind(filter.status)
+    .bind(filter.status)
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(db)
+    .await?;
+    let total = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM hosts h WHERE {cond}"))
+        .bind(&filter.user_id)
+        .bind(&filter.user_id)
+        .bind(filter.status)
+        .bind(filter.status)
+        .fetch_one(db)
+        .await?;
+    Ok((rows, total))
+}
+
+/// Ids of every host of a user that is not already on its way out.
+pub async fn ids_of_user(db: impl SqliteExecutor<'_>, user_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM hosts WHERE user_id = ? AND status <> 'deleting' ORDER BY created_at")
+        .bind(user_id)
+        .fetch_all(db)
+        .await
+}
+
+pub async fn set_status(
+    db: impl SqliteExecutor<'_>,
+    id: &str,
+    status: HostStatus,
+    now: UtcTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE hosts SET status = ?, updated_at = ? WHERE id = ?")
+        .bind(status)
+        .bind(now)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_ssh_password_hash(
+    db: impl SqliteExecutor<'_>,
+    id: &str,
+    hash: &str,
+    now: UtcTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE hosts SET ssh_password_hash = ?, updated_at = ? WHERE id = ?")
+        .bind(hash)
+        .bind(now)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Host count per status.
+pub async fn count_by_status(db: &super::Pool) -> Result<Vec<(HostStatus, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT status, COUNT(*) FROM hosts GROUP BY status ORDER BY status")
+        .fetch_all(db)
+        .await
+}

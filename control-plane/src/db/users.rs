@@ -1,0 +1,217 @@
+//! Accounts: the operator (role `admin`) and tenants (role `user`).
+
+use serde::{Deserialize, Serialize};
+use sqlx::SqliteExecutor;
+use utoipa::ToSchema;
+
+use super::{Page, UtcTime};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, ToSchema)]
+#[sqlx(type_name = "TEXT", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    User,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, ToSchema)]
+#[sqlx(type_name = "TEXT", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Active,
+    Disabled,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub password_hash: String,
+    pub role: Role,
+    pub status: Status,
+    pub expires_at: Option<UtcTime>,
+    pub token_version: i64,
+    pub created_at: UtcTime,
+    pub updated_at: UtcTime,
+}
+
+impl User {
+    pub fn is_expired(&self, now: UtcTime) -> bool {
+        self.expires_at.is_some_and(|e| e <= now)
+    }
+    /// Whether the account may sign in and use its tokens right now.
+    pub fn is_usable(&self, now: UtcTime) -> bool {
+        self.status == Status::Active && !self.is_expired(now)
+    }
+}
+
+const COLUMNS: &str =
+    "id, username, password_hash, role, status, expires_at, token_version, created_at, updated_at";
+
+pub fn username_key(username: &str) -> String {
+    username.to_lowercase()
+}
+
+pub async fn insert(
+    db: impl SqliteExecutor<'_>,
+    username: &str,
+    password_hash: &str,
+    role: Role,
+    expires_at: Option<UtcTime>,
+    now: UtcTime,
+) -> Result<User, sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO users (id, username, username_key, password_hash, role, status, expires_at, \
+         token_version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'active', ?, 0, ?, ?) RETURNING {COLUMNS}"
+    );
+    sqlx::query_as(&sql)
+        .bind(super::new_id())
+        .bind(username)
+        .bind(username_key(username))
+        .bind(password_hash)
+        .bind(role)
+        .bind(expires_at)
+        .bind(now)
+        .bind(now)
+        .fetch_one(db)
+        .await
+}
+
+pub async fn get(db: impl SqliteExecutor<'_>, id: &str) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// A tenant account (role `user`) by id; operator accounts are not tenants.
+pub async fn get_tenant(db: impl SqliteExecutor<'_>, id: &str) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM users WHERE id = ? AND role = 'user'"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn get_by_username(
+    db: impl SqliteExecutor<'_>,
+    username: &str,
+) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE username_key = ?"))
+        .bind(username_key(username))
+        .fetch_optional(db)
+        .await
+}
+
+/// Tenants, oldest first, optionally filtered by status.
+pub async fn list_tenants(
+    db: &super::Pool,
+    status: Option<Status>,
+    page: Page,
+) -> Result<(Vec<User>, i64), sqlx::Error> {
+    let rows = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM users WHERE role = 'user' AND (? IS NULL OR status = ?) \
+         ORDER BY created_at, id LIMIT ? OFFSET ?"
+    ))
+    .bind(status)
+    .bind(status)
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(db)
+    .await?;
+    let total: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'user' AND (? IS NULL OR status = ?)")
+            .bind(status)
+            .bind(status)
+            .fetch_one(db)
+            .await?;
+    Ok((rows, total))
+}
+
+/// Changes the status; every outstanding token of the user stops working.
+pub async fn set_status(
+    db: impl SqliteExecutor<'_>,
+    id: &str,
+    status: Status,
+    now: UtcTime,
+) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE users SET status = ?, token_version = token_version + 1, updated_at = ? \
+         WHERE id = ? RETURNING {COLUMNS}"
+    ))
+    .bind(status)
+    .bind(now)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Replaces the password hash; every outstanding token of the user stops working.
+pub async fn set_password(
+    db: impl SqliteExecutor<'_>,
+    id: &str,
+    password_hash: &str,
+    now: UtcTime,
+) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE users SET password_hash = ?, token_version = token_version + 1, updated_at = ? \
+         WHERE id = ? RETURNING {COLUMNS}"
+    ))
+    .bind(password_hash)
+    .bind(now)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn set_expiry(
+    db: impl SqliteExecutor<'_>,
+    id: &str,
+    expires_at: Option<UtcTime>,
+    now: UtcTime,
+) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE users SET expires_at = ?, updated_at = ? WHERE id = ? RETURNING {COLUMNS}"
+    ))
+    .bind(expires_at)
+    .bind(now)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn delete(db: impl SqliteExecutor<'_>, id: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM users WHERE id = ?")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+#[derive(Debug, Default, Clone, Copy, Serialize, ToSchema)]
+pub struct Counts {
+    pub total: i64,
+    pub active: i64,
+    pub disabled: i64,
+    pub expired: i64,
+}
+
+pub async fn counts(db: &super::Pool, now: UtcTime) -> Result<Counts, sqlx::Error> {
+    let (total, active, disabled, expired): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), \
+           COALESCE(SUM(CASE WHEN status = 'active' THEN 1 ELSE 0 END), 0), \
+           COALESCE(SUM(CASE WHEN status = 'disabled' THEN 1 ELSE 0 END), 0), \
+           COALESCE(SUM(CASE WHEN expires_at IS NOT NULL AND expires_at <= ? THEN 1 ELSE 0 END), 0) \
+         FROM users WHERE role = 'user'",
+    )
+    .bind(now)
+    .fetch_one(db)
+    .await?;
+    Ok(Counts {
+        total,
+        active,
+        disabled,
+        expired,
+    })
+}

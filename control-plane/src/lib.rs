@@ -1,0 +1,121 @@
+//! The cloud-cli-proxy control plane: the operator's HTTP API, authentication, the database, durable
+//! host tasks and the audit log. `run` is the whole server; `main.rs` only parses configuration.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod db;
+// TEMP pub mod egress;
+pub mod error;
+pub mod extract;
+pub mod hosts;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+/// Settings handlers read, fixed at start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Base URL printed in access commands, no trailing slash.
+    pub public_base_url: String,
+    /// Host name users pass to `ssh` (the host of `public_base_url`).
+    pub ssh_host: String,
+    pub ssh_port: u16,
+    pub trust_forwarded_for: bool,
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: db::Pool,
+    pub keys: Arc<auth::Keys>,
+    pub limiter: Arc<auth::ratelimit::LoginLimiter>,
+    pub settings: Arc<Settings>,
+    /// Verified against for unknown usernames so that they cost as much as a wrong password.
+    pub decoy_hash: Arc<str>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Opens the database, applies migrations and makes sure the operator account matches the config.
+    pub async fn init(config: &Config, bound_port: u16) -> anyhow::Result<Self> {
+        let secret = config.checked_jwt_secret().map_err(anyhow::Error::msg)?;
+        let db = db::connect(&config.database_url).await?;
+        auth::admin::ensure(&db, &config.admin_username, config.admin_password.as_ref()).await?;
+        let public_base_url = config.public_base_url(bound_port);
+        let ssh_host = host_of(&public_base_url).unwrap_or("localhost").to_owned();
+        let settings = Settings {
+            public_base_url,
+            ssh_host,
+            ssh_port: config.ssh_proxy_addr.0.port(),
+            trust_forwarded_for: config.trust_forwarded_for,
+        };
+        let decoy = tokio::task::spawn_blocking(auth::password::decoy_hash).await?;
+        Ok(Self {
+            db,
+            keys: Arc::new(auth::Keys::new(secret.expose(), config.token_ttl())),
+            limiter: Arc::new(auth::ratelimit::LoginLimiter::new(
+                config.login_max_failures_per_ip,
+                config.login_max_failures_per_account,
+                Duration::from_secs(config.login_window_secs),
+            )),
+            settings: Arc::new(settings),
+            decoy_hash: decoy.into(),
+        })
+    }
+}
+
+/// `http://host:port/…` → `host`.
+fn host_of(url: &str) -> Option<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next();
+    }
+    authority.split(':').next().filter(|h| !h.is_empty())
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr().context("listener has no local address")?;
+    let state = AppState::init(&config, addr.port()).await?;
+    let app = api::router(state.clone(), config.max_body_bytes);
+    tracing::info!(%addr, public_base_url = %state.settings.public_base_url, "control plane listening");
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("HTTP server failed")?;
+    state.db.close().await;
+    tracing::info!("control plane stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_of_urls() {
+        assert_eq!(super::host_of("http://example.org:8080/x"), Some("example.org"));
+        assert_eq!(super::host_of("https://[::1]:8443"), Some("::1"));
+        assert_eq!(super::host_of("http://u:p@h"), Some("h"));
+    }
+}

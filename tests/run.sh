@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# The project's test command: what CI runs (through .ci/run) and what the README asks you to run.
+#
+# Usage:  tests/run.sh [STEP...]
+#
+# Steps, run in this order (default: all of them):
+#   deps    install missing Debian packages the checks and tests use (apt-get update only if needed)
+#   fmt     cargo fmt --all --check
+#   clippy  cargo clippy --workspace --all-targets -- -D warnings
+#   build   cargo build --workspace --bins
+#   shell   bash -n and shellcheck on every *.sh under deploy/ and tests/, and .ci/run
+#   test    the shell tests in tests/scripts/, then cargo nextest run --workspace --no-fail-fast
+#           (cargo test --workspace --no-fail-fast when cargo-nextest is not installed)
+#
+# TEST_ARGS is passed to the Rust test runner, split on whitespace, e.g. TEST_ARGS='-E test(login)'.
+#
+# A failing step ends the run at once, except `test`, which runs every test and then fails.
+
+set -euo pipefail
+
+cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.."
+
+readonly ALL_STEPS=(deps fmt clippy build shell test)
+# What the checks and tests call, as command:Debian package.
+readonly REQUIRED=(sqlite3:sqlite3 shellcheck:shellcheck jq:jq curl:curl cc:build-essential)
+
+header() { printf '\n==> %s\n' "$*" >&2; }
+die() {
+    printf 'tests/run.sh: %s\n' "$*" >&2
+    exit 1
+}
+
+step_deps() {
+    local entry missing=()
+    for entry in "${REQUIRED[@]}"; do
+        command -v "${entry%%:*}" >/dev/null 2>&1 || missing+=("${entry#*:}")
+    done
+    if [[ ${#missing[@]} -gt 0 ]]; then
+        local as_root=()
+        if [[ $EUID -ne 0 ]]; then
+            command -v sudo >/dev/null 2>&1 || die "missing ${missing[*]}: as root, run apt-get install -y ${missing[*]}"
+            as_root=(sudo)
+        fi
+        echo "installing ${missing[*]}"
+        "${as_root[@]}" apt-get update -q
+        "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+    else
+        echo "all present: ${REQUIRED[*]%%:*}"
+    fi
+    command -v cargo >/dev/null 2>&1 || die "cargo is not installed (https://rustup.rs)"
+    cargo fmt --version >/dev/null 2>&1 || die "rustfmt is missing: rustup component add rustfmt"
+    cargo clippy --version >/dev/null 2>&1 || die "clippy is missing: rustup component add clippy"
+}
+
+step_fmt() {
+    cargo fmt --all --check
+}
+
+step_clippy() {
+    cargo clippy --workspace --all-targets -- -D warnings
+}
+
+step_build() {
+    cargo build --workspace --bins
+}
+
+step_shell() {
+    local scripts=() script
+    mapfile -d '' -t scripts < <(find deploy tests -type f -name '*.sh' -print0 | sort -z)
+    scripts+=(.ci/run)
+    for script in "${scripts[@]}"; do
+        bash -n "$script"
+    done
+    shellcheck "${scripts[@]}"
+    echo "${#scripts[@]} scripts pass bash -n and shellcheck"
+}
+
+step_test() {
+    local args=() failed=0 script
+    read -r -a args <<<"${TEST_ARGS:-}"
+    for script in tests/scripts/*.sh; do
+        [[ -e $script ]] || continue
+        echo "--- $script"
+        bash "$script" || failed=1
+    done
+    # The Rust runner goes last so that its summary closes the output.
+    if cargo nextest --version >/dev/null 2>&1; then
+        cargo nextest run --workspace --no-fail-fast "${args[@]}" || failed=1
+    else
+        cargo test --workspace --no-fail-fast "${args[@]}" || failed=1
+    fi
+    return "$failed"
+}
+
+current_step=""
+report_failure() {
+    local status=$?
+    if [[ $status -ne 0 && -n $current_step ]]; then
+        header "FAILED: $current_step (exit status $status)"
+    fi
+}
+
+main() {
+    local steps=("$@") step
+    [[ ${#steps[@]} -gt 0 ]] || steps=("${ALL_STEPS[@]}")
+    for step in "${steps[@]}"; do
+        [[ " ${ALL_STEPS[*]} " == *" $step "* ]] || die "unknown step '$step' (steps: ${ALL_STEPS[*]})"
+    done
+
+    # Steps are called plainly, never in a condition, so that `set -e` stops them at their first failure.
+    trap report_failure EXIT
+    local started=$SECONDS
+    for step in "${steps[@]}"; do
+        current_step=$step
+        header "$step"
+        "step_$step"
+    done
+    current_step=""
+    header "passed: ${steps[*]} ($((SECONDS - started))s)"
+}
+
+main "$@"

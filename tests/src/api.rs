@@ -1,0 +1,324 @@
+//! An HTTP client for the API, the error-shape assertion and a deadline poller.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
+use serde_json::Value;
+
+/// Strings no response of the API may ever contain: a stored password hash leaking out.
+const NEVER_IN_A_RESPONSE: &[&str] = &["password_hash", "$argon2"];
+
+/// One answer of the API.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub method: Method,
+    pub path: String,
+    pub status: u16,
+    pub headers: HeaderMap,
+    /// The body parsed as JSON; `Null` when empty, a JSON string when it is not JSON.
+    pub body: Value,
+    /// The raw body.
+    pub text: String,
+}
+
+impl Resp {
+    /// Asserts the status and returns the body.
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> &Value {
+        assert_eq!(
+            self.status, status,
+            "{} {}: expected {status}, got {} with body {}",
+            self.method, self.path, self.status, self.text
+        );
+        &self.body
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `body[key]` as a string, or a panic that says what was there instead.
+    #[track_caller]
+    pub fn str(&self, key: &str) -> String {
+        match self.body.get(key).and_then(Value::as_str) {
+            Some(s) => s.to_owned(),
+            None => panic!(
+                "{} {}: no string `{key}` in {}",
+                self.method, self.path, self.text
+            ),
+        }
+    }
+
+    /// `total_records` of a page.
+    #[track_caller]
+    pub fn total(&self) -> i64 {
+        self.expect(200);
+        self.body["total_records"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{} {}: not a page: {}", self.method, self.path, self.text))
+    }
+
+    /// `data` of a page.
+    #[track_caller]
+    pub fn data(&self) -> &Vec<Value> {
+        self.expect(200);
+        self.body["data"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{} {}: not a page: {}", self.method, self.path, self.text))
+    }
+}
+
+/// A body to send.
+#[derive(Debug, Clone)]
+pub enum Body {
+    None,
+    Json(Value),
+    /// Bytes with the given `Content-Type` header (none when `None`).
+    Raw {
+        content_type: Option<String>,
+        bytes: Vec<u8>,
+    },
+}
+
+/// A client bound to a base URL and, optionally, a bearer token.
+#[derive(Debug, Clone)]
+pub struct Api {
+    base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl Api {
+    pub fn new(base: impl Into<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            // Only loopback is ever dialled; a proxy from the environment must not change that.
+            .no_proxy()
+            .build()
+            .expect("HTTP client");
+        Self {
+            base: base.into(),
+            http,
+            token: None,
+        }
+    }
+
+    /// The same server with this bearer token.
+    pub fn with_token(&self, token: impl Into<String>) -> Self {
+        Self {
+            token: Some(token.into()),
+            ..self.clone()
+        }
+    }
+
+    /// The same server without a token.
+    pub fn anonymous(&self) -> Self {
+        Self {
+            token: None,
+            ..self.clone()
+        }
+    }
+
+    pub fn token(&self) -> &str {
+        self.token.as_deref().expect("this client has no token")
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Signs in on `/v1/auth/login`, asserting success; returns the session token.
+    #[track_caller]
+    pub fn login(&self, username: &str, password: &str) -> impl Future<Output = String> + '_ {
+        let caller = std::panic::Location::caller();
+        let body = serde_json::json!({ "username": username, "password": password });
+        let username = username.to_owned();
+        async move {
+            let r = self.anonymous().post("/v1/auth/login", body).await;
+            assert_eq!(
+                r.status, 200,
+                "login as {username} (called at {caller}) failed: {}",
+                r.text
+            );
+            r.str("token")
+        }
+    }
+
+    /// A client signed in as `username`.
+    pub async fn login_as(&self, username: &str, password: &str) -> Self {
+        let token = self.login(username, password).await;
+        self.with_token(token)
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(Method::GET, path, Body::None).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.send(Method::DELETE, path, Body::None).await
+    }
+
+    pub async fn post(&self, path: &str, body: impl Into<Option<Value>>) -> Resp {
+        self.send(Method::POST, path, json_body(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: impl Into<Option<Value>>) -> Resp {
+        self.send(Method::PUT, path, json_body(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: impl Into<Option<Value>>) -> Resp {
+        self.send(Method::PATCH, path, json_body(body)).await
+    }
+
+    /// Any request. Every answer is checked for leaked password hashes.
+    pub async fn send(&self, method: Method, path: &str, body: Body) -> Resp {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method.clone(), &url);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        req = match body {
+            Body::None => req,
+            Body::Json(v) => req.header(CONTENT_TYPE, "application/json").body(v.to_string()),
+            Body::Raw {
+                content_type: Some(ct),
+                bytes,
+            } => req.header(CONTENT_TYPE, ct).body(bytes),
+            Body::Raw {
+                content_type: None,
+                bytes,
+            } => req.body(bytes),
+        };
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: request failed: {e}"));
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let streaming = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        // An event stream never ends; its headers are the answer.
+        let text = if streaming {
+            String::new()
+        } else {
+            resp.text()
+                .await
+                .unwrap_or_else(|e| panic!("{method} {path}: reading the body failed: {e}"))
+        };
+        for needle in NEVER_IN_A_RESPONSE {
+            assert!(
+                !text.contains(needle),
+                "{method} {path}: the response contains `{needle}`: {text}"
+            );
+        }
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.clone()))
+        };
+        Resp {
+            method,
+            path: path.to_owned(),
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+}
+
+fn json_body(body: impl Into<Option<Value>>) -> Body {
+    body.into().map_or(Body::None, Body::Json)
+}
+
+/// Asserts `{"error":{"code","message"[,"field"]}}` with this status and code; returns the `error`
+/// object.
+#[track_caller]
+pub fn assert_error<'a>(resp: &'a Resp, status: u16, code: &str) -> &'a Value {
+    let ctx = format!("{} {} → {} {}", resp.method, resp.path, resp.status, resp.text);
+    assert_eq!(resp.status, status, "wrong status: {ctx}");
+    let ct = resp.header("content-type").unwrap_or("");
+    assert!(
+        ct.starts_with("application/json"),
+        "error without a JSON content type ({ct}): {ctx}"
+    );
+    let top: BTreeSet<&str> = resp
+        .body
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        top,
+        BTreeSet::from(["error"]),
+        "error body must be exactly {{\"error\":…}}: {ctx}"
+    );
+    let err = &resp.body["error"];
+    let keys: BTreeSet<&str> = err
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    assert!(
+        keys.contains("code")
+            && keys.contains("message")
+            && keys.iter().all(|k| ["code", "message", "field"].contains(k)),
+        "error object must have code, message and at most field: {ctx}"
+    );
+    assert_eq!(err["code"], code, "wrong error code: {ctx}");
+    assert!(
+        err["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "empty error message: {ctx}"
+    );
+    if let Some(field) = err.get("field") {
+        assert!(
+            field.as_str().is_some_and(|f| !f.is_empty()),
+            "`field` must be a non-empty string: {ctx}"
+        );
+    }
+    err
+}
+
+/// [`assert_error`] that also names the offending field.
+#[track_caller]
+pub fn assert_error_field(resp: &Resp, status: u16, code: &str, field: &str) {
+    let err = assert_error(resp, status, code);
+    assert_eq!(
+        err.get("field").and_then(Value::as_str),
+        Some(field),
+        "{} {}: error should name field `{field}`: {}",
+        resp.method,
+        resp.path,
+        resp.text
+    );
+}
+
+/// Asserts that the JSON object `v` has every one of `keys`.
+#[track_caller]
+pub fn assert_keys(v: &Value, keys: &[&str]) {
+    let obj = v.as_object().unwrap_or_else(|| panic!("not an object: {v}"));
+    let missing: Vec<&&str> = keys.iter().filter(|k| !obj.contains_key(**k)).collect();
+    assert!(missing.is_empty(), "missing keys {missing:?} in {v}");
+}
+
+/// Polls `f` until it yields `Some`, or panics after `limit` saying what was awaited.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

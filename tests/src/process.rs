@@ -1,0 +1,383 @@
+//! The control-plane process under test: spawn, wait for its listening line, capture its logs, stop.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::api::Api;
+use crate::fixtures;
+
+/// How long a control plane may take to print its listening line (migrations, argon2 at start).
+const START_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a graceful stop may take before the process is killed.
+const STOP_DEADLINE: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(20);
+
+/// Environment of one control-plane process.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The SQLite file; `None` means a fresh file in a temporary directory owned by the process handle.
+    pub db_path: Option<PathBuf>,
+    pub admin_username: String,
+    pub admin_password: String,
+    pub jwt_secret: String,
+    /// Further variables (`TOKEN_TTL_SECS`, `LOGIN_MAX_FAILURES_PER_ACCOUNT`, `MAX_BODY_BYTES`, …).
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Options {
+    /// Fresh random secrets, so a test can look for them in the logs.
+    pub fn new() -> Self {
+        Self {
+            db_path: None,
+            admin_username: "admin".to_owned(),
+            admin_password: format!("adm-{}", fixtures::random_alnum(24)),
+            jwt_secret: fixtures::random_alnum(48),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn env(mut self, key: &str, value: impl ToString) -> Self {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_string()));
+        self
+    }
+
+    pub fn db(mut self, path: impl Into<PathBuf>) -> Self {
+        self.db_path = Some(path.into());
+        self
+    }
+
+    pub fn secret(mut self, secret: impl Into<String>) -> Self {
+        self.jwt_secret = secret.into();
+        self
+    }
+}
+
+/// Where the binaries are: `$CCP_BIN_DIR`, else the workspace's `target/debug`.
+pub fn bin_dir() -> PathBuf {
+    match std::env::var_os("CCP_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("target")
+            .join("debug"),
+    }
+}
+
+pub fn control_plane_bin() -> PathBuf {
+    let bin = bin_dir().join("cloud-cli-proxy-control-plane");
+    assert!(
+        bin.is_file(),
+        "{} does not exist: run `cargo build --workspace --bins` first (or set CCP_BIN_DIR)",
+        bin.display()
+    );
+    bin
+}
+
+/// What the process wrote on stdout and stderr, line by line, shared with the drain threads.
+#[derive(Debug, Clone, Default)]
+pub struct Logs(Arc<Mutex<String>>);
+
+impl Logs {
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn push_line(&self, line: &str) {
+        let mut buf = self.0.lock().unwrap();
+        buf.push_str(line);
+        buf.push('\n');
+    }
+
+    fn drain(&self, stream: impl Read + Send + 'static) -> JoinHandle<()> {
+        let logs = self.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stream);
+            let mut line = Vec::new();
+            // Byte lines, so a stray invalid UTF-8 byte cannot stop the draining.
+            while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                logs.push_line(String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']));
+                line.clear();
+            }
+        })
+    }
+}
+
+/// A running (or stopped) control plane. Dropping it kills the process and removes its temp dir.
+pub struct ControlPlane {
+    child: Option<Child>,
+    drains: Vec<JoinHandle<()>>,
+    logs: Logs,
+    addr: SocketAddr,
+    db_path: PathBuf,
+    opts: Options,
+    // Declared last: dropped after the process is gone.
+    _dir: Option<TempDir>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("addr", &self.addr)
+            .field("db", &self.db_path)
+            .finish()
+    }
+}
+
+impl ControlPlane {
+    /// Starts the binary and waits until it listens.
+    pub async fn start(opts: Options) -> Self {
+        let (dir, db_path) = match &opts.db_path {
+            Some(p) => (None, p.clone()),
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("ccp-e2e-")
+                    .tempdir()
+                    .expect("temp dir");
+                let path = dir.path().join("control-plane.db");
+                (Some(dir), path)
+            }
+        };
+        let mut cp = Self {
+            child: None,
+            drains: Vec::new(),
+            logs: Logs::default(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            db_path,
+            opts,
+            _dir: dir,
+        };
+        cp.spawn().await;
+        cp
+    }
+
+    /// Starts the binary expecting it to refuse: returns its exit status and everything it wrote.
+    pub async fn start_failing(opts: Options) -> (ExitStatus, String) {
+        let dir = tempfile::Builder::new()
+            .prefix("ccp-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let db = opts
+            .db_path
+            .clone()
+            .unwrap_or_else(|| dir.path().join("control-plane.db"));
+        let mut child = command(&opts, &db).spawn().expect("spawn control plane");
+        let logs = Logs::default();
+        let drains = [
+            logs.drain(child.stdout.take().expect("stdout")),
+            logs.drain(child.stderr.take().expect("stderr")),
+        ];
+        let status = wait_with_deadline(&mut child, START_DEADLINE).await;
+        let Some(status) = status else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "control plane was expected to exit but is still running; logs:\n{}",
+                logs.text()
+            );
+        };
+        for d in drains {
+            let _ = d.join();
+        }
+        (status, logs.text())
+    }
+
+    async fn spawn(&mut self) {
+        assert!(self.child.is_none(), "control plane already running");
+        // The log buffer is shared with earlier runs of this handle: only look at what this run writes.
+        let skip = self.logs.text().len();
+        let mut child = command(&self.opts, &self.db_path)
+            .spawn()
+            .expect("spawn control plane");
+        let out = self.logs.drain(child.stdout.take().expect("stdout"));
+        let err = self.logs.drain(child.stderr.take().expect("stderr"));
+        self.drains = vec![out, err];
+        let deadline = Instant::now() + START_DEADLINE;
+        let addr = loop {
+            let text = self.logs.text();
+            if let Some(addr) = listening_addr(text.get(skip..).unwrap_or("")) {
+                break addr;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                for d in self.drains.drain(..) {
+                    let _ = d.join();
+                }
+                panic!(
+                    "control plane exited with {status} before listening; logs:\n{}",
+                    self.logs.text()
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "control plane did not log `control plane listening` within {START_DEADLINE:?}; logs:\n{text}"
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        self.addr = addr;
+        self.child = Some(child);
+    }
+
+    /// SIGTERM, then wait for a graceful exit; killed if it does not come.
+    pub async fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("control plane is not running");
+        let pid = child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let status = match wait_with_deadline(&mut child, STOP_DEADLINE).await {
+            Some(status) => status,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "control plane ignored SIGTERM for {STOP_DEADLINE:?}; logs:\n{}",
+                    self.logs.text()
+                );
+            }
+        };
+        for d in self.drains.drain(..) {
+            let _ = d.join();
+        }
+        status
+    }
+
+    /// Stops (if running) and starts again on the same database with `opts`.
+    pub async fn restart(&mut self, opts: Options) {
+        if self.child.is_some() {
+            let status = self.stop().await;
+            assert!(status.success(), "graceful stop should exit 0, got {status}");
+        }
+        self.opts = Options {
+            db_path: Some(self.db_path.clone()),
+            ..opts
+        };
+        self.spawn().await;
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
+    }
+
+    /// `sqlite://…` URL of the database.
+    pub fn database_url(&self) -> String {
+        format!("sqlite://{}", self.db_path.display())
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    /// Everything the process wrote so far (stdout and stderr, all runs of this handle).
+    pub fn logs(&self) -> String {
+        self.logs.text()
+    }
+
+    /// An anonymous client.
+    pub fn api(&self) -> Api {
+        Api::new(self.base_url())
+    }
+
+    /// A client signed in as the operator.
+    pub async fn admin(&self) -> Api {
+        self.api()
+            .login_as(&self.opts.admin_username, &self.opts.admin_password)
+            .await
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn command(opts: &Options, db_path: &Path) -> Command {
+    let mut cmd = Command::new(control_plane_bin());
+    // A clean environment: no inherited RUST_LOG or stray configuration changes what is tested.
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DATABASE_URL", format!("sqlite://{}", db_path.display()))
+        .env("ADMIN_USERNAME", &opts.admin_username)
+        .env("ADMIN_PASSWORD", &opts.admin_password)
+        .env("ADMIN_JWT_SECRET", &opts.jwt_secret)
+        .env("CONTROL_PLANE_ADDR", "127.0.0.1:0")
+        .env("SSH_PROXY_ADDR", "127.0.0.1:0")
+        .env("PUBLIC_BASE_URL", crate::PUBLIC_BASE_URL)
+        .env("LOG_FORMAT", "json")
+        .env("LOG_LEVEL", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in &opts.env {
+        if v.is_empty() {
+            cmd.env_remove(k);
+        } else {
+            cmd.env(k, v);
+        }
+    }
+    cmd
+}
+
+/// The address in the `control plane listening` JSON log line, if it was written.
+fn listening_addr(logs: &str) -> Option<SocketAddr> {
+    logs.lines().find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        if v.get("message")?.as_str()? != "control plane listening" {
+            return None;
+        }
+        v.get("addr")?.as_str()?.parse().ok()
+    })
+}
+
+async fn wait_with_deadline(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for control plane") {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_the_listening_line() {
+        let logs = "{\"message\":\"starting\"}\nnot json\n\
+                    {\"timestamp\":\"x\",\"level\":\"INFO\",\"message\":\"control plane listening\",\"addr\":\"127.0.0.1:4321\"}\n";
+        assert_eq!(super::listening_addr(logs).unwrap().port(), 4321);
+        assert!(super::listening_addr("{\"message\":\"control plane listening\"}").is_none());
+    }
+}
