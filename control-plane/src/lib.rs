@@ -5,7 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod db;
-// TEMP pub mod egress;
+pub mod egress;
 pub mod error;
 pub mod extract;
 pub mod hosts;

@@ -58,7 +58,10 @@ pub struct EgressView {
 
 impl EgressView {
     fn new(e: &EgressIp) -> Self {
-        let proxy_config = e.proxy_config.as_deref().and_then(|raw| serde_json::from_str(raw).ok());
+        let proxy_config = e
+            .proxy_config
+            .as_deref()
+            .and_then(|raw| serde_json::from_str(raw).ok());
         Self {
             id: e.id.clone(),
             label: e.label.clone(),
@@ -76,7 +79,10 @@ impl EgressView {
             dns_server: e.dns_server.clone(),
             observed_ip: e.observed_ip.clone(),
             last_test_at: e.last_test_at,
-            last_test: e.last_test_result.as_deref().and_then(|raw| serde_json::from_str(raw).ok()),
+            last_test: e
+                .last_test_result
+                .as_deref()
+                .and_then(|raw| serde_json::from_str(raw).ok()),
             bound_hosts: e.bound_hosts,
             created_at: e.created_at,
             updated_at: e.updated_at,
@@ -169,7 +175,10 @@ fn config_error(e: ConfigError) -> ApiError {
 fn printable(field: &str, value: &str, max: usize) -> ApiResult<()> {
     let len = value.chars().count();
     if len == 0 || len > max || value.chars().any(char::is_control) {
-        return Err(ApiError::invalid(field, format!("{field} must be 1-{max} printable characters")));
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} must be 1-{max} printable characters"),
+        ));
     }
     Ok(())
 }
@@ -193,11 +202,21 @@ fn validate(e: &mut EgressIp) -> ApiResult<()> {
     match e.tunnel_type {
         TunnelType::Wireguard => {
             if e.proxy_config.is_some() {
-                return Err(ApiError::invalid("proxy_config", "proxy_config is only for tunnel_type `proxy`"));
+                return Err(ApiError::invalid(
+                    "proxy_config",
+                    "proxy_config is only for tunnel_type `proxy`",
+                ));
             }
             let endpoint = e.wg_endpoint.as_deref().ok_or_else(|| required("wg_endpoint"))?;
-            e.wg_endpoint = Some(wireguard::validate_endpoint("wg_endpoint", endpoint).map_err(config_error)?);
-            let key = e.wg_public_key.as_deref().ok_or_else(|| required("wg_public_key"))?;
+            e.wg_endpoint = Some(
+                wireguard::validate_endpoint("wg_endpoint", endpoint)
+                    .map_err(config_error)?
+                    .to_string(),
+            );
+            let key = e
+                .wg_public_key
+                .as_deref()
+                .ok_or_else(|| required("wg_public_key"))?;
             wireguard::validate_key("wg_public_key", key).map_err(config_error)?;
             if let Some(psk) = &e.wg_preshared_key {
                 wireguard::validate_key("wg_preshared_key", psk).map_err(config_error)?;
@@ -206,9 +225,16 @@ fn validate(e: &mut EgressIp) -> ApiResult<()> {
             e.wg_allowed_ips =
                 Some(wireguard::validate_allowed_ips("wg_allowed_ips", allowed).map_err(config_error)?);
             if let Some(dns) = &e.wg_dns_server {
-                wireguard::validate_dns_server("wg_dns_server", dns).map_err(config_error)?;
+                e.wg_dns_server = Some(
+                    wireguard::validate_dns_server("wg_dns_server", dns)
+                        .map_err(config_error)?
+                        .to_string(),
+                );
             }
-            let peer = e.wg_peer_address.as_deref().ok_or_else(|| required("wg_peer_address"))?;
+            let peer = e
+                .wg_peer_address
+                .as_deref()
+                .ok_or_else(|| required("wg_peer_address"))?;
             e.wg_peer_address =
                 Some(wireguard::validate_peer_address("wg_peer_address", peer).map_err(config_error)?);
         }
@@ -222,11 +248,17 @@ fn validate(e: &mut EgressIp) -> ApiResult<()> {
                 ("wg_peer_address", &e.wg_peer_address),
             ];
             if let Some((field, _)) = wg_fields.iter().find(|(_, v)| v.is_some()) {
-                return Err(ApiError::invalid(*field, format!("{field} is only for tunnel_type `wireguard`")));
+                return Err(ApiError::invalid(
+                    *field,
+                    format!("{field} is only for tunnel_type `wireguard`"),
+                ));
             }
-            let raw = e.proxy_config.as_deref().ok_or_else(|| required("proxy_config"))?;
-            let value: serde_json::Value =
-                serde_json::from_str(raw).map_err(|_| ApiError::invalid("proxy_config", "not a JSON object"))?;
+            let raw = e
+                .proxy_config
+                .as_deref()
+                .ok_or_else(|| required("proxy_config"))?;
+            let value: serde_json::Value = serde_json::from_str(raw)
+                .map_err(|_| ApiError::invalid("proxy_config", "not a JSON object"))?;
             let parsed = proxy::parse(&value).map_err(config_error)?;
             let canonical = serde_json::to_string(&parsed).map_err(ApiError::internal)?;
             e.proxy_config = Some(canonical);
@@ -241,7 +273,9 @@ fn required(field: &str) -> ApiError {
 }
 
 async fn egress_or_404(state: &AppState, id: Uuid) -> ApiResult<EgressIp> {
-    db::egress_ips::get(&state.db, &id.to_string()).await?.ok_or_else(|| ApiError::not_found("egress IP"))
+    db::egress_ips::get(&state.db, &id.to_string())
+        .await?
+        .ok_or_else(|| ApiError::not_found("egress IP"))
 }
 
 /// Declares an egress IP reached through WireGuard or a proxy.
@@ -284,7 +318,10 @@ async fn create_egress(
     match db::egress_ips::insert(&mut *tx, &row).await {
         Ok(()) => {}
         Err(e) if is_unique_violation(&e) => {
-            return Err(ApiError::conflict("label_taken", "an egress IP with this label already exists"));
+            return Err(ApiError::conflict(
+                "label_taken",
+                "an egress IP with this label already exists",
+            ));
         }
         Err(e) => return Err(e.into()),
     }
@@ -307,14 +344,22 @@ async fn list_egress(
 ) -> ApiResult<Paginated<EgressView>> {
     let page = page.resolve()?;
     let (rows, total) = db::egress_ips::list(&state.db, filter.tunnel_type, page).await?;
-    Ok(Paginated::new(rows.iter().map(EgressView::new).collect(), page, total))
+    Ok(Paginated::new(
+        rows.iter().map(EgressView::new).collect(),
+        page,
+        total,
+    ))
 }
 
 /// One egress IP, secrets masked.
 #[utoipa::path(get, path = "/v1/admin/egress-ips/{ip_id}", tag = "egress-ips", security(("bearer" = [])),
     params(("ip_id" = Uuid, Path)),
     responses((status = 200, body = EgressView), (status = 404, body = crate::error::ErrorBody)))]
-async fn get_egress(State(state): State<AppState>, Admin(_): Admin, Path(ip_id): Path<Uuid>) -> ApiResult<Json<EgressView>> {
+async fn get_egress(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(ip_id): Path<Uuid>,
+) -> ApiResult<Json<EgressView>> {
     Ok(Json(EgressView::new(&egress_or_404(&state, ip_id).await?)))
 }
 
@@ -338,10 +383,18 @@ async fn update_egress(
             changed.push(stringify!($field));
         }};
     }
-    if let Some(v) = req.label { set!(label, v) }
-    if let Some(v) = req.ip_address { set!(ip_address, v) }
-    if let Some(v) = req.provider { set!(provider, v) }
-    if let Some(v) = req.tunnel_type { set!(tunnel_type, v) }
+    if let Some(v) = req.label {
+        set!(label, v)
+    }
+    if let Some(v) = req.ip_address {
+        set!(ip_address, v)
+    }
+    if let Some(v) = req.provider {
+        set!(provider, v)
+    }
+    if let Some(v) = req.tunnel_type {
+        set!(tunnel_type, v)
+    }
     if row.tunnel_type != before_type {
         // Switching kind drops the settings of the old kind; the new ones must come in the same request.
         row.wg_endpoint = None;
@@ -351,20 +404,33 @@ async fn update_egress(
         row.wg_dns_server = None;
         row.wg_peer_address = None;
         row.proxy_config = None;
-        row.wg_private_key = (row.tunnel_type == TunnelType::Wireguard).then(|| wireguard::generate_keypair().0);
+        row.wg_private_key =
+            (row.tunnel_type == TunnelType::Wireguard).then(|| wireguard::generate_keypair().0);
     }
-    if let Some(v) = req.wg_endpoint { set!(wg_endpoint, v) }
-    if let Some(v) = req.wg_public_key { set!(wg_public_key, v) }
+    if let Some(v) = req.wg_endpoint {
+        set!(wg_endpoint, v)
+    }
+    if let Some(v) = req.wg_public_key {
+        set!(wg_public_key, v)
+    }
     if let Some(v) = req.wg_preshared_key {
         // The mask sent back unchanged keeps the stored key.
         if v.as_deref() != Some(MASK) {
             set!(wg_preshared_key, v)
         }
     }
-    if let Some(v) = req.wg_allowed_ips { set!(wg_allowed_ips, v) }
-    if let Some(v) = req.wg_dns_server { set!(wg_dns_server, v) }
-    if let Some(v) = req.wg_peer_address { set!(wg_peer_address, v) }
-    if let Some(v) = req.dns_server { set!(dns_server, v) }
+    if let Some(v) = req.wg_allowed_ips {
+        set!(wg_allowed_ips, v)
+    }
+    if let Some(v) = req.wg_dns_server {
+        set!(wg_dns_server, v)
+    }
+    if let Some(v) = req.wg_peer_address {
+        set!(wg_peer_address, v)
+    }
+    if let Some(v) = req.dns_server {
+        set!(dns_server, v)
+    }
     if let Some(patch) = req.proxy_config {
         let stored: serde_json::Value = row
             .proxy_config
@@ -380,7 +446,10 @@ async fn update_egress(
     match db::egress_ips::update(&mut *tx, &row).await {
         Ok(()) => {}
         Err(e) if is_unique_violation(&e) => {
-            return Err(ApiError::conflict("label_taken", "an egress IP with this label already exists"));
+            return Err(ApiError::conflict(
+                "label_taken",
+                "an egress IP with this label already exists",
+            ));
         }
         Err(e) => return Err(e.into()),
     }
@@ -397,14 +466,21 @@ async fn update_egress(
     params(("ip_id" = Uuid, Path)),
     responses((status = 204), (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody)))]
-async fn delete_egress(State(state): State<AppState>, Admin(admin): Admin, Path(ip_id): Path<Uuid>) -> ApiResult<StatusCode> {
+async fn delete_egress(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(ip_id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
     let now = UtcTime::now();
     let mut tx = state.db.begin().await?;
     let row = db::egress_ips::get(&mut *tx, &ip_id.to_string())
         .await?
         .ok_or_else(|| ApiError::not_found("egress IP"))?;
     if db::bindings::count_for_egress(&mut *tx, &row.id).await? > 0 {
-        return Err(ApiError::conflict("egress_ip_in_use", "hosts are still bound to this egress IP; unbind them first"));
+        return Err(ApiError::conflict(
+            "egress_ip_in_use",
+            "hosts are still bound to this egress IP; unbind them first",
+        ));
     }
     db::egress_ips::delete(&mut *tx, &row.id).await?;
     let event = NewEvent::success("egress_ip.deleted")
@@ -419,8 +495,15 @@ async fn delete_egress(State(state): State<AppState>, Admin(admin): Admin, Path(
     params(("ip_id" = Uuid, Path)),
     responses((status = 200, description = "test result"), (status = 404, body = crate::error::ErrorBody),
               (status = 503, body = crate::error::ErrorBody)))]
-async fn test_egress(State(state): State<AppState>, Admin(_): Admin, Path(ip_id): Path<Uuid>) -> ApiResult<StatusCode> {
+async fn test_egress(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(ip_id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
     egress_or_404(&state, ip_id).await?;
     // The checks must run through the tunnel on a Docker node; without a connected agent nothing can.
-    Err(ApiError::unavailable("no_agent", "no agent is connected to run the egress test"))
+    Err(ApiError::unavailable(
+        "no_agent",
+        "no agent is connected to run the egress test",
+    ))
 }

@@ -5,7 +5,7 @@ pub mod api_tokens;
 pub mod auth;
 pub mod bindings;
 pub mod dashboard;
-// TEMP pub mod egress_ips;
+pub mod egress_ips;
 pub mod events;
 pub mod health;
 pub mod hosts;
@@ -53,7 +53,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(api_tokens::router())
         .merge(users::router())
         .merge(ssh_keys::router())
-        // TEMP .merge(egress_ips::router())
+        .merge(egress_ips::router())
         .merge(hosts::router())
         .merge(bindings::router())
         .merge(tasks::router())
