@@ -16,10 +16,26 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 pub use config::Config;
+
+/// Why the control plane could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Database(#[from] db::Error),
+    #[error(transparent)]
+    Admin(#[from] auth::admin::AdminError),
+    #[error("listener: {0}")]
+    Listener(#[source] std::io::Error),
+    #[error("HTTP server failed: {0}")]
+    Serve(#[source] std::io::Error),
+    #[error("start-up task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
 
 /// Settings handlers read, fixed at start.
 #[derive(Debug, Clone)]
@@ -53,8 +69,8 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     /// Opens the database, applies migrations and makes sure the operator account matches the config.
-    pub async fn init(config: &Config, bound_port: u16) -> anyhow::Result<Self> {
-        let secret = config.checked_jwt_secret().map_err(anyhow::Error::msg)?;
+    pub async fn init(config: &Config, bound_port: u16) -> Result<Self, StartError> {
+        let secret = config.checked_jwt_secret().map_err(StartError::Config)?;
         let db = db::connect(&config.database_url).await?;
         auth::admin::ensure(&db, &config.admin_username, config.admin_password.as_ref()).await?;
         let public_base_url = config.public_base_url(bound_port);
@@ -96,15 +112,15 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let addr = listener.local_addr().context("listener has no local address")?;
+) -> Result<(), StartError> {
+    let addr = listener.local_addr().map_err(StartError::Listener)?;
     let state = AppState::init(&config, addr.port()).await?;
     let app = api::router(state.clone(), config.max_body_bytes);
     tracing::info!(%addr, public_base_url = %state.settings.public_base_url, "control plane listening");
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await
-        .context("HTTP server failed")?;
+        .map_err(StartError::Serve)?;
     state.db.close().await;
     tracing::info!("control plane stopped");
     Ok(())
