@@ -75,6 +75,16 @@ pub struct Config {
     #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
 
+    /// Secret node agents present to the control plane (at least 32 characters). Without it only the
+    /// embedded agent can connect.
+    #[arg(long, env = "AGENT_TOKEN", hide_env_values = true)]
+    pub agent_token: Option<Secret>,
+
+    /// Run a node agent inside this process for the local Docker engine. Turn off when agents run
+    /// on the Docker nodes themselves.
+    #[arg(long, env = "EMBEDDED_AGENT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub embedded_agent: bool,
+
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,

@@ -9,6 +9,7 @@ pub mod egress;
 pub mod error;
 pub mod extract;
 pub mod hosts;
+pub mod tasks;
 pub mod telemetry;
 
 use std::future::Future;
@@ -57,6 +58,14 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Verified against for unknown usernames so that they cost as much as a wrong password.
     pub decoy_hash: Arc<str>,
+    /// The secret agents present; `None` refuses every agent.
+    pub agent_token: Option<Arc<str>>,
+    /// Woken whenever a task is queued, so waiting agents claim it at once.
+    pub work: Arc<tokio::sync::Notify>,
+    /// Every change of a task, for the progress streams.
+    pub task_updates: tokio::sync::broadcast::Sender<db::tasks::Task>,
+    /// Public keys of the SSH gateway, installed in every host so it can log in without passwords.
+    pub gateway_keys: Arc<Vec<String>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -82,6 +91,17 @@ impl AppState {
             trust_forwarded_for: config.trust_forwarded_for,
         };
         let decoy = tokio::task::spawn_blocking(auth::password::decoy_hash).await?;
+        let agent_token = match &config.agent_token {
+            Some(t) if t.expose().len() >= 32 => Some(Arc::from(t.expose())),
+            Some(_) => {
+                return Err(StartError::Config(
+                    "AGENT_TOKEN must be at least 32 characters".into(),
+                ));
+            }
+            // The embedded agent talks to this process with a secret that never leaves it.
+            None if config.embedded_agent => Some(Arc::from(auth::password::generate(48).as_str())),
+            None => None,
+        };
         Ok(Self {
             db,
             keys: Arc::new(auth::Keys::new(secret.expose(), config.token_ttl())),
@@ -92,6 +112,10 @@ impl AppState {
             )),
             settings: Arc::new(settings),
             decoy_hash: decoy.into(),
+            agent_token,
+            work: Arc::new(tokio::sync::Notify::new()),
+            task_updates: tokio::sync::broadcast::channel(256).0,
+            gateway_keys: Arc::new(Vec::new()),
         })
     }
 }
@@ -116,11 +140,17 @@ pub async fn run(
     let addr = listener.local_addr().map_err(StartError::Listener)?;
     let state = AppState::init(&config, addr.port()).await?;
     let app = api::router(state.clone(), config.max_body_bytes);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let scheduler = tokio::spawn(tasks::run_scheduler(state.clone(), stop_rx.clone()));
     tracing::info!(%addr, public_base_url = %state.settings.public_base_url, "control plane listening");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(StartError::Serve)?;
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+    let _ = scheduler.await;
+    served.map_err(StartError::Serve)?;
     state.db.close().await;
     tracing::info!("control plane stopped");
     Ok(())

@@ -60,6 +60,15 @@ async fn stats(State(state): State<AppState>, Admin(_): Admin) -> ApiResult<Json
         hosts: HostCounts { total, by_status },
         egress_ips,
         tasks,
-        agents: AgentCounts { connected: 0 },
+        agents: AgentCounts {
+            connected: live_agents(&state).await?,
+        },
     }))
+}
+
+/// Agents heard from within three heartbeats.
+pub async fn live_agents(state: &AppState) -> Result<i64, sqlx::Error> {
+    let horizon = chrono::Duration::seconds(i64::try_from(3 * crate::tasks::HEARTBEAT_SECS).unwrap_or(15));
+    let since = UtcTime::from(UtcTime::now().0 - horizon);
+    Ok(i64::try_from(db::nodes::live(&state.db, since).await?.len()).unwrap_or(i64::MAX))
 }

@@ -39,8 +39,10 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, axum::Json<Healt
             "error"
         }
     };
-    // No agent can connect to this build yet, so the check reports it honestly.
-    let agent = "unavailable";
+    let agent = match crate::api::dashboard::live_agents(&state).await {
+        Ok(n) if n > 0 => "ok",
+        _ => "unavailable",
+    };
     let (code, status) = match (database, agent) {
         ("ok", "ok") => (StatusCode::OK, "ok"),
         ("ok", _) => (StatusCode::OK, "degraded"),

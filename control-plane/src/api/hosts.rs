@@ -137,6 +137,19 @@ fn limit(
     }
 }
 
+/// The argon2id hash the gateway checks and the crypt(3) hash the container's account gets.
+async fn password_hashes(password: &str) -> ApiResult<(String, String)> {
+    let hash = password::hash_async(password.to_owned())
+        .await
+        .map_err(ApiError::internal)?;
+    let clear = password.to_owned();
+    let crypt = tokio::task::spawn_blocking(move || password::crypt_sha512(&clear))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok((hash, crypt))
+}
+
 pub async fn host_or_404(state: &AppState, id: Uuid) -> ApiResult<Host> {
     db::hosts::get(&state.db, &id.to_string())
         .await?
@@ -186,9 +199,9 @@ async fn create_host(
         .ok_or_else(|| ApiError::not_found("user"))?;
 
     let ssh_password = password::generate(20);
-    let hash = password::hash_async(ssh_password.clone())
-        .await
-        .map_err(ApiError::internal)?;
+    let (hash, crypt) = password_hashes(&ssh_password).await?;
+    // TigerVNC's VncAuth uses 8 characters; the port is reachable only from the node's gateway.
+    let vnc_secret = password::generate(8);
     let now = UtcTime::now();
     let actor = admin.actor();
     let mut tx = state.db.begin().await?;
@@ -205,6 +218,8 @@ async fn create_host(
             cpu_millis,
             pids_limit,
             ssh_password_hash: &hash,
+            password_crypt: &crypt,
+            vnc_secret: &vnc_secret,
         };
         match db::hosts::insert(&mut *tx, new, now).await {
             Ok(id) => {
@@ -229,6 +244,7 @@ async fn create_host(
     )
     .await?;
     tx.commit().await?;
+    state.work.notify_waiters();
     let created = CreatedHost {
         host: HostView::new(&state, &host),
         task_id: task.id,
@@ -284,6 +300,7 @@ pub async fn queue_action(
     let mut tx = state.db.begin().await?;
     let task = hosts::request(&mut tx, actor, host, kind, params, now).await?;
     tx.commit().await?;
+    state.work.notify_waiters();
     Ok((StatusCode::ACCEPTED, Json(task)))
 }
 
@@ -385,9 +402,7 @@ async fn rotate_ssh_password(
 ) -> ApiResult<(StatusCode, Json<RotatedSshPassword>)> {
     let host = host_or_404(&state, host_id).await?;
     let ssh_password = password::generate(20);
-    let hash = password::hash_async(ssh_password.clone())
-        .await
-        .map_err(ApiError::internal)?;
+    let (hash, crypt) = password_hashes(&ssh_password).await?;
     let now = UtcTime::now();
     let mut tx = state.db.begin().await?;
     let task = hosts::request(
@@ -399,8 +414,9 @@ async fn rotate_ssh_password(
         now,
     )
     .await?;
-    db::hosts::set_ssh_password_hash(&mut *tx, &host.id, &hash, now).await?;
+    db::hosts::set_ssh_password(&mut *tx, &host.id, &hash, &crypt, now).await?;
     tx.commit().await?;
+    state.work.notify_waiters();
     Ok((
         StatusCode::ACCEPTED,
         Json(RotatedSshPassword { task, ssh_password }),

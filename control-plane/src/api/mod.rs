@@ -1,6 +1,7 @@
 //! The HTTP API: one module per resource, each exposing `router()`, merged here together with the
 //! OpenAPI document that is generated from the same handlers.
 
+pub mod agent;
 pub mod api_tokens;
 pub mod auth;
 pub mod bindings;
@@ -60,6 +61,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(events::router())
         .merge(dashboard::router())
         .merge(portal::router())
+        .merge(agent::router())
 }
 
 /// The OpenAPI document served at `/openapi.json`.

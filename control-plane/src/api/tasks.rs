@@ -28,6 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_tasks))
         .routes(routes!(get_task))
         .routes(routes!(cancel_task))
+        .routes(routes!(task_events))
 }
 
 /// Lists tasks, newest first.
@@ -95,4 +96,69 @@ async fn cancel_task(
     db::events::record(&mut *tx, &admin.actor(), event, now).await?;
     tx.commit().await?;
     Ok(Json(task))
+}
+
+/// Progress of one task as server-sent events: the current state first, then every change, until
+/// the task finishes. Each event is named `task` and carries the task as JSON.
+#[utoipa::path(get, path = "/v1/admin/tasks/{task_id}/events", tag = "tasks", security(("bearer" = [])),
+    params(("task_id" = Uuid, Path)),
+    responses((status = 200, description = "text/event-stream of task states"),
+              (status = 404, body = crate::error::ErrorBody)))]
+async fn task_events(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(task_id): Path<Uuid>,
+) -> ApiResult<
+    axum::response::Sse<
+        impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+
+    let id = task_id.to_string();
+    // Subscribe before reading the row so no change between the two is missed.
+    let updates = state.task_updates.subscribe();
+    let current = db::tasks::get(&state.db, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("task"))?;
+    let to_event = |t: &Task| {
+        Event::default()
+            .event("task")
+            .json_data(t)
+            .unwrap_or_else(|_| Event::default())
+    };
+    let first = to_event(&current);
+    let finished = current.status.is_finished();
+    let db = state.db.clone();
+    let stream = futures::stream::unfold(
+        (Some(first), finished, updates, id, db),
+        move |(pending, finished, mut updates, id, db)| async move {
+            if let Some(event) = pending {
+                return Some((Ok(event), (None, finished, updates, id, db)));
+            }
+            if finished {
+                return None;
+            }
+            loop {
+                match updates.recv().await {
+                    Ok(task) if task.id == id => {
+                        let done = task.status.is_finished();
+                        return Some((Ok(to_event(&task)), (None, done, updates, id, db)));
+                    }
+                    Ok(_) => {}
+                    // Fell behind: resynchronise from the database.
+                    Err(RecvError::Lagged(_)) => {
+                        let Ok(Some(task)) = db::tasks::get(&db, &id).await else {
+                            return None;
+                        };
+                        let done = task.status.is_finished();
+                        return Some((Ok(to_event(&task)), (None, done, updates, id, db)));
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

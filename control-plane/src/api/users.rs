@@ -257,6 +257,7 @@ async fn delete_user(
         .details(serde_json::json!({ "username": user.username, "hosts_deleting": hosts }));
     db::events::record(&mut *tx, &actor, event, now).await?;
     tx.commit().await?;
+    state.work.notify_waiters();
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -43,6 +43,14 @@ pub async fn verify_async(password: String, phc: String) -> bool {
         .unwrap_or(false)
 }
 
+/// crypt(3) SHA-512 hash (`$6$…`) of `password`, the form Linux accounts take, so a host container
+/// gets the password without ever seeing it in clear.
+pub fn crypt_sha512(password: &str) -> Result<String, HashError> {
+    let params =
+        sha_crypt::Sha512Params::new(sha_crypt::ROUNDS_DEFAULT).map_err(|e| HashError(format!("{e:?}")))?;
+    sha_crypt::sha512_simple(password, &params).map_err(|e| HashError(format!("{e:?}")))
+}
+
 /// A random password of `len` letters and digits.
 pub fn generate(len: usize) -> String {
     rand::thread_rng()
@@ -69,6 +77,14 @@ mod tests {
         assert!(verify("correct horse", &h));
         assert!(!verify("wrong horse", &h));
         assert!(!verify("correct horse", "not-a-hash"));
+    }
+
+    #[test]
+    fn crypt_hashes_verify() {
+        let h = crypt_sha512("s3cret-pass").unwrap();
+        assert!(h.starts_with("$6$"));
+        assert!(sha_crypt::sha512_check("s3cret-pass", &h).is_ok());
+        assert!(sha_crypt::sha512_check("other", &h).is_err());
     }
 
     #[test]

@@ -59,13 +59,18 @@ pub struct Host {
     pub container_id: Option<String>,
     pub last_error: Option<String>,
     pub egress_ip_id: Option<String>,
+    /// crypt(3) hash of the SSH password, for the container's account.
+    pub password_crypt: String,
+    pub vnc_secret: String,
+    /// Where the gateways reach the host (reported by its agent).
+    pub address: Option<String>,
     pub created_at: UtcTime,
     pub updated_at: UtcTime,
 }
 
 const SELECT: &str = "SELECT h.id, h.short_id, h.user_id, u.username, h.name, h.status, h.memory_mb, \
     h.cpu_millis, h.pids_limit, h.ssh_password_hash, h.node_id, h.container_id, h.last_error, \
-    b.egress_ip_id, h.created_at, h.updated_at \
+    b.egress_ip_id, h.password_crypt, h.vnc_secret, h.address, h.created_at, h.updated_at \
     FROM hosts h LEFT JOIN users u ON u.id = h.user_id LEFT JOIN bindings b ON b.host_id = h.id";
 
 pub struct NewHost<'a> {
@@ -76,6 +81,8 @@ pub struct NewHost<'a> {
     pub cpu_millis: i64,
     pub pids_limit: i64,
     pub ssh_password_hash: &'a str,
+    pub password_crypt: &'a str,
+    pub vnc_secret: &'a str,
 }
 
 /// Inserts a host in `pending`; returns its id.
@@ -87,7 +94,8 @@ pub async fn insert(
     let id = super::new_id();
     sqlx::query(
         "INSERT INTO hosts (id, short_id, user_id, name, status, memory_mb, cpu_millis, pids_limit, \
-         ssh_password_hash, created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
+         ssh_password_hash, password_crypt, vnc_secret, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&id)
     .bind(h.short_id)
@@ -97,6 +105,8 @@ pub async fn insert(
     .bind(h.cpu_millis)
     .bind(h.pids_limit)
     .bind(h.ssh_password_hash)
+    .bind(h.password_crypt)
+    .bind(h.vnc_secret)
     .bind(now)
     .bind(now)
     .execute(db)
@@ -176,14 +186,16 @@ pub async fn set_status(
     Ok(())
 }
 
-pub async fn set_ssh_password_hash(
+pub async fn set_ssh_password(
     db: impl SqliteExecutor<'_>,
     id: &str,
     hash: &str,
+    crypt: &str,
     now: UtcTime,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE hosts SET ssh_password_hash = ?, updated_at = ? WHERE id = ?")
+    sqlx::query("UPDATE hosts SET ssh_password_hash = ?, password_crypt = ?, updated_at = ? WHERE id = ?")
         .bind(hash)
+        .bind(crypt)
         .bind(now)
         .bind(id)
         .execute(db)
@@ -194,6 +206,61 @@ pub async fn set_ssh_password_hash(
 /// Host count per status.
 pub async fn count_by_status(db: &super::Pool) -> Result<Vec<(HostStatus, i64)>, sqlx::Error> {
     sqlx::query_as("SELECT status, COUNT(*) FROM hosts GROUP BY status ORDER BY status")
+        .fetch_all(db)
+        .await
+}
+
+/// Places a host on a node (first claim of its create task).
+pub async fn place(
+    db: impl SqliteExecutor<'_>,
+    id: &str,
+    node_id: &str,
+    now: UtcTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE hosts SET node_id = COALESCE(node_id, ?), updated_at = ? WHERE id = ?")
+        .bind(node_id)
+        .bind(now)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Records the outcome of a task: status, error and address as the agent saw them.
+pub async fn set_outcome(
+    db: impl SqliteExecutor<'_>,
+    id: &str,
+    status: HostStatus,
+    last_error: Option<&str>,
+    address: Option<&str>,
+    now: UtcTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE hosts SET status = ?, last_error = ?, address = COALESCE(?, address), updated_at = ? \
+         WHERE id = ? AND status <> 'deleting'",
+    )
+    .bind(status)
+    .bind(last_error)
+    .bind(address)
+    .bind(now)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn delete(db: impl SqliteExecutor<'_>, id: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM hosts WHERE id = ?")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Every host placed on `node_id`.
+pub async fn on_node(db: impl SqliteExecutor<'_>, node_id: &str) -> Result<Vec<Host>, sqlx::Error> {
+    sqlx::query_as(&format!("{SELECT} WHERE h.node_id = ? ORDER BY h.created_at"))
+        .bind(node_id)
         .fetch_all(db)
         .await
 }

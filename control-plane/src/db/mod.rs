@@ -5,6 +5,7 @@ pub mod bindings;
 pub mod egress_ips;
 pub mod events;
 pub mod hosts;
+pub mod nodes;
 pub mod ssh_keys;
 pub mod tasks;
 pub mod time;

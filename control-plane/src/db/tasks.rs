@@ -72,13 +72,17 @@ pub struct Task {
     pub started_at: Option<UtcTime>,
     #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<UtcTime>,
+    /// The node the task runs or ran on.
+    pub node_id: Option<String>,
     #[serde(skip)]
     #[sqlx(json)]
     pub params: serde_json::Value,
+    #[serde(skip)]
+    pub lease: Option<String>,
 }
 
 const COLUMNS: &str = "id, host_id, kind, status, progress, stage, attempts, max_attempts, error, \
-    requested_by, cancel_requested, created_at, updated_at, started_at, finished_at, params";
+    requested_by, cancel_requested, created_at, updated_at, started_at, finished_at, node_id, params, lease";
 
 /// Retries a task gets before it is failed for good.
 pub const MAX_ATTEMPTS: i64 = 3;
@@ -214,4 +218,161 @@ pub async fn counts(db: &super::Pool, day_ago: UtcTime) -> Result<Counts, sqlx::
         running,
         failed_24h,
     })
+}
+
+/// The next task `node_id` may run: the oldest queued task of a host placed on that node (or not
+/// placed yet), due (past its back-off), with no other task of that host running and none queued
+/// before it. The caller claims it with [`claim`].
+pub async fn next_for_node(
+    db: impl SqliteExecutor<'_>,
+    node_id: &str,
+    now: UtcTime,
+) -> Result<Option<Task>, sqlx::Error> {
+    let cols = COLUMNS
+        .split(", ")
+        .map(|c| format!("t.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    sqlx::query_as(&format!(
+        "SELECT {cols} FROM tasks t JOIN hosts h ON h.id = t.host_id \
+         WHERE t.status = 'queued' AND (t.not_before IS NULL OR t.not_before <= ?) \
+           AND (h.node_id IS NULL OR h.node_id = ?) \
+           AND NOT EXISTS (SELECT 1 FROM tasks r WHERE r.host_id = t.host_id AND r.status = 'running') \
+           AND NOT EXISTS (SELECT 1 FROM tasks q WHERE q.host_id = t.host_id AND q.status = 'queued' \
+                           AND (q.created_at < t.created_at OR (q.created_at = t.created_at AND q.id < t.id))) \
+         ORDER BY t.created_at, t.id LIMIT 1"
+    ))
+    .bind(now)
+    .bind(node_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Moves a queued task to running under a new lease. `None` if someone else claimed it first.
+pub async fn claim(
+    db: impl SqliteExecutor<'_>,
+    id: &str,
+    node_id: &str,
+    lease: &str,
+    lease_until: UtcTime,
+    now: UtcTime,
+) -> Result<Option<Task>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE tasks SET status = 'running', attempts = attempts + 1, lease = ?, lease_until = ?, node_id = ?, \
+           stage = 'starting', started_at = COALESCE(started_at, ?), updated_at = ? \
+         WHERE id = ? AND status = 'queued' RETURNING {COLUMNS}"
+    ))
+    .bind(lease)
+    .bind(lease_until)
+    .bind(node_id)
+    .bind(now)
+    .bind(now)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Records progress and renews the lease; `None` when `lease` is no longer the task's.
+pub async fn progress(
+    db: impl SqliteExecutor<'_>,
+    id: &str,
+    lease: &str,
+    percent: i64,
+    stage: &str,
+    lease_until: UtcTime,
+    now: UtcTime,
+) -> Result<Option<Task>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE tasks SET progress = MAX(progress, ?), stage = ?, lease_until = ?, updated_at = ? \
+         WHERE id = ? AND lease = ? AND status = 'running' RETURNING {COLUMNS}"
+    ))
+    .bind(percent.clamp(0, 100))
+    .bind(stage)
+    .bind(lease_until)
+    .bind(now)
+    .bind(id)
+    .bind(lease)
+    .fetch_optional(db)
+    .await
+}
+
+/// Where a running attempt ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    Succeeded,
+    Cancelled,
+    Failed {
+        error: String,
+    },
+    /// Back to the queue, due at `not_before`.
+    Retry {
+        error: String,
+        not_before: UtcTime,
+    },
+}
+
+/// Ends the running attempt holding `lease`. `None` when the lease is stale (the report is ignored).
+pub async fn finish(
+    db: impl SqliteExecutor<'_>,
+    id: &str,
+    lease: &str,
+    finish: &Finish,
+    now: UtcTime,
+) -> Result<Option<Task>, sqlx::Error> {
+    let (status, stage, progress, error, not_before, finished) = match finish {
+        Finish::Succeeded => ("succeeded", "done".to_owned(), Some(100), None, None, Some(now)),
+        Finish::Cancelled => ("cancelled", "cancelled".to_owned(), None, None, None, Some(now)),
+        Finish::Failed { error } => (
+            "failed",
+            "failed".to_owned(),
+            None,
+            Some(error.clone()),
+            None,
+            Some(now),
+        ),
+        Finish::Retry { error, not_before } => (
+            "queued",
+            format!("retrying at {not_before}"),
+            None,
+            Some(error.clone()),
+            Some(*not_before),
+            None,
+        ),
+    };
+    sqlx::query_as(&format!(
+        "UPDATE tasks SET status = ?, stage = ?, progress = COALESCE(?, progress), error = ?, not_before = ?, \
+           finished_at = ?, lease = NULL, lease_until = NULL, updated_at = ? \
+         WHERE id = ? AND lease = ? AND status = 'running' RETURNING {COLUMNS}"
+    ))
+    .bind(status)
+    .bind(stage)
+    .bind(progress)
+    .bind(error)
+    .bind(not_before)
+    .bind(finished)
+    .bind(now)
+    .bind(id)
+    .bind(lease)
+    .fetch_optional(db)
+    .await
+}
+
+/// Running tasks whose lease ran out (their agent died or lost the control plane for too long).
+pub async fn expired_leases(db: impl SqliteExecutor<'_>, now: UtcTime) -> Result<Vec<Task>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM tasks WHERE status = 'running' AND lease_until IS NOT NULL AND lease_until < ?"
+    ))
+    .bind(now)
+    .fetch_all(db)
+    .await
+}
+
+/// Whether any task of `host_id` is queued or running.
+pub async fn host_busy(db: impl SqliteExecutor<'_>, host_id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM tasks WHERE host_id = ? AND status IN ('queued', 'running'))",
+    )
+    .bind(host_id)
+    .fetch_one(db)
+    .await
 }

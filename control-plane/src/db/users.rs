@@ -45,6 +45,34 @@ impl User {
     }
 }
 
+/// Tenants whose expiry has passed and has not been acted on yet: `(id, expires_at)`.
+pub async fn newly_expired(
+    db: impl SqliteExecutor<'_>,
+    now: UtcTime,
+) -> Result<Vec<(String, UtcTime)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, expires_at FROM users WHERE role = 'user' AND expires_at IS NOT NULL AND expires_at <= ? \
+         AND (expiry_handled_for IS NULL OR expiry_handled_for <> expires_at)",
+    )
+    .bind(now)
+    .fetch_all(db)
+    .await
+}
+
+/// Remembers that the hosts of `id` were stopped for the expiry `expires_at`.
+pub async fn mark_expiry_handled(
+    db: impl SqliteExecutor<'_>,
+    id: &str,
+    expires_at: UtcTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET expiry_handled_for = ? WHERE id = ?")
+        .bind(expires_at)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 const COLUMNS: &str =
     "id, username, password_hash, role, status, expires_at, token_version, created_at, updated_at";
 

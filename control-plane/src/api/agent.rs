@@ -1,0 +1,316 @@
+//! The agent link: `/v1/agent/…`, called by node agents with the shared `AGENT_TOKEN`.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::db::events::{Actor, NewEvent};
+use crate::db::hosts::HostStatus;
+use crate::db::tasks::TaskKind;
+use crate::db::{self, UtcTime};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Path};
+use crate::tasks;
+
+/// A caller holding the agent token.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentAuth;
+
+impl FromRequestParts<AppState> for AgentAuth {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(expected) = state.agent_token.as_deref() else {
+            return Err(ApiError::unauthorized());
+        };
+        let given = parts
+            .headers
+            .get(wire::AGENT_TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            Ok(Self)
+        } else {
+            Err(ApiError::unauthorized())
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(heartbeat))
+        .routes(routes!(claim))
+        .routes(routes!(progress))
+        .routes(routes!(result))
+}
+
+fn unknown_node() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_node",
+        "this node is not registered; register again",
+    )
+}
+
+fn agent_actor(node: &str) -> Actor {
+    Actor {
+        id: None,
+        name: Some(format!("agent:{node}")),
+        ip: None,
+    }
+}
+
+/// An agent announces itself; answers the node id to use in later calls.
+#[utoipa::path(post, path = "/v1/agent/register", tag = "agent",
+    request_body(content = Object, description = "wire::Register"),
+    responses((status = 200, description = "wire::Registered"), (status = 401, body = crate::error::ErrorBody)))]
+async fn register(
+    State(state): State<AppState>,
+    _: AgentAuth,
+    Json(req): Json<wire::Register>,
+) -> ApiResult<Json<wire::Registered>> {
+    let name = req.node_name.trim();
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        return Err(ApiError::invalid(
+            "node_name",
+            "node_name must be 1-64 letters, digits, `.`, `_`, `-`",
+        ));
+    }
+    let now = UtcTime::now();
+    let node = db::nodes::register(
+        &state.db,
+        name,
+        &req.agent_version,
+        req.reach_address.as_deref(),
+        now,
+    )
+    .await?;
+    let event = NewEvent::success("node.registered").details(
+        serde_json::json!({ "node_id": node.id, "name": node.name, "agent_version": node.agent_version }),
+    );
+    db::events::record(&state.db, &agent_actor(name), event, now).await?;
+    tracing::info!(node = %node.name, node_id = %node.id, "agent registered");
+    Ok(Json(wire::Registered {
+        node_id: node.id,
+        heartbeat_secs: tasks::HEARTBEAT_SECS,
+    }))
+}
+
+/// Liveness and what Docker holds on the node; answers the hosts placed there. Drift between the
+/// database and Docker is repaired with ordinary tasks, so it stays ordered with everything else.
+#[utoipa::path(post, path = "/v1/agent/heartbeat", tag = "agent",
+    request_body(content = Object, description = "wire::Heartbeat"),
+    responses((status = 200, description = "wire::HeartbeatReply"), (status = 404, body = crate::error::ErrorBody)))]
+async fn heartbeat(
+    State(state): State<AppState>,
+    _: AgentAuth,
+    Json(req): Json<wire::Heartbeat>,
+) -> ApiResult<Json<wire::HeartbeatReply>> {
+    let now = UtcTime::now();
+    if !db::nodes::touch(&state.db, &req.node_id, now).await? {
+        return Err(unknown_node());
+    }
+    let hosts = db::hosts::on_node(&state.db, &req.node_id).await?;
+    let mut desired = Vec::with_capacity(hosts.len());
+    let mut repaired = false;
+    for host in &hosts {
+        let busy = db::tasks::host_busy(&state.db, &host.id).await?;
+        desired.push(wire::DesiredHost {
+            host_id: host.id.clone(),
+            busy,
+        });
+        if busy {
+            continue;
+        }
+        let seen = req.observed.iter().find(|o| o.host_id == host.id);
+        let repair = match (host.status, seen.map(|o| o.state)) {
+            (HostStatus::Running, Some(wire::ContainerState::Stopped | wire::ContainerState::Created)) => {
+                Some(TaskKind::Start)
+            }
+            (HostStatus::Stopped, Some(wire::ContainerState::Running)) => Some(TaskKind::Stop),
+            _ => None,
+        };
+        if let Some(kind) = repair {
+            let mut tx = state.db.begin().await?;
+            crate::hosts::request(
+                &mut tx,
+                &agent_actor("reconciler"),
+                host,
+                kind,
+                serde_json::json!({ "reason": "drift" }),
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            tracing::info!(host_id = %host.id, kind = kind.as_str(), "queued a task to repair drift");
+            repaired = true;
+        }
+    }
+    if repaired {
+        state.work.notify_waiters();
+    }
+    Ok(Json(wire::HeartbeatReply { hosts: desired }))
+}
+
+fn linux_user(username: Option<&str>) -> String {
+    let name = username.unwrap_or("user").to_lowercase();
+    let ok = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok && name != "root" {
+        name
+    } else {
+        "user".to_owned()
+    }
+}
+
+/// Waits (up to `wait_secs`, at most 25) for a task this node may run.
+#[utoipa::path(post, path = "/v1/agent/claim", tag = "agent",
+    request_body(content = Object, description = "wire::Claim"),
+    responses((status = 200, description = "wire::Assignment"), (status = 204, description = "no work"),
+              (status = 404, body = crate::error::ErrorBody)))]
+async fn claim(
+    State(state): State<AppState>,
+    _: AgentAuth,
+    Json(req): Json<wire::Claim>,
+) -> ApiResult<Response> {
+    if db::nodes::get(&state.db, &req.node_id).await?.is_none() {
+        return Err(unknown_node());
+    }
+    let deadline = Instant::now() + Duration::from_secs(req.wait_secs.min(25));
+    loop {
+        let notified = state.work.notified();
+        if let Some(task) = tasks::claim_next(&state, &req.node_id).await? {
+            let Some(host) = db::hosts::get(&state.db, &task.host_id).await? else {
+                return Err(ApiError::internal("claimed a task whose host is gone"));
+            };
+            let assignment = wire::Assignment {
+                task_id: task.id.clone(),
+                lease: task.lease.clone().unwrap_or_default(),
+                kind: wire_kind(task.kind),
+                attempt: u32::try_from(task.attempts).unwrap_or(u32::MAX),
+                wipe: task
+                    .params
+                    .get("wipe")
+                    .and_then(serde_json::Value::as_bool)
+                    .unwrap_or(false),
+                host: wire::HostSpec {
+                    host_id: host.id.clone(),
+                    short_id: host.short_id.clone(),
+                    linux_user: linux_user(host.username.as_deref()),
+                    memory_mb: u64::try_from(host.memory_mb).unwrap_or(0),
+                    cpu_millis: u64::try_from(host.cpu_millis).unwrap_or(0),
+                    pids_limit: u64::try_from(host.pids_limit).unwrap_or(0),
+                    password_crypt: host.password_crypt.clone(),
+                    authorized_keys: state.gateway_keys.as_ref().clone(),
+                    vnc_secret: host.vnc_secret.clone(),
+                },
+            };
+            tracing::info!(task_id = %task.id, host_id = %host.id, kind = task.kind.as_str(), node_id = %req.node_id, "task claimed");
+            return Ok(Json(assignment).into_response());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        // Woken by new work, or re-checked every second for back-offs coming due.
+        let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), notified).await;
+    }
+}
+
+fn wire_kind(kind: TaskKind) -> wire::TaskKind {
+    match kind {
+        TaskKind::Create => wire::TaskKind::Create,
+        TaskKind::Start => wire::TaskKind::Start,
+        TaskKind::Stop => wire::TaskKind::Stop,
+        TaskKind::Rebuild => wire::TaskKind::Rebuild,
+        TaskKind::Delete => wire::TaskKind::Delete,
+        TaskKind::RotateSshPassword => wire::TaskKind::RotateSshPassword,
+    }
+}
+
+/// Progress of a running attempt; renews its lease. Tells the agent to stop when the task was
+/// cancelled or the lease is no longer its own.
+#[utoipa::path(post, path = "/v1/agent/tasks/{task_id}/progress", tag = "agent",
+    params(("task_id" = Uuid, Path)), request_body(content = Object, description = "wire::Progress"),
+    responses((status = 200, description = "wire::ProgressReply")))]
+async fn progress(
+    State(state): State<AppState>,
+    _: AgentAuth,
+    Path(task_id): Path<Uuid>,
+    Json(req): Json<wire::Progress>,
+) -> ApiResult<Json<wire::ProgressReply>> {
+    let task = tasks::report_progress(
+        &state,
+        &task_id.to_string(),
+        &req.lease,
+        req.percent.min(100),
+        &req.stage,
+    )
+    .await?;
+    Ok(Json(match task {
+        Some(t) => wire::ProgressReply {
+            cancel_requested: t.cancel_requested,
+            lease_lost: false,
+        },
+        None => wire::ProgressReply {
+            cancel_requested: false,
+            lease_lost: true,
+        },
+    }))
+}
+
+/// The end of an attempt. A stale lease is answered 409 and changes nothing.
+#[utoipa::path(post, path = "/v1/agent/tasks/{task_id}/result", tag = "agent",
+    params(("task_id" = Uuid, Path)), request_body(content = Object, description = "wire::TaskResult"),
+    responses((status = 204), (status = 409, body = crate::error::ErrorBody)))]
+async fn result(
+    State(state): State<AppState>,
+    _: AgentAuth,
+    Path(task_id): Path<Uuid>,
+    Json(req): Json<wire::TaskResult>,
+) -> ApiResult<StatusCode> {
+    match tasks::report_result(&state, &task_id.to_string(), &req).await? {
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+        None => Err(ApiError::conflict(
+            "stale_lease",
+            "this attempt is no longer current",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn linux_user_names_are_safe() {
+        assert_eq!(super::linux_user(Some("Alice")), "alice");
+        assert_eq!(super::linux_user(Some("bob.smith")), "user");
+        assert_eq!(super::linux_user(Some("root")), "user");
+        assert_eq!(super::linux_user(Some("9lives")), "user");
+        assert_eq!(super::linux_user(None), "user");
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(super::constant_time_eq(b"abc", b"abc"));
+        assert!(!super::constant_time_eq(b"abc", b"abd"));
+        assert!(!super::constant_time_eq(b"abc", b"abcd"));
+    }
+}

@@ -1,0 +1,355 @@
+//! The durable task queue as the agents see it: claiming with leases, progress, results, recovery
+//! of attempts whose agent vanished, and the expiry scanner. Decisions are plain functions of their
+//! inputs (`after_failure`, `host_status_after`); the rest applies them in one transaction each.
+
+use std::time::Duration;
+
+use crate::AppState;
+use crate::db::events::{Actor, NewEvent};
+use crate::db::hosts::HostStatus;
+use crate::db::tasks::{Finish, Task, TaskKind};
+use crate::db::{self, UtcTime};
+
+/// How long a claimed attempt lives without a progress report before it is taken back.
+pub const LEASE: Duration = Duration::from_secs(45);
+/// Seconds between agent heartbeats; a node unheard for three of them counts as gone.
+pub const HEARTBEAT_SECS: u64 = 5;
+const BACKOFF_BASE_SECS: i64 = 5;
+const BACKOFF_MAX_SECS: i64 = 120;
+
+fn system() -> Actor {
+    Actor {
+        id: None,
+        name: Some("system".into()),
+        ip: None,
+    }
+}
+
+/// What happens to an attempt that failed: another attempt after an exponential back-off while the
+/// budget lasts and the error is worth retrying, else the task fails for good.
+pub fn after_failure(
+    attempts: i64,
+    max_attempts: i64,
+    retryable: bool,
+    error: String,
+    now: UtcTime,
+) -> Finish {
+    if retryable && attempts < max_attempts {
+        let exp = u32::try_from(attempts.clamp(1, 10) - 1).unwrap_or(0);
+        let delay = BACKOFF_BASE_SECS
+            .saturating_mul(2_i64.saturating_pow(exp))
+            .min(BACKOFF_MAX_SECS);
+        Finish::Retry {
+            error,
+            not_before: UtcTime::from(now.0 + chrono::Duration::seconds(delay)),
+        }
+    } else {
+        Finish::Failed { error }
+    }
+}
+
+/// The host's status once a task ended; `None` means the host row goes (a finished delete).
+pub fn host_status_after(
+    kind: TaskKind,
+    finish: &Finish,
+    observed: Option<wire::ContainerState>,
+) -> Option<HostStatus> {
+    let from_docker = |fallback: HostStatus| match observed {
+        Some(wire::ContainerState::Running) => HostStatus::Running,
+        Some(wire::ContainerState::Stopped | wire::ContainerState::Created) => HostStatus::Stopped,
+        Some(wire::ContainerState::Missing | wire::ContainerState::Broken) => HostStatus::Error,
+        None => fallback,
+    };
+    match (kind, finish) {
+        (TaskKind::Delete, Finish::Succeeded) => None,
+        (TaskKind::Delete, _) => Some(HostStatus::Deleting),
+        (TaskKind::Create | TaskKind::Start | TaskKind::Rebuild, Finish::Succeeded) => {
+            Some(HostStatus::Running)
+        }
+        (TaskKind::Stop, Finish::Succeeded) => Some(HostStatus::Stopped),
+        (TaskKind::RotateSshPassword, Finish::Succeeded) => Some(from_docker(HostStatus::Running)),
+        (TaskKind::Create, Finish::Failed { .. }) => Some(from_docker(HostStatus::Error)),
+        (_, Finish::Retry { .. }) => Some(from_docker(HostStatus::Error)),
+        (_, _) => Some(from_docker(HostStatus::Error)),
+    }
+}
+
+/// Claims the next task for `node_id`, if any: the task goes to running under a fresh lease and the
+/// host is placed on the node.
+pub async fn claim_next(state: &AppState, node_id: &str) -> Result<Option<Task>, sqlx::Error> {
+    let now = UtcTime::now();
+    let mut tx = state.db.begin().await?;
+    let Some(candidate) = db::tasks::next_for_node(&mut *tx, node_id, now).await? else {
+        return Ok(None);
+    };
+    let lease = db::new_id();
+    let until =
+        UtcTime::from(now.0 + chrono::Duration::from_std(LEASE).unwrap_or(chrono::Duration::seconds(45)));
+    let Some(task) = db::tasks::claim(&mut *tx, &candidate.id, node_id, &lease, until, now).await? else {
+        return Ok(None);
+    };
+    db::hosts::place(&mut *tx, &task.host_id, node_id, now).await?;
+    if matches!(task.kind, TaskKind::Create | TaskKind::Rebuild) {
+        db::hosts::set_status(&mut *tx, &task.host_id, HostStatus::Creating, now).await?;
+    }
+    tx.commit().await?;
+    let _ = state.task_updates.send(task.clone());
+    Ok(Some(task))
+}
+
+/// A progress report. `Ok(None)` when the lease is stale.
+pub async fn report_progress(
+    state: &AppState,
+    task_id: &str,
+    lease: &str,
+    percent: u8,
+    stage: &str,
+) -> Result<Option<Task>, sqlx::Error> {
+    let now = UtcTime::now();
+    let until =
+        UtcTime::from(now.0 + chrono::Duration::from_std(LEASE).unwrap_or(chrono::Duration::seconds(45)));
+    let stage: String = stage.chars().filter(|c| !c.is_control()).take(200).collect();
+    let task = db::tasks::progress(&state.db, task_id, lease, i64::from(percent), &stage, until, now).await?;
+    if let Some(t) = &task {
+        let _ = state.task_updates.send(t.clone());
+    }
+    Ok(task)
+}
+
+/// A final report from the agent. `Ok(None)` when the lease is stale.
+pub async fn report_result(
+    state: &AppState,
+    task_id: &str,
+    result: &wire::TaskResult,
+) -> Result<Option<Task>, sqlx::Error> {
+    let now = UtcTime::now();
+    let Some(current) = db::tasks::get(&state.db, task_id).await? else {
+        return Ok(None);
+    };
+    if current.lease.as_deref() != Some(result.lease.as_str()) {
+        return Ok(None);
+    }
+    let finish = match &result.outcome {
+        wire::Outcome::Succeeded => Finish::Succeeded,
+        wire::Outcome::Cancelled => Finish::Cancelled,
+        wire::Outcome::Failed { error, retryable } => {
+            let error: String = error.chars().take(2000).collect();
+            after_failure(current.attempts, current.max_attempts, *retryable, error, now)
+        }
+    };
+    let observed = result.observed.as_ref();
+    apply_finish(
+        state,
+        &current,
+        &result.lease,
+        finish,
+        observed.map(|o| o.state),
+        observed.and_then(|o| o.address.as_deref()),
+        now,
+    )
+    .await
+}
+
+async fn apply_finish(
+    state: &AppState,
+    task: &Task,
+    lease: &str,
+    finish: Finish,
+    observed: Option<wire::ContainerState>,
+    address: Option<&str>,
+    now: UtcTime,
+) -> Result<Option<Task>, sqlx::Error> {
+    let mut tx = state.db.begin().await?;
+    let Some(done) = db::tasks::finish(&mut *tx, &task.id, lease, &finish, now).await? else {
+        return Ok(None);
+    };
+    let host = db::hosts::get(&mut *tx, &task.host_id).await?;
+    match host_status_after(task.kind, &finish, observed) {
+        None => {
+            db::hosts::delete(&mut *tx, &task.host_id).await?;
+        }
+        Some(status) => {
+            let error = match &finish {
+                Finish::Failed { error } | Finish::Retry { error, .. } => Some(error.as_str()),
+                _ => None,
+            };
+            db::hosts::set_outcome(&mut *tx, &task.host_id, status, error, address, now).await?;
+        }
+    }
+    let (kind, outcome) = match &finish {
+        Finish::Succeeded => ("task.succeeded", db::events::Outcome::Success),
+        Finish::Cancelled => ("task.cancelled", db::events::Outcome::Success),
+        Finish::Failed { .. } => ("task.failed", db::events::Outcome::Failure),
+        Finish::Retry { .. } => ("task.retry_scheduled", db::events::Outcome::Failure),
+    };
+    let mut event = NewEvent {
+        outcome,
+        ..NewEvent::success(kind)
+    }
+    .host(&task.host_id)
+    .details(serde_json::json!({
+        "task_id": task.id, "kind": task.kind, "attempt": task.attempts, "error": done.error,
+    }));
+    event.user_id = host.and_then(|h| h.user_id);
+    db::events::record(&mut *tx, &system(), event, now).await?;
+    tx.commit().await?;
+    let _ = state.task_updates.send(done.clone());
+    if matches!(finish, Finish::Retry { .. }) {
+        state.work.notify_waiters();
+    }
+    Ok(Some(done))
+}
+
+/// Takes back attempts whose lease ran out: retried within the budget, else failed.
+pub async fn recover_expired(state: &AppState) -> Result<usize, sqlx::Error> {
+    let now = UtcTime::now();
+    let expired = db::tasks::expired_leases(&state.db, now).await?;
+    let mut n = 0;
+    for task in expired {
+        let Some(lease) = task.lease.clone() else { continue };
+        let finish = after_failure(
+            task.attempts,
+            task.max_attempts,
+            true,
+            "the agent stopped reporting".into(),
+            now,
+        );
+        if apply_finish(state, &task, &lease, finish, None, None, now)
+            .await?
+            .is_some()
+        {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Stops the hosts of accounts whose expiry has passed, once per expiry, with an event.
+pub async fn stop_expired(state: &AppState) -> Result<usize, crate::error::ApiError> {
+    let now = UtcTime::now();
+    let mut stopped = 0;
+    for (user_id, expires_at) in db::users::newly_expired(&state.db, now).await? {
+        let mut tx = state.db.begin().await?;
+        let filter = db::hosts::Filter {
+            user_id: Some(user_id.clone()),
+            status: None,
+        };
+        let hosts = db::hosts::list(
+            &state.db,
+            &filter,
+            db::Page {
+                page: 1,
+                page_size: 500,
+            },
+        )
+        .await?
+        .0;
+        let mut host_ids = Vec::new();
+        for host in hosts.iter().filter(|h| {
+            matches!(
+                h.status,
+                HostStatus::Running | HostStatus::Creating | HostStatus::Pending | HostStatus::Error
+            )
+        }) {
+            crate::hosts::request(
+                &mut tx,
+                &system(),
+                host,
+                TaskKind::Stop,
+                serde_json::json!({ "reason": "expired" }),
+                now,
+            )
+            .await?;
+            host_ids.push(host.id.clone());
+        }
+        db::users::mark_expiry_handled(&mut *tx, &user_id, expires_at).await?;
+        let event = NewEvent::success("user.expired")
+            .user(&user_id)
+            .details(serde_json::json!({ "expires_at": expires_at, "hosts_stopping": host_ids }));
+        db::events::record(&mut *tx, &system(), event, now).await?;
+        tx.commit().await?;
+        stopped += host_ids.len();
+    }
+    if stopped > 0 {
+        state.work.notify_waiters();
+    }
+    Ok(stopped)
+}
+
+/// Runs the lease recovery and the expiry scanner until `shutdown`.
+pub async fn run_scheduler(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        match recover_expired(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(tasks = n, "took back task attempts whose agent stopped reporting"),
+            Err(e) => tracing::error!(error = %e, "lease recovery failed"),
+        }
+        match stop_expired(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(hosts = n, "stopping hosts of expired accounts"),
+            Err(e) => tracing::error!(error = ?e, "expiry scan failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_back_off_then_give_up() {
+        let now = UtcTime::now();
+        let Finish::Retry { not_before, .. } = after_failure(1, 3, true, "x".into(), now) else {
+            panic!()
+        };
+        assert_eq!((not_before.0 - now.0).num_seconds(), 5);
+        let Finish::Retry { not_before, .. } = after_failure(2, 3, true, "x".into(), now) else {
+            panic!()
+        };
+        assert_eq!((not_before.0 - now.0).num_seconds(), 10);
+        assert!(matches!(
+            after_failure(3, 3, true, "x".into(), now),
+            Finish::Failed { .. }
+        ));
+        assert!(matches!(
+            after_failure(1, 3, false, "x".into(), now),
+            Finish::Failed { .. }
+        ));
+    }
+
+    #[test]
+    fn host_status_follows_the_task() {
+        use wire::ContainerState as C;
+        assert_eq!(
+            host_status_after(TaskKind::Delete, &Finish::Succeeded, None),
+            None
+        );
+        assert_eq!(
+            host_status_after(TaskKind::Stop, &Finish::Succeeded, Some(C::Stopped)),
+            Some(HostStatus::Stopped)
+        );
+        assert_eq!(
+            host_status_after(TaskKind::Start, &Finish::Succeeded, None),
+            Some(HostStatus::Running)
+        );
+        let failed = Finish::Failed { error: "e".into() };
+        assert_eq!(
+            host_status_after(TaskKind::Start, &failed, Some(C::Stopped)),
+            Some(HostStatus::Stopped)
+        );
+        assert_eq!(
+            host_status_after(TaskKind::Create, &failed, None),
+            Some(HostStatus::Error)
+        );
+        assert_eq!(
+            host_status_after(TaskKind::Delete, &failed, None),
+            Some(HostStatus::Deleting)
+        );
+    }
+}

@@ -1,0 +1,225 @@
+//! Wire types of the control plane ↔ agent link: registration, heartbeats, task assignment, progress
+//! and results, and the host spec an agent needs to build a host. JSON over HTTP; the agent always
+//! calls the control plane (pull), so nodes need no inbound port and replicas stay stateless.
+
+use serde::{Deserialize, Serialize};
+
+/// Header carrying the agent's shared secret (`AGENT_TOKEN`); compared in constant time.
+pub const AGENT_TOKEN_HEADER: &str = "x-agent-token";
+
+/// Labels put on every Docker object the agent creates.
+pub mod labels {
+    /// Marks an object as ours; the reconciler only ever touches objects with this label.
+    pub const MANAGED: &str = "io.cloud-cli-proxy.managed";
+    pub const HOST_ID: &str = "io.cloud-cli-proxy.host-id";
+    pub const NODE: &str = "io.cloud-cli-proxy.node";
+    /// `host` (the user's container), `egress` (the namespace owner), `home` (volume), `network`.
+    pub const ROLE: &str = "io.cloud-cli-proxy.role";
+}
+
+/// `POST /v1/agent/register`: an agent announces itself (again after every restart).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Register {
+    /// Stable per node; two agents on one machine use two names.
+    pub node_name: String,
+    pub agent_version: String,
+    /// Address the SSH gateway and VNC proxy use to reach hosts on this node (`None`: same machine).
+    pub reach_address: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registered {
+    pub node_id: String,
+    /// Seconds between heartbeats the control plane expects.
+    pub heartbeat_secs: u64,
+}
+
+/// `POST /v1/agent/heartbeat`: liveness plus what Docker holds for us on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub node_id: String,
+    pub observed: Vec<ObservedHost>,
+}
+
+/// What the agent saw of one host in Docker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObservedHost {
+    pub host_id: String,
+    pub state: ContainerState,
+    /// IP of the host on the node's host network, for the gateways.
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerState {
+    Missing,
+    Created,
+    Running,
+    Stopped,
+    /// Restarting, paused, dead or half-built.
+    Broken,
+}
+
+/// Reply to a heartbeat: the hosts the control plane has on this node, for the agent's reconciler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatReply {
+    pub hosts: Vec<DesiredHost>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredHost {
+    pub host_id: String,
+    /// Whether a task on the host is queued or running: the reconciler leaves such hosts alone.
+    pub busy: bool,
+}
+
+/// `POST /v1/agent/claim`: ask for the next task this node may run (long poll).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Claim {
+    pub node_id: String,
+    /// Longest time the control plane may hold the request open waiting for work.
+    pub wait_secs: u64,
+}
+
+/// A task handed to an agent. `lease` identifies this attempt: reports with an older lease are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assignment {
+    pub task_id: String,
+    pub lease: String,
+    pub kind: TaskKind,
+    pub attempt: u32,
+    pub host: HostSpec,
+    /// Rebuild: also empty the home volume.
+    #[serde(default)]
+    pub wipe: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    Create,
+    Start,
+    Stop,
+    Rebuild,
+    Delete,
+    RotateSshPassword,
+}
+
+/// Everything the agent needs to build or change a host. Secrets travel only as hashes.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSpec {
+    pub host_id: String,
+    pub short_id: String,
+    /// Account name inside the container.
+    pub linux_user: String,
+    pub memory_mb: u64,
+    pub cpu_millis: u64,
+    pub pids_limit: u64,
+    /// crypt(3) SHA-512 hash of the host's SSH password.
+    pub password_crypt: String,
+    /// Public keys allowed to log in as `linux_user` (the SSH gateway's key).
+    pub authorized_keys: Vec<String>,
+    /// Secret of the in-container VNC server.
+    pub vnc_secret: String,
+}
+
+impl std::fmt::Debug for HostSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostSpec")
+            .field("host_id", &self.host_id)
+            .field("short_id", &self.short_id)
+            .field("linux_user", &self.linux_user)
+            .field("memory_mb", &self.memory_mb)
+            .field("cpu_millis", &self.cpu_millis)
+            .field("pids_limit", &self.pids_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /v1/agent/tasks/{task_id}/progress`: also renews the lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Progress {
+    pub lease: String,
+    /// 0-100.
+    pub percent: u8,
+    pub stage: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressReply {
+    /// The operator cancelled the task: stop at the next safe point and report `Cancelled`.
+    pub cancel_requested: bool,
+    /// The lease is no longer ours (it expired and the task went to another attempt): stop.
+    pub lease_lost: bool,
+}
+
+/// `POST /v1/agent/tasks/{task_id}/result`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskResult {
+    pub lease: String,
+    pub outcome: Outcome,
+    /// The host as Docker shows it after the task.
+    pub observed: Option<ObservedHost>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Outcome {
+    Succeeded,
+    /// `retryable`: worth another attempt (within the task's budget).
+    Failed {
+        error: String,
+        retryable: bool,
+    },
+    Cancelled,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_is_tagged_by_status() {
+        let o = Outcome::Failed {
+            error: "boom".into(),
+            retryable: true,
+        };
+        let v = serde_json::to_value(&o).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"status": "failed", "error": "boom", "retryable": true})
+        );
+        let back: Outcome = serde_json::from_value(serde_json::json!({"status": "succeeded"})).unwrap();
+        assert_eq!(back, Outcome::Succeeded);
+    }
+
+    #[test]
+    fn host_spec_debug_hides_secrets() {
+        let spec = HostSpec {
+            host_id: "h".into(),
+            short_id: "s".into(),
+            linux_user: "u".into(),
+            memory_mb: 1,
+            cpu_millis: 1,
+            pids_limit: 1,
+            password_crypt: "$6$salt$hash".into(),
+            authorized_keys: vec![],
+            vnc_secret: "vnc-secret".into(),
+        };
+        let shown = format!("{spec:?}");
+        assert!(!shown.contains("$6$") && !shown.contains("vnc-secret"));
+    }
+}
