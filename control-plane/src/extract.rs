@@ -20,29 +20,53 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        // Parsed in two steps: first to a JSON value (syntax), then to `T` with the path of the
+        // offending field kept, so every data error names its field.
+        let value = match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(v)) => v,
+            Err(rejection) => return Err(json_rejection(rejection)),
+        };
+        if !value.is_object() {
+            return Err(ApiError::bad_request(
+                "validation_failed",
+                "the request body must be a JSON object",
+            ));
         }
+        serde_path_to_error::deserialize(value)
+            .map(Json)
+            .map_err(|e| data_error(&e))
+    }
+}
+
+/// A body that is JSON but not the expected shape: 400 naming the field.
+fn data_error(e: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.inner().to_string();
+    // A missing field is named only in serde's message ("missing field `password`"), and the path
+    // then points at its parent; every other error's path already ends at the field.
+    let missing = inner
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    let field = match (path.as_str(), missing) {
+        (".", Some(name)) => name.to_owned(),
+        (parent, Some(name)) => format!("{parent}.{name}"),
+        (p, None) => p.to_owned(),
+    };
+    let message = inner.split(" at line ").next().unwrap_or(&inner).to_owned();
+    let message = if field.is_empty() || field == "." {
+        message
+    } else {
+        format!("{field}: {message}")
+    };
+    ApiError {
+        field: Some(field).filter(|f| !f.is_empty() && f != "."),
+        ..ApiError::bad_request("validation_failed", message)
     }
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
-        JsonRejection::JsonDataError(e) => {
-            // serde's message names the path of the offending field; keep it, it is the useful part.
-            let detail = std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string());
-            let field = detail
-                .split(':')
-                .next()
-                .filter(|p| !p.contains(' '))
-                .map(str::to_owned);
-            ApiError {
-                field,
-                ..ApiError::bad_request("validation_failed", detail)
-            }
-        }
-        JsonRejection::JsonSyntaxError(_) => {
+        JsonRejection::JsonSyntaxError(_) | JsonRejection::JsonDataError(_) => {
             ApiError::bad_request("invalid_json", "request body is not valid JSON")
         }
         JsonRejection::MissingJsonContentType(_) => ApiError::new(

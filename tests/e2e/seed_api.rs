@@ -1,7 +1,11 @@
 //! Walks every curl example of the seed's API reference that does not need Docker, with the seed's
 //! methods, paths and bodies, against the real binary. Each test owns its control plane and database.
-// Test code: a failed expectation must panic.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed expectation must panic"
+)]
 
 #[path = "seed_api/events.rs"]
 mod events;
@@ -285,6 +289,15 @@ async fn user_management() {
         404,
         "not_found",
     );
+    // Passwords never reach the logs.
+    let logs = cp.logs();
+    for secret in [
+        password.as_str(),
+        "min-8-chars",
+        cp.options().admin_password.as_str(),
+    ] {
+        assert!(!logs.contains(secret), "a password is in the logs: {secret}");
+    }
 }
 
 /// Checks a key object against the key pair it should describe.
@@ -489,6 +502,11 @@ async fn user_portal() {
         listed.data().iter().any(|t| t["id"] == task["id"]),
         "the rebuild task is listed"
     );
+    // With the optional body.
+    let r = me
+        .post(&format!("/v1/user/hosts/{hid}/rebuild"), json!({"wipe": true}))
+        .await;
+    assert_eq!(r.expect(202)["kind"], "rebuild");
 
     // Change Password: a wrong old password is 401 and ends nothing; a short new one is 400.
     let wrong = me
@@ -529,6 +547,7 @@ async fn user_portal() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bootstrap and entry scripts arrive with the access gateway (SSH proxy, scripts)"]
 async fn bootstrap_and_entry_scripts() {
     let cp = ControlPlane::start(Options::new()).await;
     let admin = cp.admin().await;
@@ -595,4 +614,48 @@ async fn egress_test_needs_an_agent() {
         "a test never changes the declared address"
     );
     assert_eq!(after.body["observed_ip"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_ssh_key_types() {
+    // ed25519, ECDSA P-256/384/521 and RSA of 2048 bits or more are accepted.
+    let cp = ControlPlane::start(Options::new()).await;
+    let admin = cp.admin().await;
+    let (_, me) = admin.tenant("keytypes", "key-types-pass").await;
+    let dir = tempfile::tempdir().unwrap();
+    for (kind, bits) in [
+        ("ecdsa", "256"),
+        ("ecdsa", "384"),
+        ("ecdsa", "521"),
+        ("rsa", "2048"),
+        ("rsa", "3072"),
+    ] {
+        let path = dir.path().join(format!("{kind}{bits}"));
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", kind, "-b", bits, "-N", "", "-C", "user@host", "-f"])
+            .arg(&path)
+            .output()
+            .expect("ssh-keygen");
+        assert!(
+            out.status.success(),
+            "ssh-keygen {kind} {bits}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = std::fs::read_to_string(path.with_extension("pub"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let key = me.post("/v1/user/ssh-keys", json!({"public_key": line})).await;
+        let key = key.expect(201).clone();
+        assert_eq!(
+            key_material(key["public_key"].as_str().unwrap()),
+            key_material(&line)
+        );
+        assert_eq!(
+            key["fingerprint"],
+            fixtures::fingerprint_of(dir.path(), &line),
+            "{kind} {bits}"
+        );
+    }
+    assert_eq!(me.get("/v1/user/ssh-keys").await.total(), 5);
 }

@@ -236,50 +236,60 @@ fn json_body(body: impl Into<Option<Value>>) -> Body {
     body.into().map_or(Body::None, Body::Json)
 }
 
+/// What is wrong with `resp` as an error answer with this status and code, if anything: the shape
+/// must be `{"error":{"code","message"[,"field"]}}` with a JSON content type.
+pub fn error_problem(resp: &Resp, status: u16, code: &str) -> Option<String> {
+    let ctx = format!("{} {} → {} {}", resp.method, resp.path, resp.status, resp.text);
+    if resp.status != status {
+        return Some(format!("expected status {status}: {ctx}"));
+    }
+    let ct = resp.header("content-type").unwrap_or("");
+    if !ct.starts_with("application/json") {
+        return Some(format!("error without a JSON content type ({ct}): {ctx}"));
+    }
+    let keys = |v: &Value| -> BTreeSet<String> {
+        v.as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    if keys(&resp.body) != BTreeSet::from(["error".to_owned()]) {
+        return Some(format!("error body must be exactly {{\"error\":…}}: {ctx}"));
+    }
+    let err = &resp.body["error"];
+    let inner = keys(err);
+    if !(inner.contains("code")
+        && inner.contains("message")
+        && inner
+            .iter()
+            .all(|k| ["code", "message", "field"].contains(&k.as_str())))
+    {
+        return Some(format!(
+            "error object must have code, message and at most field: {ctx}"
+        ));
+    }
+    if err["code"] != code {
+        return Some(format!("expected error code `{code}`: {ctx}"));
+    }
+    if err["message"].as_str().is_none_or(str::is_empty) {
+        return Some(format!("empty error message: {ctx}"));
+    }
+    if err
+        .get("field")
+        .is_some_and(|f| f.as_str().is_none_or(str::is_empty))
+    {
+        return Some(format!("`field` must be a non-empty string: {ctx}"));
+    }
+    None
+}
+
 /// Asserts `{"error":{"code","message"[,"field"]}}` with this status and code; returns the `error`
 /// object.
 #[track_caller]
 pub fn assert_error<'a>(resp: &'a Resp, status: u16, code: &str) -> &'a Value {
-    let ctx = format!("{} {} → {} {}", resp.method, resp.path, resp.status, resp.text);
-    assert_eq!(resp.status, status, "wrong status: {ctx}");
-    let ct = resp.header("content-type").unwrap_or("");
-    assert!(
-        ct.starts_with("application/json"),
-        "error without a JSON content type ({ct}): {ctx}"
-    );
-    let top: BTreeSet<&str> = resp
-        .body
-        .as_object()
-        .map(|o| o.keys().map(String::as_str).collect())
-        .unwrap_or_default();
-    assert_eq!(
-        top,
-        BTreeSet::from(["error"]),
-        "error body must be exactly {{\"error\":…}}: {ctx}"
-    );
-    let err = &resp.body["error"];
-    let keys: BTreeSet<&str> = err
-        .as_object()
-        .map(|o| o.keys().map(String::as_str).collect())
-        .unwrap_or_default();
-    assert!(
-        keys.contains("code")
-            && keys.contains("message")
-            && keys.iter().all(|k| ["code", "message", "field"].contains(k)),
-        "error object must have code, message and at most field: {ctx}"
-    );
-    assert_eq!(err["code"], code, "wrong error code: {ctx}");
-    assert!(
-        err["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "empty error message: {ctx}"
-    );
-    if let Some(field) = err.get("field") {
-        assert!(
-            field.as_str().is_some_and(|f| !f.is_empty()),
-            "`field` must be a non-empty string: {ctx}"
-        );
+    if let Some(problem) = error_problem(resp, status, code) {
+        panic!("{problem}");
     }
-    err
+    &resp.body["error"]
 }
 
 /// [`assert_error`] that also names the offending field.
@@ -320,5 +330,41 @@ where
             "timed out after {limit:?} waiting for: {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Expectations checked one by one, each failure kept, so that one run of a table-driven test shows
+/// every cell that is wrong; [`Problems::finish`] then fails the test with all of them.
+#[derive(Debug, Default)]
+pub struct Problems(std::sync::Mutex<Vec<String>>);
+
+impl Problems {
+    /// Runs `check`; a panic inside it is recorded under `what` instead of ending the test.
+    pub async fn check<F: Future<Output = ()>>(&self, what: impl std::fmt::Display, check: F) {
+        use futures::FutureExt as _;
+        if let Err(panic) = std::panic::AssertUnwindSafe(check).catch_unwind().await {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "panic".to_owned());
+            self.push(format!("{what}: {msg}"));
+        }
+    }
+
+    pub fn push(&self, problem: String) {
+        self.0.lock().unwrap().push(problem);
+    }
+
+    /// Fails with every recorded problem.
+    #[track_caller]
+    pub fn finish(self) {
+        let problems = self.0.into_inner().unwrap();
+        assert!(
+            problems.is_empty(),
+            "{} problem(s):\n{}",
+            problems.len(),
+            problems.join("\n")
+        );
     }
 }

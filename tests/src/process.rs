@@ -334,6 +334,8 @@ fn command(opts: &Options, db_path: &Path) -> Command {
         .env("PUBLIC_BASE_URL", crate::PUBLIC_BASE_URL)
         .env("LOG_FORMAT", "json")
         .env("LOG_LEVEL", "info")
+        // API tests keep host tasks queued; the Docker suites turn the agent on explicitly.
+        .env("EMBEDDED_AGENT", "false")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

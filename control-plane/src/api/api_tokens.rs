@@ -68,8 +68,7 @@ async fn create_token(
     let (token, hash) = state.keys.new_api_token();
     let prefix: String = token.chars().take(10).collect();
     let mut tx = state.db.begin().await?;
-    let info =
-        db::api_tokens::insert(&mut *tx, &me.user.id, &req.name, &hash, &prefix, expires_at, now).await?;
+    let info = db::api_tokens::insert(&mut *tx, &me.user, &req.name, &hash, &prefix, expires_at, now).await?;
     let event = NewEvent::success("api_token.created").user(&me.user.id).details(
         serde_json::json!({ "token_id": info.id, "name": info.name, "expires_at": info.expires_at }),
     );

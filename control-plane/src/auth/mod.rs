@@ -193,7 +193,7 @@ pub async fn authenticate(
         let Some(user) = db::users::get(&state.db, &row.user_id).await? else {
             return Ok(None);
         };
-        if !user.is_usable(now) {
+        if !user.is_usable(now) || user.token_version != row.token_version {
             return Ok(None);
         }
         db::api_tokens::touch(&state.db, &row.id, now).await?;

@@ -21,13 +21,17 @@ pub struct ApiToken {
     pub last_used_at: Option<UtcTime>,
     #[schema(value_type = Option<String>, format = DateTime)]
     pub revoked_at: Option<UtcTime>,
+    /// The account's `token_version` at creation; a password change makes the token stale.
+    #[serde(skip)]
+    pub token_version: i64,
 }
 
-const COLUMNS: &str = "id, user_id, name, prefix, created_at, expires_at, last_used_at, revoked_at";
+const COLUMNS: &str =
+    "id, user_id, name, prefix, created_at, expires_at, last_used_at, revoked_at, token_version";
 
 pub async fn insert(
     db: impl SqliteExecutor<'_>,
-    user_id: &str,
+    user: &super::users::User,
     name: &str,
     token_hash: &str,
     prefix: &str,
@@ -35,14 +39,15 @@ pub async fn insert(
     now: UtcTime,
 ) -> Result<ApiToken, sqlx::Error> {
     sqlx::query_as(&format!(
-        "INSERT INTO api_tokens (id, user_id, name, token_hash, prefix, created_at, expires_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
+        "INSERT INTO api_tokens (id, user_id, name, token_hash, prefix, token_version, created_at, expires_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
     ))
     .bind(super::new_id())
-    .bind(user_id)
+    .bind(&user.id)
     .bind(name)
     .bind(token_hash)
     .bind(prefix)
+    .bind(user.token_version)
     .bind(now)
     .bind(expires_at)
     .fetch_one(db)

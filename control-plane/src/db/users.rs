@@ -157,7 +157,8 @@ pub async fn list_tenants(
     Ok((rows, total))
 }
 
-/// Changes the status; every outstanding token of the user stops working.
+/// Changes the status. Disabling ends every outstanding session for good (they stay dead when the
+/// account is enabled again); setting the status it already has changes nothing.
 pub async fn set_status(
     db: impl SqliteExecutor<'_>,
     id: &str,
@@ -165,8 +166,9 @@ pub async fn set_status(
     now: UtcTime,
 ) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "UPDATE users SET status = ?, token_version = token_version + 1, updated_at = ? \
-         WHERE id = ? RETURNING {COLUMNS}"
+        "UPDATE users SET token_version = token_version + \
+           CASE WHEN ?1 = 'disabled' AND status <> 'disabled' THEN 1 ELSE 0 END, \
+           status = ?1, updated_at = ?2 WHERE id = ?3 RETURNING {COLUMNS}"
     ))
     .bind(status)
     .bind(now)

@@ -130,6 +130,17 @@ async fn tasks_events_and_dashboard() {
         !of_y.is_empty() && of_y.iter().all(|e| e["user_id"] == y["id"]),
         "{of_y:?}"
     );
+    // Who did it: the operator, from loopback.
+    let by_admin = events(&admin, &format!("user_id={}&type=user.", id(&y))).await;
+    assert!(!by_admin.is_empty());
+    for e in &by_admin {
+        assert_eq!(
+            (e["actor_name"].as_str(), e["ip"].as_str()),
+            (Some("admin"), Some("127.0.0.1")),
+            "{e}"
+        );
+        assert_eq!(e["outcome"], "success");
+    }
     // Filter by host: its creation and its start at least.
     let of_host = events(&admin, &format!("host_id={hid}")).await;
     assert!(

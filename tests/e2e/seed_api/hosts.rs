@@ -327,6 +327,33 @@ async fn hosts_bindings_and_tasks() {
         );
     }
 
+    // A queued task can be cancelled, once.
+    let start_task = &task_ids[3];
+    let r = admin
+        .post(&format!("/v1/admin/tasks/{start_task}/cancel"), None)
+        .await;
+    assert_eq!(
+        (r.expect(200)["id"].as_str(), r.body["status"].as_str()),
+        (Some(start_task.as_str()), Some("cancelled"))
+    );
+    let again = admin
+        .post(&format!("/v1/admin/tasks/{start_task}/cancel"), None)
+        .await;
+    assert_error(&again, 409, "task_finished");
+    assert_eq!(
+        admin
+            .get(&format!("/v1/admin/tasks/{start_task}"))
+            .await
+            .expect(200)["status"],
+        "cancelled"
+    );
+    assert_eq!(
+        admin
+            .count(&format!("/v1/admin/tasks?host_id={hid}&status=cancelled"))
+            .await,
+        1
+    );
+
     // Bindings: create, duplicate, unknown ids, egress IP in use, remove.
     let wg = admin.create_egress(fixtures::seed_wireguard()).await;
     let ss = admin
@@ -340,6 +367,25 @@ async fn hosts_bindings_and_tasks() {
         .await;
     let binding = r.expect(201).clone();
     assert_keys(&binding, shapes::BINDING);
+    let bid = id(&binding);
+    assert_eq!(
+        admin.get(&format!("/v1/admin/bindings/{bid}")).await.expect(200),
+        &binding
+    );
+    let listed = admin.get(&format!("/v1/admin/bindings?host_id={hid}")).await;
+    assert_eq!((listed.total(), &listed.data()[0]), (1, &binding));
+    assert_eq!(
+        admin
+            .count(&format!("/v1/admin/bindings?egress_ip_id={}", id(&wg)))
+            .await,
+        1
+    );
+    assert_eq!(
+        admin
+            .count(&format!("/v1/admin/bindings?egress_ip_id={}", id(&ss)))
+            .await,
+        0
+    );
     assert_eq!(
         (&binding["host_id"], &binding["egress_ip_id"]),
         (&created["id"], &wg["id"])
@@ -427,4 +473,69 @@ async fn hosts_bindings_and_tasks() {
     );
     let tasks = admin.get(&format!("/v1/admin/tasks?host_id={sid}")).await;
     assert_eq!(tasks.data()[0]["kind"], "delete", "{}", tasks.text);
+    assert_eq!(admin.count("/v1/admin/hosts?status=deleting").await, 2);
+    assert_eq!(admin.count("/v1/admin/hosts?status=running").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_defaults_and_masked_secrets_sent_back() {
+    let cp = ControlPlane::start(Options::new()).await;
+    let admin = cp.admin().await;
+
+    // `provider` defaults to `manual`, `wg_allowed_ips` to both default routes; IPv6 exits are fine.
+    let mut body = fixtures::wireguard_egress("v6-defaults");
+    let obj = body.as_object_mut().unwrap();
+    obj.remove("provider");
+    obj.remove("wg_allowed_ips");
+    obj.remove("wg_preshared_key");
+    body["ip_address"] = json!("2001:db8::10");
+    let ip = admin.create_egress(body).await;
+    let read = admin
+        .get(&format!("/v1/admin/egress-ips/{}", id(&ip)))
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(read["provider"], "manual");
+    assert_eq!(read["ip_address"], "2001:db8::10");
+    let allowed: Vec<String> = read["wg_allowed_ips"]
+        .as_str()
+        .unwrap()
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .collect();
+    assert_eq!(allowed, ["0.0.0.0/0", "::/0"], "{read}");
+    assert_eq!(
+        read["wg_preshared_key"],
+        Value::Null,
+        "no preshared key was given: {read}"
+    );
+
+    // A read answer sent back as is: the masks keep the stored secrets and change nothing.
+    let wg = admin.create_egress(fixtures::seed_wireguard()).await;
+    let wg_path = format!("/v1/admin/egress-ips/{}", id(&wg));
+    let before = admin.get(&wg_path).await.expect(200).clone();
+    admin
+        .put(&wg_path, json!({"wg_preshared_key": MASK}))
+        .await
+        .expect(200);
+    let after = admin.get(&wg_path).await.expect(200).clone();
+    assert_eq!(after["wg_preshared_key"], MASK);
+    assert_eq!(
+        (&after["wg_public_key"], &after["wg_endpoint"]),
+        (&before["wg_public_key"], &before["wg_endpoint"])
+    );
+
+    let ss = admin
+        .create_egress(fixtures::seed_egress_examples()[1].clone())
+        .await;
+    let ss_path = format!("/v1/admin/egress-ips/{}", id(&ss));
+    let read = admin.get(&ss_path).await.expect(200).clone();
+    admin
+        .put(&ss_path, json!({"proxy_config": read["proxy_config"].clone()}))
+        .await
+        .expect(200);
+    assert_eq!(
+        admin.get(&ss_path).await.expect(200)["proxy_config"],
+        read["proxy_config"]
+    );
 }
