@@ -22,7 +22,8 @@ cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.."
 
 readonly ALL_STEPS=(deps fmt clippy build shell test)
 # What the checks and tests call, as command:Debian package.
-readonly REQUIRED=(sqlite3:sqlite3 shellcheck:shellcheck jq:jq curl:curl cc:build-essential ssh-keygen:openssh-client)
+readonly REQUIRED=(sqlite3:sqlite3 shellcheck:shellcheck jq:jq curl:curl cc:build-essential ssh-keygen:openssh-client
+    sshpass:sshpass debootstrap:debootstrap openssl:openssl nft:nftables nsenter:util-linux)
 
 header() { printf '\n==> %s\n' "$*" >&2; }
 die() {
@@ -66,7 +67,7 @@ step_build() {
 
 step_shell() {
     local scripts=() script
-    mapfile -d '' -t scripts < <(find deploy tests -type f -name '*.sh' -print0 | sort -z)
+    mapfile -d '' -t scripts < <(find deploy tests images -type f -name '*.sh' -print0 | sort -z)
     scripts+=(.ci/run)
     for script in "${scripts[@]}"; do
         bash -n "$script"

@@ -224,6 +224,21 @@ pub async fn recover_expired(state: &AppState) -> Result<usize, sqlx::Error> {
     Ok(n)
 }
 
+/// Takes back every attempt running on `node_id`: called when its agent registers again after a
+/// restart, so a killed agent's work is retried at once instead of after the lease runs out.
+pub async fn recover_node(state: &AppState, node_id: &str) -> Result<usize, sqlx::Error> {
+    let now = UtcTime::now();
+    let mut n = 0;
+    for task in db::tasks::running_on_node(&state.db, node_id).await? {
+        let Some(lease) = task.lease.clone() else { continue };
+        let finish = after_failure(task.attempts, task.max_attempts, true, "the agent restarted".into(), now);
+        if apply_finish(state, &task, &lease, finish, None, None, now).await?.is_some() {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// Stops the hosts of accounts whose expiry has passed, once per expiry, with an event.
 pub async fn stop_expired(state: &AppState) -> Result<usize, crate::error::ApiError> {
     let now = UtcTime::now();

@@ -142,7 +142,8 @@ ssh_password() {
 host_key() { ssh-keyscan -t ed25519 "$ip" 2>/dev/null | cut -d' ' -f3; }
 http_code() { curl -s -o /dev/null -m 5 -w '%{http_code}' "$1"; }
 novnc_ok() { test "$(http_code "http://$ip:6080/vnc.html")" = 200; }
-logs_show() { timeout 30 docker logs "$container" 2>&1 | grep -q -- "$1"; }
+# Not grep -q: it would stop reading early, and docker logs's SIGPIPE would fail the pipeline.
+logs_show() { timeout 30 docker logs "$container" 2>&1 | grep -- "$1" >/dev/null; }
 # shellcheck disable=SC2016 # $1 and $2 are the inner bash's arguments
 port_closed() { ! timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null; }
 
@@ -181,6 +182,7 @@ EOF
 check "VNC port 5901 is not reachable from outside the container" port_closed "$ip" 5901
 check "X display port 6001 is not reachable from outside the container" port_closed "$ip" 6001
 check "the desktop session runs as the user" eventually 15 dock exec "$container" pgrep -u user -x openbox
+check "no desktop service had to be restarted" not logs_show 'exited (status'
 check "docker logs shows host-init" logs_show 'sshd is listening on port 22'
 
 # Rotation: rewrite the file the way the control plane does (a new file renamed over the old one),
@@ -222,6 +224,8 @@ chown -R 4242:4242 "$work/home"
 run_host second --security-opt no-new-privileges -v "$work/home:/home/user"
 check "with no-new-privileges sshd still answers" eventually 30 ssh_key true
 check "each container has its own SSH host key" test "$(host_key)" != "$first_host_key"
+check "the desktop starts with a home the user cannot write" eventually 15 dock exec "$container" pgrep -u user -x openbox
+check "and without restarts" not logs_show 'exited (status'
 check "a mounted home keeps its owners" test "$(stat -c %u "$work/home" "$work/home/projects/deep/file" | sort -u)" = 4242
 check "with no-new-privileges sudo is refused" not ssh_key "sudo -S -p '' true" <<<"$new_password"
 

@@ -104,7 +104,8 @@ async fn register(
         serde_json::json!({ "node_id": node.id, "name": node.name, "agent_version": node.agent_version }),
     );
     db::events::record(&state.db, &agent_actor(name), event, now).await?;
-    tracing::info!(node = %node.name, node_id = %node.id, "agent registered");
+    let recovered = tasks::recover_node(&state, &node.id).await?;
+    tracing::info!(node = %node.name, node_id = %node.id, recovered, "agent registered");
     Ok(Json(wire::Registered {
         node_id: node.id,
         heartbeat_secs: tasks::HEARTBEAT_SECS,
