@@ -66,6 +66,8 @@ pub struct AppState {
     pub task_updates: tokio::sync::broadcast::Sender<db::tasks::Task>,
     /// Public keys of the SSH gateway, installed in every host so it can log in without passwords.
     pub gateway_keys: Arc<Vec<String>>,
+    /// Cancelled when the server begins to stop, so long polls end at once.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for AppState {
@@ -116,7 +118,52 @@ impl AppState {
             work: Arc::new(tokio::sync::Notify::new()),
             task_updates: tokio::sync::broadcast::channel(256).0,
             gateway_keys: Arc::new(Vec::new()),
+            stopping: tokio_util::sync::CancellationToken::new(),
         })
+    }
+}
+
+/// Runs a node agent in this process against the local Docker engine, talking to this control plane
+/// over loopback with the in-process agent token. It reads the agent's environment variables
+/// (`NODE_NAME`, `AGENT_STATE_DIR`, `HOST_IMAGE`, …) like the standalone agent. A failure to start
+/// it is logged and the control plane carries on: the API works without an agent.
+fn run_embedded_agent(
+    state: &AppState,
+    addr: SocketAddr,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + 'static {
+    use clap::Parser as _;
+
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
+        ip if ip.is_unspecified() => "[::1]".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    let url = format!("http://{host}:{}", addr.port());
+    let token = state.agent_token.as_deref().unwrap_or_default().to_owned();
+    let config = agent::Config::try_parse_from([
+        "cloud-cli-proxy-agent",
+        "--control-plane-url",
+        &url,
+        "--agent-token",
+        &token,
+    ]);
+    async move {
+        let config = match config {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e.kind(), "embedded agent not started: bad agent configuration");
+                return;
+            }
+        };
+        let shutdown = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        match agent::run(config, shutdown).await {
+            Ok(()) => tracing::info!("embedded agent stopped"),
+            Err(e) => tracing::error!(error = %e, "embedded agent not running; host tasks wait for an agent"),
+        }
     }
 }
 
@@ -142,14 +189,26 @@ pub async fn run(
     let app = api::router(state.clone(), config.max_body_bytes);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(tasks::run_scheduler(state.clone(), stop_rx.clone()));
+    let embedded_agent = if config.embedded_agent {
+        Some(tokio::spawn(run_embedded_agent(&state, addr, stop_rx.clone())))
+    } else {
+        None
+    };
     tracing::info!(%addr, public_base_url = %state.settings.public_base_url, "control plane listening");
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
+        .with_graceful_shutdown({
+            let stopping = state.stopping.clone();
+            async move {
+                shutdown.await;
+                stopping.cancel();
+                let _ = stop_tx.send(true);
+            }
         })
         .await;
     let _ = scheduler.await;
+    if let Some(agent) = embedded_agent {
+        let _ = agent.await;
+    }
     served.map_err(StartError::Serve)?;
     state.db.close().await;
     tracing::info!("control plane stopped");

@@ -231,8 +231,17 @@ pub async fn recover_node(state: &AppState, node_id: &str) -> Result<usize, sqlx
     let mut n = 0;
     for task in db::tasks::running_on_node(&state.db, node_id).await? {
         let Some(lease) = task.lease.clone() else { continue };
-        let finish = after_failure(task.attempts, task.max_attempts, true, "the agent restarted".into(), now);
-        if apply_finish(state, &task, &lease, finish, None, None, now).await?.is_some() {
+        let finish = after_failure(
+            task.attempts,
+            task.max_attempts,
+            true,
+            "the agent restarted".into(),
+            now,
+        );
+        if apply_finish(state, &task, &lease, finish, None, None, now)
+            .await?
+            .is_some()
+        {
             n += 1;
         }
     }

@@ -232,7 +232,10 @@ async fn claim(
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
         // Woken by new work, or re-checked every second for back-offs coming due.
-        let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), notified).await;
+        tokio::select! {
+            _ = tokio::time::timeout(left.min(Duration::from_secs(1)), notified) => {}
+            () = state.stopping.cancelled() => return Ok(StatusCode::NO_CONTENT.into_response()),
+        }
     }
 }
 

@@ -379,8 +379,10 @@ pub async fn host_busy(db: impl SqliteExecutor<'_>, host_id: &str) -> Result<boo
 
 /// Running tasks attempted on `node_id` (their agent restarted, so nobody is running them any more).
 pub async fn running_on_node(db: impl SqliteExecutor<'_>, node_id: &str) -> Result<Vec<Task>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM tasks WHERE status = 'running' AND node_id = ?"))
-        .bind(node_id)
-        .fetch_all(db)
-        .await
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM tasks WHERE status = 'running' AND node_id = ?"
+    ))
+    .bind(node_id)
+    .fetch_all(db)
+    .await
 }

@@ -1,0 +1,353 @@
+//! The agent's configuration: one clap struct, every flag also an environment variable.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+
+/// The cloud-cli-proxy node agent: builds, starts, stops and deletes host containers on this Docker
+/// node for the control plane, and keeps Docker in line with it.
+#[derive(Clone, Parser)]
+#[command(name = "cloud-cli-proxy-agent", version, about, long_about = None)]
+pub struct Config {
+    /// Base URL of the control plane, e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "CONTROL_PLANE_URL")]
+    pub control_plane_url: String,
+
+    /// Shared secret authenticating this agent to the control plane (never logged).
+    #[arg(long, env = "AGENT_TOKEN", hide_env_values = true)]
+    pub agent_token: String,
+
+    /// Name of this node; two agents on one machine need two names. Default: the machine's hostname.
+    #[arg(long, env = "NODE_NAME", default_value_t = default_node_name())]
+    pub node_name: String,
+
+    /// Where per-host files live (`<dir>/<node>/hosts/<host_id>/`); root-only.
+    #[arg(
+        long,
+        env = "AGENT_STATE_DIR",
+        default_value = "/var/lib/cloud-cli-proxy/agent"
+    )]
+    pub state_dir: PathBuf,
+
+    /// Image of host containers (and of the egress containers that own their network namespaces).
+    #[arg(long, env = "HOST_IMAGE", default_value = "cloud-cli-proxy/host:latest")]
+    pub host_image: String,
+
+    /// Docker bridge network of this node's hosts. Default: ccp-hosts-<node name>.
+    #[arg(long, env = "HOSTS_NETWORK")]
+    pub hosts_network: Option<String>,
+
+    /// Whether hosts without an egress binding may go out directly through the node (to public
+    /// addresses only); false: they get no outbound access at all.
+    #[arg(long, env = "ALLOW_DIRECT_EGRESS", default_value_t = true, action = ArgAction::Set)]
+    pub allow_direct_egress: bool,
+
+    /// Upper bound of every single Docker call, in seconds.
+    #[arg(long, env = "DOCKER_TIMEOUT_SECS", default_value_t = 120)]
+    pub docker_timeout_secs: u64,
+
+    /// Docker engine socket.
+    #[arg(long, env = "DOCKER_SOCKET", default_value = "/var/run/docker.sock")]
+    pub docker_socket: String,
+
+    /// TCP port of the web VNC (noVNC) inside host containers.
+    #[arg(long, env = "VNC_PORT", default_value_t = 6080)]
+    pub vnc_port: u16,
+
+    /// How long a started host may take until its sshd answers, in seconds.
+    #[arg(long, env = "SSH_READY_TIMEOUT_SECS", default_value_t = 90)]
+    pub ssh_ready_timeout_secs: u64,
+
+    /// Tasks run at once on this node (always one at a time per host).
+    #[arg(long, env = "AGENT_MAX_TASKS", default_value_t = 4)]
+    pub max_tasks: usize,
+
+    /// Address the gateways use to reach this node's hosts, announced at registration (unset: the
+    /// gateways run on this machine).
+    #[arg(long, env = "REACH_ADDRESS")]
+    pub reach_address: Option<String>,
+
+    /// Upper bound of every request to the control plane except the claim long-poll, in seconds.
+    #[arg(long, env = "CONTROL_PLANE_TIMEOUT_SECS", default_value_t = 30)]
+    pub control_plane_timeout_secs: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// A configuration with every default, for embedding the agent (and for tests).
+    pub fn new(control_plane_url: impl Into<String>, agent_token: impl Into<String>) -> Self {
+        Self {
+            control_plane_url: control_plane_url.into(),
+            agent_token: agent_token.into(),
+            node_name: default_node_name(),
+            state_dir: PathBuf::from("/var/lib/cloud-cli-proxy/agent"),
+            host_image: "cloud-cli-proxy/host:latest".into(),
+            hosts_network: None,
+            allow_direct_egress: true,
+            docker_timeout_secs: 120,
+            docker_socket: "/var/run/docker.sock".into(),
+            vnc_port: 6080,
+            ssh_ready_timeout_secs: 90,
+            max_tasks: 4,
+            reach_address: None,
+            control_plane_timeout_secs: 30,
+        }
+    }
+
+    /// The hosts network name, defaulted from the node name so two agents on one machine don't clash.
+    pub fn hosts_network(&self) -> String {
+        self.hosts_network
+            .clone()
+            .unwrap_or_else(|| format!("ccp-hosts-{}", self.node_name))
+    }
+
+    pub fn docker_timeout(&self) -> Duration {
+        Duration::from_secs(self.docker_timeout_secs)
+    }
+
+    pub fn control_plane_timeout(&self) -> Duration {
+        Duration::from_secs(self.control_plane_timeout_secs)
+    }
+
+    /// The control plane URL without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        self.control_plane_url.trim_end_matches('/')
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = reqwest::Url::parse(&self.control_plane_url)
+            .map_err(|e| invalid("CONTROL_PLANE_URL", format!("not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(invalid(
+                "CONTROL_PLANE_URL",
+                "must be an http:// or https:// URL with a host",
+            ));
+        }
+        if self.agent_token.trim().is_empty() {
+            return Err(invalid("AGENT_TOKEN", "must not be empty"));
+        }
+        if !is_docker_name(&self.node_name) || self.node_name.len() > 40 {
+            return Err(invalid(
+                "NODE_NAME",
+                "1-40 characters from a-z, A-Z, 0-9, '.', '_', '-', starting with a letter or digit",
+            ));
+        }
+        if !is_docker_name(&self.hosts_network()) {
+            return Err(invalid("HOSTS_NETWORK", "not a valid Docker network name"));
+        }
+        if self.host_image.trim().is_empty() {
+            return Err(invalid("HOST_IMAGE", "must not be empty"));
+        }
+        for (field, value) in [
+            ("DOCKER_TIMEOUT_SECS", self.docker_timeout_secs),
+            ("SSH_READY_TIMEOUT_SECS", self.ssh_ready_timeout_secs),
+            ("CONTROL_PLANE_TIMEOUT_SECS", self.control_plane_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be at least 1"));
+            }
+        }
+        if self.vnc_port == 0 || self.vnc_port == 22 {
+            return Err(invalid("VNC_PORT", "must be a TCP port other than 22"));
+        }
+        if self.max_tasks == 0 {
+            return Err(invalid("AGENT_MAX_TASKS", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("control_plane_url", &self.control_plane_url)
+            .field("agent_token", &"<redacted>")
+            .field("node_name", &self.node_name)
+            .field("state_dir", &self.state_dir)
+            .field("host_image", &self.host_image)
+            .field("hosts_network", &self.hosts_network())
+            .field("allow_direct_egress", &self.allow_direct_egress)
+            .field("docker_timeout_secs", &self.docker_timeout_secs)
+            .field("docker_socket", &self.docker_socket)
+            .field("vnc_port", &self.vnc_port)
+            .field("ssh_ready_timeout_secs", &self.ssh_ready_timeout_secs)
+            .field("max_tasks", &self.max_tasks)
+            .field("reach_address", &self.reach_address)
+            .field("control_plane_timeout_secs", &self.control_plane_timeout_secs)
+            .finish()
+    }
+}
+
+/// Docker object names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub(crate) fn is_docker_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// The kernel's hostname, lower-cased and trimmed to what a Docker name allows.
+fn default_node_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name: String = raw
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    if is_docker_name(&name) {
+        name
+    } else {
+        "node".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("agent").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_and_derived_names() {
+        let c = parse(&[
+            "--control-plane-url",
+            "http://127.0.0.1:8080/",
+            "--agent-token",
+            "t",
+            "--node-name",
+            "n1",
+        ])
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.hosts_network(), "ccp-hosts-n1");
+        assert_eq!(c.base_url(), "http://127.0.0.1:8080");
+        assert!(c.allow_direct_egress);
+        assert_eq!(c.docker_timeout(), Duration::from_secs(120));
+        assert_eq!(c.vnc_port, 6080);
+        assert_eq!(c.host_image, "cloud-cli-proxy/host:latest");
+        let n = Config::new("http://127.0.0.1:8080", "t");
+        assert_eq!(
+            (n.max_tasks, n.vnc_port, n.docker_timeout_secs),
+            (c.max_tasks, c.vnc_port, 120)
+        );
+        assert!(is_docker_name(&n.node_name), "{}", n.node_name);
+    }
+
+    #[test]
+    fn direct_egress_can_be_denied() {
+        let c = parse(&[
+            "--control-plane-url",
+            "http://h",
+            "--agent-token",
+            "t",
+            "--allow-direct-egress",
+            "false",
+        ])
+        .unwrap();
+        assert!(!c.allow_direct_egress);
+    }
+
+    #[test]
+    fn debug_redacts_the_token() {
+        let c = Config::new("http://h:1", "super-secret-token");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("super-secret-token") && shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let ok = Config::new("http://127.0.0.1:8080", "t");
+        let cases: Vec<(&str, Config)> = vec![
+            (
+                "CONTROL_PLANE_URL",
+                Config {
+                    control_plane_url: "ftp://x".into(),
+                    ..ok.clone()
+                },
+            ),
+            (
+                "CONTROL_PLANE_URL",
+                Config {
+                    control_plane_url: "not a url".into(),
+                    ..ok.clone()
+                },
+            ),
+            (
+                "AGENT_TOKEN",
+                Config {
+                    agent_token: " ".into(),
+                    ..ok.clone()
+                },
+            ),
+            (
+                "NODE_NAME",
+                Config {
+                    node_name: "-bad".into(),
+                    ..ok.clone()
+                },
+            ),
+            (
+                "NODE_NAME",
+                Config {
+                    node_name: "a/b".into(),
+                    ..ok.clone()
+                },
+            ),
+            (
+                "HOSTS_NETWORK",
+                Config {
+                    hosts_network: Some("bad name".into()),
+                    ..ok.clone()
+                },
+            ),
+            (
+                "DOCKER_TIMEOUT_SECS",
+                Config {
+                    docker_timeout_secs: 0,
+                    ..ok.clone()
+                },
+            ),
+            (
+                "VNC_PORT",
+                Config {
+                    vnc_port: 22,
+                    ..ok.clone()
+                },
+            ),
+            (
+                "AGENT_MAX_TASKS",
+                Config {
+                    max_tasks: 0,
+                    ..ok.clone()
+                },
+            ),
+        ];
+        for (field, config) in cases {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.starts_with(field), "{field}: {err}");
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Adapter for the control plane's agent API (`/v1/agent/*`): JSON over HTTP, the agent always
+//! calling out, authenticated by the shared token in [`wire::AGENT_TOKEN_HEADER`]. Every request is
+//! time-boxed; the claim long-poll gets its wait on top.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("control plane unreachable: {0}")]
+    Unreachable(String),
+    /// 404 or 409 on a node-scoped call: the control plane does not know this node (id) any more.
+    #[error("the control plane does not know this node ({0})")]
+    NodeUnknown(StatusCode),
+    #[error("control plane refused the agent token ({0})")]
+    Unauthorized(StatusCode),
+    #[error("control plane answered {status}: {body}")]
+    Status { status: StatusCode, body: String },
+    #[error("control plane sent an unexpected body: {0}")]
+    Decode(String),
+    #[error("bad control plane URL: {0}")]
+    Url(String),
+}
+
+impl Error {
+    /// A definitive answer about a task (unknown task or stale lease): retrying cannot help.
+    pub fn is_definitive(&self) -> bool {
+        match self {
+            Error::NodeUnknown(_) => true,
+            Error::Status { status, .. } => {
+                status.is_client_error() && *status != StatusCode::TOO_MANY_REQUESTS
+            }
+            _ => false,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ControlPlane {
+    http: reqwest::Client,
+    base: reqwest::Url,
+    token: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlPlane {
+    pub fn new(base_url: &str, token: &str, timeout: Duration) -> Result<Self, Error> {
+        let mut base = reqwest::Url::parse(base_url).map_err(|e| Error::Url(e.to_string()))?;
+        if base.cannot_be_a_base() {
+            return Err(Error::Url(format!("{base_url} cannot be a base URL")));
+        }
+        base.set_query(None);
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("cloud-cli-proxy-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Url(e.to_string()))?;
+        Ok(Self {
+            http,
+            base,
+            token: token.to_owned(),
+            timeout,
+        })
+    }
+
+    /// `base` + `/v1/agent/<segments…>`, each segment percent-encoded.
+    fn url(&self, segments: &[&str]) -> Result<reqwest::Url, Error> {
+        let mut url = self.base.clone();
+        {
+            let mut path = url
+                .path_segments_mut()
+                .map_err(|()| Error::Url("not a base URL".into()))?;
+            path.pop_if_empty().extend(["v1", "agent"]).extend(segments);
+        }
+        Ok(url)
+    }
+
+    async fn post<B: Serialize, R: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        body: &B,
+        timeout: Duration,
+        node_scoped: bool,
+    ) -> Result<Option<R>, Error> {
+        let url = self.url(segments)?;
+        let response = self
+            .http
+            .post(url)
+            .header(wire::AGENT_TOKEN_HEADER, &self.token)
+            .json(body)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| Error::Unreachable(without_url(&e)))?;
+        let status = response.status();
+        if status == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        if status.is_success() {
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| Error::Unreachable(without_url(&e)))?;
+            return serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Decode(e.to_string()));
+        }
+        let body: String = response
+            .text()
+            .await
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect();
+        Err(match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::Unauthorized(status),
+            StatusCode::NOT_FOUND | StatusCode::CONFLICT if node_scoped => Error::NodeUnknown(status),
+            _ => Error::Status { status, body },
+        })
+    }
+
+    fn required<R>(reply: Option<R>, what: &str) -> Result<R, Error> {
+        reply.ok_or_else(|| Error::Decode(format!("{what}: empty reply")))
+    }
+
+    pub async fn register(&self, body: &wire::Register) -> Result<wire::Registered, Error> {
+        Self::required(
+            self.post(&["register"], body, self.timeout, false).await?,
+            "register",
+        )
+    }
+
+    pub async fn heartbeat(&self, body: &wire::Heartbeat) -> Result<wire::HeartbeatReply, Error> {
+        Self::required(
+            self.post(&["heartbeat"], body, self.timeout, true).await?,
+            "heartbeat",
+        )
+    }
+
+    /// Long-polls for a task: `None` when there is no work (204).
+    pub async fn claim(&self, body: &wire::Claim) -> Result<Option<wire::Assignment>, Error> {
+        let timeout = self.timeout + Duration::from_secs(body.wait_secs);
+        self.post(&["claim"], body, timeout, true).await
+    }
+
+    pub async fn progress(&self, task_id: &str, body: &wire::Progress) -> Result<wire::ProgressReply, Error> {
+        Self::required(
+            self.post(&["tasks", task_id, "progress"], body, self.timeout, false)
+                .await?,
+            "progress",
+        )
+    }
+
+    pub async fn result(&self, task_id: &str, body: &wire::TaskResult) -> Result<(), Error> {
+        self.post::<_, serde_json::Value>(&["tasks", task_id, "result"], body, self.timeout, false)
+            .await
+            .map(drop)
+    }
+}
+
+/// reqwest errors print the URL; ours carries no secrets, but keep messages short and uniform.
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_built_from_encoded_segments() {
+        let cp = ControlPlane::new("http://127.0.0.1:8080/", "t", Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            cp.url(&["claim"]).unwrap().as_str(),
+            "http://127.0.0.1:8080/v1/agent/claim"
+        );
+        assert_eq!(
+            cp.url(&["tasks", "a/b?c", "result"]).unwrap().as_str(),
+            "http://127.0.0.1:8080/v1/agent/tasks/a%2Fb%3Fc/result"
+        );
+        let prefixed = ControlPlane::new("http://h/prefix", "t", Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            prefixed.url(&["register"]).unwrap().as_str(),
+            "http://h/prefix/v1/agent/register"
+        );
+    }
+
+    #[test]
+    fn definitive_errors() {
+        assert!(
+            Error::Status {
+                status: StatusCode::CONFLICT,
+                body: String::new()
+            }
+            .is_definitive()
+        );
+        assert!(
+            !Error::Status {
+                status: StatusCode::BAD_GATEWAY,
+                body: String::new()
+            }
+            .is_definitive()
+        );
+        assert!(
+            !Error::Status {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                body: String::new()
+            }
+            .is_definitive()
+        );
+        assert!(!Error::Unreachable("x".into()).is_definitive());
+    }
+}

@@ -1,0 +1,651 @@
+//! Host actions on this node: create, start, stop, rebuild, delete and rotating the SSH password.
+//! Every action is idempotent (a retried or recovered task just carries on) and reports progress at
+//! each step, where the control plane may also cancel it.
+//!
+//! Per host there are four objects, all labelled with the node and host id:
+//!
+//! - the **egress container** `ccp-<node>-egress-<short_id>`: owns the network namespace (attached to
+//!   the node's hosts bridge), runs nothing but `sleep` under tini as `nobody` with every capability
+//!   dropped. Its namespace gets the nftables ruleset (see [`crate::firewall`]) from the node
+//!   *before* the host container exists or starts, and again at every start and reconcile;
+//! - the **host container** `ccp-<node>-host-<short_id>`: the user's machine, joined to that
+//!   namespace (`network_mode: container:…`) without NET_ADMIN/NET_RAW, so nobody inside can change
+//!   the firewall or routes. Its restart policy is `no` on purpose: after a Docker or node restart the
+//!   egress container comes back (policy `unless-stopped`) with a fresh, empty namespace, and the
+//!   reconciler installs the rules and only then starts the host. A Docker restart policy on the host
+//!   would start tenant code (its desktop autostart, say) in that namespace before the rules exist;
+//! - the **home volume** `ccp-<node>-home-<short_id>` at `/home`;
+//! - the **secret files** under the agent's state directory (see [`crate::secrets`]).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum};
+use tokio::io::AsyncReadExt as _;
+use wire::{ContainerState, HostSpec, ObservedHost, TaskKind};
+
+mod containers;
+
+pub use containers::{
+    DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_PIDS_LIMIT, HOST_CAPABILITIES, SECRETS_MOUNT, STOP_GRACE,
+    host_limits, validate_spec,
+};
+
+use crate::docker::{self, Docker, Role, labels_for};
+use crate::firewall::{self, Egress, FirewallSpec, Ipv4Cidr};
+use crate::secrets::{HostSecrets, Store};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    /// The operator cancelled the task.
+    Cancelled,
+    /// The task's lease went to another attempt.
+    LeaseLost,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid host spec: {0}")]
+    InvalidSpec(String),
+    #[error(transparent)]
+    Docker(#[from] docker::Error),
+    #[error("firewall: {0}")]
+    Firewall(#[from] firewall::Error),
+    #[error("secret files: {0}")]
+    Secrets(#[from] crate::secrets::Error),
+    #[error("{0} is not running")]
+    NotRunning(String),
+    #[error("{0} has no address on {1}")]
+    NoAddress(String, String),
+    #[error("the egress container restarted while the host was being set up")]
+    NamespaceChanged,
+    #[error("sshd did not answer on {addr} within {secs} s")]
+    SshNotReady { addr: SocketAddr, secs: u64 },
+    #[error("host-apply-secrets failed (exit {code}): {output}")]
+    ApplySecrets { code: i64, output: String },
+    #[error("interrupted: {0:?}")]
+    Interrupted(Interrupt),
+}
+
+impl Error {
+    /// Whether another attempt of the task may succeed.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Error::Docker(e) => e.retryable(),
+            Error::Firewall(e) => !matches!(e, firewall::Error::Spawn { .. } | firewall::Error::BadCidr(_)),
+            Error::NotRunning(_)
+            | Error::NoAddress(..)
+            | Error::NamespaceChanged
+            | Error::SshNotReady { .. } => true,
+            Error::InvalidSpec(_)
+            | Error::Secrets(_)
+            | Error::ApplySecrets { .. }
+            | Error::Interrupted(_) => false,
+        }
+    }
+}
+
+/// Receives progress (percent + stage) and says whether to go on.
+pub trait Progress: Send {
+    fn step(&mut self, percent: u8, stage: &str) -> impl Future<Output = Result<(), Interrupt>> + Send;
+}
+
+/// Progress that goes nowhere (reconciler repairs, tests).
+#[derive(Debug, Default)]
+pub struct Quiet;
+
+impl Progress for Quiet {
+    async fn step(&mut self, _percent: u8, _stage: &str) -> Result<(), Interrupt> {
+        Ok(())
+    }
+}
+
+/// Names of one host's Docker objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    pub egress: String,
+    pub host: String,
+    pub home: String,
+}
+
+impl Names {
+    pub fn new(node: &str, short_id: &str) -> Self {
+        Self {
+            egress: format!("ccp-{node}-egress-{short_id}"),
+            host: format!("ccp-{node}-host-{short_id}"),
+            home: format!("ccp-{node}-home-{short_id}"),
+        }
+    }
+}
+
+/// What the actions need to know about the node.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub node_name: String,
+    pub host_image: String,
+    pub hosts_network: String,
+    pub vnc_port: u16,
+    pub allow_direct_egress: bool,
+    pub ssh_ready_timeout: Duration,
+    /// Bound of each nsenter/nft/ip command.
+    pub command_timeout: Duration,
+    /// Addresses no host may reach besides the fixed ranges (the control plane's).
+    pub blocked_hosts: Vec<Ipv4Addr>,
+    /// Resolvers direct-egress hosts may query.
+    pub dns_servers: Vec<Ipv4Addr>,
+}
+
+/// One host's containers as listed by Docker.
+#[derive(Debug, Default)]
+struct Seen {
+    host: Option<RunState>,
+    egress: Option<RunState>,
+    address: Option<String>,
+}
+
+/// Carries out host actions against Docker and the node.
+#[derive(Debug, Clone)]
+pub struct Hosts {
+    docker: Docker,
+    store: Store,
+    settings: Settings,
+}
+
+/// Coarse state of one container, from Docker's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    Created,
+    Running,
+    Exited,
+    /// Paused, restarting, removing, dead.
+    Other,
+}
+
+impl RunState {
+    pub fn from_status(status: &str) -> Self {
+        match status {
+            "created" => RunState::Created,
+            "running" => RunState::Running,
+            "exited" => RunState::Exited,
+            _ => RunState::Other,
+        }
+    }
+
+    fn of(container: &ContainerInspectResponse) -> Self {
+        let status = container.state.as_ref().and_then(|s| s.status);
+        match status {
+            Some(ContainerStateStatusEnum::CREATED) => RunState::Created,
+            Some(ContainerStateStatusEnum::RUNNING) => RunState::Running,
+            Some(ContainerStateStatusEnum::EXITED) => RunState::Exited,
+            _ => RunState::Other,
+        }
+    }
+}
+
+/// The host's state as the control plane sees it, from its two containers.
+pub fn host_state(host: Option<RunState>, egress: Option<RunState>) -> ContainerState {
+    use RunState::{Created, Exited, Running};
+    match (host, egress) {
+        (None, None) => ContainerState::Missing,
+        (Some(Running), Some(Running)) => ContainerState::Running,
+        (Some(Created), Some(_)) => ContainerState::Created,
+        (Some(Exited), Some(Created | Running | Exited)) => ContainerState::Stopped,
+        _ => ContainerState::Broken,
+    }
+}
+
+impl Hosts {
+    pub fn new(docker: Docker, store: Store, settings: Settings) -> Self {
+        Self {
+            docker,
+            store,
+            settings,
+        }
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn names(&self, short_id: &str) -> Names {
+        Names::new(&self.settings.node_name, short_id)
+    }
+
+    /// Carries out one task; returns when the host is in the task's end state.
+    pub async fn execute<P: Progress>(
+        &self,
+        kind: TaskKind,
+        spec: &HostSpec,
+        wipe: bool,
+        progress: &mut P,
+    ) -> Result<(), Error> {
+        validate_spec(spec)?;
+        match kind {
+            TaskKind::Create => self.create(spec, progress).await,
+            TaskKind::Start => self.start(spec, progress).await,
+            TaskKind::Stop => self.stop(spec, progress).await,
+            TaskKind::Rebuild => self.rebuild(spec, wipe, progress).await,
+            TaskKind::Delete => self.delete(spec, progress).await,
+            TaskKind::RotateSshPassword => self.rotate_ssh_password(spec, progress).await,
+        }
+    }
+
+    /// Builds every missing piece and brings the host up; done when its sshd answers.
+    pub async fn create<P: Progress>(&self, spec: &HostSpec, progress: &mut P) -> Result<(), Error> {
+        self.bring_up(spec, progress, "creating").await
+    }
+
+    /// Starts a stopped host (re-creating anything missing, as create does).
+    pub async fn start<P: Progress>(&self, spec: &HostSpec, progress: &mut P) -> Result<(), Error> {
+        self.bring_up(spec, progress, "starting").await
+    }
+
+    /// Stops the host, then its egress container.
+    pub async fn stop<P: Progress>(&self, spec: &HostSpec, progress: &mut P) -> Result<(), Error> {
+        let names = self.names(&spec.short_id);
+        step(progress, 5, "stopping").await?;
+        // First, so the reconciler does not bring the host back up meanwhile.
+        self.store.set_stopped(&spec.host_id, true)?;
+        step(progress, 10, "stopping the host container").await?;
+        self.docker.stop_container(&names.host, STOP_GRACE).await?;
+        step(progress, 60, "stopping the egress container").await?;
+        self.docker.stop_container(&names.egress, STOP_GRACE).await?;
+        step(progress, 100, "stopped").await
+    }
+
+    /// Recreates both containers from the image, keeping the home volume unless `wipe`.
+    pub async fn rebuild<P: Progress>(
+        &self,
+        spec: &HostSpec,
+        wipe: bool,
+        progress: &mut P,
+    ) -> Result<(), Error> {
+        let names = self.names(&spec.short_id);
+        step(progress, 2, "rebuilding: checking the image").await?;
+        self.docker.require_image(&self.settings.host_image).await?;
+        step(progress, 5, "removing the host container").await?;
+        self.docker.remove_container(&names.host).await?;
+        step(progress, 10, "removing the egress container").await?;
+        self.docker.remove_container(&names.egress).await?;
+        if wipe {
+            step(progress, 15, "wiping the home volume").await?;
+            self.docker.remove_volume(&names.home).await?;
+        }
+        self.bring_up(spec, progress, "rebuilding").await
+    }
+
+    /// Removes everything the host had on this node: containers, home volume, files.
+    pub async fn delete<P: Progress>(&self, spec: &HostSpec, progress: &mut P) -> Result<(), Error> {
+        let names = self.names(&spec.short_id);
+        step(progress, 5, "removing the host container").await?;
+        self.docker.remove_container(&names.host).await?;
+        step(progress, 30, "removing the egress container").await?;
+        self.docker.remove_container(&names.egress).await?;
+        step(progress, 55, "removing the home volume").await?;
+        self.docker.remove_volume(&names.home).await?;
+        step(progress, 80, "removing the host's files").await?;
+        self.store.remove(&spec.host_id)?;
+        step(progress, 100, "deleted").await
+    }
+
+    /// Rewrites the secret files and, if the host runs, applies them inside at once.
+    pub async fn rotate_ssh_password<P: Progress>(
+        &self,
+        spec: &HostSpec,
+        progress: &mut P,
+    ) -> Result<(), Error> {
+        let names = self.names(&spec.short_id);
+        step(progress, 10, "writing the new secrets").await?;
+        self.store.write(&spec.host_id, &HostSecrets::from(spec))?;
+        let running = self
+            .docker
+            .inspect_container(&names.host)
+            .await?
+            .is_some_and(|c| RunState::of(&c) == RunState::Running);
+        if running {
+            step(progress, 50, "applying the secrets in the running host").await?;
+            let out = self
+                .docker
+                .exec(&names.host, &["/usr/local/sbin/host-apply-secrets"])
+                .await?;
+            if out.exit_code != 0 {
+                return Err(Error::ApplySecrets {
+                    code: out.exit_code,
+                    output: out.output.trim().to_owned(),
+                });
+            }
+        }
+        step(progress, 100, "password rotated").await
+    }
+
+    /// Create, start and the second half of rebuild: ensure each piece in order, firewall before
+    /// the host container, sshd answering last.
+    async fn bring_up<P: Progress>(
+        &self,
+        spec: &HostSpec,
+        progress: &mut P,
+        verb: &str,
+    ) -> Result<(), Error> {
+        let names = self.names(&spec.short_id);
+        let node = &self.settings.node_name;
+        let host_id = spec.host_id.as_str();
+        step(progress, 20, &format!("{verb}: checking the image")).await?;
+        self.docker.require_image(&self.settings.host_image).await?;
+        self.store.set_stopped(host_id, false)?;
+
+        step(progress, 25, "preparing the hosts network").await?;
+        let bridge = self.ensure_network().await?;
+
+        step(progress, 30, "preparing the home volume").await?;
+        self.docker
+            .ensure_volume(&names.home, &labels_for(node, Role::Home, Some(host_id)))
+            .await?;
+
+        step(progress, 35, "writing the host's secrets").await?;
+        let secrets_dir = self.store.write(host_id, &HostSecrets::from(spec))?;
+
+        step(progress, 40, "starting the egress container").await?;
+        self.docker
+            .ensure_container(&names.egress, containers::egress_body(&self.settings, spec))
+            .await?;
+        self.docker.start_container(&names.egress).await?;
+
+        step(progress, 50, "installing the firewall").await?;
+        let pid = self.apply_firewall(&names, &bridge).await?;
+
+        step(progress, 60, "creating the host container").await?;
+        let body = containers::host_body(&self.settings, spec, &names, &secrets_dir.to_string_lossy());
+        self.docker.ensure_container(&names.host, body).await?;
+
+        step(progress, 70, "starting the host container").await?;
+        self.start_host_in_namespace(&names, pid).await?;
+
+        step(progress, 80, "waiting for sshd").await?;
+        let address = self.egress_address(&names).await?;
+        self.wait_for_sshd(address, progress).await?;
+        step(progress, 100, "running").await
+    }
+
+    /// Starts the host container after the firewall went into the namespace of egress process
+    /// `pid`, and checks that the namespace is still that one (the egress container did not restart
+    /// in between) with the host inside it.
+    async fn start_host_in_namespace(&self, names: &Names, pid: i64) -> Result<(), Error> {
+        let host = self.docker.inspect_container(&names.host).await?;
+        if let Some(host) = host.as_ref().filter(|h| RunState::of(h) == RunState::Running) {
+            // Already running (a retried task): it must be in the egress namespace of now.
+            if same_netns(pid, container_pid(host)) == Some(false) {
+                tracing::warn!(container = %names.host, "host runs in a stale namespace; restarting it");
+                self.docker.stop_container(&names.host, STOP_GRACE).await?;
+            }
+        }
+        self.docker.start_container(&names.host).await?;
+        let egress = self.require_running(&names.egress).await?;
+        let host = self.require_running(&names.host).await?;
+        if container_pid(&egress) != Some(pid) || same_netns(pid, container_pid(&host)) == Some(false) {
+            self.docker.stop_container(&names.host, STOP_GRACE).await?;
+            return Err(Error::NamespaceChanged);
+        }
+        Ok(())
+    }
+
+    async fn require_running(&self, name: &str) -> Result<ContainerInspectResponse, Error> {
+        match self.docker.inspect_container(name).await? {
+            Some(c) if RunState::of(&c) == RunState::Running => Ok(c),
+            _ => Err(Error::NotRunning(name.to_owned())),
+        }
+    }
+
+    /// The node's hosts bridge, created if missing.
+    pub async fn ensure_network(&self) -> Result<docker::BridgeInfo, Error> {
+        let labels = labels_for(&self.settings.node_name, Role::Network, None);
+        Ok(self
+            .docker
+            .ensure_network(&self.settings.hosts_network, &labels)
+            .await?)
+    }
+
+    /// Renders and installs the ruleset into the running egress container's namespace; returns the
+    /// pid whose namespace got it.
+    pub async fn apply_firewall(&self, names: &Names, bridge: &docker::BridgeInfo) -> Result<i64, Error> {
+        let egress = self.require_running(&names.egress).await?;
+        let pid = container_pid(&egress).ok_or_else(|| Error::NotRunning(names.egress.clone()))?;
+        let spec = self.firewall_spec(bridge).await?;
+        firewall::apply(pid, &firewall::render(&spec), self.settings.command_timeout).await?;
+        // The pid could have been recycled by a restart between inspect and nsenter.
+        let again = self.require_running(&names.egress).await?;
+        if container_pid(&again) != Some(pid) {
+            return Err(Error::NamespaceChanged);
+        }
+        tracing::debug!(container = %names.egress, pid, "firewall installed");
+        Ok(pid)
+    }
+
+    async fn firewall_spec(&self, bridge: &docker::BridgeInfo) -> Result<FirewallSpec, Error> {
+        let bridge_subnet: Ipv4Cidr = bridge.subnet.parse()?;
+        let gateway: Ipv4Addr = bridge
+            .gateway
+            .parse()
+            .map_err(|_| firewall::Error::BadCidr(bridge.gateway.clone()))?;
+        let mut blocked_hosts = crate::node::ipv4_addresses(self.settings.command_timeout).await;
+        blocked_hosts.extend(&self.settings.blocked_hosts);
+        let egress = if self.settings.allow_direct_egress {
+            Egress::Direct {
+                dns_servers: self.settings.dns_servers.clone(),
+            }
+        } else {
+            Egress::Deny
+        };
+        Ok(FirewallSpec {
+            bridge_subnet,
+            gateway,
+            ingress_ports: vec![22, self.settings.vnc_port],
+            blocked_hosts,
+            egress,
+        })
+    }
+
+    /// Re-asserts the firewall of a host whose egress container runs and, if `start`, brings the
+    /// host container up in that namespace (after the rules, never before). A host container left
+    /// in a stale namespace (its egress container restarted under it) is restarted. Used by the
+    /// reconciler; changes nothing the control plane records.
+    pub async fn repair(&self, host_id: &str, start: bool) -> Result<(), Error> {
+        let Some(short_id) = self.short_id_of(host_id).await? else {
+            return Ok(());
+        };
+        let names = self.names(&short_id);
+        if start {
+            self.docker.start_container(&names.egress).await?;
+        }
+        let bridge = self.ensure_network().await?;
+        let pid = self.apply_firewall(&names, &bridge).await?;
+        let host = self.docker.inspect_container(&names.host).await?;
+        let host_running = host
+            .as_ref()
+            .is_some_and(|h| RunState::of(h) == RunState::Running);
+        let stale = host
+            .as_ref()
+            .is_some_and(|h| host_running && same_netns(pid, container_pid(h)) == Some(false));
+        if host.is_some() && (start || stale) {
+            self.start_host_in_namespace(&names, pid).await?;
+        }
+        Ok(())
+    }
+
+    /// The short id of a host, from its egress or host container's name labels.
+    async fn short_id_of(&self, host_id: &str) -> Result<Option<String>, Error> {
+        let filters = [
+            format!("{}=true", wire::labels::MANAGED),
+            format!("{}={}", wire::labels::NODE, self.settings.node_name),
+            format!("{}={host_id}", wire::labels::HOST_ID),
+        ];
+        let prefix = format!("ccp-{}-egress-", self.settings.node_name);
+        let containers = self.docker.list_containers(&filters).await?;
+        Ok(containers
+            .iter()
+            .flat_map(|c| c.names.iter().flatten())
+            .find_map(|n| n.trim_start_matches('/').strip_prefix(&prefix).map(str::to_owned)))
+    }
+
+    /// The host's IP on the hosts bridge (the egress container's, chosen by network name).
+    async fn egress_address(&self, names: &Names) -> Result<Ipv4Addr, Error> {
+        let egress = self.require_running(&names.egress).await?;
+        docker::address_on(&egress, &self.settings.hosts_network)
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| Error::NoAddress(names.egress.clone(), self.settings.hosts_network.clone()))
+    }
+
+    /// Polls until sshd sends its banner on port 22, from the node (the source the firewall admits),
+    /// renewing the task's lease with progress while waiting.
+    async fn wait_for_sshd<P: Progress>(&self, ip: Ipv4Addr, progress: &mut P) -> Result<(), Error> {
+        let addr = SocketAddr::from((ip, 22));
+        let started = Instant::now();
+        let deadline = started + self.settings.ssh_ready_timeout;
+        let mut next_report = started + Duration::from_secs(5);
+        loop {
+            if ssh_banner(addr, Duration::from_secs(2)).await {
+                tracing::info!(%addr, waited_ms = started.elapsed().as_millis() as u64, "sshd answers");
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::SshNotReady {
+                    addr,
+                    secs: self.settings.ssh_ready_timeout.as_secs(),
+                });
+            }
+            if now >= next_report {
+                next_report = now + Duration::from_secs(5);
+                let stage = format!("waiting for sshd ({} s)", started.elapsed().as_secs());
+                step(progress, 85, &stage).await?;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The host as Docker shows it now.
+    pub async fn observe(&self, spec: &HostSpec) -> Result<ObservedHost, Error> {
+        let names = self.names(&spec.short_id);
+        let host = self.docker.inspect_container(&names.host).await?;
+        let egress = self.docker.inspect_container(&names.egress).await?;
+        let state = host_state(host.as_ref().map(RunState::of), egress.as_ref().map(RunState::of));
+        let address = egress
+            .as_ref()
+            .filter(|e| RunState::of(e) == RunState::Running)
+            .and_then(|e| docker::address_on(e, &self.settings.hosts_network));
+        Ok(ObservedHost {
+            host_id: spec.host_id.clone(),
+            state,
+            address,
+        })
+    }
+
+    /// Every host this node holds in Docker, from the labels of its containers.
+    pub async fn observe_all(&self) -> Result<Vec<ObservedHost>, Error> {
+        let filters = [
+            format!("{}=true", wire::labels::MANAGED),
+            format!("{}={}", wire::labels::NODE, self.settings.node_name),
+        ];
+        let containers = self.docker.list_containers(&filters).await?;
+        let mut by_host: HashMap<String, Seen> = HashMap::new();
+        for c in &containers {
+            let labels = c.labels.clone().unwrap_or_default();
+            let (Some(host_id), Some(role)) =
+                (labels.get(wire::labels::HOST_ID), labels.get(wire::labels::ROLE))
+            else {
+                continue;
+            };
+            let state = RunState::from_status(&c.state.map(|s| s.to_string()).unwrap_or_default());
+            let seen = by_host.entry(host_id.clone()).or_default();
+            match Role::parse(role) {
+                Some(Role::Host) => seen.host = Some(state),
+                Some(Role::Egress) => {
+                    seen.egress = Some(state);
+                    if state == RunState::Running {
+                        seen.address = c
+                            .network_settings
+                            .as_ref()
+                            .and_then(|s| s.networks.as_ref())
+                            .and_then(|n| n.get(&self.settings.hosts_network))
+                            .and_then(|e| e.ip_address.clone())
+                            .filter(|ip| !ip.is_empty());
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut observed: Vec<ObservedHost> = by_host
+            .into_iter()
+            .map(|(host_id, seen)| ObservedHost {
+                host_id,
+                state: host_state(seen.host, seen.egress),
+                address: seen.address,
+            })
+            .collect();
+        observed.sort_by(|a, b| a.host_id.cmp(&b.host_id));
+        Ok(observed)
+    }
+}
+
+async fn step<P: Progress>(progress: &mut P, percent: u8, stage: &str) -> Result<(), Error> {
+    progress.step(percent, stage).await.map_err(Error::Interrupted)
+}
+
+fn container_pid(c: &ContainerInspectResponse) -> Option<i64> {
+    c.state.as_ref().and_then(|s| s.pid).filter(|p| *p > 0)
+}
+
+/// Whether process `other` lives in the network namespace of process `pid`, read from the node's
+/// /proc (the agent runs as root in the node's PID namespace). `None` when that cannot be told (a
+/// process gone, no access): callers act only on a definite `Some(false)`.
+fn same_netns(pid: i64, other: Option<i64>) -> Option<bool> {
+    let ns = |p: i64| std::fs::read_link(format!("/proc/{p}/ns/net")).ok();
+    Some(ns(pid)? == ns(other?)?)
+}
+
+/// Whether something at `addr` sends an SSH banner within `timeout`.
+pub async fn ssh_banner(addr: SocketAddr, timeout: Duration) -> bool {
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let mut buf = [0u8; 4];
+        stream.read_exact(&mut buf).await.ok()?;
+        Some(&buf == b"SSH-")
+    };
+    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_scheme() {
+        let n = Names::new("node1", "ab12cd");
+        assert_eq!(n.egress, "ccp-node1-egress-ab12cd");
+        assert_eq!(n.host, "ccp-node1-host-ab12cd");
+        assert_eq!(n.home, "ccp-node1-home-ab12cd");
+    }
+
+    #[test]
+    fn state_from_both_containers() {
+        use RunState::*;
+        assert_eq!(host_state(None, None), ContainerState::Missing);
+        assert_eq!(host_state(Some(Running), Some(Running)), ContainerState::Running);
+        assert_eq!(host_state(Some(Created), Some(Running)), ContainerState::Created);
+        assert_eq!(host_state(Some(Exited), Some(Exited)), ContainerState::Stopped);
+        assert_eq!(host_state(Some(Exited), Some(Running)), ContainerState::Stopped);
+        assert_eq!(host_state(Some(Running), Some(Exited)), ContainerState::Broken);
+        assert_eq!(host_state(None, Some(Running)), ContainerState::Broken);
+        assert_eq!(host_state(Some(Running), None), ContainerState::Broken);
+        assert_eq!(host_state(Some(Other), Some(Running)), ContainerState::Broken);
+    }
+}

@@ -1,0 +1,344 @@
+//! What a host's two containers look like: limits, capabilities, mounts, labels, logging and
+//! restart policies, and the checks a spec passes before any of it is built.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::models::{
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, RestartPolicy,
+    RestartPolicyNameEnum,
+};
+use wire::HostSpec;
+
+use super::{Error, Names, Settings};
+use crate::docker::{Role, labels_for};
+
+/// Capabilities the host container keeps (all others are dropped), as images/README.md lists them:
+/// sshd (privilege separation, the user's session, audit records), sudo, and host-init (creating the
+/// user, handing files over, stopping the desktop). Never NET_ADMIN or NET_RAW; no DAC_OVERRIDE or
+/// FOWNER either, so root cannot overrule the user's file permissions. Port 22 needs no
+/// NET_BIND_SERVICE: Docker sets `ip_unprivileged_port_start=0` in the egress namespace.
+pub const HOST_CAPABILITIES: [&str; 6] = ["CHOWN", "SETUID", "SETGID", "SYS_CHROOT", "AUDIT_WRITE", "KILL"];
+
+/// Defaults when the spec leaves a limit at 0.
+pub const DEFAULT_MEMORY_MB: u64 = 2048;
+pub const DEFAULT_CPU_MILLIS: u64 = 1000;
+pub const DEFAULT_PIDS_LIMIT: u64 = 1024;
+
+/// The egress container's own small limits.
+const EGRESS_MEMORY_BYTES: i64 = 32 * 1024 * 1024;
+const EGRESS_PIDS_LIMIT: i64 = 16;
+/// Where the secret files are mounted in the host container (read by host-init/host-apply-secrets).
+pub const SECRETS_MOUNT: &str = "/run/cloud-cli-proxy";
+/// Grace period of `docker stop` for a host before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Checks the parts of a spec that end up in names, paths and the container's user.
+pub fn validate_spec(spec: &HostSpec) -> Result<(), Error> {
+    let id_ok = |s: &str, max: usize| {
+        !s.is_empty()
+            && s.len() <= max
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    if !id_ok(&spec.host_id, 64) {
+        return Err(Error::InvalidSpec(
+            "host_id must be 1-64 characters from [A-Za-z0-9_-]".into(),
+        ));
+    }
+    if !id_ok(&spec.short_id, 32) || spec.short_id.starts_with(['-', '_']) {
+        return Err(Error::InvalidSpec(
+            "short_id must be 1-32 characters from [A-Za-z0-9_-]".into(),
+        ));
+    }
+    let user = &spec.linux_user;
+    let user_ok = user.len() <= 32
+        && user
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && user
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && user != "root";
+    if !user_ok {
+        return Err(Error::InvalidSpec(
+            "linux_user must match [a-z_][a-z0-9_-]{0,31} and not be root".into(),
+        ));
+    }
+    if spec.password_crypt.contains(['\n', '\r', ':']) {
+        return Err(Error::InvalidSpec(
+            "password_crypt must be one crypt(3) hash".into(),
+        ));
+    }
+    if spec.authorized_keys.iter().any(|k| k.contains(['\n', '\r'])) {
+        return Err(Error::InvalidSpec(
+            "authorized_keys entries must be single lines".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn nonzero(value: u64, default: u64) -> u64 {
+    if value == 0 { default } else { value }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Resources of a host container: memory in bytes (no swap beyond it), CPU in nano-CPUs, pids.
+pub fn host_limits(spec: &HostSpec) -> (i64, i64, i64) {
+    let memory = nonzero(spec.memory_mb, DEFAULT_MEMORY_MB).saturating_mul(1024 * 1024);
+    let nano_cpus = nonzero(spec.cpu_millis, DEFAULT_CPU_MILLIS).saturating_mul(1_000_000);
+    (
+        to_i64(memory),
+        to_i64(nano_cpus),
+        to_i64(nonzero(spec.pids_limit, DEFAULT_PIDS_LIMIT)),
+    )
+}
+
+fn log_config() -> HostConfigLogConfig {
+    HostConfigLogConfig {
+        typ: Some("json-file".into()),
+        config: Some(HashMap::from([
+            ("max-size".to_owned(), "10m".to_owned()),
+            ("max-file".to_owned(), "3".to_owned()),
+        ])),
+    }
+}
+
+/// The egress container: owns the namespace and does nothing else.
+pub(super) fn egress_body(settings: &Settings, spec: &HostSpec) -> ContainerCreateBody {
+    let labels = labels_for(&settings.node_name, Role::Egress, Some(&spec.host_id));
+    ContainerCreateBody {
+        image: Some(settings.host_image.clone()),
+        // The hostname lives with the namespace owner: Docker refuses one on a container that joins
+        // another's network namespace.
+        hostname: Some(spec.short_id.to_ascii_lowercase()),
+        entrypoint: Some(vec!["/usr/bin/tini".into(), "--".into()]),
+        cmd: Some(vec!["sleep".into(), "infinity".into()]),
+        user: Some("65534:65534".into()),
+        labels: Some(labels),
+        stop_timeout: Some(2),
+        host_config: Some(HostConfig {
+            network_mode: Some(settings.hosts_network.clone()),
+            cap_drop: Some(vec!["ALL".into()]),
+            privileged: Some(false),
+            readonly_rootfs: Some(true),
+            security_opt: Some(vec!["no-new-privileges:true".into()]),
+            memory: Some(EGRESS_MEMORY_BYTES),
+            memory_swap: Some(EGRESS_MEMORY_BYTES),
+            pids_limit: Some(EGRESS_PIDS_LIMIT),
+            log_config: Some(log_config()),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The user's container, joined to the egress container's namespace.
+pub(super) fn host_body(
+    settings: &Settings,
+    spec: &HostSpec,
+    names: &Names,
+    secrets_dir: &str,
+) -> ContainerCreateBody {
+    let labels = labels_for(&settings.node_name, Role::Host, Some(&spec.host_id));
+    let (memory, nano_cpus, pids) = host_limits(spec);
+    ContainerCreateBody {
+        image: Some(settings.host_image.clone()),
+        // Only non-secret values: the environment shows in `docker inspect`.
+        env: Some(vec![
+            format!("HOST_USER={}", spec.linux_user),
+            format!("VNC_PORT={}", settings.vnc_port),
+        ]),
+        labels: Some(labels),
+        stop_timeout: Some(i64::try_from(STOP_GRACE.as_secs()).unwrap_or(10)),
+        host_config: Some(HostConfig {
+            network_mode: Some(format!("container:{}", names.egress)),
+            mounts: Some(vec![
+                Mount {
+                    target: Some("/home".into()),
+                    source: Some(names.home.clone()),
+                    typ: Some(MountType::VOLUME),
+                    read_only: Some(false),
+                    ..Default::default()
+                },
+                Mount {
+                    target: Some(SECRETS_MOUNT.into()),
+                    source: Some(secrets_dir.to_owned()),
+                    typ: Some(MountType::BIND),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+            ]),
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            nano_cpus: Some(nano_cpus),
+            pids_limit: Some(pids),
+            cap_drop: Some(vec!["ALL".into()]),
+            cap_add: Some(HOST_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()),
+            privileged: Some(false),
+            // No `no-new-privileges`: it disables setuid, so sudo would refuse to run (see
+            // images/README.md); the bounding set above is what limits root and sudo.
+            log_config: Some(log_config()),
+            // See the module docs: the reconciler restarts hosts, after their firewall.
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn spec() -> HostSpec {
+        HostSpec {
+            host_id: "0b5f7c1e-host".into(),
+            short_id: "ab12cd".into(),
+            linux_user: "alice".into(),
+            memory_mb: 512,
+            cpu_millis: 1500,
+            pids_limit: 256,
+            password_crypt: "$6$salt$hash".into(),
+            authorized_keys: vec!["ssh-ed25519 AAAA gw".into()],
+            vnc_secret: "vncsecret".into(),
+        }
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            node_name: "n1".into(),
+            host_image: "img".into(),
+            hosts_network: "ccp-hosts-n1".into(),
+            vnc_port: 6080,
+            allow_direct_egress: true,
+            ssh_ready_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_secs(1),
+            blocked_hosts: vec![],
+            dns_servers: vec![],
+        }
+    }
+
+    #[test]
+    fn spec_validation_rejects_what_would_break_names_or_paths() {
+        validate_spec(&spec()).unwrap();
+        let bad: Vec<HostSpec> = vec![
+            HostSpec {
+                host_id: "../etc".into(),
+                ..spec()
+            },
+            HostSpec {
+                host_id: String::new(),
+                ..spec()
+            },
+            HostSpec {
+                short_id: "a/b".into(),
+                ..spec()
+            },
+            HostSpec {
+                short_id: "-x".into(),
+                ..spec()
+            },
+            HostSpec {
+                linux_user: "root".into(),
+                ..spec()
+            },
+            HostSpec {
+                linux_user: "Alice".into(),
+                ..spec()
+            },
+            HostSpec {
+                linux_user: "a;b".into(),
+                ..spec()
+            },
+            HostSpec {
+                password_crypt: "$6$a\nroot::0".into(),
+                ..spec()
+            },
+            HostSpec {
+                authorized_keys: vec!["ssh-ed25519 A\nssh-rsa B".into()],
+                ..spec()
+            },
+        ];
+        for s in bad {
+            assert!(matches!(validate_spec(&s), Err(Error::InvalidSpec(_))), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn limits_convert_units_and_default_zeroes() {
+        assert_eq!(host_limits(&spec()), (512 * 1024 * 1024, 1_500_000_000, 256));
+        let zero = HostSpec {
+            memory_mb: 0,
+            cpu_millis: 0,
+            pids_limit: 0,
+            ..spec()
+        };
+        assert_eq!(
+            host_limits(&zero),
+            (
+                to_i64(DEFAULT_MEMORY_MB * 1024 * 1024),
+                to_i64(DEFAULT_CPU_MILLIS * 1_000_000),
+                to_i64(DEFAULT_PIDS_LIMIT)
+            )
+        );
+    }
+
+    #[test]
+    fn host_body_drops_capabilities_and_keeps_secrets_out_of_env() {
+        let s = spec();
+        let names = Names::new("n1", &s.short_id);
+        let body = host_body(&settings(), &s, &names, "/state/n1/hosts/x/secrets");
+        let hc = body.host_config.clone().unwrap();
+        assert_eq!(hc.cap_drop, Some(vec!["ALL".to_owned()]));
+        let caps = hc.cap_add.unwrap();
+        assert!(
+            !caps
+                .iter()
+                .any(|c| c.contains("NET_ADMIN") || c.contains("NET_RAW") || c == "ALL")
+        );
+        assert_eq!(hc.privileged, Some(false));
+        assert_eq!(hc.network_mode.as_deref(), Some("container:ccp-n1-egress-ab12cd"));
+        assert!(hc.port_bindings.is_none());
+        assert_eq!(hc.memory, Some(512 * 1024 * 1024));
+        assert_eq!(hc.pids_limit, Some(256));
+        let json = serde_json::to_string(&body).unwrap();
+        for secret in ["$6$salt$hash", "vncsecret", "AAAA"] {
+            assert!(
+                !json.contains(secret),
+                "{secret} leaked into the container config"
+            );
+        }
+        assert_eq!(
+            body.labels.unwrap().get(wire::labels::ROLE).map(String::as_str),
+            Some("host")
+        );
+    }
+
+    #[test]
+    fn egress_body_owns_the_namespace_with_nothing_granted() {
+        let body = egress_body(&settings(), &spec());
+        let hc = body.host_config.clone().unwrap();
+        assert_eq!(hc.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert!(hc.cap_add.is_none());
+        assert_eq!(hc.network_mode.as_deref(), Some("ccp-hosts-n1"));
+        assert_eq!(hc.readonly_rootfs, Some(true));
+        assert_eq!(body.hostname.as_deref(), Some("ab12cd"));
+        assert_eq!(body.cmd, Some(vec!["sleep".to_owned(), "infinity".to_owned()]));
+        assert_eq!(
+            hc.restart_policy.and_then(|r| r.name),
+            Some(RestartPolicyNameEnum::UNLESS_STOPPED)
+        );
+    }
+}

@@ -1,0 +1,324 @@
+//! A host's secret files on the node: `<state>/<node>/hosts/<host_id>/secrets/`, bind-mounted read-only
+//! at `/run/cloud-cli-proxy` in the host container, where `host-init` and `host-apply-secrets` read
+//! them. Secrets never go into the container's environment or labels (they would show in
+//! `docker inspect`), only into these root-owned files (directories 0700, files 0600).
+
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use des::Des;
+use des::cipher::{BlockEncrypt as _, KeyInit as _, generic_array::GenericArray};
+
+/// File names inside the secrets directory, as `host-apply-secrets` expects them.
+pub const PASSWORD_FILE: &str = "password.hash";
+pub const AUTHORIZED_KEYS_FILE: &str = "authorized_keys";
+pub const VNC_PASSWD_FILE: &str = "vnc.passwd";
+/// Present while the host is meant to be stopped: the reconciler never starts such a host.
+pub const STOPPED_MARKER: &str = "stopped";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Where this node keeps its hosts' files. Per node, so that two agents sharing a state directory
+/// on one machine never see (and reconcile away) each other's files.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    pub fn new(state_dir: &Path, node_name: &str) -> Self {
+        Self {
+            root: state_dir.join(node_name).join("hosts"),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<root>/<host_id>`: everything the node keeps for one host. `host_id` is validated by the
+    /// caller (no separators or dots).
+    pub fn host_dir(&self, host_id: &str) -> PathBuf {
+        self.root.join(host_id)
+    }
+
+    /// The directory mounted into the container.
+    pub fn secrets_dir(&self, host_id: &str) -> PathBuf {
+        self.host_dir(host_id).join("secrets")
+    }
+
+    /// Writes all three secret files atomically (each one replaced by rename, so a reader inside the
+    /// container sees the old or the new file, never a partial one).
+    pub fn write(&self, host_id: &str, secrets: &HostSecrets<'_>) -> Result<PathBuf, Error> {
+        let dir = self.secrets_dir(host_id);
+        create_private_dir(&dir)?;
+        // The parents too: nothing under the state directory is readable by other users.
+        for parent in [self.host_dir(host_id), self.root.clone()] {
+            set_mode(&parent, 0o700)?;
+        }
+        // An empty secret is an absent file, which host-apply-secrets reads as "none" (no password
+        // login, no gateway key, no desktop) rather than as a malformed file.
+        let keys: Vec<&str> = secrets
+            .authorized_keys
+            .iter()
+            .map(|k| k.trim())
+            .filter(|k| !k.is_empty())
+            .collect();
+        let password = secrets.password_crypt.trim();
+        let files: [(&str, Option<Vec<u8>>); 3] = [
+            (
+                PASSWORD_FILE,
+                (!password.is_empty()).then(|| format!("{password}\n").into_bytes()),
+            ),
+            (
+                AUTHORIZED_KEYS_FILE,
+                (!keys.is_empty()).then(|| format!("{}\n", keys.join("\n")).into_bytes()),
+            ),
+            (
+                VNC_PASSWD_FILE,
+                (!secrets.vnc_secret.is_empty()).then(|| vnc_password_file(secrets.vnc_secret).to_vec()),
+            ),
+        ];
+        for (name, contents) in files {
+            let path = dir.join(name);
+            match contents {
+                Some(bytes) => replace(&path, &bytes)?,
+                None => match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("remove", &path)(e)),
+                    _ => {}
+                },
+            }
+        }
+        Ok(dir)
+    }
+
+    pub fn set_stopped(&self, host_id: &str, stopped: bool) -> Result<(), Error> {
+        let dir = self.host_dir(host_id);
+        let marker = dir.join(STOPPED_MARKER);
+        if stopped {
+            create_private_dir(&dir)?;
+            replace(&marker, b"")
+        } else {
+            match std::fs::remove_file(&marker) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", &marker)(e)),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    pub fn is_stopped(&self, host_id: &str) -> bool {
+        self.host_dir(host_id).join(STOPPED_MARKER).exists()
+    }
+
+    /// Removes everything kept for the host; absent is fine.
+    pub fn remove(&self, host_id: &str) -> Result<(), Error> {
+        let dir = self.host_dir(host_id);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", &dir)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Host ids that have a directory here.
+    pub fn list(&self) -> Result<Vec<String>, Error> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("read", &self.root)(e)),
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io("read", &self.root))?;
+            if entry.file_type().map_err(io("stat", &entry.path()))?.is_dir()
+                && let Some(name) = entry.file_name().to_str()
+            {
+                ids.push(name.to_owned());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+}
+
+/// The secret parts of a host spec, as files.
+#[derive(Clone, Copy)]
+pub struct HostSecrets<'a> {
+    pub password_crypt: &'a str,
+    pub authorized_keys: &'a [String],
+    pub vnc_secret: &'a str,
+}
+
+impl<'a> From<&'a wire::HostSpec> for HostSecrets<'a> {
+    fn from(spec: &'a wire::HostSpec) -> Self {
+        Self {
+            password_crypt: &spec.password_crypt,
+            authorized_keys: &spec.authorized_keys,
+            vnc_secret: &spec.vnc_secret,
+        }
+    }
+}
+
+/// TigerVNC's password file (`vncpasswd -f`): the first 8 bytes of the password, zero-padded, DES-
+/// encrypted with VNC's fixed key. VNC's DES reverses the bits of each key byte (the historical d3des
+/// quirk), so the standard-DES key is the bit-reversal of `{23,82,107,6,35,78,88,7}`. VNC
+/// authentication itself only ever uses 8 characters.
+pub fn vnc_password_file(password: &str) -> [u8; 8] {
+    const VNC_KEY: [u8; 8] = [23, 82, 107, 6, 35, 78, 88, 7];
+    let key = VNC_KEY.map(u8::reverse_bits);
+    let mut block = [0u8; 8];
+    for (slot, byte) in block.iter_mut().zip(password.bytes()) {
+        *slot = byte;
+    }
+    let cipher = Des::new(GenericArray::from_slice(&key));
+    let mut data = GenericArray::clone_from_slice(&block);
+    cipher.encrypt_block(&mut data);
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&data);
+    out
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io("create", dir))?;
+    set_mode(dir, 0o700)
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), Error> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io("chmod", path))
+}
+
+/// Writes `path` through a temporary file in the same directory and renames it into place.
+fn replace(path: &Path, contents: &[u8]) -> Result<(), Error> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io("create", &tmp))?;
+    file.write_all(contents).map_err(io("write", &tmp))?;
+    file.sync_all().map_err(io("sync", &tmp))?;
+    drop(file);
+    set_mode(&tmp, 0o600)?;
+    std::fs::rename(&tmp, path).map_err(io("rename", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Vectors from TigerVNC's own `printf %s PASSWORD | vncpasswd -f` (in the host image).
+    #[test]
+    fn vnc_password_matches_vncpasswd() {
+        assert_eq!(
+            vnc_password_file("secret"),
+            [0x2e, 0x2d, 0xbf, 0x57, 0x6e, 0xb0, 0x6c, 0x9e]
+        );
+        assert_eq!(
+            vnc_password_file("password"),
+            [0xdb, 0xd8, 0x3c, 0xfd, 0x72, 0x7a, 0x14, 0x58]
+        );
+        // Only the first 8 bytes count.
+        assert_eq!(
+            vnc_password_file("12345678abc"),
+            [0xf0, 0xe4, 0x31, 0x64, 0xf6, 0xc2, 0xe3, 0x73]
+        );
+        assert_eq!(vnc_password_file("12345678abc"), vnc_password_file("12345678"));
+    }
+
+    #[test]
+    fn store_writes_private_files_and_removes_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path(), "node-a");
+        let keys = vec![
+            "ssh-ed25519 AAAA gw".to_owned(),
+            " ssh-ed25519 BBBB other \n".to_owned(),
+        ];
+        let secrets = HostSecrets {
+            password_crypt: "$6$salt$hash",
+            authorized_keys: &keys,
+            vnc_secret: "secret",
+        };
+        let dir = store.write("h1", &secrets).unwrap();
+        assert_eq!(dir, tmp.path().join("node-a/hosts/h1/secrets"));
+        assert_eq!(
+            std::fs::read_to_string(dir.join(PASSWORD_FILE)).unwrap(),
+            "$6$salt$hash\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join(AUTHORIZED_KEYS_FILE)).unwrap(),
+            "ssh-ed25519 AAAA gw\nssh-ed25519 BBBB other\n"
+        );
+        assert_eq!(
+            std::fs::read(dir.join(VNC_PASSWD_FILE)).unwrap(),
+            vnc_password_file("secret")
+        );
+        for path in [dir.clone(), dir.join(PASSWORD_FILE), store.host_dir("h1")] {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert!(
+                mode == 0o700 || mode == 0o600,
+                "{} has mode {mode:o}",
+                path.display()
+            );
+        }
+        // Rewriting replaces; no temporary files stay behind.
+        store
+            .write(
+                "h1",
+                &HostSecrets {
+                    password_crypt: "$6$x$y",
+                    ..secrets
+                },
+            )
+            .unwrap();
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, [AUTHORIZED_KEYS_FILE, PASSWORD_FILE, VNC_PASSWD_FILE]);
+        // Empty secrets are absent files.
+        let empty = HostSecrets {
+            password_crypt: "",
+            authorized_keys: &[],
+            vnc_secret: "",
+        };
+        store.write("h1", &empty).unwrap();
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        store.write("h1", &secrets).unwrap();
+
+        store.set_stopped("h1", true).unwrap();
+        assert!(store.is_stopped("h1"));
+        store.set_stopped("h1", false).unwrap();
+        store.set_stopped("h1", false).unwrap();
+        assert!(!store.is_stopped("h1"));
+
+        assert_eq!(store.list().unwrap(), ["h1"]);
+        assert!(Store::new(tmp.path(), "node-b").list().unwrap().is_empty());
+        store.remove("h1").unwrap();
+        store.remove("h1").unwrap();
+        assert!(!store.host_dir("h1").exists());
+        assert!(store.list().unwrap().is_empty());
+    }
+}
