@@ -48,9 +48,30 @@ step_deps() {
     else
         echo "all present: ${REQUIRED[*]%%:*}"
     fi
+    ensure_docker
     command -v cargo >/dev/null 2>&1 || die "cargo is not installed (https://rustup.rs)"
     cargo fmt --version >/dev/null 2>&1 || die "rustfmt is missing: rustup component add rustfmt"
     cargo clippy --version >/dev/null 2>&1 || die "clippy is missing: rustup component add clippy"
+}
+
+# The host and agent tests drive the real Docker engine: start it (installing docker.io if needed).
+ensure_docker() {
+    docker info >/dev/null 2>&1 && return 0
+    if ! command -v dockerd >/dev/null 2>&1; then
+        echo "installing the Docker engine (docker.io)"
+        apt-get update -q
+        env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker.io
+    fi
+    echo "starting the Docker engine"
+    if ! { command -v systemctl >/dev/null 2>&1 && systemctl start docker 2>/dev/null; }; then
+        nohup dockerd >/var/log/dockerd.log 2>&1 &
+    fi
+    local _
+    for _ in $(seq 1 60); do
+        docker info >/dev/null 2>&1 && return 0
+        sleep 1
+    done
+    die "the Docker engine did not start (see /var/log/dockerd.log)"
 }
 
 step_fmt() {

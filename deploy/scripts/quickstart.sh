@@ -18,7 +18,7 @@
 set -euo pipefail
 
 readonly BIN=cloud-cli-proxy-control-plane
-readonly BUILD_PACKAGES=(pkg-config sqlite3 build-essential)
+readonly BUILD_PACKAGES=(pkg-config sqlite3 build-essential nftables util-linux iproute2 debootstrap)
 readonly STATE_DIR=.local
 readonly ENV_FILE=$STATE_DIR/control-plane.env
 
@@ -48,6 +48,29 @@ install_prerequisites() {
     log "installing ${missing[*]}"
     "${as_root[@]}" apt-get update -q
     "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+}
+
+# Hosts are Docker containers: start the engine (installing Debian's docker.io if there is none).
+ensure_docker() {
+    docker info >/dev/null 2>&1 && return 0
+    local as_root=()
+    [[ $EUID -eq 0 ]] || as_root=(sudo)
+    if ! command -v dockerd >/dev/null 2>&1; then
+        log "installing the Docker engine (docker.io)"
+        "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io
+    fi
+    log "starting the Docker engine"
+    if command -v systemctl >/dev/null 2>&1 && "${as_root[@]}" systemctl start docker 2>/dev/null; then
+        :
+    else
+        "${as_root[@]}" sh -c 'nohup dockerd >/var/log/dockerd.log 2>&1 &'
+    fi
+    local _
+    for _ in $(seq 1 60); do
+        docker info >/dev/null 2>&1 && return 0
+        sleep 1
+    done
+    die "the Docker engine did not start (see /var/log/dockerd.log)"
 }
 
 # A random secret of letters and digits. The control plane refuses secrets that begin or end with a
@@ -99,6 +122,9 @@ main() {
     cargo build --release --bin "$BIN"
     local bin=${CARGO_TARGET_DIR:-target}/release/$BIN
     [[ -x $bin ]] || die "the build did not produce $bin"
+    ensure_docker
+    log "building the host image (skipped when up to date; a few minutes the first time)"
+    images/build.sh host >&2
 
     # Also applies to the database the server creates: it holds password hashes.
     umask 077
@@ -117,6 +143,8 @@ main() {
     fi
     load_env_file "$ENV_FILE"
     export DATABASE_URL=${DATABASE_URL:-sqlite://./$STATE_DIR/cloud-cli-proxy.db}
+    # The embedded agent keeps each host's secret files here.
+    export AGENT_STATE_DIR=${AGENT_STATE_DIR:-$PWD/$STATE_DIR/agent}
 
     local addr host port
     addr=$(listen_addr "$@")
