@@ -140,6 +140,9 @@ pub struct ExecOutput {
 pub struct Docker {
     inner: bollard::Docker,
     timeout: Duration,
+    /// Serialises network creation: older engines (API < 1.44) happily create two networks with
+    /// one name when two creates race, after which every lookup by that name is ambiguous.
+    network_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Docker {
@@ -164,7 +167,11 @@ impl Docker {
                 secs,
             })?
             .map_err(|e| classify("version negotiation", e))?;
-        Ok(Self { inner, timeout })
+        Ok(Self {
+            inner,
+            timeout,
+            network_lock: std::sync::Arc::default(),
+        })
     }
 
     pub fn timeout(&self) -> Duration {
@@ -215,6 +222,7 @@ impl Docker {
         name: &str,
         labels: &HashMap<String, String>,
     ) -> Result<BridgeInfo, Error> {
+        let _creating = self.network_lock.lock().await;
         if let Some(existing) = self.inspect_network(name).await? {
             return checked_network(name, existing, labels);
         }

@@ -173,6 +173,32 @@ impl Api {
         self.send(Method::PATCH, path, json_body(body)).await
     }
 
+    /// `GET` of an event stream: asserts `200 text/event-stream` and hands back the open response,
+    /// allowed to stay open up to `limit` (the client's own 60 s bound would cut a long stream).
+    pub async fn stream(&self, path: &str, limit: Duration) -> reqwest::Response {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.get(&url).timeout(limit);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: request failed: {e}"));
+        let status = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        if status != 200 || !ct.starts_with("text/event-stream") {
+            let body = resp.text().await.unwrap_or_default();
+            panic!("GET {path}: expected 200 text/event-stream, got {status} {ct}: {body}");
+        }
+        resp
+    }
+
     /// Any request. Every answer is checked for leaked password hashes.
     pub async fn send(&self, method: Method, path: &str, body: Body) -> Resp {
         let url = format!("{}{path}", self.base);

@@ -1,5 +1,7 @@
 //! End-to-end test harness: starts the real control-plane binary on a temporary SQLite file, talks to
-//! it over HTTP on 127.0.0.1, and offers the fixtures the API tests share.
+//! it over HTTP on 127.0.0.1, and offers the fixtures the API tests share. For the Docker suites it
+//! also runs node agents (embedded or standalone), builds the host image, and inspects and removes
+//! what the agents build ([`node`], [`hosts`], [`docker`]).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -8,14 +10,18 @@
 )]
 
 pub mod api;
+pub mod docker;
 pub mod fixtures;
+pub mod hosts;
+pub mod node;
 pub mod process;
 pub mod shapes;
 
 pub use api::{
     Api, Body, Problems, Resp, assert_error, assert_error_field, assert_keys, error_problem, eventually,
 };
-pub use process::{ControlPlane, Options};
+pub use node::{AgentMode, Node};
+pub use process::{AgentOptions, AgentProcess, ControlPlane, Options};
 
 /// `PUBLIC_BASE_URL` given to every control plane: only printed in access commands, never dialled.
 pub const PUBLIC_BASE_URL: &str = "http://cp.example.test:8080";

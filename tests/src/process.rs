@@ -102,7 +102,7 @@ impl Logs {
         buf.push('\n');
     }
 
-    fn drain(&self, stream: impl Read + Send + 'static) -> JoinHandle<()> {
+    pub(crate) fn drain(&self, stream: impl Read + Send + 'static) -> JoinHandle<()> {
         let logs = self.clone();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stream);
@@ -259,6 +259,22 @@ impl ControlPlane {
         status
     }
 
+    /// `kill -9`: the process gets no chance to clean up (a crash), and is reaped.
+    pub async fn kill(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("control plane is not running");
+        let _ = child.kill();
+        let status = child.wait().expect("reap the control plane");
+        for d in self.drains.drain(..) {
+            let _ = d.join();
+        }
+        status
+    }
+
+    /// Whether the process is running (it was started and neither stopped nor killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Stops (if running) and starts again on the same database with `opts`.
     pub async fn restart(&mut self, opts: Options) {
         if self.child.is_some() {
@@ -272,8 +288,13 @@ impl ControlPlane {
         self.spawn().await;
     }
 
+    /// The URL to dial: loopback when the process listens on every interface.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let mut addr = self.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{addr}")
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -312,6 +333,102 @@ impl ControlPlane {
 }
 
 impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn agent_bin() -> PathBuf {
+    let bin = bin_dir().join("cloud-cli-proxy-agent");
+    assert!(
+        bin.is_file(),
+        "{} does not exist: run `cargo build --workspace --bins` first (or set CCP_BIN_DIR)",
+        bin.display()
+    );
+    bin
+}
+
+/// Environment of one standalone node agent.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub control_plane_url: String,
+    pub agent_token: String,
+    pub node_name: String,
+    pub state_dir: PathBuf,
+    /// Further variables (`HOST_IMAGE`, `HOSTS_NETWORK`, …).
+    pub env: Vec<(String, String)>,
+}
+
+/// A standalone `cloud-cli-proxy-agent` process. Dropping it kills the process.
+pub struct AgentProcess {
+    child: Option<Child>,
+    drains: Vec<JoinHandle<()>>,
+    logs: Logs,
+}
+
+impl std::fmt::Debug for AgentProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentProcess")
+            .field("pid", &self.child.as_ref().map(Child::id))
+            .finish()
+    }
+}
+
+impl AgentProcess {
+    /// Spawns the agent; it registers (and retries registering) on its own.
+    pub fn start(opts: &AgentOptions) -> Self {
+        let mut cmd = Command::new(agent_bin());
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("CONTROL_PLANE_URL", &opts.control_plane_url)
+            .env("AGENT_TOKEN", &opts.agent_token)
+            .env("NODE_NAME", &opts.node_name)
+            .env("AGENT_STATE_DIR", &opts.state_dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn the agent");
+        let logs = Logs::default();
+        let drains = vec![
+            logs.drain(child.stdout.take().expect("stdout")),
+            logs.drain(child.stderr.take().expect("stderr")),
+        ];
+        Self {
+            child: Some(child),
+            drains,
+            logs,
+        }
+    }
+
+    /// `kill -9`, then reap.
+    pub fn kill(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("agent is not running");
+        let _ = child.kill();
+        let status = child.wait().expect("reap the agent");
+        for d in self.drains.drain(..) {
+            let _ = d.join();
+        }
+        status
+    }
+
+    /// The exit status if the process has ended on its own.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.text()
+    }
+}
+
+impl Drop for AgentProcess {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -130,6 +130,7 @@ async fn task_events(
     };
     let first = to_event(&current);
     let finished = current.status.is_finished();
+    let seen = current.updated_at;
     let db = state.db.clone();
     let stream = futures::stream::unfold(
         (Some(first), finished, updates, id, db),
@@ -142,7 +143,8 @@ async fn task_events(
             }
             loop {
                 match updates.recv().await {
-                    Ok(task) if task.id == id => {
+                    // Changes already in the snapshot were broadcast before it was read: skip them.
+                    Ok(task) if task.id == id && task.updated_at > seen => {
                         let done = task.status.is_finished();
                         return Some((Ok(to_event(&task)), (None, done, updates, id, db)));
                     }
