@@ -8,7 +8,8 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// JSON body. Syntax errors, wrong types and unknown fields are 400; oversize bodies are 413.
+/// JSON body. Syntax errors, wrong types, unknown fields and oversize bodies are all 400 (bad input,
+/// as the API contract groups them), each with its own code.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
@@ -75,7 +76,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             "expected `Content-Type: application/json`",
         ),
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::BAD_REQUEST,
             "payload_too_large",
             "request body is too large",
         ),

@@ -398,14 +398,14 @@ async fn malformed_bodies_on_every_mutating_endpoint() {
             body.as_object_mut().unwrap().remove(field);
             c.invalid(who, m.clone(), p, body, field).await;
         }
-        // Over MAX_BODY_BYTES (64 KiB by default), though valid JSON: 413.
+        // Over MAX_BODY_BYTES (64 KiB by default), though valid JSON: 400 `payload_too_large`.
         let big = format!("{}{}", ep.valid, " ".repeat(64 * 1024));
         c.refused(
             who,
             m.clone(),
             p,
             json_raw(big),
-            Want::new(413, &["payload_too_large"], None),
+            Want::new(400, &["payload_too_large"], None),
         )
         .await;
         // A valid body without a JSON content type: 415.
@@ -460,7 +460,7 @@ async fn max_body_bytes_is_configurable() {
         Method::POST,
         "/v1/admin/users",
         body(1100),
-        Want::new(413, &["payload_too_large"], None),
+        Want::new(400, &["payload_too_large"], None),
     )
     .await;
     c.finish();
