@@ -204,40 +204,27 @@ async fn apply_finish(
 pub async fn recover_expired(state: &AppState) -> Result<usize, sqlx::Error> {
     let now = UtcTime::now();
     let expired = db::tasks::expired_leases(&state.db, now).await?;
-    let mut n = 0;
-    for task in expired {
-        let Some(lease) = task.lease.clone() else { continue };
-        let finish = after_failure(
-            task.attempts,
-            task.max_attempts,
-            true,
-            "the agent stopped reporting".into(),
-            now,
-        );
-        if apply_finish(state, &task, &lease, finish, None, None, now)
-            .await?
-            .is_some()
-        {
-            n += 1;
-        }
-    }
-    Ok(n)
+    take_back(state, expired, "the agent stopped reporting", now).await
 }
 
 /// Takes back every attempt running on `node_id`: called when its agent registers again after a
 /// restart, so a killed agent's work is retried at once instead of after the lease runs out.
 pub async fn recover_node(state: &AppState, node_id: &str) -> Result<usize, sqlx::Error> {
-    let now = UtcTime::now();
+    let running = db::tasks::running_on_node(&state.db, node_id).await?;
+    take_back(state, running, "the agent restarted", UtcTime::now()).await
+}
+
+/// Ends running attempts nobody is carrying out any more, as a retryable failure; returns how many.
+async fn take_back(
+    state: &AppState,
+    attempts: Vec<Task>,
+    reason: &str,
+    now: UtcTime,
+) -> Result<usize, sqlx::Error> {
     let mut n = 0;
-    for task in db::tasks::running_on_node(&state.db, node_id).await? {
+    for task in attempts {
         let Some(lease) = task.lease.clone() else { continue };
-        let finish = after_failure(
-            task.attempts,
-            task.max_attempts,
-            true,
-            "the agent restarted".into(),
-            now,
-        );
+        let finish = after_failure(task.attempts, task.max_attempts, true, reason.to_owned(), now);
         if apply_finish(state, &task, &lease, finish, None, None, now)
             .await?
             .is_some()
