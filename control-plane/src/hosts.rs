@@ -1,7 +1,5 @@
 //! Hosts as the control plane sees them: short ids, resource limits, the access commands handed to
-//! users, and every action on a host recorded as a durable task for the executor to carry out.
-
-use std::future::Future;
+//! users, and every action on a host recorded as a durable task for a node agent to carry out.
 
 use rand::Rng;
 use serde::Serialize;
@@ -116,38 +114,6 @@ pub async fn delete_all_of_user(
         }
     }
     Ok(ids)
-}
-
-/// Progress reported by an executor while it works on a task.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Progress {
-    /// 0-100.
-    pub percent: u8,
-    pub stage: String,
-}
-
-/// Why an executor could not finish a task.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ExecError {
-    /// Worth another attempt (a node unreachable, a Docker call that timed out).
-    #[error("transient: {0}")]
-    Transient(String),
-    /// Another attempt would fail the same way.
-    #[error("{0}")]
-    Permanent(String),
-    #[error("cancelled")]
-    Cancelled,
-}
-
-/// Carries host tasks out on a Docker node. The task runner hands it one task at a time per host,
-/// in creation order; the agent implements it with Docker.
-pub trait Executor: Send + Sync + 'static {
-    fn execute(
-        &self,
-        task: &Task,
-        host: &Host,
-        progress: tokio::sync::mpsc::Sender<Progress>,
-    ) -> impl Future<Output = Result<(), ExecError>> + Send;
 }
 
 #[cfg(test)]
