@@ -6,10 +6,11 @@
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use clap::Parser;
-use control_plane::{AppState, Config, api};
+use control_plane::api;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
+
+mod common;
 
 /// (method, path) of every endpoint of the API contract that this release serves.
 const SEED_ENDPOINTS: &[(&str, &str)] = &[
@@ -69,18 +70,7 @@ fn documented_operations(doc: &serde_json::Value) -> Vec<(String, String)> {
 }
 
 async fn app() -> (axum::Router, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
-    let config = Config::parse_from([
-        "cloud-cli-proxy-control-plane",
-        "--database-url",
-        &url,
-        "--admin-password",
-        "operator-password",
-        "--jwt-secret",
-        "Xk3v9Qp2LmZr7Tb4Nw8Hc6Jd1Fg5Ys0AeRt",
-    ]);
-    let state = AppState::init(&config, 8080).await.expect("state");
+    let (state, config, dir) = common::state().await;
     (api::router(state, config.max_body_bytes), dir)
 }
 

@@ -2,26 +2,15 @@
 //! retries with back-off, recovery of a restarted node's attempts, and cancellation.
 #![expect(clippy::expect_used, reason = "test fixtures fail loudly")]
 
-use clap::Parser;
 use control_plane::db::tasks::{Finish, TaskKind, TaskStatus};
 use control_plane::db::{self, UtcTime};
-use control_plane::{AppState, Config, tasks};
+use control_plane::{AppState, tasks};
+
+mod common;
 
 async fn state() -> (AppState, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
-    let config = Config::parse_from([
-        "cloud-cli-proxy-control-plane",
-        "--database-url",
-        &url,
-        "--admin-password",
-        "operator-password",
-        "--jwt-secret",
-        "Xk3v9Qp2LmZr7Tb4Nw8Hc6Jd1Fg5Ys0AeRt",
-        "--embedded-agent",
-        "false",
-    ]);
-    (AppState::init(&config, 8080).await.expect("state"), dir)
+    let (state, _config, dir) = common::state().await;
+    (state, dir)
 }
 
 /// A tenant with one host; returns the host id.

@@ -2,12 +2,11 @@
 //! over the SSE stream), reaching their sshd with the real OpenSSH client, and checking that Docker
 //! and the node's files agree with the database.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use serde_json::{Value, json};
-use tokio::io::AsyncReadExt as _;
 
 use crate::api::Api;
 use crate::docker::{self, Out};
@@ -362,16 +361,8 @@ pub async fn ssh_ok(user: &str, ip: Ipv4Addr, password: &str, command: &str, lim
     }
 }
 
-/// Whether something at `addr` sends an SSH banner (`SSH-`) within `timeout`.
-pub async fn ssh_banner(addr: SocketAddr, timeout: Duration) -> bool {
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let mut buf = [0u8; 4];
-        stream.read_exact(&mut buf).await.ok()?;
-        Some(&buf == b"SSH-")
-    };
-    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
-}
+/// Whether something at `addr` sends an SSH banner within a timeout: the agent's own readiness check.
+pub use agent::hosts::ssh_banner;
 
 #[cfg(test)]
 mod tests {

@@ -28,9 +28,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use cloud_cli_proxy_tests::docker::{self, docker_ok, remove_labelled, run_program};
 use cloud_cli_proxy_tests::fixtures::random_alnum;
-use cloud_cli_proxy_tests::hosts::{ACTION_LIMIT, CREATE_LIMIT};
+use cloud_cli_proxy_tests::hosts::{ACTION_LIMIT, CREATE_LIMIT, ssh_banner};
 use cloud_cli_proxy_tests::{Node, process};
-use tokio::io::AsyncReadExt as _;
 
 const POLL: Duration = Duration::from_millis(50);
 /// Bound of one host becoming ready in the sequential series.
@@ -75,17 +74,6 @@ fn parse_args() -> anyhow::Result<Args> {
     Ok(parsed)
 }
 
-/// Whether `addr` sends `SSH-2.0` within `timeout`.
-async fn banner(addr: SocketAddr, timeout: Duration) -> bool {
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let mut buf = [0u8; 7];
-        stream.read_exact(&mut buf).await.ok()?;
-        Some(&buf == b"SSH-2.0")
-    };
-    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
-}
-
 /// Polls (every 50 ms) for the container's address on `network`, then for sshd's banner there;
 /// returns the time since `t0`.
 async fn ready(container: &str, network: &str, t0: Instant, limit: Duration) -> anyhow::Result<Duration> {
@@ -102,7 +90,7 @@ async fn ready(container: &str, network: &str, t0: Instant, limit: Duration) -> 
     let addr = SocketAddr::from((ip, 22));
     loop {
         let tried = Instant::now();
-        if banner(addr, Duration::from_secs(1)).await {
+        if ssh_banner(addr, Duration::from_secs(1)).await {
             return Ok(t0.elapsed());
         }
         if Instant::now() > deadline {
