@@ -85,6 +85,21 @@ pub struct Config {
     #[arg(long, env = "EMBEDDED_AGENT", default_value_t = true, action = clap::ArgAction::Set)]
     pub embedded_agent: bool,
 
+    /// Secret SSH gateways present to the control plane (at least 32 characters). Without it only
+    /// the embedded gateway can connect.
+    #[arg(long, env = "GATEWAY_TOKEN", hide_env_values = true)]
+    pub gateway_token: Option<Secret>,
+    /// Run the SSH gateway inside this process on `SSH_PROXY_ADDR`. Turn off when gateways run as
+    /// their own processes (`cloud-cli-proxy-ssh-proxy`).
+    #[arg(long, env = "EMBEDDED_SSH_PROXY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub embedded_ssh_proxy: bool,
+    /// Where the embedded SSH gateway keeps its host key and client key.
+    #[arg(
+        long,
+        env = "SSH_PROXY_STATE_DIR",
+        default_value = "/var/lib/cloud-cli-proxy/ssh-proxy"
+    )]
+    pub ssh_proxy_state_dir: std::path::PathBuf,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,

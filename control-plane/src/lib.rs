@@ -32,6 +32,14 @@ pub enum StartError {
     Admin(#[from] auth::admin::AdminError),
     #[error("listener: {0}")]
     Listener(#[source] std::io::Error),
+    #[error("SSH gateway: cannot listen on {addr}: {source}")]
+    SshListener {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("SSH gateway keys: {0}")]
+    SshKeys(#[from] ssh_proxy::keys::Error),
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
     #[error("start-up task failed: {0}")]
@@ -64,8 +72,8 @@ pub struct AppState {
     pub work: Arc<tokio::sync::Notify>,
     /// Every change of a task, for the progress streams.
     pub task_updates: tokio::sync::broadcast::Sender<db::tasks::Task>,
-    /// Public keys of the SSH gateway, installed in every host so it can log in without passwords.
-    pub gateway_keys: Arc<Vec<String>>,
+    /// The secret SSH gateways present; `None` refuses every gateway.
+    pub gateway_token: Option<Arc<str>>,
     /// Cancelled when the server begins to stop, so long polls end at once.
     pub stopping: tokio_util::sync::CancellationToken,
 }
@@ -80,7 +88,7 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     /// Opens the database, applies migrations and makes sure the operator account matches the config.
-    pub async fn init(config: &Config, bound_port: u16) -> Result<Self, StartError> {
+    pub async fn init(config: &Config, bound_port: u16, ssh_port: u16) -> Result<Self, StartError> {
         let secret = config.checked_jwt_secret().map_err(StartError::Config)?;
         let db = db::connect(&config.database_url).await?;
         auth::admin::ensure(&db, &config.admin_username, config.admin_password.as_ref()).await?;
@@ -89,7 +97,7 @@ impl AppState {
         let settings = Settings {
             public_base_url,
             ssh_host,
-            ssh_port: config.ssh_proxy_addr.0.port(),
+            ssh_port,
             trust_forwarded_for: config.trust_forwarded_for,
         };
         let decoy = tokio::task::spawn_blocking(auth::password::decoy_hash).await?;
@@ -102,6 +110,16 @@ impl AppState {
             }
             // The embedded agent talks to this process with a secret that never leaves it.
             None if config.embedded_agent => Some(Arc::from(auth::password::generate(48).as_str())),
+            None => None,
+        };
+        let gateway_token = match &config.gateway_token {
+            Some(t) if t.expose().len() >= 32 => Some(Arc::from(t.expose())),
+            Some(_) => {
+                return Err(StartError::Config(
+                    "GATEWAY_TOKEN must be at least 32 characters".into(),
+                ));
+            }
+            None if config.embedded_ssh_proxy => Some(Arc::from(auth::password::generate(48).as_str())),
             None => None,
         };
         Ok(Self {
@@ -117,7 +135,7 @@ impl AppState {
             agent_token,
             work: Arc::new(tokio::sync::Notify::new()),
             task_updates: tokio::sync::broadcast::channel(256).0,
-            gateway_keys: Arc::new(Vec::new()),
+            gateway_token,
             stopping: tokio_util::sync::CancellationToken::new(),
         })
     }
@@ -134,13 +152,7 @@ fn run_embedded_agent(
 ) -> impl Future<Output = ()> + Send + 'static {
     use clap::Parser as _;
 
-    let host = match addr.ip() {
-        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
-        ip if ip.is_unspecified() => "[::1]".to_owned(),
-        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-        ip => ip.to_string(),
-    };
-    let url = format!("http://{host}:{}", addr.port());
+    let url = format!("http://{}:{}", loopback_host(addr), addr.port());
     let token = state.agent_token.as_deref().unwrap_or_default().to_owned();
     let config = agent::Config::try_parse_from([
         "cloud-cli-proxy-agent",
@@ -167,6 +179,78 @@ fn run_embedded_agent(
     }
 }
 
+/// The SSH gateway in this process: its keys are made (or loaded) and its client key recorded
+/// before the embedded agent can build a host, so every host trusts it from the start.
+struct EmbeddedGateway {
+    keys: ssh_proxy::Keys,
+    listener: TcpListener,
+}
+
+impl EmbeddedGateway {
+    async fn prepare(config: &Config) -> Result<Option<Self>, StartError> {
+        if !config.embedded_ssh_proxy {
+            return Ok(None);
+        }
+        let dir = config.ssh_proxy_state_dir.clone();
+        let keys = tokio::task::spawn_blocking(move || ssh_proxy::Keys::load_or_create(&dir)).await??;
+        let addr = config.ssh_proxy_addr.0;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::SshListener { addr, source })?;
+        Ok(Some(Self { keys, listener }))
+    }
+
+    fn port(&self) -> Option<u16> {
+        self.listener.local_addr().ok().map(|a| a.port())
+    }
+
+    fn run(
+        self,
+        state: &AppState,
+        api: SocketAddr,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        use clap::Parser as _;
+
+        let url = format!("http://{}:{}", loopback_host(api), api.port());
+        let token = state.gateway_token.as_deref().unwrap_or_default().to_owned();
+        let config = ssh_proxy::Config::try_parse_from([
+            "cloud-cli-proxy-ssh-proxy",
+            "--control-plane-url",
+            &url,
+            "--gateway-token",
+            &token,
+            "--name",
+            "embedded",
+        ]);
+        async move {
+            let config = match config {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e.kind(), "embedded SSH gateway not started: bad configuration");
+                    return;
+                }
+            };
+            let shutdown = async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            };
+            if let Err(e) = ssh_proxy::run(config, self.keys, self.listener, shutdown).await {
+                tracing::error!(error = %e, "embedded SSH gateway stopped");
+            }
+        }
+    }
+}
+
+/// The address to dial this process on from inside it.
+fn loopback_host(addr: SocketAddr) -> String {
+    match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
+        ip if ip.is_unspecified() => "[::1]".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    }
+}
+
 /// `http://host:port/…` → `host`.
 fn host_of(url: &str) -> Option<&str> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
@@ -185,7 +269,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let addr = listener.local_addr().map_err(StartError::Listener)?;
-    let state = AppState::init(&config, addr.port()).await?;
+    let gateway = EmbeddedGateway::prepare(&config).await?;
+    let ssh_port = gateway
+        .as_ref()
+        .and_then(EmbeddedGateway::port)
+        .unwrap_or(config.ssh_proxy_addr.0.port());
+    let state = AppState::init(&config, addr.port(), ssh_port).await?;
+    if let Some(gateway) = &gateway {
+        let line = gateway.keys.client_public_line()?;
+        db::gateways::upsert(&state.db, "embedded", &line, db::UtcTime::now())
+            .await
+            .map_err(|e| StartError::Config(format!("cannot record the SSH gateway key: {e}")))?;
+    }
     let app = api::router(state.clone(), config.max_body_bytes);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(tasks::run_scheduler(state.clone(), stop_rx.clone()));
@@ -194,7 +289,8 @@ pub async fn run(
     } else {
         None
     };
-    tracing::info!(%addr, public_base_url = %state.settings.public_base_url, "control plane listening");
+    let embedded_gateway = gateway.map(|g| tokio::spawn(g.run(&state, addr, stop_rx.clone())));
+    tracing::info!(%addr, ssh_port, public_base_url = %state.settings.public_base_url, "control plane listening");
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown({
             let stopping = state.stopping.clone();
@@ -208,6 +304,9 @@ pub async fn run(
     let _ = scheduler.await;
     if let Some(agent) = embedded_agent {
         let _ = agent.await;
+    }
+    if let Some(gateway) = embedded_gateway {
+        let _ = gateway.await;
     }
     served.map_err(StartError::Serve)?;
     state.db.close().await;

@@ -1,9 +1,165 @@
-//! The SSH gateway: accepts `ssh -p 2222`, authenticates users against the control plane and relays
-//! their channels to the sshd of the right host container.
-//!
-//! Not implemented yet: this crate holds the binary name and its place in the workspace so that
-//! packaging and the systemd unit are settled; running it only says so.
+//! The SSH gateway: accepts `ssh -p 2222 user[+shortid]@…`, asks the control plane whether the login
+//! may proceed and to which host, then relays every channel (shell, exec, sftp/scp, forwards, agent)
+//! to that host's sshd, which it logs in to with its own key. Runs on its own
+//! (`cloud-cli-proxy-ssh-proxy`) or inside the control plane; any number can run side by side.
 
-/// Why the binary cannot run in this release, as one line for the operator.
-pub const NOT_YET: &str =
-    "the SSH gateway is not part of this release yet; run cloud-cli-proxy-control-plane";
+pub mod config;
+pub mod control_plane;
+pub mod keys;
+pub mod relay;
+mod russh_handler;
+pub mod upstream;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::{MethodKind, MethodSet, client, server};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+pub use config::Config;
+pub use keys::Keys;
+
+use crate::control_plane::ControlPlane;
+
+/// How long open sessions get to end on their own once the gateway is asked to stop.
+const DRAIN: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Keys(#[from] keys::Error),
+    #[error(transparent)]
+    ControlPlane(#[from] control_plane::Error),
+    #[error("listener: {0}")]
+    Listener(#[source] std::io::Error),
+}
+
+/// What every connection shares.
+pub(crate) struct Context {
+    pub control_plane: ControlPlane,
+    pub client_key: Arc<russh::keys::PrivateKey>,
+    pub upstream_config: Arc<client::Config>,
+    pub host_ssh_port: u16,
+    pub host_connect_timeout: Duration,
+}
+
+/// Registers with the control plane (retrying until it answers or `shutdown`), then serves
+/// `listener` until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    keys: Keys,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    config.validate().map_err(Error::Config)?;
+    let control_plane = ControlPlane::new(&config.control_plane_url, &config.gateway_token)?;
+    let ctx = Arc::new(Context {
+        control_plane: control_plane.clone(),
+        client_key: keys.client.clone(),
+        upstream_config: Arc::new(upstream_config(&config)),
+        host_ssh_port: config.host_ssh_port,
+        host_connect_timeout: config.host_connect_timeout(),
+    });
+    let server_config = Arc::new(server_config(&config, &keys));
+    let register = wire::gateway::Register {
+        name: config.gateway_name(),
+        client_key: keys.client_public_line()?,
+    };
+    let addr = listener.local_addr().map_err(Error::Listener)?;
+    tracing::info!(%addr, name = %register.name, "ssh gateway listening");
+    let mut registration = tokio::spawn(register_until_done(control_plane, register));
+
+    let mut sessions = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let handler = russh_handler::Connection::new(ctx.clone(), Some(peer));
+                let config = server_config.clone();
+                sessions.spawn(async move {
+                    match server::run_stream(config, stream, handler).await {
+                        Ok(session) => {
+                            if let Err(e) = session.await {
+                                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                            }
+                        }
+                        Err(e) => tracing::debug!(%peer, error = %e, "handshake failed"),
+                    }
+                });
+            }
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+        }
+    }
+    registration.abort();
+    let _ = (&mut registration).await;
+    tracing::info!(open = sessions.len(), "ssh gateway stopping");
+    let drained = tokio::time::timeout(DRAIN, async { while sessions.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        sessions.shutdown().await;
+    }
+    tracing::info!("ssh gateway stopped");
+    Ok(())
+}
+
+async fn register_until_done(cp: ControlPlane, register: wire::gateway::Register) {
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match cp.register(&register).await {
+            Ok(()) => {
+                tracing::info!(name = %register.name, "registered with the control plane");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?wait, "cannot register with the control plane");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+fn server_config(config: &Config, keys: &Keys) -> server::Config {
+    let mut methods = MethodSet::empty();
+    methods.push(MethodKind::PublicKey);
+    methods.push(MethodKind::Password);
+    server::Config {
+        keys: vec![keys.host.as_ref().clone()],
+        methods,
+        // Every refusal takes as long, whatever the reason; the first `none` probe is answered at once.
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        max_auth_attempts: 6,
+        keepalive_interval: Some(config.keepalive()),
+        keepalive_max: 4,
+        // Idle shells are fine; dead peers are found by the keepalives.
+        inactivity_timeout: None,
+        nodelay: true,
+        event_buffer_size: 64,
+        ..Default::default()
+    }
+}
+
+fn upstream_config(config: &Config) -> client::Config {
+    client::Config {
+        keepalive_interval: Some(config.keepalive()),
+        keepalive_max: 4,
+        inactivity_timeout: None,
+        nodelay: true,
+        ..Default::default()
+    }
+}

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod docker;
 pub mod fixtures;
+pub mod gateway;
 pub mod hosts;
 pub mod node;
 pub mod process;

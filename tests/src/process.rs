@@ -122,6 +122,8 @@ pub struct ControlPlane {
     drains: Vec<JoinHandle<()>>,
     logs: Logs,
     addr: SocketAddr,
+    /// Port of the embedded SSH gateway (on 127.0.0.1).
+    ssh_port: u16,
     db_path: PathBuf,
     opts: Options,
     // Declared last: dropped after the process is gone.
@@ -156,6 +158,7 @@ impl ControlPlane {
             drains: Vec::new(),
             logs: Logs::default(),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ssh_port: 0,
             db_path,
             opts,
             _dir: dir,
@@ -206,10 +209,10 @@ impl ControlPlane {
         let err = self.logs.drain(child.stderr.take().expect("stderr"));
         self.drains = vec![out, err];
         let deadline = Instant::now() + START_DEADLINE;
-        let addr = loop {
+        let (addr, ssh_port) = loop {
             let text = self.logs.text();
-            if let Some(addr) = listening_addr(text.get(skip..).unwrap_or("")) {
-                break addr;
+            if let Some(found) = listening_addr(text.get(skip..).unwrap_or("")) {
+                break found;
             }
             if let Ok(Some(status)) = child.try_wait() {
                 for d in self.drains.drain(..) {
@@ -230,6 +233,7 @@ impl ControlPlane {
             tokio::time::sleep(POLL).await;
         };
         self.addr = addr;
+        self.ssh_port = ssh_port;
         self.child = Some(child);
     }
 
@@ -299,6 +303,11 @@ impl ControlPlane {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Port of the SSH gateway running inside the control plane, on 127.0.0.1.
+    pub fn ssh_port(&self) -> u16 {
+        self.ssh_port
     }
 
     pub fn db_path(&self) -> &Path {
@@ -448,6 +457,10 @@ fn command(opts: &Options, db_path: &Path) -> Command {
         .env("ADMIN_JWT_SECRET", &opts.jwt_secret)
         .env("CONTROL_PLANE_ADDR", "127.0.0.1:0")
         .env("SSH_PROXY_ADDR", "127.0.0.1:0")
+        .env(
+            "SSH_PROXY_STATE_DIR",
+            db_path.parent().unwrap_or(Path::new("/tmp")).join("ssh-proxy"),
+        )
         .env("PUBLIC_BASE_URL", crate::PUBLIC_BASE_URL)
         .env("LOG_FORMAT", "json")
         .env("LOG_LEVEL", "info")
@@ -466,14 +479,17 @@ fn command(opts: &Options, db_path: &Path) -> Command {
     cmd
 }
 
-/// The address in the `control plane listening` JSON log line, if it was written.
-fn listening_addr(logs: &str) -> Option<SocketAddr> {
+/// The API address and the SSH gateway's port in the `control plane listening` JSON log line, if
+/// it was written.
+fn listening_addr(logs: &str) -> Option<(SocketAddr, u16)> {
     logs.lines().find_map(|line| {
         let v: serde_json::Value = serde_json::from_str(line).ok()?;
         if v.get("message")?.as_str()? != "control plane listening" {
             return None;
         }
-        v.get("addr")?.as_str()?.parse().ok()
+        let addr = v.get("addr")?.as_str()?.parse().ok()?;
+        let ssh_port = v.get("ssh_port")?.as_u64().and_then(|p| u16::try_from(p).ok())?;
+        Some((addr, ssh_port))
     })
 }
 
@@ -495,8 +511,11 @@ mod tests {
     #[test]
     fn finds_the_listening_line() {
         let logs = "{\"message\":\"starting\"}\nnot json\n\
-                    {\"timestamp\":\"x\",\"level\":\"INFO\",\"message\":\"control plane listening\",\"addr\":\"127.0.0.1:4321\"}\n";
-        assert_eq!(super::listening_addr(logs).unwrap().port(), 4321);
+                    {\"timestamp\":\"x\",\"level\":\"INFO\",\"message\":\"control plane listening\",\"addr\":\"127.0.0.1:4321\",\"ssh_port\":2222}\n";
+        assert_eq!(
+            super::listening_addr(logs),
+            Some(("127.0.0.1:4321".parse().unwrap(), 2222))
+        );
         assert!(super::listening_addr("{\"message\":\"control plane listening\"}").is_none());
     }
 }

@@ -187,6 +187,119 @@ pub enum Outcome {
     Cancelled,
 }
 
+/// Header carrying an SSH gateway's shared secret (`GATEWAY_TOKEN`); compared in constant time.
+pub const GATEWAY_TOKEN_HEADER: &str = "x-gateway-token";
+
+/// The SSH gateway link: `/v1/gateway/…`, called by SSH gateways. Authentication and routing
+/// decisions live in the control plane, so any number of gateways share one policy, one set of
+/// rate limits and one audit log.
+pub mod gateway {
+    use serde::{Deserialize, Serialize};
+
+    /// `POST /v1/gateway/register`: a gateway announces the public key it logs in to hosts with.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Register {
+        /// Stable per gateway process (its host name by default).
+        pub name: String,
+        /// OpenSSH public key line of the gateway's client key.
+        pub client_key: String,
+    }
+
+    /// `POST /v1/gateway/auth`: may this login, with this credential, open a session?
+    #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct AuthRequest {
+        /// The SSH login name as typed: `user` or `user+shortid`.
+        pub login: String,
+        /// The client's address as the gateway sees it.
+        pub client_ip: String,
+        /// Identifies the connection in the events.
+        pub connection_id: String,
+        pub credential: Credential,
+    }
+
+    impl std::fmt::Debug for AuthRequest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("AuthRequest")
+                .field("login", &self.login)
+                .field("client_ip", &self.client_ip)
+                .field("connection_id", &self.connection_id)
+                .finish_non_exhaustive()
+        }
+    }
+
+    #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+    pub enum Credential {
+        Password {
+            password: String,
+        },
+        /// `verified`: the client proved it holds the key (a signature checked by the gateway);
+        /// false for the offer that only asks whether the key would be accepted.
+        PublicKey {
+            public_key: String,
+            verified: bool,
+        },
+    }
+
+    /// The decision. Refusals carry a machine reason for the gateway's logs; the SSH client is
+    /// only ever told "permission denied".
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(tag = "decision", rename_all = "snake_case", deny_unknown_fields)]
+    pub enum AuthReply {
+        Allowed(Target),
+        Denied { reason: String },
+        RateLimited { retry_after_secs: u64 },
+    }
+
+    /// The host a login resolved to, and how to reach it.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Target {
+        pub user_id: String,
+        pub username: String,
+        pub host_id: String,
+        pub short_id: String,
+        /// The account inside the container.
+        pub linux_user: String,
+        /// The host's status (`running`, `stopped`, …); only a running host can be reached.
+        pub status: String,
+        /// `ip:port` of the host's sshd, when known.
+        pub address: Option<String>,
+    }
+
+    /// `POST /v1/gateway/events`: sessions, for the audit log.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct SessionEvent {
+        pub kind: SessionEventKind,
+        pub connection_id: String,
+        pub user_id: String,
+        pub host_id: String,
+        pub client_ip: String,
+        /// Bytes from the client to the host and back, so far.
+        #[serde(default)]
+        pub bytes_in: u64,
+        #[serde(default)]
+        pub bytes_out: u64,
+        #[serde(default)]
+        pub duration_ms: u64,
+        /// Why a session could not start or ended abnormally.
+        #[serde(default)]
+        pub error: Option<String>,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum SessionEventKind {
+        Started,
+        Ended,
+        /// Authenticated, but the host could not be reached (stopped, or its sshd refused us).
+        Failed,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,7 +41,7 @@ impl FromRequestParts<AppState> for AgentAuth {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -168,7 +168,8 @@ async fn heartbeat(
     Ok(Json(wire::HeartbeatReply { hosts: desired }))
 }
 
-fn linux_user(username: Option<&str>) -> String {
+/// The account inside the container for an API username: plain lower-case names keep theirs.
+pub fn linux_user(username: Option<&str>) -> String {
     let name = username.unwrap_or("user").to_lowercase();
     let ok = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         && name.len() <= 32
@@ -220,7 +221,7 @@ async fn claim(
                     cpu_millis: u64::try_from(host.cpu_millis).unwrap_or(0),
                     pids_limit: u64::try_from(host.pids_limit).unwrap_or(0),
                     password_crypt: host.password_crypt.clone(),
-                    authorized_keys: state.gateway_keys.as_ref().clone(),
+                    authorized_keys: db::gateways::client_keys(&state.db).await?,
                     vnc_secret: host.vnc_secret.clone(),
                 },
             };

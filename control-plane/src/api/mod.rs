@@ -8,6 +8,7 @@ pub mod bindings;
 pub mod dashboard;
 pub mod egress_ips;
 pub mod events;
+pub mod gateway;
 pub mod health;
 pub mod hosts;
 pub mod portal;
@@ -58,6 +59,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(hosts::router())
         .merge(bindings::router())
         .merge(tasks::router())
+        .merge(gateway::router())
         .merge(events::router())
         .merge(dashboard::router())
         .merge(portal::router())

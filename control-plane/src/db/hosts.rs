@@ -121,6 +121,26 @@ pub async fn get(db: impl SqliteExecutor<'_>, id: &str) -> Result<Option<Host>, 
         .await
 }
 
+pub async fn get_by_short_id(
+    db: impl SqliteExecutor<'_>,
+    short_id: &str,
+) -> Result<Option<Host>, sqlx::Error> {
+    sqlx::query_as(&format!("{SELECT} WHERE h.short_id = ?"))
+        .bind(short_id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Every host of a user, oldest first.
+pub async fn of_user(db: impl SqliteExecutor<'_>, user_id: &str) -> Result<Vec<Host>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{SELECT} WHERE h.user_id = ? ORDER BY h.created_at, h.id"
+    ))
+    .bind(user_id)
+    .fetch_all(db)
+    .await
+}
+
 /// A host only if `user_id` owns it.
 pub async fn get_owned(
     db: impl SqliteExecutor<'_>,

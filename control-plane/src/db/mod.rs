@@ -4,6 +4,7 @@ pub mod api_tokens;
 pub mod bindings;
 pub mod egress_ips;
 pub mod events;
+pub mod gateways;
 pub mod handoffs;
 pub mod hosts;
 pub mod nodes;

@@ -80,3 +80,18 @@ pub async fn delete(db: impl SqliteExecutor<'_>, user_id: &str, id: &str) -> Res
         .await?;
     Ok(done.rows_affected() > 0)
 }
+
+/// Whether `user_id` has a key with this `SHA256:…` fingerprint.
+pub async fn has_fingerprint(
+    db: impl SqliteExecutor<'_>,
+    user_id: &str,
+    fingerprint: &str,
+) -> Result<bool, sqlx::Error> {
+    let found: Option<String> =
+        sqlx::query_scalar("SELECT id FROM ssh_keys WHERE user_id = ? AND fingerprint = ?")
+            .bind(user_id)
+            .bind(fingerprint)
+            .fetch_optional(db)
+            .await?;
+    Ok(found.is_some())
+}

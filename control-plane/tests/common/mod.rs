@@ -19,6 +19,6 @@ pub async fn state() -> (AppState, Config, tempfile::TempDir) {
         "--embedded-agent",
         "false",
     ]);
-    let state = AppState::init(&config, 8080).await.expect("state");
+    let state = AppState::init(&config, 8080, 2222).await.expect("state");
     (state, config, dir)
 }

@@ -1,0 +1,319 @@
+//! The SSH gateway link: `/v1/gateway/…`, called by SSH gateways with the shared `GATEWAY_TOKEN`.
+//! Every login decision is made here, so all gateways share one policy, one set of rate limits
+//! (shared with the API's sign-in) and one audit log.
+
+use std::time::Instant;
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use wire::gateway::{AuthReply, AuthRequest, Credential, Register, SessionEvent, SessionEventKind, Target};
+
+use crate::AppState;
+use crate::auth::password;
+use crate::db::events::{Actor, NewEvent};
+use crate::db::hosts::{Host, HostStatus};
+use crate::db::users::User;
+use crate::db::{self, UtcTime};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Json;
+use crate::hosts;
+
+/// A caller holding the gateway token.
+#[derive(Debug, Clone, Copy)]
+pub struct GatewayAuth;
+
+impl FromRequestParts<AppState> for GatewayAuth {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(expected) = state.gateway_token.as_deref() else {
+            return Err(ApiError::unauthorized());
+        };
+        let given = parts
+            .headers
+            .get(wire::GATEWAY_TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if super::agent::constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            Ok(Self)
+        } else {
+            Err(ApiError::unauthorized())
+        }
+    }
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(auth))
+        .routes(routes!(session_event))
+}
+
+/// A gateway announces the key it logs in to hosts with; hosts get it at their next create,
+/// start or rebuild.
+#[utoipa::path(post, path = "/v1/gateway/register", tag = "gateway",
+    request_body(content = Object, description = "wire::gateway::Register"),
+    responses((status = 204), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody)))]
+async fn register(
+    State(state): State<AppState>,
+    _: GatewayAuth,
+    Json(req): Json<Register>,
+) -> ApiResult<StatusCode> {
+    let key = ssh_key::PublicKey::from_openssh(&req.client_key)
+        .map_err(|_| ApiError::invalid("client_key", "not an OpenSSH public key"))?;
+    if req.name.is_empty() || req.name.len() > 128 {
+        return Err(ApiError::invalid("name", "must be 1-128 characters"));
+    }
+    let line = key
+        .to_openssh()
+        .map_err(|_| ApiError::internal("cannot encode a public key"))?;
+    db::gateways::upsert(&state.db, &req.name, &line, UtcTime::now()).await?;
+    tracing::info!(gateway = %req.name, "ssh gateway registered");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Why a login was refused: recorded in the event and told to the gateway, never to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    RateLimited,
+    BadLogin,
+    UnknownUser,
+    WrongPassword,
+    UnknownKey,
+    Disabled,
+    Expired,
+    NoHost,
+    NoSuchHost,
+    AmbiguousHost,
+}
+
+impl Refusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::RateLimited => "rate_limited",
+            Self::BadLogin => "bad_login",
+            Self::UnknownUser => "unknown_user",
+            Self::WrongPassword => "wrong_password",
+            Self::UnknownKey => "unknown_key",
+            Self::Disabled => "disabled",
+            Self::Expired => "expired",
+            Self::NoHost => "no_host",
+            Self::NoSuchHost => "no_such_host",
+            Self::AmbiguousHost => "ambiguous_host",
+        }
+    }
+}
+
+/// `user` or `user+shortid`.
+fn parse_login(login: &str) -> Option<(&str, Option<&str>)> {
+    let (user, short) = match login.split_once('+') {
+        Some((u, s)) => (u, Some(s)),
+        None => (login, None),
+    };
+    let user_ok = !user.is_empty() && user.len() <= 64;
+    let short_ok = short.is_none_or(hosts::is_short_id);
+    (user_ok && short_ok).then_some((user, short))
+}
+
+/// The host a login names: the one given by short id, else the user's only host.
+fn pick_host(hosts: Vec<Host>, short: Option<&str>) -> Result<Host, Refusal> {
+    let mut live = hosts.into_iter().filter(|h| h.status != HostStatus::Deleting);
+    match short {
+        Some(short) => live.find(|h| h.short_id == short).ok_or(Refusal::NoSuchHost),
+        None => {
+            let first = live.next().ok_or(Refusal::NoHost)?;
+            match live.next() {
+                Some(_) => Err(Refusal::AmbiguousHost),
+                None => Ok(first),
+            }
+        }
+    }
+}
+
+/// May this login, with this credential, open a session, and to which host?
+#[utoipa::path(post, path = "/v1/gateway/auth", tag = "gateway",
+    request_body(content = Object, description = "wire::gateway::AuthRequest"),
+    responses((status = 200, description = "wire::gateway::AuthReply"), (status = 401, body = crate::error::ErrorBody)))]
+async fn auth(
+    State(state): State<AppState>,
+    _: GatewayAuth,
+    Json(req): Json<AuthRequest>,
+) -> ApiResult<Json<AuthReply>> {
+    let now = UtcTime::now();
+    // A key offer only asks whether the key would do: it proves nothing and costs nothing, so it is
+    // neither counted against the limits nor logged as a success.
+    let probe = matches!(req.credential, Credential::PublicKey { verified: false, .. });
+    let method = match req.credential {
+        Credential::Password { .. } => "password",
+        Credential::PublicKey { .. } => "publickey",
+    };
+    let login: String = req.login.chars().take(80).collect();
+    let mut actor = Actor {
+        id: None,
+        name: Some(login.clone()),
+        ip: Some(req.client_ip.clone()),
+    };
+    let refuse = |refusal: Refusal, user: Option<&User>, host: Option<&Host>| {
+        let mut event = NewEvent::failure("ssh.login_failed").details(serde_json::json!({
+            "reason": refusal.as_str(),
+            "method": method,
+            "login": login,
+            "connection_id": req.connection_id,
+        }));
+        event.user_id = user.map(|u| u.id.clone());
+        event.host_id = host.map(|h| h.id.clone());
+        event
+    };
+
+    let Some((username, short)) = parse_login(&req.login) else {
+        let event = refuse(Refusal::BadLogin, None, None);
+        db::events::record(&state.db, &actor, event, now).await?;
+        return Ok(Json(denied(Refusal::BadLogin)));
+    };
+    if let Err(wait) = state.limiter.check(&req.client_ip, username, Instant::now()) {
+        if !probe {
+            let event = refuse(Refusal::RateLimited, None, None);
+            db::events::record(&state.db, &actor, event, now).await?;
+        }
+        return Ok(Json(AuthReply::RateLimited {
+            retry_after_secs: wait.as_secs() + 1,
+        }));
+    }
+
+    let user = db::users::get_by_username(&state.db, username).await?;
+    let host = match &user {
+        Some(u) => pick_host(db::hosts::of_user(&state.db, &u.id).await?, short),
+        None => Err(Refusal::UnknownUser),
+    };
+    let proven = match (&req.credential, &user) {
+        (Credential::Password { password: given }, None) => {
+            password::verify_async(given.clone(), state.decoy_hash.to_string()).await;
+            false
+        }
+        (Credential::Password { password: given }, Some(u)) => {
+            let handoff = match &host {
+                Ok(h) => db::handoffs::redeem(&state.db, &h.id, given, now).await?,
+                Err(_) => false,
+            };
+            handoff || password::verify_async(given.clone(), u.password_hash.clone()).await || {
+                match &host {
+                    Ok(h) => password::verify_async(given.clone(), h.ssh_password_hash.clone()).await,
+                    Err(_) => false,
+                }
+            }
+        }
+        (Credential::PublicKey { public_key, .. }, Some(u)) => {
+            match ssh_key::PublicKey::from_openssh(public_key) {
+                Ok(key) => {
+                    let fingerprint = key.fingerprint(ssh_key::HashAlg::Sha256).to_string();
+                    db::ssh_keys::has_fingerprint(&state.db, &u.id, &fingerprint).await?
+                }
+                Err(_) => false,
+            }
+        }
+        (Credential::PublicKey { .. }, None) => false,
+    };
+
+    let refusal = match (&user, proven, &host) {
+        (None, _, _) => Some(Refusal::UnknownUser),
+        (Some(_), false, _) if method == "password" => Some(Refusal::WrongPassword),
+        (Some(_), false, _) => Some(Refusal::UnknownKey),
+        (Some(u), true, _) if u.status != db::users::Status::Active => Some(Refusal::Disabled),
+        (Some(u), true, _) if u.is_expired(now) => Some(Refusal::Expired),
+        (Some(_), true, Err(r)) => Some(*r),
+        (Some(_), true, Ok(_)) => None,
+    };
+    actor.id = user.as_ref().map(|u| u.id.clone());
+    if let Some(refusal) = refusal {
+        if method == "password" && matches!(refusal, Refusal::UnknownUser | Refusal::WrongPassword) {
+            state.limiter.failed(&req.client_ip, username, Instant::now());
+        }
+        let event = refuse(refusal, user.as_ref(), host.as_ref().ok());
+        db::events::record(&state.db, &actor, event, now).await?;
+        tracing::info!(reason = refusal.as_str(), method, "ssh login refused");
+        return Ok(Json(denied(refusal)));
+    }
+    let (Some(user), Ok(host)) = (user, host) else {
+        return Err(ApiError::internal("login accepted without a user and a host"));
+    };
+    if !probe {
+        state.limiter.succeeded(username);
+        let event = NewEvent::success("ssh.login_succeeded")
+            .user(&user.id)
+            .host(&host.id)
+            .details(serde_json::json!({
+                "method": method,
+                "login": login,
+                "connection_id": req.connection_id,
+            }));
+        db::events::record(&state.db, &actor, event, now).await?;
+    }
+    Ok(Json(AuthReply::Allowed(Target {
+        user_id: user.id.clone(),
+        username: user.username.clone(),
+        host_id: host.id.clone(),
+        short_id: host.short_id.clone(),
+        linux_user: super::agent::linux_user(Some(&user.username)),
+        status: host.status.as_str().to_owned(),
+        address: host.address.clone(),
+    })))
+}
+
+fn denied(refusal: Refusal) -> AuthReply {
+    AuthReply::Denied {
+        reason: refusal.as_str().to_owned(),
+    }
+}
+
+/// A session started, ended, or could not reach its host.
+#[utoipa::path(post, path = "/v1/gateway/events", tag = "gateway",
+    request_body(content = Object, description = "wire::gateway::SessionEvent"),
+    responses((status = 204), (status = 401, body = crate::error::ErrorBody)))]
+async fn session_event(
+    State(state): State<AppState>,
+    _: GatewayAuth,
+    Json(req): Json<SessionEvent>,
+) -> ApiResult<StatusCode> {
+    let kind = match req.kind {
+        SessionEventKind::Started => "ssh.session_started",
+        SessionEventKind::Ended => "ssh.session_ended",
+        SessionEventKind::Failed => "ssh.session_failed",
+    };
+    let mut event = if req.kind == SessionEventKind::Failed {
+        NewEvent::failure(kind)
+    } else {
+        NewEvent::success(kind)
+    };
+    event = event
+        .user(&req.user_id)
+        .host(&req.host_id)
+        .details(serde_json::json!({
+            "connection_id": req.connection_id,
+            "bytes_in": req.bytes_in,
+            "bytes_out": req.bytes_out,
+            "duration_ms": req.duration_ms,
+            "error": req.error,
+        }));
+    let actor = Actor {
+        id: Some(req.user_id.clone()),
+        name: None,
+        ip: Some(req.client_ip.clone()),
+    };
+    db::events::record(&state.db, &actor, event, UtcTime::now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_forms() {
+        assert_eq!(parse_login("alice"), Some(("alice", None)));
+        assert_eq!(parse_login("alice+abcdefgh"), Some(("alice", Some("abcdefgh"))));
+        assert_eq!(parse_login("alice+short"), None);
+        assert_eq!(parse_login("+abcdefgh"), None);
+        assert_eq!(parse_login(""), None);
+    }
+}

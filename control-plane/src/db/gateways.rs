@@ -1,0 +1,32 @@
+//! SSH gateways and the client keys they log in to hosts with.
+
+use sqlx::SqliteExecutor;
+
+use super::UtcTime;
+
+/// Records (or refreshes) a gateway's client key.
+pub async fn upsert(
+    db: impl SqliteExecutor<'_>,
+    name: &str,
+    client_key: &str,
+    now: UtcTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO gateways (name, client_key, registered_at, last_seen_at) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (name) DO UPDATE SET client_key = excluded.client_key, last_seen_at = excluded.last_seen_at",
+    )
+    .bind(name)
+    .bind(client_key)
+    .bind(now)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Every gateway's key, deduplicated: installed in each host's root-owned authorized_keys.
+pub async fn client_keys(db: impl SqliteExecutor<'_>) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT DISTINCT client_key FROM gateways ORDER BY client_key")
+        .fetch_all(db)
+        .await
+}

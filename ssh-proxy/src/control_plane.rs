@@ -1,0 +1,78 @@
+//! The gateway's calls to the control plane (`/v1/gateway/…`): registration, login decisions and
+//! session events. Every call carries the gateway token.
+
+use std::time::Duration;
+
+use wire::gateway::{AuthReply, AuthRequest, Register, SessionEvent};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("control plane unreachable: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("control plane answered {status} to {path}")]
+    Status {
+        status: reqwest::StatusCode,
+        path: &'static str,
+    },
+}
+
+#[derive(Clone)]
+pub struct ControlPlane {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlPlane {
+    pub fn new(base: &str, token: &str) -> Result<Self, Error> {
+        Ok(Self {
+            http: reqwest::Client::builder().timeout(TIMEOUT).build()?,
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+        })
+    }
+
+    async fn post<B: serde::Serialize>(
+        &self,
+        path: &'static str,
+        body: &B,
+    ) -> Result<reqwest::Response, Error> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(wire::GATEWAY_TOKEN_HEADER, &self.token)
+            .json(body)
+            .send()
+            .await?;
+        if resp.status().is_success() {
+            Ok(resp)
+        } else {
+            Err(Error::Status {
+                status: resp.status(),
+                path,
+            })
+        }
+    }
+
+    pub async fn register(&self, req: &Register) -> Result<(), Error> {
+        self.post("/v1/gateway/register", req).await.map(drop)
+    }
+
+    pub async fn auth(&self, req: &AuthRequest) -> Result<AuthReply, Error> {
+        Ok(self.post("/v1/gateway/auth", req).await?.json().await?)
+    }
+
+    pub async fn session_event(&self, event: &SessionEvent) -> Result<(), Error> {
+        self.post("/v1/gateway/events", event).await.map(drop)
+    }
+}

@@ -1,0 +1,447 @@
+//! One client connection: russh's callbacks turned into calls on the control plane (who may log
+//! in, and to which host) and on the host's sshd (every channel and request relayed). Policy lives
+//! in the control plane; this file only carries it out.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use russh::keys::ssh_key::HashAlg;
+use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session};
+use russh::{Channel, ChannelId, ChannelOpenFailure, Pty, Sig, client};
+use wire::gateway::{AuthReply, AuthRequest, Credential, SessionEvent, SessionEventKind, Target};
+
+use crate::Context;
+use crate::relay::{self, SessionLink, Stats};
+use crate::upstream::{self, Upstream};
+
+pub struct Connection {
+    ctx: Arc<Context>,
+    id: String,
+    client_ip: String,
+    /// The host this connection logged in to (set by a successful, verified login).
+    target: Option<Target>,
+    upstream: Option<Arc<client::Handle<Upstream>>>,
+    /// Why the host cannot be reached, once that is known: told to every later channel.
+    unreachable: Option<String>,
+    sessions: HashMap<ChannelId, SessionLink>,
+    stats: Arc<Stats>,
+    started: Option<Instant>,
+}
+
+impl Connection {
+    pub fn new(ctx: Arc<Context>, peer: Option<std::net::SocketAddr>) -> Self {
+        Self {
+            ctx,
+            id: uuid::Uuid::new_v4().to_string(),
+            client_ip: peer.map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string()),
+            target: None,
+            upstream: None,
+            unreachable: None,
+            sessions: HashMap::new(),
+            stats: Arc::default(),
+            started: None,
+        }
+    }
+
+    async fn decide(&mut self, login: &str, credential: Credential) -> Auth {
+        let verified = !matches!(credential, Credential::PublicKey { verified: false, .. });
+        let req = AuthRequest {
+            login: login.to_owned(),
+            client_ip: self.client_ip.clone(),
+            connection_id: self.id.clone(),
+            credential,
+        };
+        match self.ctx.control_plane.auth(&req).await {
+            Ok(AuthReply::Allowed(target)) => {
+                if verified {
+                    tracing::info!(connection = %self.id, login, host = %target.short_id, "login accepted");
+                    self.target = Some(target);
+                }
+                Auth::Accept
+            }
+            Ok(AuthReply::Denied { reason }) => {
+                if verified {
+                    tracing::info!(connection = %self.id, login, reason, "login refused");
+                }
+                Auth::reject()
+            }
+            Ok(AuthReply::RateLimited { retry_after_secs }) => {
+                tracing::info!(connection = %self.id, login, retry_after_secs, "login refused: rate limited");
+                Auth::reject()
+            }
+            Err(e) => {
+                tracing::warn!(connection = %self.id, error = %e, "cannot ask the control plane; refusing the login");
+                Auth::reject()
+            }
+        }
+    }
+
+    /// The connection to the host's sshd, made on first use. `Err` is the line to show the user.
+    async fn upstream(&mut self, down: server::Handle) -> Result<Arc<client::Handle<Upstream>>, String> {
+        if let Some(up) = &self.upstream {
+            return Ok(up.clone());
+        }
+        if let Some(why) = &self.unreachable {
+            return Err(why.clone());
+        }
+        let Some(target) = self.target.clone() else {
+            return Err("not logged in".to_owned());
+        };
+        let result = if target.status == "running" {
+            let dial = upstream::Dial {
+                address: target.address.as_deref(),
+                port: self.ctx.host_ssh_port,
+                linux_user: &target.linux_user,
+                timeout: self.ctx.host_connect_timeout,
+            };
+            upstream::connect(
+                dial,
+                self.ctx.upstream_config.clone(),
+                self.ctx.client_key.clone(),
+                down,
+                self.stats.clone(),
+            )
+            .await
+            .map_err(|e| {
+                tracing::warn!(connection = %self.id, host = %target.short_id, error = %e, "cannot reach the host");
+                (format!("host {} cannot be reached right now; try again in a moment", target.short_id), e.to_string())
+            })
+        } else {
+            Err((
+                format!(
+                    "host {} is {}; start it (ask your operator, or use your entry link) and try again",
+                    target.short_id, target.status
+                ),
+                format!("host is {}", target.status),
+            ))
+        };
+        match result {
+            Ok(handle) => {
+                let handle = Arc::new(handle);
+                self.upstream = Some(handle.clone());
+                self.started = Some(Instant::now());
+                self.event(SessionEventKind::Started, None);
+                Ok(handle)
+            }
+            Err((shown, cause)) => {
+                self.unreachable = Some(shown.clone());
+                self.event(SessionEventKind::Failed, Some(cause));
+                Err(shown)
+            }
+        }
+    }
+
+    /// Sends a session event in the background: the audit log must not slow the session down.
+    fn event(&self, kind: SessionEventKind, error: Option<String>) {
+        let Some(target) = &self.target else { return };
+        let (bytes_in, bytes_out) = self.stats.totals();
+        let event = SessionEvent {
+            kind,
+            connection_id: self.id.clone(),
+            user_id: target.user_id.clone(),
+            host_id: target.host_id.clone(),
+            client_ip: self.client_ip.clone(),
+            bytes_in,
+            bytes_out,
+            duration_ms: self
+                .started
+                .map_or(0, |t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)),
+            error,
+        };
+        let cp = self.ctx.control_plane.clone();
+        tokio::spawn(async move {
+            if let Err(e) = cp.session_event(&event).await {
+                tracing::warn!(error = %e, connection = %event.connection_id, "session event not recorded");
+            }
+        });
+    }
+
+    fn link(&self, channel: ChannelId) -> Option<&SessionLink> {
+        self.sessions.get(&channel)
+    }
+
+    /// Answers the client's request with the host's answer to the same request.
+    async fn answer(session: &mut Session, channel: ChannelId, ok: bool) -> Result<(), russh::Error> {
+        if ok {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.started.is_some() {
+            self.event(SessionEventKind::Ended, None);
+        }
+    }
+}
+
+/// Relays one request that wants a reply: registers for the reply, sends, waits, answers.
+macro_rules! relay_request {
+    ($self:ident, $session:ident, $channel:ident, |$up:ident| $send:expr) => {{
+        let Some(link) = $self.link($channel) else {
+            return $session.channel_failure($channel);
+        };
+        let pending = link.expect_reply();
+        let $up = link.up();
+        let ok = $send.await.is_ok() && pending.outcome().await;
+        Connection::answer($session, $channel, ok).await
+    }};
+}
+
+impl server::Handler for Connection {
+    type Error = russh::Error;
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        Ok(self
+            .decide(
+                user,
+                Credential::Password {
+                    password: password.to_owned(),
+                },
+            )
+            .await)
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let Ok(public_key) = offer.public_key.to_openssh() else {
+            return Ok(Auth::reject());
+        };
+        Ok(self
+            .decide(
+                user,
+                Credential::PublicKey {
+                    public_key,
+                    verified: false,
+                },
+            )
+            .await)
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let Ok(public_key) = key.public_key.to_openssh() else {
+            return Ok(Auth::reject());
+        };
+        tracing::debug!(fingerprint = %key.public_key.fingerprint(HashAlg::Sha256), "public key verified");
+        Ok(self
+            .decide(
+                user,
+                Credential::PublicKey {
+                    public_key,
+                    verified: true,
+                },
+            )
+            .await)
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let up = match self.upstream(session.handle()).await {
+            Ok(up) => up,
+            Err(why) => {
+                reply.accept().await;
+                tokio::spawn(relay::refuse(channel, why));
+                return Ok(());
+            }
+        };
+        match up.channel_open_session().await {
+            Ok(up_channel) => {
+                let id = channel.id();
+                let link = relay::session(channel, up_channel, session.handle(), self.stats.clone());
+                self.sessions.insert(id, link);
+                reply.accept().await;
+            }
+            Err(e) => {
+                tracing::warn!(connection = %self.id, error = %e, "host refused a session channel");
+                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Ok(up) = self.upstream(session.handle()).await else {
+            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            return Ok(());
+        };
+        let (host, originator) = (host_to_connect.to_owned(), originator_address.to_owned());
+        let stats = self.stats.clone();
+        // In its own task: a slow or unreachable target must not hold up the connection's other
+        // channels.
+        tokio::spawn(async move {
+            match up
+                .channel_open_direct_tcpip(host, port_to_connect, originator, originator_port)
+                .await
+            {
+                Ok(up_channel) => {
+                    reply.accept().await;
+                    relay::pipe(channel, up_channel, stats).await;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "host refused a direct-tcpip channel");
+                    reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
+        self.sessions.remove(&channel);
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        term: &str,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        modes: &[(Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        relay_request!(self, session, channel, |up| up
+            .request_pty(true, term, col_width, row_height, pix_width, pix_height, modes))
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        variable_name: &str,
+        variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        relay_request!(self, session, channel, |up| up.set_env(
+            true,
+            variable_name,
+            variable_value
+        ))
+    }
+
+    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+        relay_request!(self, session, channel, |up| up.request_shell(true))
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        relay_request!(self, session, channel, |up| up.exec(true, data.to_vec()))
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        relay_request!(self, session, channel, |up| up.request_subsystem(true, name))
+    }
+
+    async fn agent_request(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Some(link) = self.link(channel) else {
+            return Ok(false);
+        };
+        let pending = link.expect_reply();
+        Ok(link.up().agent_forward(true).await.is_ok() && pending.outcome().await)
+    }
+
+    /// No reply is wanted (RFC 4254 6.7): forwarded as is, never waited on, so a resize in the
+    /// middle of heavy output cannot stall the connection.
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(link) = self.link(channel) {
+            let _ = link
+                .up()
+                .window_change(col_width, row_height, pix_width, pix_height)
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn signal(
+        &mut self,
+        channel: ChannelId,
+        signal: Sig,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(link) = self.link(channel) {
+            let _ = link.up().signal(signal).await;
+        }
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Ok(up) = self.upstream(session.handle()).await else {
+            return Ok(false);
+        };
+        match up.tcpip_forward(address, *port).await {
+            Ok(bound) => {
+                if *port == 0 {
+                    *port = bound;
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, address, port = *port, "host refused a remote forward");
+                Ok(false)
+            }
+        }
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Ok(up) = self.upstream(session.handle()).await else {
+            return Ok(false);
+        };
+        Ok(up.cancel_tcpip_forward(address, port).await.is_ok())
+    }
+}

@@ -1,0 +1,181 @@
+//! The real OpenSSH client against the SSH gateway: password logins through `sshpass -e` (the
+//! password in the environment, never on a command line), key logins with a key file or an agent,
+//! and tenants with a known password and a running host to log in to.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::AsyncWriteExt as _;
+
+use crate::docker::Out;
+use crate::hosts::{CREATE_LIMIT, NewHost};
+use crate::node::Node;
+
+/// How the client proves who it is.
+#[derive(Debug, Clone)]
+pub enum Login {
+    Password(String),
+    /// A private key file, and nothing else.
+    KeyFile(PathBuf),
+    /// The keys of the agent at this socket, and nothing else.
+    Agent(PathBuf),
+}
+
+/// A tenant with a known password and a running host.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub username: String,
+    pub password: String,
+    pub host: NewHost,
+}
+
+impl Tenant {
+    /// `username+shortid`, the login that names this host.
+    pub fn login(&self) -> String {
+        format!("{}+{}", self.username, self.host.short_id)
+    }
+}
+
+impl Node {
+    /// A tenant with a known password and a host of theirs, created and running.
+    pub async fn tenant(&self, username: &str) -> Tenant {
+        let password = format!("pw-{}", crate::fixtures::random_alnum(16));
+        let user = self
+            .admin
+            .post(
+                "/v1/admin/users",
+                json!({ "username": username, "password": password }),
+            )
+            .await;
+        let user_id = crate::fixtures::id(user.expect(201));
+        let host = self.create_host(&user_id).await;
+        self.task_succeeded(&host.task_id, CREATE_LIMIT, "create").await;
+        Tenant {
+            username: username.to_owned(),
+            password,
+            host,
+        }
+    }
+
+    /// An `ssh` command to the gateway as `login`, ready for more arguments (options, then the
+    /// command to run).
+    pub fn gateway_ssh(&self, login: &str, how: &Login) -> tokio::process::Command {
+        ssh_command(self.cp.ssh_port(), login, how, "ssh")
+    }
+}
+
+/// Options every client run uses: no config files, no host-key prompts, short time-outs.
+fn common_options(program: &str, port: u16) -> Vec<String> {
+    let port_flag = if program == "ssh" { "-p" } else { "-P" };
+    let mut args: Vec<String> = ["-F", "/dev/null", port_flag]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    args.push(port.to_string());
+    for opt in [
+        "StrictHostKeyChecking=no",
+        "UserKnownHostsFile=/dev/null",
+        "ConnectTimeout=15",
+        "ServerAliveInterval=10",
+        "LogLevel=ERROR",
+    ] {
+        args.push("-o".to_owned());
+        args.push(opt.to_owned());
+    }
+    args
+}
+
+fn auth_options(how: &Login) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut opt = |o: &str| {
+        args.push("-o".to_owned());
+        args.push(o.to_owned());
+    };
+    match how {
+        Login::Password(_) => {
+            opt("PubkeyAuthentication=no");
+            opt("PreferredAuthentications=password");
+            opt("NumberOfPasswordPrompts=1");
+        }
+        Login::KeyFile(path) => {
+            opt("PasswordAuthentication=no");
+            opt("PreferredAuthentications=publickey");
+            opt("IdentitiesOnly=yes");
+            opt("IdentityAgent=none");
+            args.push("-i".to_owned());
+            args.push(path.display().to_string());
+        }
+        Login::Agent(_) => {
+            opt("PasswordAuthentication=no");
+            opt("PreferredAuthentications=publickey");
+        }
+    }
+    args
+}
+
+/// `program` (`ssh`, `scp` or `sftp`) with the common and authentication options. For `ssh` the
+/// destination is appended (as `login@127.0.0.1`); `scp` and `sftp` callers add their operands.
+pub fn ssh_command(port: u16, login: &str, how: &Login, program: &str) -> tokio::process::Command {
+    let mut cmd = match how {
+        Login::Password(password) => {
+            let mut c = tokio::process::Command::new("sshpass");
+            c.env("SSHPASS", password).arg("-e").arg(program);
+            c
+        }
+        _ => tokio::process::Command::new(program),
+    };
+    cmd.env_remove("SSH_AUTH_SOCK");
+    if let Login::Agent(sock) = how {
+        cmd.env("SSH_AUTH_SOCK", sock);
+    }
+    cmd.args(common_options(program, port)).args(auth_options(how));
+    if program == "ssh" {
+        cmd.arg(format!("{login}@127.0.0.1"));
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs `cmd`, feeding `stdin` if given, and collects its output; panics if it runs past `limit`.
+pub async fn output(mut cmd: tokio::process::Command, stdin: Option<&[u8]>, limit: Duration) -> Out {
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let shown = format!("{:?}", cmd.as_std());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {shown}: {e}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin");
+        let input = input.to_vec();
+        tokio::spawn(async move {
+            let _ = pipe.write_all(&input).await;
+            let _ = pipe.shutdown().await;
+        });
+    }
+    let out = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{shown}: still running after {limit:?}"))
+        .expect("wait for the client");
+    Out {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A fresh ed25519 key pair in `dir`: the private key's path and the public key line.
+pub fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&path)
+        .status()
+        .expect("run ssh-keygen");
+    assert!(status.success(), "ssh-keygen failed");
+    let public = std::fs::read_to_string(path.with_extension("pub")).expect("read the public key");
+    (path, public.trim().to_owned())
+}
