@@ -4,5 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 mod ssh_gateway {
+    pub mod forwards;
     pub mod sessions;
+    pub mod transfers;
 }

@@ -21,3 +21,78 @@ async fn exec_and_exit_codes() {
     assert_eq!(out.stdout.trim(), "out-alice", "{out:?}");
     assert_eq!(out.stderr.trim(), "err-line", "{out:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn environment_signals_and_plain_login() {
+    let node = Node::embedded(&[]).await;
+    let bob = node.tenant("bob").await;
+    let pw = Login::Password(bob.password.clone());
+
+    // sshd accepts LC_* (AcceptEnv): the variable crosses both hops.
+    let mut cmd = node.gateway_ssh(&bob.login(), &pw);
+    cmd.args(["-o", "SetEnv=LC_CCP_CHECK=relayed", "echo env-$LC_CCP_CHECK"]);
+    let out = output(cmd, None, LIMIT).await;
+    assert_eq!(out.stdout.trim(), "env-relayed", "{out:?}");
+
+    // A command killed by a signal: the client learns it from the relayed exit-signal.
+    let mut cmd = node.gateway_ssh(&bob.login(), &pw);
+    cmd.arg("kill -TERM $$");
+    let out = output(cmd, None, LIMIT).await;
+    assert_eq!(
+        out.code,
+        Some(255),
+        "exit-signal is reported as 255 by OpenSSH: {out:?}"
+    );
+
+    // The plain login works for a user with one host; stdin reaches the command and EOF ends it.
+    let mut cmd = node.gateway_ssh("bob", &pw);
+    cmd.arg("wc -c");
+    let out = output(cmd, Some(&[b'x'; 100_000]), LIMIT).await;
+    assert_eq!(out.stdout.trim(), "100000", "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn interactive_pty() {
+    let node = Node::embedded(&[]).await;
+    let carol = node.tenant("carol").await;
+    // `script` gives the client a real terminal of 33x101; the pty request carries the size and
+    // TERM to the host, whose shell is driven by the typed lines.
+    let ssh = node.gateway_ssh(&carol.login(), &Login::Password(carol.password.clone()));
+    let mut line: Vec<String> = vec!["sshpass".into()];
+    line.extend(ssh.as_std().get_args().map(|a| a.to_string_lossy().into_owned()));
+    // sshpass -e ssh -tt …
+    line.insert(3, "-tt".into());
+    let quoted: Vec<String> = line.iter().map(|a| format!("'{a}'")).collect();
+    let inner = format!("stty cols 101 rows 33; TERM=xterm-256color {}", quoted.join(" "));
+    let mut cmd = tokio::process::Command::new("script");
+    cmd.args(["-qefc", &inner, "/dev/null"])
+        .env("SSHPASS", &carol.password)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let typed = b"tty\nstty size\necho term=$TERM\nexit 5\n";
+    let out = output(cmd, Some(typed), LIMIT).await;
+    assert_eq!(out.code, Some(5), "{out:?}");
+    assert!(out.stdout.contains("/dev/pts/"), "no pty in the host: {out:?}");
+    assert!(out.stdout.contains("33 101"), "window size not relayed: {out:?}");
+    assert!(
+        out.stdout.contains("term=xterm-256color"),
+        "TERM not relayed: {out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_sessions_at_once() {
+    let node = Node::embedded(&[]).await;
+    let dave = node.tenant("dave").await;
+    let pw = Login::Password(dave.password.clone());
+    let runs = (0..20).map(|i| {
+        let mut cmd = node.gateway_ssh(&dave.login(), &pw);
+        cmd.arg(format!("sleep 1; echo session-{i}"));
+        output(cmd, None, Duration::from_secs(120))
+    });
+    let outs = futures::future::join_all(runs).await;
+    for (i, out) in outs.iter().enumerate() {
+        assert_eq!(out.stdout.trim(), format!("session-{i}"), "session {i}: {out:?}");
+    }
+}
