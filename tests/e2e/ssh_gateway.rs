@@ -5,6 +5,7 @@
 
 mod ssh_gateway {
     pub mod forwards;
+    pub mod logins;
     pub mod sessions;
     pub mod transfers;
 }
