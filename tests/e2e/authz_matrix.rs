@@ -30,7 +30,8 @@ enum Access {
     Operator,
     /// A tenant: `/v1/user/*`.
     Tenant,
-    /// Node agents, with the agent token (no account token opens these): `/v1/agent/*`.
+    /// Node agents and SSH gateways, each with its own token (no account token opens these):
+    /// `/v1/agent/*`, `/v1/gateway/*`.
     Agent,
 }
 
@@ -43,7 +44,7 @@ fn access_of(path: &str) -> Access {
         p if p.starts_with("/v1/admin/") => Access::Operator,
         p if p.starts_with("/v1/user/") => Access::Tenant,
         p if p.starts_with("/v1/auth/") => Access::Signed,
-        p if p.starts_with("/v1/agent/") => Access::Agent,
+        p if p.starts_with("/v1/agent/") || p.starts_with("/v1/gateway/") => Access::Agent,
         other => panic!("route {other} is in no access class: decide who may call it and add it here"),
     }
 }

@@ -1,4 +1,5 @@
-//! `cloud-cli-proxy-bench hosts`: how long a host takes to become usable.
+//! `cloud-cli-proxy-bench hosts|ssh`: how long a host takes to become usable (`hosts`, below), and
+//! what the SSH gateway costs against a direct connection (`ssh`, in `ssh.rs`).
 //!
 //! Starts a control plane with its embedded agent on a temporary database, then measures:
 //!
@@ -24,6 +25,8 @@
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+mod ssh;
 
 use anyhow::{Context as _, bail};
 use cloud_cli_proxy_tests::docker::{self, docker_ok, remove_labelled, run_program};
@@ -55,9 +58,11 @@ fn parse_args() -> anyhow::Result<Args> {
     match args.next().as_deref() {
         Some("hosts") => {}
         Some("-h" | "--help") | None => {
-            bail!("usage: cloud-cli-proxy-bench hosts [--sequential N] [--burst N]")
+            bail!(
+                "usage: cloud-cli-proxy-bench hosts [--sequential N] [--burst N] | ssh [--mib N] [--logins N]"
+            )
         }
-        Some(other) => bail!("unknown benchmark `{other}` (known: hosts)"),
+        Some(other) => bail!("unknown benchmark `{other}` (known: hosts, ssh)"),
     }
     while let Some(flag) = args.next() {
         let value = args
@@ -248,6 +253,9 @@ async fn delete_hosts(node: &Node, ids: &[String]) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("ssh") {
+        return ssh::main(std::env::args().skip(2).collect()).await;
+    }
     let args = parse_args()?;
     docker::require_docker();
     eprintln!("building or checking the host image (images/build.sh)…");
