@@ -221,7 +221,6 @@ async fn openapi_routes(api: &Api) -> Vec<Route> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bootstrap and entry routes arrive with the access gateway (SSH proxy, scripts)"]
 async fn access_routes_are_served() {
     let cp = ControlPlane::start(Options::new()).await;
     let routes = openapi_routes(&cp.api()).await;

@@ -149,9 +149,17 @@ wait_ready() {
     done
 }
 
+# The askpass helper, removed on exit; global because the EXIT trap runs outside `connect`.
+ASKPASS_FILE=''
+remove_askpass() {
+    if [[ -n $ASKPASS_FILE ]]; then
+        rm -f -- "$ASKPASS_FILE"
+    fi
+}
+
 # connect HOST PORT USER SECRET: runs ssh on the terminal and returns its exit status.
 connect() {
-    local host=$1 port=$2 user=$3 secret=$4 rc=0 askpass
+    local host=$1 port=$2 user=$3 secret=$4 rc=0
     [[ $host =~ ^[A-Za-z0-9][A-Za-z0-9.:-]*$ ]] || die "$EXIT_PROTOCOL" "the server sent a bad SSH host"
     [[ $port =~ ^[0-9]{1,5}$ ]] || die "$EXIT_PROTOCOL" "the server sent a bad SSH port"
     [[ $user =~ ^[A-Za-z0-9][A-Za-z0-9._-]*\+[a-z0-9]+$ ]] || die "$EXIT_PROTOCOL" "the server sent a bad SSH user"
@@ -164,12 +172,12 @@ connect() {
         SSHPASS=$secret sshpass -e ssh "${opts[@]}" -- "$host" <&3 || rc=$?
     else
         # The helper holds no secret: ssh hands it its own environment, where the secret is.
-        askpass=$(mktemp "${TMPDIR:-/tmp}/ccp-askpass.XXXXXX")
-        trap 'rm -f -- "$askpass"' EXIT
+        trap remove_askpass EXIT
+        ASKPASS_FILE=$(mktemp "${TMPDIR:-/tmp}/ccp-askpass.XXXXXX")
         # shellcheck disable=SC2016 # the helper expands the variable, not this script
-        printf '#!/bin/sh\nprintf "%%s\\n" "$CCP_SSH_SECRET"\n' >"$askpass"
-        chmod 700 "$askpass"
-        CCP_SSH_SECRET=$secret SSH_ASKPASS=$askpass SSH_ASKPASS_REQUIRE=force \
+        printf '#!/bin/sh\nprintf "%%s\\n" "$CCP_SSH_SECRET"\n' >"$ASKPASS_FILE"
+        chmod 700 "$ASKPASS_FILE"
+        CCP_SSH_SECRET=$secret SSH_ASKPASS=$ASKPASS_FILE SSH_ASKPASS_REQUIRE=force \
             ssh "${opts[@]}" -- "$host" <&3 || rc=$?
     fi
     return "$rc"
