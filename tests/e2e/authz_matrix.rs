@@ -160,8 +160,8 @@ const SEED_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/admin/dashboard/stats"),
 ];
 
-/// The seed's access routes (bootstrap and entry short links). They come with the access gateway;
-/// `access_routes_are_served` checks them once they do.
+/// The seed's access routes (bootstrap and entry short links), public but with their own auth;
+/// `access_routes_are_served` checks that the document lists them.
 const ACCESS_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/bootstrap/script"),
     ("POST", "/v1/bootstrap/sessions"),

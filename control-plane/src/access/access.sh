@@ -151,6 +151,7 @@ wait_ready() {
 
 # The askpass helper, removed on exit; global because the EXIT trap runs outside `connect`.
 ASKPASS_FILE=''
+# shellcheck disable=SC2317 # called by the EXIT trap
 remove_askpass() {
     if [[ -n $ASKPASS_FILE ]]; then
         rm -f -- "$ASKPASS_FILE"
