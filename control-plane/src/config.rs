@@ -100,6 +100,16 @@ pub struct Config {
         default_value = "/var/lib/cloud-cli-proxy/ssh-proxy"
     )]
     pub ssh_proxy_state_dir: std::path::PathBuf,
+    /// Lifetime of the single-use SSH secrets the bootstrap and entry routes hand out, in seconds
+    /// (10-3600).
+    #[arg(long, env = "HANDOFF_TTL_SECS", default_value_t = 120)]
+    pub handoff_ttl_secs: u64,
+
+    /// Extra listener for the access routes only (`/entry/{short_id}`, `/v1/entry/…`,
+    /// `/v1/bootstrap/…`), e.g. `:80` so short links work without a port. Off when unset.
+    #[arg(long, env = "ENTRY_ADDR")]
+    pub entry_addr: Option<ListenAddr>,
+
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
@@ -108,6 +118,18 @@ pub struct Config {
 impl Config {
     pub fn token_ttl(&self) -> Duration {
         Duration::from_secs(self.token_ttl_secs)
+    }
+
+    /// The SSH secret lifetime after its range check; `Err` carries the one line to print.
+    pub fn checked_handoff_ttl(&self) -> Result<Duration, String> {
+        if (10..=3600).contains(&self.handoff_ttl_secs) {
+            Ok(Duration::from_secs(self.handoff_ttl_secs))
+        } else {
+            Err(format!(
+                "HANDOFF_TTL_SECS must be 10 to 3600 seconds, not {}",
+                self.handoff_ttl_secs
+            ))
+        }
     }
 
     /// The JWT secret after the strength check; `Err` carries the one line to print.

@@ -1,6 +1,7 @@
 //! The cloud-cli-proxy control plane: the operator's HTTP API, authentication, the database, durable
 //! host tasks and the audit log. `run` is the whole server; `main.rs` only parses configuration.
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod config;
@@ -55,6 +56,8 @@ pub struct Settings {
     pub ssh_host: String,
     pub ssh_port: u16,
     pub trust_forwarded_for: bool,
+    /// Lifetime of the single-use SSH secrets of the bootstrap and entry flows.
+    pub handoff_ttl: Duration,
 }
 
 /// Shared state of every handler.
@@ -93,12 +96,15 @@ impl AppState {
         let db = db::connect(&config.database_url).await?;
         auth::admin::ensure(&db, &config.admin_username, config.admin_password.as_ref()).await?;
         let public_base_url = config.public_base_url(bound_port);
+        access::script::check_base_url(&public_base_url).map_err(|e| StartError::Config(e.to_string()))?;
+        let handoff_ttl = config.checked_handoff_ttl().map_err(StartError::Config)?;
         let ssh_host = host_of(&public_base_url).unwrap_or("localhost").to_owned();
         let settings = Settings {
             public_base_url,
             ssh_host,
             ssh_port,
             trust_forwarded_for: config.trust_forwarded_for,
+            handoff_ttl,
         };
         let decoy = tokio::task::spawn_blocking(auth::password::decoy_hash).await?;
         let agent_token = match &config.agent_token {
@@ -251,6 +257,21 @@ fn loopback_host(addr: SocketAddr) -> String {
     }
 }
 
+/// Serves the access routes alone on the `ENTRY_ADDR` listener until the server stops.
+async fn serve_entry(
+    state: AppState,
+    max_body_bytes: usize,
+    listener: TcpListener,
+    stopping: tokio_util::sync::CancellationToken,
+) -> Result<(), std::io::Error> {
+    let addr = listener.local_addr()?;
+    let app = api::access_router(state, max_body_bytes);
+    tracing::info!(%addr, "entry listener listening");
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move { stopping.cancelled().await })
+        .await
+}
+
 /// `http://host:port/…` → `host`.
 fn host_of(url: &str) -> Option<&str> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
@@ -282,12 +303,29 @@ pub async fn run(
             .map_err(|e| StartError::Config(format!("cannot record the SSH gateway key: {e}")))?;
     }
     let app = api::router(state.clone(), config.max_body_bytes);
+    let entry = match config.entry_addr {
+        Some(entry_addr) => Some(
+            TcpListener::bind(entry_addr.0)
+                .await
+                .map_err(StartError::Listener)?,
+        ),
+        None => None,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(tasks::run_scheduler(state.clone(), stop_rx.clone()));
     let embedded_agent = if config.embedded_agent {
         Some(tokio::spawn(run_embedded_agent(&state, addr, stop_rx.clone())))
     } else {
         None
+    };
+    let entry_server = match entry {
+        Some(listener) => Some(tokio::spawn(serve_entry(
+            state.clone(),
+            config.max_body_bytes,
+            listener,
+            state.stopping.clone(),
+        ))),
+        None => None,
     };
     let embedded_gateway = gateway.map(|g| tokio::spawn(g.run(&state, addr, stop_rx.clone())));
     tracing::info!(%addr, ssh_port, public_base_url = %state.settings.public_base_url, "control plane listening");
@@ -302,6 +340,9 @@ pub async fn run(
         })
         .await;
     let _ = scheduler.await;
+    if let Some(entry) = entry_server {
+        entry.await?.map_err(StartError::Serve)?;
+    }
     if let Some(agent) = embedded_agent {
         let _ = agent.await;
     }

@@ -287,7 +287,17 @@ pub async fn stop_expired(state: &AppState) -> Result<usize, crate::error::ApiEr
     Ok(stopped)
 }
 
-/// Runs the lease recovery and the expiry scanner until `shutdown`.
+/// Deletes SSH handoff secrets and bootstrap sessions that have expired: they can never be used
+/// again, and keeping their hashes serves nobody.
+pub async fn purge_access_secrets(state: &AppState) -> Result<u64, sqlx::Error> {
+    let now = UtcTime::now();
+    let handoffs = db::handoffs::purge_expired(&state.db, now).await?;
+    let sessions = db::bootstrap::purge_expired(&state.db, now).await?;
+    Ok(handoffs + sessions)
+}
+
+/// Runs the lease recovery, the purge of expired access secrets and the expiry scanner until
+/// `shutdown`.
 pub async fn run_scheduler(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -300,6 +310,14 @@ pub async fn run_scheduler(state: AppState, mut shutdown: tokio::sync::watch::Re
             Ok(0) => {}
             Ok(n) => tracing::warn!(tasks = n, "took back task attempts whose agent stopped reporting"),
             Err(e) => tracing::error!(error = %e, "lease recovery failed"),
+        }
+        match purge_access_secrets(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(
+                rows = n,
+                "purged expired SSH handoff secrets and bootstrap sessions"
+            ),
+            Err(e) => tracing::error!(error = %e, "purging expired access secrets failed"),
         }
         match stop_expired(&state).await {
             Ok(0) => {}

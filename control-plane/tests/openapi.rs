@@ -54,6 +54,12 @@ const SEED_ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/v1/admin/tasks"),
     ("GET", "/v1/admin/events"),
     ("GET", "/v1/admin/dashboard/stats"),
+    ("GET", "/v1/bootstrap/script"),
+    ("POST", "/v1/bootstrap/sessions"),
+    ("GET", "/v1/bootstrap/tasks/{task_id}"),
+    ("GET", "/v1/bootstrap/tasks/{task_id}/handoff"),
+    ("GET", "/entry/{short_id}"),
+    ("POST", "/v1/entry/{short_id}/auth"),
 ];
 
 fn documented_operations(doc: &serde_json::Value) -> Vec<(String, String)> {

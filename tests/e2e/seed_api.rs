@@ -547,7 +547,6 @@ async fn user_portal() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bootstrap and entry scripts arrive with the access gateway (SSH proxy, scripts)"]
 async fn bootstrap_and_entry_scripts() {
     let cp = ControlPlane::start(Options::new()).await;
     let admin = cp.admin().await;

@@ -89,6 +89,8 @@ pub struct Api {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
+    /// Further headers sent with every request (`x-agent-token`, `x-bootstrap-secret`).
+    headers: Vec<(String, String)>,
 }
 
 impl Api {
@@ -103,6 +105,17 @@ impl Api {
             base: base.into(),
             http,
             token: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// The same client, also sending `name: value` with every request.
+    pub fn with_header(&self, name: &str, value: &str) -> Self {
+        let mut headers = self.headers.clone();
+        headers.push((name.to_owned(), value.to_owned()));
+        Self {
+            headers,
+            ..self.clone()
         }
     }
 
@@ -205,6 +218,9 @@ impl Api {
         let mut req = self.http.request(method.clone(), &url);
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
+        }
+        for (name, value) in &self.headers {
+            req = req.header(name, value);
         }
         req = match body {
             Body::None => req,

@@ -9,6 +9,7 @@
     reason = "test-only crate: a failed expectation must stop the test loudly"
 )]
 
+pub mod access;
 pub mod api;
 pub mod docker;
 pub mod fixtures;
@@ -17,6 +18,7 @@ pub mod hosts;
 pub mod node;
 pub mod process;
 pub mod shapes;
+pub mod terminal;
 
 pub use api::{
     Api, Body, Problems, Resp, assert_error, assert_error_field, assert_keys, error_problem, eventually,

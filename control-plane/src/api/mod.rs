@@ -1,6 +1,7 @@
 //! The HTTP API: one module per resource, each exposing `router()`, merged here together with the
 //! OpenAPI document that is generated from the same handlers.
 
+pub mod access;
 pub mod agent;
 pub mod api_tokens;
 pub mod auth;
@@ -64,6 +65,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(dashboard::router())
         .merge(portal::router())
         .merge(agent::router())
+        .merge(access::router())
 }
 
 /// The OpenAPI document served at `/openapi.json`.
@@ -75,14 +77,28 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let (router, doc) = routes().split_for_parts();
     let doc = std::sync::Arc::new(doc);
+    let router = router.route(
+        "/openapi.json",
+        axum::routing::get(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc.as_ref().clone()) }
+        }),
+    );
+    finish(router, max_body_bytes).with_state(state)
+}
+
+/// Only the bootstrap and entry routes, for the `ENTRY_ADDR` listener (short links on port 80
+/// without opening the whole API there).
+pub fn access_router(state: AppState, max_body_bytes: usize) -> Router {
+    let (router, _) = OpenApiRouter::<AppState>::new()
+        .merge(access::router())
+        .split_for_parts();
+    finish(router, max_body_bytes).with_state(state)
+}
+
+/// The fallbacks, body limit and request span every listener shares.
+fn finish(router: Router<AppState>, max_body_bytes: usize) -> Router<AppState> {
     router
-        .route(
-            "/openapi.json",
-            axum::routing::get(move || {
-                let doc = doc.clone();
-                async move { axum::Json(doc.as_ref().clone()) }
-            }),
-        )
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -92,7 +108,6 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
                 tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
             }),
         )
-        .with_state(state)
 }
 
 async fn route_not_found() -> ApiError {

@@ -121,6 +121,7 @@ pub async fn get(db: impl SqliteExecutor<'_>, id: &str) -> Result<Option<Host>, 
         .await
 }
 
+/// A host by its short id.
 pub async fn get_by_short_id(
     db: impl SqliteExecutor<'_>,
     short_id: &str,
@@ -283,4 +284,14 @@ pub async fn on_node(db: impl SqliteExecutor<'_>, node_id: &str) -> Result<Vec<H
         .bind(node_id)
         .fetch_all(db)
         .await
+}
+
+/// The oldest host of a user that is not on its way out: the one a login without a short id reaches.
+pub async fn first_of_user(db: impl SqliteExecutor<'_>, user_id: &str) -> Result<Option<Host>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{SELECT} WHERE h.user_id = ? AND h.status <> 'deleting' ORDER BY h.created_at, h.id LIMIT 1"
+    ))
+    .bind(user_id)
+    .fetch_optional(db)
+    .await
 }

@@ -2,6 +2,7 @@
 
 pub mod api_tokens;
 pub mod bindings;
+pub mod bootstrap;
 pub mod egress_ips;
 pub mod events;
 pub mod gateways;

@@ -386,3 +386,17 @@ pub async fn running_on_node(db: impl SqliteExecutor<'_>, node_id: &str) -> Resu
     .fetch_all(db)
     .await
 }
+
+/// The newest queued or running task of a host: the last thing that will happen to it.
+pub async fn latest_active_for_host(
+    db: impl SqliteExecutor<'_>,
+    host_id: &str,
+) -> Result<Option<Task>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM tasks WHERE host_id = ? AND status IN ('queued', 'running') \
+         ORDER BY created_at DESC, id DESC LIMIT 1"
+    ))
+    .bind(host_id)
+    .fetch_optional(db)
+    .await
+}

@@ -1,0 +1,98 @@
+//! Bootstrap sessions: one per right password on the bootstrap or entry route, naming the host the
+//! caller may reach, the host task that brings it up, and whether the single-use SSH secret was
+//! already handed out.
+
+use sqlx::SqliteExecutor;
+
+use super::UtcTime;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Session {
+    pub id: String,
+    pub user_id: String,
+    pub host_id: String,
+    pub task_id: Option<String>,
+    pub secret_hash: String,
+    pub created_at: UtcTime,
+    pub expires_at: UtcTime,
+    pub handoff_at: Option<UtcTime>,
+}
+
+const COLUMNS: &str = "id, user_id, host_id, task_id, secret_hash, created_at, expires_at, handoff_at";
+
+pub struct NewSession<'a> {
+    pub user_id: &'a str,
+    pub host_id: &'a str,
+    pub task_id: Option<&'a str>,
+    /// The session secret in clear; only its hash is stored.
+    pub secret: &'a str,
+    pub expires_at: UtcTime,
+    /// Set when the SSH secret goes out with the answer that creates the session.
+    pub handoff_at: Option<UtcTime>,
+}
+
+pub async fn insert(
+    db: impl SqliteExecutor<'_>,
+    s: NewSession<'_>,
+    now: UtcTime,
+) -> Result<Session, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO bootstrap_sessions (id, user_id, host_id, task_id, secret_hash, created_at, expires_at, \
+         handoff_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
+    ))
+    .bind(super::new_id())
+    .bind(s.user_id)
+    .bind(s.host_id)
+    .bind(s.task_id)
+    .bind(super::handoffs::hash(s.secret))
+    .bind(now)
+    .bind(s.expires_at)
+    .bind(s.handoff_at)
+    .fetch_one(db)
+    .await
+}
+
+/// A session that has not expired yet.
+pub async fn get_live(
+    db: impl SqliteExecutor<'_>,
+    id: &str,
+    now: UtcTime,
+) -> Result<Option<Session>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM bootstrap_sessions WHERE id = ? AND expires_at > ?"
+    ))
+    .bind(id)
+    .bind(now)
+    .fetch_optional(db)
+    .await
+}
+
+/// Marks the handoff of a live session done if `secret` is its secret and it was not done before;
+/// true when this call did it. One statement, so two racing calls cannot both get an SSH secret.
+pub async fn take_handoff(
+    db: impl SqliteExecutor<'_>,
+    id: &str,
+    secret: &str,
+    now: UtcTime,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE bootstrap_sessions SET handoff_at = ? \
+         WHERE id = ? AND secret_hash = ? AND handoff_at IS NULL AND expires_at > ?",
+    )
+    .bind(now)
+    .bind(id)
+    .bind(super::handoffs::hash(secret))
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Deletes sessions that expired before `before`.
+pub async fn purge_expired(db: impl SqliteExecutor<'_>, before: UtcTime) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM bootstrap_sessions WHERE expires_at < ?")
+        .bind(before)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected())
+}
