@@ -85,6 +85,11 @@ pub struct Config {
     #[arg(long, env = "EMBEDDED_AGENT", default_value_t = true, action = clap::ArgAction::Set)]
     pub embedded_agent: bool,
 
+    /// TCP port of the web VNC (noVNC and websockify) inside host containers, where the VNC proxy
+    /// connects; the same variable sets the embedded agent's port, and separate agents must agree.
+    #[arg(long, env = "VNC_PORT", default_value_t = 6080, value_parser = clap::value_parser!(u16).range(1..))]
+    pub vnc_port: u16,
+
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,

@@ -14,6 +14,7 @@ pub mod portal;
 pub mod ssh_keys;
 pub mod tasks;
 pub mod users;
+pub mod vnc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -21,7 +22,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use tower_http::trace::TraceLayer;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 
@@ -43,6 +44,11 @@ impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        // Set by `POST …/vnc-session` for the VNC proxy routes, where browsers cannot send headers.
+        components.add_security_scheme(
+            "vnc_cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(crate::vnc::cookie::COOKIE_NAME))),
+        );
     }
 }
 
@@ -61,6 +67,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(events::router())
         .merge(dashboard::router())
         .merge(portal::router())
+        .merge(vnc::router())
         .merge(agent::router())
 }
 
