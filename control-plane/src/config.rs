@@ -226,6 +226,15 @@ mod tests {
     }
 
     #[test]
+    fn vnc_port_defaults_to_6080_and_refuses_zero() {
+        let base = ["cp", "--jwt-secret", "x"];
+        assert_eq!(Config::parse_from(base).vnc_port, 6080);
+        let set = Config::parse_from(base.iter().chain(&["--vnc-port", "5999"]));
+        assert_eq!(set.vnc_port, 5999);
+        assert!(Config::try_parse_from(base.iter().chain(&["--vnc-port", "0"])).is_err());
+    }
+
+    #[test]
     fn secrets_are_redacted_in_debug() {
         let s = Secret::new("hunter2-hunter2");
         assert!(!format!("{s:?}").contains("hunter2"));

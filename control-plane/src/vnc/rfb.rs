@@ -88,9 +88,12 @@ impl Input {
     }
 }
 
+/// The big-endian u32 at the start of `bytes` (callers have checked there are four).
 fn be_u32(bytes: &[u8]) -> usize {
     let mut word = [0u8; 4];
-    word.copy_from_slice(&bytes[..4]);
+    for (slot, byte) in word.iter_mut().zip(bytes) {
+        *slot = *byte;
+    }
     u32::from_be_bytes(word) as usize
 }
 
