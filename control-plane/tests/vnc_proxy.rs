@@ -457,6 +457,7 @@ async fn websocket_authenticates_upstream_and_relays() {
     assert_eq!(ended.host_id.as_deref(), Some(f.host_id.as_str()));
     assert_eq!(ended.user_id.as_deref(), Some(f.owner_id.as_str()));
     assert_eq!(ended.details["route"], "admin");
+    assert_eq!(ended.details["closed_by"], "browser");
     assert_eq!(
         ended.details["bytes_from_browser"], 4,
         "ClientInit + 3 echoed bytes"

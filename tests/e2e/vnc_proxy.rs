@@ -184,7 +184,21 @@ async fn loads_through(base: &str, vnc_path: &str, cred: Cred<'_>, who: &str) {
         .unwrap_or_else(|e| panic!("{who}: WebSocket refused: {e}"));
     let (w, h, name) = rfb_as_browser(&mut ws).await;
     assert_eq!((w, h), DESKTOP, "{who}: desktop {name}");
+    close(ws).await;
+}
+
+/// Closes as a browser does: sends Close and reads until the proxy's Close (pixels may still be
+/// on their way).
+async fn close(mut ws: Ws) {
     ws.close(None).await.unwrap();
+    let drained = tokio::time::timeout(STEP, async {
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_close() {
+                break;
+            }
+        }
+    });
+    drained.await.expect("the proxy did not answer Close");
 }
 
 fn refused_with(result: Result<Ws, tungstenite::Error>, status: u16, what: &str) {
@@ -281,6 +295,7 @@ async fn vnc_proxy_for_owner_and_admin_only() {
         assert!(e["details"]["bytes_to_browser"].as_u64().unwrap() > 24, "{e}");
         assert!(e["details"]["bytes_from_browser"].as_u64().unwrap() > 0, "{e}");
         assert!(e["details"]["duration_ms"].is_u64(), "{e}");
+        assert_eq!(e["details"]["closed_by"], "browser", "{e}");
     }
 
     direct_connection_is_refused(&node, &host.short_id).await;

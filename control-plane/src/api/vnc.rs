@@ -425,10 +425,13 @@ async fn websocket(
                 "duration_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             });
             let ended = match result {
-                Ok(()) => NewEvent {
-                    kind: "vnc.session_ended",
-                    ..event
-                },
+                Ok(end) => {
+                    details["closed_by"] = serde_json::Value::String(end.as_str().to_owned());
+                    NewEvent {
+                        kind: "vnc.session_ended",
+                        ..event
+                    }
+                }
                 Err(e) => {
                     tracing::info!(error = %e, host_id = %host.id, "VNC session ended with an error");
                     details["error"] = serde_json::Value::String(e.to_string());

@@ -145,13 +145,34 @@ pub struct Traffic {
     pub from_browser: u64,
 }
 
+/// Who ended a session that got past its handshakes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The browser closed or went away (a closed tab resets the connection: not an error).
+    Browser,
+    /// The host's VNC server or websockify closed.
+    Host,
+    /// The control plane is stopping.
+    Stopping,
+}
+
+impl End {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Browser => "browser",
+            Self::Host => "host",
+            Self::Stopping => "stopping",
+        }
+    }
+}
+
 /// Runs the browser's side of the RFB handshake (security None) and then relays both ways until
 /// either side closes or `stop` fires. Returns what was relayed, also when it ends in an error.
 pub async fn relay(
     mut browser: WebSocket,
     upstream: Upstream,
     stop: CancellationToken,
-) -> (Traffic, Result<(), Error>) {
+) -> (Traffic, Result<End, Error>) {
     let mut traffic = Traffic::default();
     let Upstream {
         ws: mut server,
@@ -175,9 +196,9 @@ pub async fn relay(
             traffic.from_browser += rest.len() as u64;
             server.send(UpstreamMessage::Binary(rest.into())).await?;
         }
-        loop {
+        let end = loop {
             tokio::select! {
-                () = stop.cancelled() => break,
+                () = stop.cancelled() => break End::Stopping,
                 msg = browser.recv() => match msg {
                     Some(Ok(BrowserMessage::Binary(b))) => {
                         traffic.from_browser += b.len() as u64;
@@ -185,21 +206,27 @@ pub async fn relay(
                     }
                     // Pings are answered by axum; text has no meaning in RFB.
                     Some(Ok(BrowserMessage::Ping(_) | BrowserMessage::Pong(_) | BrowserMessage::Text(_))) => {}
-                    Some(Ok(BrowserMessage::Close(_))) | None => break,
-                    Some(Err(e)) => return Err(Error::Browser(e)),
+                    Some(Ok(BrowserMessage::Close(_))) | None => break End::Browser,
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "browser WebSocket ended without a close");
+                        break End::Browser;
+                    }
                 },
                 msg = server.next() => match msg {
                     Some(Ok(UpstreamMessage::Binary(b))) => {
                         traffic.to_browser += b.len() as u64;
-                        browser.send(BrowserMessage::Binary(b)).await.map_err(Error::Browser)?;
+                        if let Err(e) = browser.send(BrowserMessage::Binary(b)).await {
+                            tracing::debug!(error = %e, "browser WebSocket gone while sending");
+                            break End::Browser;
+                        }
                     }
-                    Some(Ok(UpstreamMessage::Close(_))) | None => break,
+                    Some(Ok(UpstreamMessage::Close(_))) | None => break End::Host,
                     Some(Ok(_)) => {}
                     Some(Err(e)) => return Err(e.into()),
                 },
             }
-        }
-        Ok(())
+        };
+        Ok(end)
     }
     .await;
     let _ = browser.send(BrowserMessage::Close(None)).await;
