@@ -110,6 +110,11 @@ pub struct Config {
     #[arg(long, env = "ENTRY_ADDR")]
     pub entry_addr: Option<ListenAddr>,
 
+    /// TCP port of the web VNC (noVNC and websockify) inside host containers, where the VNC proxy
+    /// connects; the same variable sets the embedded agent's port, and separate agents must agree.
+    #[arg(long, env = "VNC_PORT", default_value_t = 6080, value_parser = clap::value_parser!(u16).range(1..))]
+    pub vnc_port: u16,
+
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
@@ -255,6 +260,15 @@ mod tests {
         assert!(weak_secret_reason(&"a".repeat(64)).is_some());
         assert!(weak_secret_reason("changeme-changeme-changeme-changeme-0123456789").is_some());
         assert!(weak_secret_reason("Xk3v9Qp2LmZr7Tb4Nw8Hc6Jd1Fg5Ys0Ae").is_none());
+    }
+
+    #[test]
+    fn vnc_port_defaults_to_6080_and_refuses_zero() {
+        let base = ["cp", "--jwt-secret", "x"];
+        assert_eq!(Config::parse_from(base).vnc_port, 6080);
+        let set = Config::parse_from(base.iter().chain(&["--vnc-port", "5999"]));
+        assert_eq!(set.vnc_port, 5999);
+        assert!(Config::try_parse_from(base.iter().chain(&["--vnc-port", "0"])).is_err());
     }
 
     #[test]

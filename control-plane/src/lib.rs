@@ -12,6 +12,7 @@ pub mod extract;
 pub mod hosts;
 pub mod tasks;
 pub mod telemetry;
+pub mod vnc;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -43,6 +44,8 @@ pub enum StartError {
     SshKeys(#[from] ssh_proxy::keys::Error),
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("VNC proxy client: {0}")]
+    VncClient(#[source] reqwest::Error),
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -79,6 +82,8 @@ pub struct AppState {
     pub gateway_token: Option<Arc<str>>,
     /// Cancelled when the server begins to stop, so long polls end at once.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// How hosts' web VNC is reached.
+    pub vnc: vnc::Proxy,
 }
 
 impl std::fmt::Debug for AppState {
@@ -143,6 +148,7 @@ impl AppState {
             task_updates: tokio::sync::broadcast::channel(256).0,
             gateway_token,
             stopping: tokio_util::sync::CancellationToken::new(),
+            vnc: vnc::Proxy::new(config.vnc_port).map_err(StartError::VncClient)?,
         })
     }
 }
@@ -160,12 +166,16 @@ fn run_embedded_agent(
 
     let url = format!("http://{}:{}", loopback_host(addr), addr.port());
     let token = state.agent_token.as_deref().unwrap_or_default().to_owned();
+    // The agent's port follows the proxy's, so a `--vnc-port` flag (not only `VNC_PORT`) reaches it.
+    let vnc_port = state.vnc.port.to_string();
     let config = agent::Config::try_parse_from([
         "cloud-cli-proxy-agent",
         "--control-plane-url",
         &url,
         "--agent-token",
         &token,
+        "--vnc-port",
+        &vnc_port,
     ]);
     async move {
         let config = match config {

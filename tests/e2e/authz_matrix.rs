@@ -183,6 +183,8 @@ const DOC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/admin/bindings/{}"),
     ("GET", "/v1/admin/tasks/{}"),
     ("POST", "/v1/admin/tasks/{}/cancel"),
+    ("POST", "/v1/admin/hosts/{}/vnc-session"),
+    ("POST", "/v1/user/hosts/{}/vnc-session"),
 ];
 
 /// `/a/{x}/b/{y}` → `/a/{}/b/{}`.

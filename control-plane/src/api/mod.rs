@@ -16,6 +16,7 @@ pub mod portal;
 pub mod ssh_keys;
 pub mod tasks;
 pub mod users;
+pub mod vnc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -23,7 +24,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use tower_http::trace::TraceLayer;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 
@@ -45,6 +46,11 @@ impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        // Set by `POST …/vnc-session` for the VNC proxy routes, where browsers cannot send headers.
+        components.add_security_scheme(
+            "vnc_cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(crate::vnc::cookie::COOKIE_NAME))),
+        );
     }
 }
 
@@ -64,6 +70,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(events::router())
         .merge(dashboard::router())
         .merge(portal::router())
+        .merge(vnc::router())
         .merge(agent::router())
         .merge(access::router())
 }

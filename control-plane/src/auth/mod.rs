@@ -32,6 +32,8 @@ pub struct Keys {
     decoding: DecodingKey,
     /// Keys the stored hashes of API tokens, so rotating the secret also ends every API token.
     token_mac_key: Vec<u8>,
+    /// Signs VNC session cookies (`vnc::cookie`); derived apart so no cookie passes for a token.
+    vnc_cookie_key: Vec<u8>,
     pub session_ttl: std::time::Duration,
 }
 
@@ -57,13 +59,20 @@ impl Keys {
     pub fn new(secret: &str, session_ttl: std::time::Duration) -> Self {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
             .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        let mut cookie_mac = mac.clone();
         mac.update(b"cloud-cli-proxy api-token v1");
+        cookie_mac.update(b"cloud-cli-proxy vnc-cookie v1");
         Self {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             token_mac_key: mac.finalize().into_bytes().to_vec(),
+            vnc_cookie_key: cookie_mac.finalize().into_bytes().to_vec(),
             session_ttl,
         }
+    }
+
+    pub fn vnc_cookie_key(&self) -> &[u8] {
+        &self.vnc_cookie_key
     }
 
     /// A session token for `user`, valid for the configured lifetime from `now`.
@@ -166,7 +175,7 @@ impl FromRequestParts<AppState> for ClientIp {
     }
 }
 
-fn bearer(parts: &Parts) -> Option<&str> {
+pub fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme

@@ -373,6 +373,10 @@ impl Fixture {
                 return;
             }
             ("POST", "/v1/admin/hosts") => (shape.clone(), self.body_for(route), 201),
+            // A cookie for the VNC proxy, not a host action.
+            ("POST", "/v1/admin/hosts/{}/vnc-session" | "/v1/user/hosts/{}/vnc-session") => {
+                (self.path(route), None, 200)
+            }
             ("POST", s) if s.starts_with("/v1/admin/hosts/{}/") => (self.path(route), None, 202),
             ("DELETE", "/v1/admin/hosts/{}") => (
                 format!("/v1/admin/hosts/{}", id(&self.fresh_host().await)),
