@@ -145,6 +145,8 @@ main() {
     export DATABASE_URL=${DATABASE_URL:-sqlite://./$STATE_DIR/cloud-cli-proxy.db}
     # The embedded agent keeps each host's secret files here.
     export AGENT_STATE_DIR=${AGENT_STATE_DIR:-$PWD/$STATE_DIR/agent}
+    # The embedded SSH gateway keeps its host key and client key here.
+    export SSH_PROXY_STATE_DIR=${SSH_PROXY_STATE_DIR:-$PWD/$STATE_DIR/ssh-proxy}
 
     local addr host port
     addr=$(listen_addr "$@")

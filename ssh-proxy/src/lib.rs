@@ -150,9 +150,17 @@ fn server_config(config: &Config, keys: &Keys) -> server::Config {
         inactivity_timeout: None,
         nodelay: true,
         event_buffer_size: 64,
+        channel_buffer_size: CHANNEL_BUFFER,
         ..Default::default()
     }
 }
+
+/// Messages (each at most one 32 KiB packet) a relayed channel may hold before its connection stops
+/// reading. russh applies backpressure by pausing the whole connection's loop, which also stops it
+/// from reading the peer's window adjustments; when both directions of a channel are busy (an echo,
+/// rsync), the client's loop and the host's loop can each wait on the other. A deep queue keeps
+/// both loops reading while data is in flight: 512 packets, at most 16 MiB per channel and side.
+const CHANNEL_BUFFER: usize = 512;
 
 fn upstream_config(config: &Config) -> client::Config {
     client::Config {
@@ -160,6 +168,7 @@ fn upstream_config(config: &Config) -> client::Config {
         keepalive_max: 4,
         inactivity_timeout: None,
         nodelay: true,
+        channel_buffer_size: CHANNEL_BUFFER,
         ..Default::default()
     }
 }

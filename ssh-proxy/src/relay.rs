@@ -1,18 +1,30 @@
 //! Moving bytes and requests between a client's channel and the matching channel on the host's
-//! sshd. Session channels are relayed message by message (data, stderr, EOF, exit status and
-//! signal, request replies); forwarding and agent channels are plain byte pipes. Writes wait for
-//! the receiver's SSH window, so a slow side slows the other down instead of filling memory.
+//! sshd, message by message: data, stderr, EOF, exit status and signal, and the replies to the
+//! client's requests. Writes wait for the receiver's SSH window, so a slow receiver slows the
+//! sender down.
+//!
+//! One buffer is deliberately elastic. russh pushes back on a sender by pausing the connection's
+//! whole read loop, which then also stops reading the peer's window adjustments. With both
+//! directions of a channel busy (an echo, rsync), the client's loop would wait for the host side
+//! to take data while the host side waits for the client's window to open, which only the paused
+//! loop can read: a deadlock. So what the client sends is always taken off its connection at once
+//! into a per-channel queue; only past [`BACKLOG_LIMIT`] bytes not yet taken by the host does the
+//! client's connection wait.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client, server};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, mpsc, oneshot};
 
 /// How long the host's sshd may take to answer a channel request (pty, exec, subsystem…).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes from the client a channel may hold that the host has not taken yet, before the client's
+/// connection waits (see the module documentation).
+pub const BACKLOG_LIMIT: usize = 128 << 20;
 
 /// Bytes relayed on one client connection, over all its channels.
 #[derive(Debug, Default)]
@@ -92,26 +104,66 @@ pub fn session(
     SessionLink { up: up_tx, replies }
 }
 
-async fn client_to_host(
-    mut down: ChannelReadHalf,
-    up: Arc<ChannelWriteHalf<client::Msg>>,
-    stats: Arc<Stats>,
-) {
-    while let Some(msg) = down.wait().await {
-        let sent = match msg {
+/// What the client sent, taken off its connection and not yet written to the host.
+struct Backlog {
+    bytes: AtomicUsize,
+    drained: Notify,
+}
+
+/// Takes everything the client sends on a channel off its connection at once, into an unbounded
+/// queue (up to [`BACKLOG_LIMIT`] bytes the host has not taken).
+fn drain(mut down: ChannelReadHalf, backlog: Arc<Backlog>) -> mpsc::UnboundedReceiver<ChannelMsg> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(msg) = down.wait().await {
+            let size = match &msg {
+                ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => data.len(),
+                _ => 0,
+            };
+            while backlog.bytes.load(Ordering::Acquire) > BACKLOG_LIMIT {
+                let drained = backlog.drained.notified();
+                if backlog.bytes.load(Ordering::Acquire) <= BACKLOG_LIMIT {
+                    break;
+                }
+                drained.await;
+            }
+            backlog.bytes.fetch_add(size, Ordering::AcqRel);
+            let last = matches!(msg, ChannelMsg::Close);
+            if tx.send(msg).is_err() || last {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+async fn client_to_host(down: ChannelReadHalf, up: Arc<ChannelWriteHalf<client::Msg>>, stats: Arc<Stats>) {
+    let backlog = Arc::new(Backlog {
+        bytes: AtomicUsize::new(0),
+        drained: Notify::new(),
+    });
+    let mut queue = drain(down, backlog.clone());
+    while let Some(msg) = queue.recv().await {
+        let (sent, size) = match msg {
             ChannelMsg::Data { data } => {
-                stats.add_in(data.len());
-                up.data_bytes(data).await
+                let size = data.len();
+                stats.add_in(size);
+                (up.data_bytes(data).await, size)
             }
             ChannelMsg::ExtendedData { data, ext } => {
-                stats.add_in(data.len());
-                up.extended_data_bytes(ext, data).await
+                let size = data.len();
+                stats.add_in(size);
+                (up.extended_data_bytes(ext, data).await, size)
             }
-            ChannelMsg::Eof => up.eof().await,
+            ChannelMsg::Eof => (up.eof().await, 0),
             ChannelMsg::Close => break,
             // Requests arrive through the handler's callbacks, which answer them.
-            _ => Ok(()),
+            _ => (Ok(()), 0),
         };
+        if size > 0 {
+            backlog.bytes.fetch_sub(size, Ordering::AcqRel);
+            backlog.drained.notify_one();
+        }
         if sent.is_err() {
             break;
         }
@@ -167,17 +219,19 @@ async fn host_to_client(
     let _ = down.close().await;
 }
 
-/// Copies bytes both ways between a client channel and a host channel until both sides are done.
-pub async fn pipe(down: Channel<server::Msg>, up: Channel<client::Msg>, stats: Arc<Stats>) {
-    let mut down = down.into_stream();
-    let mut up = up.into_stream();
-    match tokio::io::copy_bidirectional(&mut down, &mut up).await {
-        Ok((to_host, to_client)) => {
-            stats.bytes_in.fetch_add(to_host, Ordering::Relaxed);
-            stats.bytes_out.fetch_add(to_client, Ordering::Relaxed);
-        }
-        Err(e) => tracing::debug!(error = %e, "forwarded channel ended with an error"),
-    }
+/// Relays a forwarding or agent channel (data, EOF, close) both ways until both sides are done.
+pub async fn pipe(
+    down: Channel<server::Msg>,
+    up: Channel<client::Msg>,
+    handle: server::Handle,
+    stats: Arc<Stats>,
+) {
+    let id = down.id();
+    let (down_rx, down_tx) = down.split();
+    let (up_rx, up_tx) = up.split();
+    let inbound = tokio::spawn(client_to_host(down_rx, Arc::new(up_tx), stats.clone()));
+    host_to_client(up_rx, down_tx, handle, id, Replies::default(), stats).await;
+    let _ = inbound.await;
 }
 
 /// Tells the client why its session cannot go on (on stderr), then ends the channel with exit

@@ -290,6 +290,7 @@ impl server::Handler for Connection {
         };
         let (host, originator) = (host_to_connect.to_owned(), originator_address.to_owned());
         let stats = self.stats.clone();
+        let handle = session.handle();
         // In its own task: a slow or unreachable target must not hold up the connection's other
         // channels.
         tokio::spawn(async move {
@@ -299,7 +300,7 @@ impl server::Handler for Connection {
             {
                 Ok(up_channel) => {
                     reply.accept().await;
-                    relay::pipe(channel, up_channel, stats).await;
+                    relay::pipe(channel, up_channel, handle, stats).await;
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "host refused a direct-tcpip channel");

@@ -46,21 +46,65 @@ pub async fn connect(
     let ip: IpAddr = address
         .parse()
         .map_err(|_| Error::BadAddress(address.to_owned()))?;
-    let handler = Upstream { down, stats };
     let login = async {
-        let mut handle = client::connect(config, (ip, dial.port), handler).await?;
-        let auth = handle
-            .authenticate_publickey(dial.linux_user, PrivateKeyWithHashAlg::new(key, None))
-            .await?;
-        if auth.success() {
-            Ok(handle)
-        } else {
-            Err(Error::Refused)
+        let mut wait = RETRY_FIRST;
+        loop {
+            let handler = Upstream {
+                down: down.clone(),
+                stats: stats.clone(),
+            };
+            match login_once(&config, (ip, dial.port), handler, dial.linux_user, &key).await {
+                // A reset or refusal while sshd is busy (or still starting) is worth another try
+                // within the time limit; a refused key is final.
+                Err(Error::Ssh(e)) if is_transient(&e) => {
+                    tracing::debug!(error = %e, retry_in = ?wait, "host sshd not ready; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RETRY_MAX);
+                }
+                other => return other,
+            }
         }
     };
     tokio::time::timeout(dial.timeout, login)
         .await
         .map_err(|_| Error::Timeout(dial.timeout))?
+}
+
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+async fn login_once(
+    config: &Arc<client::Config>,
+    addr: (IpAddr, u16),
+    handler: Upstream,
+    user: &str,
+    key: &Arc<PrivateKey>,
+) -> Result<Handle<Upstream>, Error> {
+    let mut handle = client::connect(config.clone(), addr, handler).await?;
+    let auth = handle
+        .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key.clone(), None))
+        .await?;
+    if auth.success() {
+        Ok(handle)
+    } else {
+        Err(Error::Refused)
+    }
+}
+
+/// Errors of a connection that sshd dropped before the login finished.
+fn is_transient(e: &russh::Error) -> bool {
+    match e {
+        russh::Error::IO(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionRefused
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::BrokenPipe
+        ),
+        russh::Error::Disconnect | russh::Error::HUP => true,
+        _ => false,
+    }
 }
 
 /// Callbacks of the connection to the host.
@@ -102,7 +146,7 @@ impl client::Handler for Upstream {
             {
                 Ok(client_side) => {
                     reply.accept().await;
-                    relay::pipe(client_side, channel, stats).await;
+                    relay::pipe(client_side, channel, down, stats).await;
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "client refused a forwarded connection");
@@ -125,7 +169,7 @@ impl client::Handler for Upstream {
             match down.channel_open_agent().await {
                 Ok(client_side) => {
                     reply.accept().await;
-                    relay::pipe(client_side, channel, stats).await;
+                    relay::pipe(client_side, channel, down, stats).await;
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "client refused an agent channel");

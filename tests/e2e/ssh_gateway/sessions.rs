@@ -96,3 +96,89 @@ async fn twenty_sessions_at_once() {
         assert_eq!(out.stdout.trim(), format!("session-{i}"), "session {i}: {out:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn both_directions_at_once() {
+    // `cat` in the host echoes 64 MiB back while it is still being sent: both directions of one
+    // channel are saturated at the same time, which must neither stall nor lose a byte.
+    let node = Node::embedded(&[]).await;
+    let kim = node.tenant("kim").await;
+    let mut cmd = node.gateway_ssh(&kim.login(), &Login::Password(kim.password.clone()));
+    cmd.arg("cat");
+    let input: Vec<u8> = (0..64u32 << 20).map(|i| b'!' + (i % 94) as u8).collect();
+    let out = output(cmd, Some(&input), Duration::from_secs(180)).await;
+    assert!(
+        out.success(),
+        "exit {:?}, {} of {} bytes echoed, stderr: {}",
+        out.code,
+        out.stdout.len(),
+        input.len(),
+        out.stderr
+    );
+    assert_eq!(out.stdout.len(), input.len(), "echoed bytes");
+    assert!(
+        out.stdout.as_bytes() == input.as_slice(),
+        "the echo differs from the input"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn window_changes_reach_the_host() {
+    // tmux gives the client a terminal that the test resizes; the host's pty must follow.
+    let node = Node::embedded(&[]).await;
+    let lou = node.tenant("lou").await;
+    let ssh = node.gateway_ssh(&lou.login(), &Login::Password(lou.password.clone()));
+    let mut line: Vec<String> = vec!["sshpass".into()];
+    line.extend(ssh.as_std().get_args().map(|a| a.to_string_lossy().into_owned()));
+    line.insert(3, "-tt".into());
+    line.push(
+        "stty size; while [ \"$(stty size)\" = \"24 80\" ]; do sleep 0.2; done; echo now $(stty size); sleep 30"
+            .into(),
+    );
+    let quoted: Vec<String> = line
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect();
+    let socket = format!("ccp-test-{}", cloud_cli_proxy_tests::fixtures::random_alnum(8));
+    let tmux = |args: &[&str]| {
+        let out = std::process::Command::new("tmux")
+            .arg("-L")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .expect("run tmux");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let secret = format!("SSHPASS={}", lou.password);
+    // No status line, so that the pane is the whole window from the start.
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("tmux.conf");
+    std::fs::write(&conf, "set -g status off\n").unwrap();
+    let conf = conf.display().to_string();
+    tmux(&[
+        "-f",
+        &conf,
+        "new-session",
+        "-d",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        "-e",
+        &secret,
+        &quoted.join(" "),
+    ]);
+    let pane = || tmux(&["capture-pane", "-p"]);
+    cloud_cli_proxy_tests::eventually(LIMIT, "the first size in the host", || async {
+        pane().contains("24 80").then_some(())
+    })
+    .await;
+    tmux(&["resize-window", "-x", "100", "-y", "30"]);
+    let seen = cloud_cli_proxy_tests::eventually(LIMIT, "the new size in the host", || async {
+        let text = pane();
+        text.contains("now 30 100").then_some(text)
+    })
+    .await;
+    tmux(&["kill-server"]);
+    assert!(seen.contains("now 30 100"), "{seen}");
+}
