@@ -179,3 +179,31 @@ pub fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
     let public = std::fs::read_to_string(path.with_extension("pub")).expect("read the public key");
     (path, public.trim().to_owned())
 }
+
+/// The program and arguments of `cmd`, as text.
+pub fn argv(cmd: &tokio::process::Command) -> Vec<String> {
+    let std = cmd.as_std();
+    std::iter::once(std.get_program())
+        .chain(std.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// `args` as one shell command line, each argument single-quoted.
+pub fn shell_line(args: &[String]) -> String {
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect();
+    quoted.join(" ")
+}
+
+/// A `sshpass -e ssh -tt …` command line (password from `SSHPASS`) that logs in to the gateway
+/// with a terminal, running `remote` if given, for a terminal program (`script`, tmux) to run.
+pub fn terminal_login(node: &Node, tenant: &Tenant, remote: Option<&str>) -> String {
+    let mut line = argv(&node.gateway_ssh(&tenant.login(), &Login::Password(tenant.password.clone())));
+    // sshpass -e ssh -tt …
+    line.insert(3, "-tt".into());
+    line.extend(remote.map(str::to_owned));
+    shell_line(&line)
+}

@@ -25,23 +25,29 @@ pub struct AgentAuth;
 impl FromRequestParts<AppState> for AgentAuth {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let Some(expected) = state.agent_token.as_deref() else {
-            return Err(ApiError::unauthorized());
-        };
-        let given = parts
-            .headers
-            .get(wire::AGENT_TOKEN_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-            Ok(Self)
-        } else {
-            Err(ApiError::unauthorized())
-        }
+        shared_secret(parts, wire::AGENT_TOKEN_HEADER, state.agent_token.as_deref()).map(|()| Self)
     }
 }
 
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Checks the shared secret a machine caller (agent, gateway) sends in `header`, in constant time.
+/// No configured secret refuses everyone.
+pub(crate) fn shared_secret(parts: &Parts, header: &str, expected: Option<&str>) -> Result<(), ApiError> {
+    let Some(expected) = expected else {
+        return Err(ApiError::unauthorized());
+    };
+    let given = parts
+        .headers
+        .get(header)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

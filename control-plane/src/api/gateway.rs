@@ -27,19 +27,8 @@ pub struct GatewayAuth;
 impl FromRequestParts<AppState> for GatewayAuth {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let Some(expected) = state.gateway_token.as_deref() else {
-            return Err(ApiError::unauthorized());
-        };
-        let given = parts
-            .headers
-            .get(wire::GATEWAY_TOKEN_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if super::agent::constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-            Ok(Self)
-        } else {
-            Err(ApiError::unauthorized())
-        }
+        super::agent::shared_secret(parts, wire::GATEWAY_TOKEN_HEADER, state.gateway_token.as_deref())
+            .map(|()| Self)
     }
 }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use cloud_cli_proxy_tests::Node;
-use cloud_cli_proxy_tests::gateway::{Login, output};
+use cloud_cli_proxy_tests::gateway::{Login, output, terminal_login};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -57,13 +57,10 @@ async fn interactive_pty() {
     let carol = node.tenant("carol").await;
     // `script` gives the client a real terminal of 33x101; the pty request carries the size and
     // TERM to the host, whose shell is driven by the typed lines.
-    let ssh = node.gateway_ssh(&carol.login(), &Login::Password(carol.password.clone()));
-    let mut line: Vec<String> = vec!["sshpass".into()];
-    line.extend(ssh.as_std().get_args().map(|a| a.to_string_lossy().into_owned()));
-    // sshpass -e ssh -tt …
-    line.insert(3, "-tt".into());
-    let quoted: Vec<String> = line.iter().map(|a| format!("'{a}'")).collect();
-    let inner = format!("stty cols 101 rows 33; TERM=xterm-256color {}", quoted.join(" "));
+    let inner = format!(
+        "stty cols 101 rows 33; TERM=xterm-256color {}",
+        terminal_login(&node, &carol, None)
+    );
     let mut cmd = tokio::process::Command::new("script");
     cmd.args(["-qefc", &inner, "/dev/null"])
         .env("SSHPASS", &carol.password)
@@ -127,18 +124,13 @@ async fn window_changes_reach_the_host() {
     // tmux gives the client a terminal that the test resizes; the host's pty must follow.
     let node = Node::embedded(&[]).await;
     let lou = node.tenant("lou").await;
-    let ssh = node.gateway_ssh(&lou.login(), &Login::Password(lou.password.clone()));
-    let mut line: Vec<String> = vec!["sshpass".into()];
-    line.extend(ssh.as_std().get_args().map(|a| a.to_string_lossy().into_owned()));
-    line.insert(3, "-tt".into());
-    line.push(
-        "stty size; while [ \"$(stty size)\" = \"24 80\" ]; do sleep 0.2; done; echo now $(stty size); sleep 30"
-            .into(),
+    let login = terminal_login(
+        &node,
+        &lou,
+        Some(
+            "stty size; while [ \"$(stty size)\" = \"24 80\" ]; do sleep 0.2; done; echo now $(stty size); sleep 30",
+        ),
     );
-    let quoted: Vec<String> = line
-        .iter()
-        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
-        .collect();
     let socket = format!("ccp-test-{}", cloud_cli_proxy_tests::fixtures::random_alnum(8));
     let tmux = |args: &[&str]| {
         let out = std::process::Command::new("tmux")
@@ -166,7 +158,7 @@ async fn window_changes_reach_the_host() {
         "24",
         "-e",
         &secret,
-        &quoted.join(" "),
+        &login,
     ]);
     let pane = || tmux(&["capture-pane", "-p"]);
     cloud_cli_proxy_tests::eventually(LIMIT, "the first size in the host", || async {

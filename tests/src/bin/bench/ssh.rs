@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use cloud_cli_proxy_tests::Node;
-use cloud_cli_proxy_tests::gateway::{Login, ssh_command};
+use cloud_cli_proxy_tests::gateway::{Login, argv, shell_line, ssh_command};
 
 const TARGET_RATIO: f64 = 0.9;
 const ROUNDS: usize = 3;
@@ -73,12 +73,9 @@ impl Path {
     }
 
     fn from_command(cmd: &tokio::process::Command, name: &'static str, password: &str) -> Self {
-        let argv = std::iter::once(cmd.as_std().get_program().to_string_lossy().into_owned())
-            .chain(cmd.as_std().get_args().map(|a| a.to_string_lossy().into_owned()))
-            .collect();
         Self {
             name,
-            argv,
+            argv: argv(cmd),
             password: password.to_owned(),
         }
     }
@@ -88,14 +85,10 @@ impl Path {
     async fn time(&self, remote: &str, stdin_bytes: u64) -> anyhow::Result<Duration> {
         let mut line = self.argv.clone();
         line.push(remote.to_owned());
-        let quoted: Vec<String> = line
-            .iter()
-            .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
-            .collect();
         let script = if stdin_bytes > 0 {
-            format!("head -c {stdin_bytes} /dev/zero | {}", quoted.join(" "))
+            format!("head -c {stdin_bytes} /dev/zero | {}", shell_line(&line))
         } else {
-            format!("{} </dev/null", quoted.join(" "))
+            format!("{} </dev/null", shell_line(&line))
         };
         let t0 = Instant::now();
         let out = tokio::time::timeout(
