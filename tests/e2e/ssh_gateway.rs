@@ -7,5 +7,6 @@ mod ssh_gateway {
     pub mod forwards;
     pub mod logins;
     pub mod sessions;
+    pub mod standalone;
     pub mod transfers;
 }

@@ -207,3 +207,90 @@ pub fn terminal_login(node: &Node, tenant: &Tenant, remote: Option<&str>) -> Str
     line.extend(remote.map(str::to_owned));
     shell_line(&line)
 }
+
+/// A standalone `cloud-cli-proxy-ssh-proxy` process (the control plane's own gateway turned off).
+/// Dropping it kills the process.
+pub struct GatewayProcess {
+    child: std::process::Child,
+    logs: crate::process::Logs,
+    /// The port it listens on, on 127.0.0.1.
+    pub port: u16,
+}
+
+impl std::fmt::Debug for GatewayProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayProcess")
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+impl GatewayProcess {
+    /// Starts a gateway for the control plane at `control_plane_url` with `token`, keeping its keys
+    /// in `state_dir`; waits until it listens and, when `registered`, until it is registered.
+    pub async fn start(control_plane_url: &str, token: &str, state_dir: &Path, registered: bool) -> Self {
+        let bin = crate::process::bin_dir().join("cloud-cli-proxy-ssh-proxy");
+        assert!(
+            bin.is_file(),
+            "{} does not exist: run `cargo build --workspace --bins`",
+            bin.display()
+        );
+        let mut child = std::process::Command::new(bin)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("CONTROL_PLANE_URL", control_plane_url)
+            .env("GATEWAY_TOKEN", token)
+            .env("SSH_PROXY_STATE_DIR", state_dir)
+            .env("SSH_PROXY_ADDR", "127.0.0.1:0")
+            .env(
+                "GATEWAY_NAME",
+                format!("test-{}", crate::fixtures::random_alnum(6)),
+            )
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the ssh gateway");
+        let logs = crate::process::Logs::default();
+        logs.drain(child.stdout.take().expect("stdout"));
+        logs.drain(child.stderr.take().expect("stderr"));
+        let port = crate::eventually(Duration::from_secs(30), "the gateway to listen", || {
+            let text = logs.text();
+            async move { listening_port(&text) }
+        })
+        .await;
+        if registered {
+            crate::eventually(Duration::from_secs(30), "the gateway to register", || {
+                let text = logs.text();
+                async move { text.contains("registered with the control plane").then_some(()) }
+            })
+            .await;
+        }
+        Self { child, logs, port }
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.text()
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The port in the gateway's `ssh gateway listening` JSON log line.
+fn listening_port(logs: &str) -> Option<u16> {
+    logs.lines().find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        if v.get("message")?.as_str()? != "ssh gateway listening" {
+            return None;
+        }
+        let addr: std::net::SocketAddr = v.get("addr")?.as_str()?.parse().ok()?;
+        Some(addr.port())
+    })
+}
