@@ -174,3 +174,54 @@ async fn window_changes_reach_the_host() {
     tmux(&["kill-server"]);
     assert!(seen.contains("now 30 100"), "{seen}");
 }
+
+/// A client that accepts any host key (the gateway's key is not what this test is about).
+struct AnyHostKey;
+
+impl russh::client::Handler for AnyHostKey {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn signals_reach_the_command() {
+    // The OpenSSH client never sends `signal` requests; a russh client does.
+    let node = Node::embedded(&[]).await;
+    let max = node.tenant("max").await;
+    let config = std::sync::Arc::new(russh::client::Config::default());
+    let mut client = russh::client::connect(config, ("127.0.0.1", node.cp.ssh_port()), AnyHostKey)
+        .await
+        .expect("connect to the gateway");
+    let auth = client
+        .authenticate_password(max.login(), max.password.clone())
+        .await
+        .expect("password auth");
+    assert!(auth.success(), "login refused");
+    let mut channel = client.channel_open_session().await.expect("session channel");
+    channel
+        .exec(true, "echo started; exec sleep 60")
+        .await
+        .expect("exec");
+    let mut started = false;
+    let mut exit = None;
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, channel.wait()).await {
+        match msg {
+            russh::ChannelMsg::Data { data } if data.starts_with(b"started") => {
+                started = true;
+                channel.signal(russh::Sig::TERM).await.expect("send the signal");
+            }
+            russh::ChannelMsg::ExitSignal { signal_name, .. } => exit = Some(format!("{signal_name:?}")),
+            russh::ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    assert!(started, "the command did not start");
+    assert_eq!(exit.as_deref(), Some("TERM"), "the command should end by SIGTERM");
+}
