@@ -38,6 +38,11 @@ pub struct Config {
     /// How long reaching a host's sshd (TCP connect, key exchange, login) may take, in seconds.
     #[arg(long, env = "HOST_CONNECT_TIMEOUT_SECS", default_value_t = 15)]
     pub host_connect_timeout_secs: u64,
+    /// Also offer ChaCha20-Poly1305 and AES-CTR to clients, for SSH clients too old for AES-GCM
+    /// (OpenSSH before 6.2, PuTTY before 0.76). Off by default: OpenSSH prefers those when offered,
+    /// and they cost the gateway several times as much CPU.
+    #[arg(long, env = "SSH_COMPAT_CIPHERS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub compat_ciphers: bool,
     /// Port of sshd inside the hosts.
     #[arg(long, env = "HOST_SSH_PORT", default_value_t = 22)]
     pub host_ssh_port: u16,
@@ -53,6 +58,7 @@ impl std::fmt::Debug for Config {
             .field("keepalive_secs", &self.keepalive_secs)
             .field("host_connect_timeout_secs", &self.host_connect_timeout_secs)
             .field("host_ssh_port", &self.host_ssh_port)
+            .field("compat_ciphers", &self.compat_ciphers)
             .finish_non_exhaustive()
     }
 }
