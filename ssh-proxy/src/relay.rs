@@ -8,16 +8,18 @@
 //! directions of a channel busy (an echo, rsync), the client's loop would wait for the host side
 //! to take data while the host side waits for the client's window to open, which only the paused
 //! loop can read: a deadlock. So what the client sends is always taken off its connection at once
-//! into a per-channel queue; only past [`BACKLOG_LIMIT`] bytes not yet taken by the host does the
-//! client's connection wait.
+//! into a per-channel queue, by a task that keeps reading while its write to the host waits; only
+//! past [`BACKLOG_LIMIT`] bytes not yet taken by the host does the client's connection wait.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client, server};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// How long the host's sshd may take to answer a channel request (pty, exec, subsystem…).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -104,71 +106,85 @@ pub fn session(
     SessionLink { up: up_tx, replies }
 }
 
-/// What the client sent, taken off its connection and not yet written to the host.
-struct Backlog {
-    bytes: AtomicUsize,
-    drained: Notify,
-}
+type Sending = Pin<Box<dyn Future<Output = (bool, usize)> + Send>>;
 
-/// Takes everything the client sends on a channel off its connection at once, into an unbounded
-/// queue (up to [`BACKLOG_LIMIT`] bytes the host has not taken).
-fn drain(mut down: ChannelReadHalf, backlog: Arc<Backlog>) -> mpsc::UnboundedReceiver<ChannelMsg> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(msg) = down.wait().await {
-            let size = match &msg {
-                ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => data.len(),
-                _ => 0,
-            };
-            while backlog.bytes.load(Ordering::Acquire) > BACKLOG_LIMIT {
-                let drained = backlog.drained.notified();
-                if backlog.bytes.load(Ordering::Acquire) <= BACKLOG_LIMIT {
+/// Client to host, in one task that never stops reading the client's channel while a write to the
+/// host waits for its window (see the module documentation): what arrives meanwhile is queued, up
+/// to [`BACKLOG_LIMIT`] bytes.
+async fn client_to_host(
+    mut down: ChannelReadHalf,
+    up: Arc<ChannelWriteHalf<client::Msg>>,
+    stats: Arc<Stats>,
+) {
+    let mut queue: VecDeque<ChannelMsg> = VecDeque::new();
+    // Bytes queued or being written.
+    let mut backlog = 0usize;
+    let mut reading = true;
+    let mut sending: Option<Sending> = None;
+    loop {
+        if sending.is_none() {
+            match queue.pop_front() {
+                Some(ChannelMsg::Close) => break,
+                Some(msg) => sending = Some(Box::pin(forward(up.clone(), msg, stats.clone()))),
+                None if !reading => break,
+                None => {}
+            }
+        }
+        tokio::select! {
+            msg = down.wait(), if reading && backlog <= BACKLOG_LIMIT => match msg {
+                Some(msg) => {
+                    backlog += payload(&msg);
+                    reading = !matches!(msg, ChannelMsg::Close);
+                    queue.push_back(msg);
+                }
+                None => {
+                    reading = false;
+                    queue.push_back(ChannelMsg::Close);
+                }
+            },
+            (sent, size) = finish(&mut sending) => {
+                sending = None;
+                backlog -= size;
+                if !sent {
                     break;
                 }
-                drained.await;
             }
-            backlog.bytes.fetch_add(size, Ordering::AcqRel);
-            let last = matches!(msg, ChannelMsg::Close);
-            if tx.send(msg).is_err() || last {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-async fn client_to_host(down: ChannelReadHalf, up: Arc<ChannelWriteHalf<client::Msg>>, stats: Arc<Stats>) {
-    let backlog = Arc::new(Backlog {
-        bytes: AtomicUsize::new(0),
-        drained: Notify::new(),
-    });
-    let mut queue = drain(down, backlog.clone());
-    while let Some(msg) = queue.recv().await {
-        let (sent, size) = match msg {
-            ChannelMsg::Data { data } => {
-                let size = data.len();
-                stats.add_in(size);
-                (up.data_bytes(data).await, size)
-            }
-            ChannelMsg::ExtendedData { data, ext } => {
-                let size = data.len();
-                stats.add_in(size);
-                (up.extended_data_bytes(ext, data).await, size)
-            }
-            ChannelMsg::Eof => (up.eof().await, 0),
-            ChannelMsg::Close => break,
-            // Requests arrive through the handler's callbacks, which answer them.
-            _ => (Ok(()), 0),
-        };
-        if size > 0 {
-            backlog.bytes.fetch_sub(size, Ordering::AcqRel);
-            backlog.drained.notify_one();
-        }
-        if sent.is_err() {
-            break;
         }
     }
     let _ = up.close().await;
+}
+
+fn payload(msg: &ChannelMsg) -> usize {
+    match msg {
+        ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => data.len(),
+        _ => 0,
+    }
+}
+
+/// The write in progress, if any; never resolves when there is none.
+async fn finish(sending: &mut Option<Sending>) -> (bool, usize) {
+    match sending {
+        Some(write) => write.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes one message of the client's to the host: whether it went, and its payload size.
+async fn forward(
+    up: Arc<ChannelWriteHalf<client::Msg>>,
+    msg: ChannelMsg,
+    stats: Arc<Stats>,
+) -> (bool, usize) {
+    let size = payload(&msg);
+    stats.add_in(size);
+    let sent = match msg {
+        ChannelMsg::Data { data } => up.data_bytes(data).await,
+        ChannelMsg::ExtendedData { data, ext } => up.extended_data_bytes(ext, data).await,
+        ChannelMsg::Eof => up.eof().await,
+        // Requests arrive through the handler's callbacks, which answer them.
+        _ => Ok(()),
+    };
+    (sent.is_ok(), size)
 }
 
 async fn host_to_client(
