@@ -9,6 +9,7 @@ pub mod keys;
 pub mod relay;
 mod russh_handler;
 pub mod upstream;
+mod workers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,7 +17,6 @@ use std::time::Duration;
 
 use russh::{MethodKind, MethodSet, client, server};
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 pub use config::Config;
 pub use keys::Keys;
@@ -57,61 +57,47 @@ pub async fn run(
 ) -> Result<(), Error> {
     config.validate().map_err(Error::Config)?;
     let control_plane = ControlPlane::new(&config.control_plane_url, &config.gateway_token)?;
-    let ctx = Arc::new(Context {
-        control_plane: control_plane.clone(),
-        client_key: keys.client.clone(),
-        upstream_config: Arc::new(upstream_config(&config)),
-        host_ssh_port: config.host_ssh_port,
-        host_connect_timeout: config.host_connect_timeout(),
-    });
     let server_config = Arc::new(server_config(&config, &keys));
+    let upstream_config = Arc::new(upstream_config(&config));
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut contexts = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        // A client per worker: each lives on its own runtime.
+        contexts.push(Arc::new(Context {
+            control_plane: ControlPlane::new(&config.control_plane_url, &config.gateway_token)?,
+            client_key: keys.client.clone(),
+            upstream_config: upstream_config.clone(),
+            host_ssh_port: config.host_ssh_port,
+            host_connect_timeout: config.host_connect_timeout(),
+        }));
+    }
     let register = wire::gateway::Register {
         name: config.gateway_name(),
         client_key: keys.client_public_line()?,
     };
     let addr = listener.local_addr().map_err(Error::Listener)?;
-    tracing::info!(%addr, name = %register.name, "ssh gateway listening");
+    let mut workers = workers::Workers::start(contexts, server_config).map_err(Error::Listener)?;
+    tracing::info!(%addr, name = %register.name, workers = threads, "ssh gateway listening");
     let mut registration = tokio::spawn(register_until_done(control_plane, register));
 
-    let mut sessions = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let handler = russh_handler::Connection::new(ctx.clone(), Some(peer));
-                let config = server_config.clone();
-                sessions.spawn(async move {
-                    match server::run_stream(config, stream, handler).await {
-                        Ok(session) => {
-                            if let Err(e) = session.await {
-                                tracing::debug!(%peer, error = %e, "connection ended with an error");
-                            }
-                        }
-                        Err(e) => tracing::debug!(%peer, error = %e, "handshake failed"),
-                    }
-                });
-            }
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => workers.hand_over(stream, peer),
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
         }
     }
     registration.abort();
     let _ = (&mut registration).await;
-    tracing::info!(open = sessions.len(), "ssh gateway stopping");
-    let drained = tokio::time::timeout(DRAIN, async { while sessions.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        sessions.shutdown().await;
-    }
+    tracing::info!("ssh gateway stopping");
+    let _ = tokio::task::spawn_blocking(move || workers.stop(DRAIN)).await;
     tracing::info!("ssh gateway stopped");
     Ok(())
 }

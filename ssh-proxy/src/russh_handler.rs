@@ -150,7 +150,12 @@ impl Connection {
             error,
         };
         let cp = self.ctx.control_plane.clone();
-        tokio::spawn(async move {
+        // A connection dropped while its worker shuts down has no runtime left to report from.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(connection = %self.id, ?kind, "session event not recorded: gateway stopping");
+            return;
+        };
+        runtime.spawn(async move {
             if let Err(e) = cp.session_event(&event).await {
                 tracing::warn!(error = %e, connection = %event.connection_id, "session event not recorded");
             }
