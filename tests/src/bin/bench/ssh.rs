@@ -91,19 +91,19 @@ impl Path {
             format!("{} </dev/null", shell_line(&line))
         };
         let t0 = Instant::now();
-        let out = tokio::time::timeout(
-            RUN_LIMIT,
-            tokio::process::Command::new("bash")
-                .args(["-c", &script])
-                .env("SSHPASS", &self.password)
-                .env_remove("SSH_AUTH_SOCK")
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await
-        .with_context(|| format!("{}: over {RUN_LIMIT:?}", self.name))??;
+        // spawn + wait_with_output rather than output(), which would capture stdout (the whole
+        // transfer) into this process's memory, whatever was configured.
+        let child = tokio::process::Command::new("bash")
+            .args(["-c", &script])
+            .env("SSHPASS", &self.password)
+            .env_remove("SSH_AUTH_SOCK")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let out = tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
+            .await
+            .with_context(|| format!("{}: over {RUN_LIMIT:?}", self.name))??;
         let took = t0.elapsed();
         if !out.status.success() {
             bail!(
