@@ -5,7 +5,8 @@
 //!
 //! Layout: [`config`] (flags), [`control_plane`] and [`docker`] (adapters), [`hosts`] (the actions),
 //! [`firewall`] (the namespace ruleset), [`secrets`] (per-host files), [`reconcile`] (drift repair),
-//! [`tasks`] (claim/progress/result loop), [`node`] (facts about the machine).
+//! [`tasks`] (claim/progress/result loop), [`node`] (facts about the machine), [`probe`] (the
+//! egress probe server, its own binary).
 
 pub mod config;
 pub mod control_plane;
@@ -13,6 +14,7 @@ pub mod docker;
 pub mod firewall;
 pub mod hosts;
 pub mod node;
+pub mod probe;
 pub mod reconcile;
 pub mod secrets;
 pub mod tasks;

@@ -1,0 +1,84 @@
+//! The egress probe on loopback: its HTTP answers and its whoami DNS, and the binary's refusal of a
+//! bad configuration.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use agent::probe::{self, dns};
+use clap::Parser as _;
+use tokio::net::{TcpListener, UdpSocket};
+
+const NAME: &str = "whoami.probe.test";
+
+#[tokio::test]
+async fn answers_connectivity_ip_and_whoami() {
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dns_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (http_addr, dns_addr) = (http.local_addr().unwrap(), dns_socket.local_addr().unwrap());
+    let config = probe::Config::try_parse_from(["probe", "--dns-name", NAME]).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        probe::run(&config, http, dns_socket, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+
+    let client = reqwest::Client::new();
+    let r = client
+        .get(format!("http://{http_addr}/generate_204"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = client.get(format!("http://{http_addr}/ip")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "127.0.0.1");
+
+    let asker = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buf = [0u8; 512];
+    for (id, name, want) in [
+        (0x0101, NAME, Some(Ipv4Addr::LOCALHOST)),
+        (
+            0x0202,
+            "leak-check-7.whoami.probe.test",
+            Some(Ipv4Addr::LOCALHOST),
+        ),
+        (0x0303, "example.org", None),
+    ] {
+        asker
+            .send_to(&dns::query(id, name, dns::types::A), dns_addr)
+            .await
+            .unwrap();
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), asker.recv_from(&mut buf))
+            .await
+            .expect("a DNS answer")
+            .unwrap();
+        assert_eq!(dns::first_a(&buf[..n], id), want, "{name}");
+    }
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the probe stops")
+        .unwrap()
+        .unwrap();
+}
+
+#[test]
+fn the_binary_refuses_a_bad_name() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloud-cli-proxy-probe"))
+        .args([
+            "--dns-name",
+            "not a name",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--dns-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a DNS name"));
+}
