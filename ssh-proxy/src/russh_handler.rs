@@ -2,7 +2,7 @@
 //! in, and to which host) and on the host's sshd (every channel and request relayed). Policy lives
 //! in the control plane; this file only carries it out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,6 +25,8 @@ pub struct Connection {
     /// Why the host cannot be reached, once that is known: told to every later channel.
     unreachable: Option<String>,
     sessions: HashMap<ChannelId, SessionLink>,
+    /// Session channels that only carry the reason the host cannot be reached.
+    refused: HashSet<ChannelId>,
     stats: Arc<Stats>,
     started: Option<Instant>,
 }
@@ -39,6 +41,7 @@ impl Connection {
             upstream: None,
             unreachable: None,
             sessions: HashMap::new(),
+            refused: HashSet::new(),
             stats: Arc::default(),
             started: None,
         }
@@ -188,7 +191,13 @@ impl Drop for Connection {
 macro_rules! relay_request {
     ($self:ident, $session:ident, $channel:ident, |$up:ident| $send:expr) => {{
         let Some(link) = $self.link($channel) else {
-            return $session.channel_failure($channel);
+            // On a refused channel the request "succeeds": the client then reads the reason and
+            // the exit status instead of stopping at a failed request.
+            return if $self.refused.contains(&$channel) {
+                $session.channel_success($channel)
+            } else {
+                $session.channel_failure($channel)
+            };
         };
         let pending = link.expect_reply();
         let $up = link.up();
@@ -259,6 +268,7 @@ impl server::Handler for Connection {
         let up = match self.upstream(session.handle()).await {
             Ok(up) => up,
             Err(why) => {
+                self.refused.insert(channel.id());
                 reply.accept().await;
                 tokio::spawn(relay::refuse(channel, why));
                 return Ok(());
@@ -318,6 +328,7 @@ impl server::Handler for Connection {
 
     async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
         self.sessions.remove(&channel);
+        self.refused.remove(&channel);
         Ok(())
     }
 
