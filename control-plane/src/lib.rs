@@ -112,27 +112,12 @@ impl AppState {
             handoff_ttl,
         };
         let decoy = tokio::task::spawn_blocking(auth::password::decoy_hash).await?;
-        let agent_token = match &config.agent_token {
-            Some(t) if t.expose().len() >= 32 => Some(Arc::from(t.expose())),
-            Some(_) => {
-                return Err(StartError::Config(
-                    "AGENT_TOKEN must be at least 32 characters".into(),
-                ));
-            }
-            // The embedded agent talks to this process with a secret that never leaves it.
-            None if config.embedded_agent => Some(Arc::from(auth::password::generate(48).as_str())),
-            None => None,
-        };
-        let gateway_token = match &config.gateway_token {
-            Some(t) if t.expose().len() >= 32 => Some(Arc::from(t.expose())),
-            Some(_) => {
-                return Err(StartError::Config(
-                    "GATEWAY_TOKEN must be at least 32 characters".into(),
-                ));
-            }
-            None if config.embedded_ssh_proxy => Some(Arc::from(auth::password::generate(48).as_str())),
-            None => None,
-        };
+        let agent_token = machine_token(config.agent_token.as_ref(), "AGENT_TOKEN", config.embedded_agent)?;
+        let gateway_token = machine_token(
+            config.gateway_token.as_ref(),
+            "GATEWAY_TOKEN",
+            config.embedded_ssh_proxy,
+        )?;
         Ok(Self {
             db,
             keys: Arc::new(auth::Keys::new(secret.expose(), config.token_ttl())),
@@ -150,6 +135,24 @@ impl AppState {
             stopping: tokio_util::sync::CancellationToken::new(),
             vnc: vnc::Proxy::new(config.vnc_port).map_err(StartError::VncClient)?,
         })
+    }
+}
+
+/// The secret a kind of machine caller (agents, gateways) must present: the configured one (32+
+/// characters), else, when that caller runs embedded, a random one that never leaves this process,
+/// else none (every such caller refused).
+fn machine_token(
+    configured: Option<&config::Secret>,
+    variable: &str,
+    embedded: bool,
+) -> Result<Option<Arc<str>>, StartError> {
+    match configured {
+        Some(t) if t.expose().len() >= 32 => Ok(Some(Arc::from(t.expose()))),
+        Some(_) => Err(StartError::Config(format!(
+            "{variable} must be at least 32 characters"
+        ))),
+        None if embedded => Ok(Some(Arc::from(auth::password::generate(48).as_str()))),
+        None => Ok(None),
     }
 }
 

@@ -76,7 +76,7 @@ pub async fn run(
         client_key: keys.client_public_line()?,
     };
     let addr = listener.local_addr().map_err(Error::Listener)?;
-    let mut workers = workers::Workers::start(contexts, server_config).map_err(Error::Listener)?;
+    let mut workers = workers::Workers::start(contexts, server_config, DRAIN).map_err(Error::Listener)?;
     tracing::info!(%addr, name = %register.name, workers = threads, "ssh gateway listening");
     let mut registration = tokio::spawn(register_until_done(control_plane, register));
 
@@ -97,7 +97,7 @@ pub async fn run(
     registration.abort();
     let _ = (&mut registration).await;
     tracing::info!("ssh gateway stopping");
-    let _ = tokio::task::spawn_blocking(move || workers.stop(DRAIN)).await;
+    let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
     tracing::info!("ssh gateway stopped");
     Ok(())
 }

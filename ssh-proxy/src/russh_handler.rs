@@ -170,7 +170,7 @@ impl Connection {
     }
 
     /// Answers the client's request with the host's answer to the same request.
-    async fn answer(session: &mut Session, channel: ChannelId, ok: bool) -> Result<(), russh::Error> {
+    fn answer(session: &mut Session, channel: ChannelId, ok: bool) -> Result<(), russh::Error> {
         if ok {
             session.channel_success(channel)
         } else {
@@ -202,7 +202,7 @@ macro_rules! relay_request {
         let pending = link.expect_reply();
         let $up = link.up();
         let ok = $send.await.is_ok() && pending.outcome().await;
-        Connection::answer($session, $channel, ok).await
+        Connection::answer($session, $channel, ok)
     }};
 }
 

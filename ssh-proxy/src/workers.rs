@@ -25,19 +25,20 @@ pub struct Workers {
     senders: Vec<mpsc::UnboundedSender<Accepted>>,
     threads: Vec<JoinHandle<()>>,
     next: usize,
-    drain: Arc<std::sync::Mutex<Duration>>,
 }
 
 impl Workers {
-    /// One worker thread per context.
-    pub fn start(contexts: Vec<Arc<Context>>, config: Arc<server::Config>) -> std::io::Result<Self> {
-        let drain = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+    /// One worker thread per context. On [`Workers::stop`], open sessions get `drain` to end.
+    pub fn start(
+        contexts: Vec<Arc<Context>>,
+        config: Arc<server::Config>,
+        drain: Duration,
+    ) -> std::io::Result<Self> {
         let mut senders = Vec::new();
         let mut threads = Vec::new();
         for (index, ctx) in contexts.into_iter().enumerate() {
             let (tx, rx) = mpsc::unbounded_channel();
             let config = config.clone();
-            let drain = drain.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("ssh-gateway-{index}"))
                 .spawn(move || worker(ctx, config, rx, drain))?;
@@ -48,7 +49,6 @@ impl Workers {
             senders,
             threads,
             next: 0,
-            drain,
         })
     }
 
@@ -72,12 +72,8 @@ impl Workers {
         }
     }
 
-    /// Stops taking connections, gives open ones `drain` to end, then ends them. Blocks.
-    pub fn stop(self, drain: Duration) {
-        *self
-            .drain
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = drain;
+    /// Stops taking connections, gives open ones the drain time to end, then ends them. Blocks.
+    pub fn stop(self) {
         drop(self.senders);
         for thread in self.threads {
             let _ = thread.join();
@@ -89,7 +85,7 @@ fn worker(
     ctx: Arc<Context>,
     config: Arc<server::Config>,
     mut accepted: mpsc::UnboundedReceiver<Accepted>,
-    drain: Arc<std::sync::Mutex<Duration>>,
+    drain: Duration,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -114,10 +110,9 @@ fn worker(
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             }
         }
-        let limit = *drain.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let open = sessions.len();
         let drained =
-            tokio::time::timeout(limit, async { while sessions.join_next().await.is_some() {} }).await;
+            tokio::time::timeout(drain, async { while sessions.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             tracing::info!(open, "ending the sessions still open");
             sessions.shutdown().await;

@@ -50,17 +50,17 @@ pub fn parse_time(v: &Value) -> DateTime<Utc> {
 #[derive(Debug, Clone)]
 pub struct SshKeyPair {
     pub private_path: PathBuf,
-    /// The one-line public key, `ssh-ed25519 AAAA… user@host`.
+    /// The one-line public key, `ssh-ed25519 AAAA… NAME`.
     pub public_line: String,
     /// `SHA256:…` as `ssh-keygen -l` prints it.
     pub fingerprint: String,
 }
 
-/// `ssh-keygen -t ed25519 -N '' -f DIR/NAME -C user@host`.
+/// `ssh-keygen -t ed25519 -N '' -f DIR/NAME -C NAME`.
 pub fn ssh_keygen(dir: &Path, name: &str) -> SshKeyPair {
     let private_path = dir.join(name);
     let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "user@host", "-f"])
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
         .arg(&private_path)
         .output()
         .expect("run ssh-keygen (openssh-client)");

@@ -167,19 +167,6 @@ pub async fn output(mut cmd: tokio::process::Command, stdin: Option<&[u8]>, limi
     }
 }
 
-/// A fresh ed25519 key pair in `dir`: the private key's path and the public key line.
-pub fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
-    let path = dir.join(name);
-    let status = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&path)
-        .status()
-        .expect("run ssh-keygen");
-    assert!(status.success(), "ssh-keygen failed");
-    let public = std::fs::read_to_string(path.with_extension("pub")).expect("read the public key");
-    (path, public.trim().to_owned())
-}
-
 /// The program and arguments of `cmd`, as text.
 pub fn argv(cmd: &tokio::process::Command) -> Vec<String> {
     let std = cmd.as_std();

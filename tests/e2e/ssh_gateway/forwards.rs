@@ -5,24 +5,19 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use cloud_cli_proxy_tests::Node;
-use cloud_cli_proxy_tests::gateway::{Login, keypair, output};
+use cloud_cli_proxy_tests::fixtures;
+use cloud_cli_proxy_tests::gateway::{Login, output};
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// A free port on 127.0.0.1 (the listener is dropped; the test binds it again at once).
-async fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn local_forward_reaches_a_port_in_the_host() {
     let node = Node::embedded(&[]).await;
     let erin = node.tenant("erin").await;
-    let port = free_port().await;
+    let port = cloud_cli_proxy_tests::access::free_port();
     let mut cmd = node.gateway_ssh(&erin.login(), &Login::Password(erin.password.clone()));
     cmd.args([
         "-N",
@@ -107,7 +102,11 @@ async fn agent_forwarding() {
     let node = Node::embedded(&[]).await;
     let gus = node.tenant("gus").await;
     let dir = tempfile::tempdir().unwrap();
-    let (key, public) = keypair(dir.path(), "id_gus");
+    let fixtures::SshKeyPair {
+        private_path: key,
+        public_line: public,
+        ..
+    } = fixtures::ssh_keygen(dir.path(), "id_gus");
     let r = node
         .admin
         .post(

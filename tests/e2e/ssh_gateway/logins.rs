@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use cloud_cli_proxy_tests::gateway::{Login, keypair, output};
+use cloud_cli_proxy_tests::fixtures;
+use cloud_cli_proxy_tests::gateway::{Login, output};
 use cloud_cli_proxy_tests::{Node, eventually};
 use serde_json::{Value, json};
 
@@ -53,7 +54,7 @@ async fn refusals_are_recorded_and_limited() {
 
     // A key the account does not have: refused at the offer, and recorded.
     let dir = tempfile::tempdir().unwrap();
-    let (stranger, _) = keypair(dir.path(), "id_stranger");
+    let stranger = fixtures::ssh_keygen(dir.path(), "id_stranger").private_path;
     let mut cmd = node.gateway_ssh(&ida.login(), &Login::KeyFile(stranger));
     cmd.arg("true");
     let out = output(cmd, None, LIMIT).await;
@@ -97,7 +98,11 @@ async fn keys_sessions_and_stopped_hosts() {
     let joan = node.tenant("joan").await;
     let host = ("host_id", joan.host.id.as_str());
     let dir = tempfile::tempdir().unwrap();
-    let (key, public) = keypair(dir.path(), "id_joan");
+    let fixtures::SshKeyPair {
+        private_path: key,
+        public_line: public,
+        ..
+    } = fixtures::ssh_keygen(dir.path(), "id_joan");
     node.admin
         .post(
             &format!("/v1/admin/users/{}/ssh-keys", joan.host.user_id),

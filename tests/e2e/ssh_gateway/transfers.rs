@@ -5,7 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use cloud_cli_proxy_tests::Node;
-use cloud_cli_proxy_tests::gateway::{Login, keypair, output, ssh_command};
+use cloud_cli_proxy_tests::fixtures;
+use cloud_cli_proxy_tests::gateway::{Login, output, ssh_command};
 use serde_json::json;
 
 const LIMIT: Duration = Duration::from_secs(300);
@@ -61,7 +62,11 @@ async fn scp_and_sftp_100_mib_each_way() {
     assert_eq!(sha256(&down), sum, "scp down changed the file");
 
     // sftp in batch mode (which allows no password prompt): with the user's key.
-    let (key, public) = keypair(dir.path(), "id_hal");
+    let fixtures::SshKeyPair {
+        private_path: key,
+        public_line: public,
+        ..
+    } = fixtures::ssh_keygen(dir.path(), "id_hal");
     node.admin
         .post(
             &format!("/v1/admin/users/{}/ssh-keys", hal.host.user_id),

@@ -121,12 +121,6 @@ fn mib_per_s(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / 1_048_576.0 / d.as_secs_f64()
 }
 
-fn p50(samples: &[Duration]) -> Duration {
-    let mut s = samples.to_vec();
-    s.sort();
-    s[s.len() / 2]
-}
-
 pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
     let args = parse(args)?;
     cloud_cli_proxy_tests::docker::require_docker();
@@ -188,7 +182,10 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
             if ratio >= TARGET_RATIO { "met" } else { "NOT met" }
         );
     }
-    let (g, d) = (p50(&logins[0]), p50(&logins[1]));
+    let (g, d) = (
+        super::percentile(&logins[0], 50.0),
+        super::percentile(&logins[1], 50.0),
+    );
     println!();
     println!(
         "  connect + auth + exec, p50 of {}: gateway {:.0} ms, direct {:.0} ms, added {:.0} ms",
