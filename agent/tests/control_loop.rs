@@ -272,6 +272,7 @@ async fn agent_runs_tasks_for_a_control_plane() {
         password_crypt: "$6$itestsalt1$4qgAhoZNtP7nYdOjspFMxNWHUHj5VpR1MerOvN.6l9oisFTaAmtI6E463eUVo/pY6fiswAzOiG7lbR7n/zngQ0".into(),
         authorized_keys: vec![],
         vnc_secret: String::new(),
+        egress: None,
     };
     let fake: Shared = Arc::default();
     {

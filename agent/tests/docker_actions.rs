@@ -268,6 +268,7 @@ async fn host_lifecycle_against_real_docker() {
         password_crypt: FIRST_HASH.into(),
         authorized_keys: vec![GATEWAY_KEY.into()],
         vnc_secret: "vnc-pass".into(),
+        egress: None,
     };
     let names = hosts.names(&spec.short_id);
     let mut progress = Recorder::default();

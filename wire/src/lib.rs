@@ -131,6 +131,9 @@ pub struct HostSpec {
     pub authorized_keys: Vec<String>,
     /// Secret of the in-container VNC server.
     pub vnc_secret: String,
+    /// The egress IP the host is bound to; `None`: the node's direct path (when the node allows it).
+    #[serde(default)]
+    pub egress: Option<EgressSpec>,
 }
 
 impl std::fmt::Debug for HostSpec {
@@ -142,8 +145,79 @@ impl std::fmt::Debug for HostSpec {
             .field("memory_mb", &self.memory_mb)
             .field("cpu_millis", &self.cpu_millis)
             .field("pids_limit", &self.pids_limit)
+            .field("egress", &self.egress)
             .finish_non_exhaustive()
     }
+}
+
+/// How a namespace leaves the internet: one egress IP, with everything its tunnel needs. Carries
+/// secrets (keys, proxy passwords); the agent keeps it in files, never in container env or logs.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressSpec {
+    pub egress_ip_id: String,
+    /// The declared exit address (what the exit-IP check compares with).
+    pub declared_ip: String,
+    /// The resolver every DNS query of the namespace is sent to, through the tunnel.
+    pub dns_server: String,
+    pub tunnel: Tunnel,
+}
+
+impl std::fmt::Debug for EgressSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.tunnel {
+            Tunnel::Wireguard(_) => "wireguard".to_owned(),
+            Tunnel::Proxy { outbound } => format!(
+                "proxy/{}",
+                outbound.get("type").and_then(|t| t.as_str()).unwrap_or("?")
+            ),
+        };
+        f.debug_struct("EgressSpec")
+            .field("egress_ip_id", &self.egress_ip_id)
+            .field("declared_ip", &self.declared_ip)
+            .field("dns_server", &self.dns_server)
+            .field("tunnel", &kind)
+            .finish()
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Tunnel {
+    Wireguard(WireguardSpec),
+    /// A sing-box outbound (socks, http, shadowsocks, vmess, vless, trojan), validated by the control
+    /// plane; the agent adds its `tag` and `routing_mark`.
+    Proxy { outbound: serde_json::Value },
+}
+
+/// One WireGuard peer (the provider's server) and this side's interface.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireguardSpec {
+    /// `host:port` or `ip:port`; the agent resolves names on the node.
+    pub endpoint: String,
+    /// Base64 X25519 keys.
+    pub peer_public_key: String,
+    pub preshared_key: Option<String>,
+    /// This side's private key (per host; the egress IP's own key for tests).
+    pub private_key: String,
+    /// CIDRs routed into the tunnel, e.g. `["0.0.0.0/0"]`.
+    pub allowed_ips: Vec<String>,
+    /// This side's address inside the tunnel, e.g. `10.0.0.2/32`.
+    pub address: String,
+}
+
+/// `POST /v1/agent/egress-tests` reply body pieces: one check of an egress test.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckResult {
+    /// `connectivity`, `exit_ip` or `dns_leak`.
+    pub name: String,
+    pub passed: bool,
+    pub latency_ms: Option<u64>,
+    /// What was seen: the exit IP, the resolver IP, the HTTP status.
+    pub observed: Option<String>,
+    pub error: Option<String>,
 }
 
 /// `POST /v1/agent/tasks/{task_id}/progress`: also renews the lease.
@@ -331,8 +405,24 @@ mod tests {
             password_crypt: "$6$salt$hash".into(),
             authorized_keys: vec![],
             vnc_secret: "vnc-secret".into(),
+            egress: Some(EgressSpec {
+                egress_ip_id: "e".into(),
+                declared_ip: "198.18.0.10".into(),
+                dns_server: "198.18.0.53".into(),
+                tunnel: Tunnel::Wireguard(WireguardSpec {
+                    endpoint: "198.18.0.10:51820".into(),
+                    peer_public_key: "peer".into(),
+                    preshared_key: Some("psk-secret".into()),
+                    private_key: "private-secret".into(),
+                    allowed_ips: vec!["0.0.0.0/0".into()],
+                    address: "10.0.0.2/32".into(),
+                }),
+            }),
         };
         let shown = format!("{spec:?}");
         assert!(!shown.contains("$6$") && !shown.contains("vnc-secret"));
+        let egress = format!("{:?}", spec.egress);
+        assert!(!egress.contains("secret"), "{egress}");
+        assert!(egress.contains("wireguard"));
     }
 }

@@ -213,6 +213,7 @@ mod tests {
             password_crypt: "$6$salt$hash".into(),
             authorized_keys: vec!["ssh-ed25519 AAAA gw".into()],
             vnc_secret: "vncsecret".into(),
+            egress: None,
         }
     }
 

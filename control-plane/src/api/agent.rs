@@ -229,6 +229,7 @@ async fn claim(
                     password_crypt: host.password_crypt.clone(),
                     authorized_keys: db::gateways::client_keys(&state.db).await?,
                     vnc_secret: host.vnc_secret.clone(),
+                    egress: None,
                 },
             };
             tracing::info!(task_id = %task.id, host_id = %host.id, kind = task.kind.as_str(), node_id = %req.node_id, "task claimed");
