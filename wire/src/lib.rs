@@ -187,7 +187,9 @@ pub enum Tunnel {
     Wireguard(WireguardSpec),
     /// A sing-box outbound (socks, http, shadowsocks, vmess, vless, trojan), validated by the control
     /// plane; the agent adds its `tag` and `routing_mark`.
-    Proxy { outbound: serde_json::Value },
+    Proxy {
+        outbound: serde_json::Value,
+    },
 }
 
 /// One WireGuard peer (the provider's server) and this side's interface.
