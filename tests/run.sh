@@ -4,7 +4,8 @@
 # Usage:  tests/run.sh [STEP...]
 #
 # Steps, run in this order (default: all of them):
-#   deps    install missing Debian packages the checks and tests use (apt-get update only if needed)
+#   deps    install missing Debian packages the checks and tests use (apt-get update only if needed),
+#           the Docker engine when none runs, and sing-box (deploy/scripts/install-sing-box.sh)
 #   fmt     cargo fmt --all --check
 #   clippy  cargo clippy --workspace --all-targets -- -D warnings
 #   build   cargo build --workspace --bins
@@ -49,6 +50,8 @@ step_deps() {
         echo "all present: ${REQUIRED[*]%%:*}"
     fi
     ensure_docker
+    # The egress tests run real sing-box servers and clients.
+    deploy/scripts/install-sing-box.sh
     command -v cargo >/dev/null 2>&1 || die "cargo is not installed (https://rustup.rs)"
     cargo fmt --version >/dev/null 2>&1 || die "rustfmt is missing: rustup component add rustfmt"
     cargo clippy --version >/dev/null 2>&1 || die "clippy is missing: rustup component add clippy"
