@@ -1,7 +1,7 @@
 //! The agent's configuration: one clap struct, every flag also an environment variable.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
@@ -72,6 +72,34 @@ pub struct Config {
     /// Upper bound of every request to the control plane except the claim long-poll, in seconds.
     #[arg(long, env = "CONTROL_PLANE_TIMEOUT_SECS", default_value_t = 30)]
     pub control_plane_timeout_secs: u64,
+
+    /// The tunnel runtime binary mounted into bound hosts' egress containers (unset: the
+    /// `cloud-cli-proxy-egress` next to this program, then on PATH).
+    #[arg(long, env = "EGRESS_RUNTIME_BIN")]
+    pub egress_runtime_bin: Option<PathBuf>,
+
+    /// sing-box, for proxy egress (a name is looked up on PATH).
+    #[arg(long, env = "SING_BOX_BIN", default_value = "sing-box")]
+    pub sing_box_bin: PathBuf,
+
+    /// How long starting a bound host waits for its tunnel before going on without it (closed).
+    #[arg(long, env = "TUNNEL_READY_TIMEOUT_SECS", default_value_t = 20)]
+    pub tunnel_ready_timeout_secs: u64,
+}
+
+/// File name of the tunnel runtime binary.
+pub const EGRESS_RUNTIME_NAME: &str = "cloud-cli-proxy-egress";
+
+/// `path` itself when it names a file (absolute or relative), else a bare name looked up on PATH.
+fn find_program(path: &Path) -> Option<PathBuf> {
+    if path.components().count() > 1 || path.is_absolute() {
+        return path.is_file().then(|| path.to_owned());
+    }
+    std::env::var_os("PATH").and_then(|dirs| {
+        std::env::split_paths(&dirs)
+            .map(|dir| dir.join(path))
+            .find(|candidate| candidate.is_file())
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +133,9 @@ impl Config {
             max_tasks: 4,
             reach_address: None,
             control_plane_timeout_secs: 30,
+            egress_runtime_bin: None,
+            sing_box_bin: PathBuf::from("sing-box"),
+            tunnel_ready_timeout_secs: 20,
         }
     }
 
@@ -121,6 +152,23 @@ impl Config {
 
     pub fn control_plane_timeout(&self) -> Duration {
         Duration::from_secs(self.control_plane_timeout_secs)
+    }
+
+    /// The tunnel runtime's path on this node, if it is there.
+    pub fn egress_runtime(&self) -> Option<PathBuf> {
+        match &self.egress_runtime_bin {
+            Some(path) => find_program(path),
+            None => std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(|dir| dir.join(EGRESS_RUNTIME_NAME)))
+                .filter(|p| p.is_file())
+                .or_else(|| find_program(Path::new(EGRESS_RUNTIME_NAME))),
+        }
+    }
+
+    /// sing-box's path on this node, if it is there.
+    pub fn sing_box(&self) -> Option<PathBuf> {
+        find_program(&self.sing_box_bin)
     }
 
     /// The control plane URL without a trailing slash.
@@ -188,6 +236,9 @@ impl fmt::Debug for Config {
             .field("max_tasks", &self.max_tasks)
             .field("reach_address", &self.reach_address)
             .field("control_plane_timeout_secs", &self.control_plane_timeout_secs)
+            .field("egress_runtime_bin", &self.egress_runtime_bin)
+            .field("sing_box_bin", &self.sing_box_bin)
+            .field("tunnel_ready_timeout_secs", &self.tunnel_ready_timeout_secs)
             .finish()
     }
 }

@@ -162,6 +162,25 @@ impl ControlPlane {
         )
     }
 
+    /// Long-polls for an egress test: `None` when there is none (204).
+    pub async fn claim_egress_test(
+        &self,
+        body: &wire::EgressTestClaim,
+    ) -> Result<Option<wire::EgressTestJob>, Error> {
+        let timeout = self.timeout + Duration::from_secs(body.wait_secs);
+        self.post(&["egress-tests", "claim"], body, timeout, true).await
+    }
+
+    pub async fn egress_test_result(
+        &self,
+        test_id: &str,
+        body: &wire::EgressTestReport,
+    ) -> Result<(), Error> {
+        self.post::<_, serde_json::Value>(&["egress-tests", test_id, "result"], body, self.timeout, false)
+            .await
+            .map(drop)
+    }
+
     pub async fn result(&self, task_id: &str, body: &wire::TaskResult) -> Result<(), Error> {
         self.post::<_, serde_json::Value>(&["tasks", task_id, "result"], body, self.timeout, false)
             .await

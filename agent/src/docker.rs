@@ -84,6 +84,8 @@ pub enum Role {
     Egress,
     Home,
     Network,
+    /// The throwaway namespace of an egress test (no host id).
+    EgressTest,
 }
 
 impl Role {
@@ -93,13 +95,20 @@ impl Role {
             Role::Egress => "egress",
             Role::Home => "home",
             Role::Network => "network",
+            Role::EgressTest => "egress-test",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Role::Host, Role::Egress, Role::Home, Role::Network]
-            .into_iter()
-            .find(|r| r.as_str() == s)
+        [
+            Role::Host,
+            Role::Egress,
+            Role::Home,
+            Role::Network,
+            Role::EgressTest,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
     }
 }
 

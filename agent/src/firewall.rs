@@ -10,6 +10,14 @@
 //!   shared, loopback, link-local (metadata), multicast and reserved range, the hosts bridge, the node's
 //!   own addresses and the control plane's; DNS only to the node's resolvers (the upstreams of
 //!   Docker's embedded DNS, whose forwarded queries leave from this namespace);
+//! - output with a tunnel: nothing leaves by any interface but the tunnel's (`ccp-tun`) except the
+//!   tunnel's own packets (firewall mark [`TUNNEL_MARK`]) to the tunnel server's address and port, and
+//!   replies on the hosts bridge; these checks come before the conntrack shortcut, so a connection
+//!   opened through the tunnel cannot continue on the bridge when the tunnel goes away. Through the
+//!   tunnel: the egress DNS server, then the public internet minus the blocked ranges. Every DNS
+//!   query to a non-loopback address is rewritten (DNAT) to the egress DNS server, so an edited
+//!   `/etc/resolv.conf` still resolves through the tunnel; Docker's embedded resolver (127.0.0.11)
+//!   is given that server as its upstream and forwards from this namespace, through the tunnel too;
 //! - IPv6: dropped entirely except loopback.
 //!
 //! [`render`] is pure (golden-tested, checked with `nft -c` when available); [`apply`] loads it with
@@ -17,7 +25,7 @@
 //! flushed and refilled, so there is no window without rules) and reads it back to verify.
 
 use std::fmt::{self, Write as _};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::Stdio;
 use std::str::FromStr;
 use std::time::Duration;
@@ -28,6 +36,12 @@ use tokio::process::Command;
 /// Name of our table; `apply` replaces only it, never other tables in the namespace (Docker's NAT for
 /// its embedded DNS lives there too).
 pub const TABLE: &str = "ccp";
+
+/// Name of the tunnel interface the egress runtime creates in the namespace.
+pub const TUNNEL_INTERFACE: &str = "ccp-tun";
+
+/// Firewall mark of the tunnel's own packets (WireGuard's UDP, sing-box's connections to its server).
+pub const TUNNEL_MARK: u32 = 0xcc;
 
 /// IPv4 ranges a host never reaches directly, whatever its egress: private, shared (CGNAT), loopback,
 /// link-local (cloud metadata), multicast, reserved and "this network".
@@ -150,6 +164,13 @@ pub enum Egress {
         /// The only destinations for DNS (TCP/UDP 53): the node's resolvers.
         dns_servers: Vec<Ipv4Addr>,
     },
+    /// Only through the tunnel interface; the tunnel itself talks to its server and nothing else.
+    Tunnel {
+        /// The tunnel server (resolved on the node) and its port.
+        endpoint: SocketAddrV4,
+        /// The resolver behind the tunnel that every DNS query is sent to.
+        dns_server: Ipv4Addr,
+    },
 }
 
 /// Everything the ruleset depends on.
@@ -207,9 +228,27 @@ pub fn render(spec: &FirewallSpec) -> String {
     line("\tchain output {");
     line("\t\ttype filter hook output priority filter; policy drop;");
     line("\t\toif \"lo\" accept");
+    line("\t\tmeta nfproto ipv6 drop");
+    if let Egress::Tunnel { endpoint, .. } = &spec.egress {
+        let off_tunnel = format!("\t\toifname != \"{TUNNEL_INTERFACE}\"");
+        line(&format!(
+            "{off_tunnel} meta mark != {TUNNEL_MARK:#x} ip daddr != {} drop",
+            spec.bridge_subnet
+        ));
+        line(&format!(
+            "{off_tunnel} meta mark {TUNNEL_MARK:#x} ip daddr != {} drop",
+            endpoint.ip()
+        ));
+        line(&format!(
+            "{off_tunnel} meta mark {TUNNEL_MARK:#x} meta l4proto != {{ tcp, udp }} drop"
+        ));
+        line(&format!(
+            "{off_tunnel} meta mark {TUNNEL_MARK:#x} th dport != {} drop",
+            endpoint.port()
+        ));
+    }
     line("\t\tct state invalid drop");
     line("\t\tct state established,related accept");
-    line("\t\tmeta nfproto ipv6 drop");
     match &spec.egress {
         Egress::Deny => {}
         Egress::Direct { dns_servers } => {
@@ -226,8 +265,30 @@ pub fn render(spec: &FirewallSpec) -> String {
             line(&format!("\t\tip daddr {{ {} }} drop", blocked_set(spec)));
             line("\t\tmeta nfproto ipv4 accept");
         }
+        Egress::Tunnel { endpoint, dns_server } => {
+            line(&format!(
+                "\t\tmeta mark {TUNNEL_MARK:#x} ip daddr {} meta l4proto {{ tcp, udp }} th dport {} accept",
+                endpoint.ip(),
+                endpoint.port()
+            ));
+            line(&format!("\t\toifname != \"{TUNNEL_INTERFACE}\" drop"));
+            line(&format!(
+                "\t\tip daddr {dns_server} meta l4proto {{ tcp, udp }} th dport 53 accept"
+            ));
+            line(&format!("\t\tip daddr {{ {} }} drop", blocked_set(spec)));
+            line("\t\tmeta nfproto ipv4 accept");
+        }
     }
     line("\t}");
+    if let Egress::Tunnel { dns_server, .. } = &spec.egress {
+        line("");
+        line("\tchain dns {");
+        line("\t\ttype nat hook output priority -110; policy accept;");
+        line(&format!(
+            "\t\tmeta mark != {TUNNEL_MARK:#x} ip daddr != 127.0.0.0/8 meta l4proto {{ tcp, udp }} th dport 53 dnat ip to {dns_server}"
+        ));
+        line("\t}");
+    }
     line("}");
     out
 }
@@ -432,6 +493,30 @@ mod tests {
         golden("firewall_direct.nft", &render(&spec(direct())));
     }
 
+    fn tunnel() -> Egress {
+        Egress::Tunnel {
+            endpoint: SocketAddrV4::new(Ipv4Addr::new(198, 18, 3, 4), 51820),
+            dns_server: Ipv4Addr::new(10, 64, 0, 1),
+        }
+    }
+
+    #[test]
+    fn tunnel_ruleset_matches_golden_file() {
+        golden("firewall_tunnel.nft", &render(&spec(tunnel())));
+    }
+
+    #[test]
+    fn tunnel_checks_interface_and_mark_before_replies() {
+        let rendered = render(&spec(tunnel()));
+        let output = rendered.split("chain output {").nth(1).unwrap();
+        let off_tunnel = output.find("oifname != \"ccp-tun\" meta mark != 0xcc").unwrap();
+        let replies = output.find("ct state established,related accept").unwrap();
+        assert!(off_tunnel < replies, "{output}");
+        // The DNS server may sit in a private range behind the tunnel: allowed before the blocked set.
+        assert!(output.find("ip daddr 10.64.0.1").unwrap() < output.find("10.0.0.0/8").unwrap());
+        assert!(rendered.contains("dnat ip to 10.64.0.1"));
+    }
+
     #[test]
     fn deny_ruleset_matches_golden_file() {
         golden("firewall_deny.nft", &render(&spec(Egress::Deny)));
@@ -487,7 +572,7 @@ mod tests {
             eprintln!("skipping nft -c: {e}");
             return;
         }
-        for egress in [direct(), Egress::Deny] {
+        for egress in [direct(), Egress::Deny, tunnel()] {
             match check(&render(&spec(egress)), Duration::from_secs(10)).await {
                 Ok(()) => {}
                 Err(Error::Command { stderr, .. }) if stderr.contains("Operation not permitted") => {

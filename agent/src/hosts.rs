@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum};
@@ -27,6 +28,7 @@ use tokio::io::AsyncReadExt as _;
 use wire::{ContainerState, HostSpec, ObservedHost, TaskKind};
 
 mod containers;
+pub mod tunnel;
 
 pub use containers::{
     DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_MB, DEFAULT_PIDS_LIMIT, HOST_CAPABILITIES, SECRETS_MOUNT, STOP_GRACE,
@@ -36,6 +38,7 @@ pub use containers::{
 use crate::docker::{self, Docker, Role, labels_for};
 use crate::firewall::{self, Egress, FirewallSpec, Ipv4Cidr};
 use crate::secrets::{HostSecrets, Store};
+use tunnel::{RuntimeConfig, RuntimeStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interrupt {
@@ -67,6 +70,10 @@ pub enum Error {
     ApplySecrets { code: i64, output: String },
     #[error("interrupted: {0:?}")]
     Interrupted(Interrupt),
+    #[error("egress tunnel server: {0}")]
+    EgressResolve(String),
+    #[error("this node cannot run egress tunnels: {0}")]
+    EgressUnavailable(String),
 }
 
 impl Error {
@@ -78,11 +85,13 @@ impl Error {
             Error::NotRunning(_)
             | Error::NoAddress(..)
             | Error::NamespaceChanged
-            | Error::SshNotReady { .. } => true,
+            | Error::SshNotReady { .. }
+            | Error::EgressResolve(_) => true,
             Error::InvalidSpec(_)
             | Error::Secrets(_)
             | Error::ApplySecrets { .. }
-            | Error::Interrupted(_) => false,
+            | Error::Interrupted(_)
+            | Error::EgressUnavailable(_) => false,
         }
     }
 }
@@ -135,6 +144,12 @@ pub struct Settings {
     pub blocked_hosts: Vec<Ipv4Addr>,
     /// Resolvers direct-egress hosts may query.
     pub dns_servers: Vec<Ipv4Addr>,
+    /// The tunnel runtime (`cloud-cli-proxy-egress`) and sing-box on the node, bind-mounted into
+    /// the egress containers of bound hosts; `None`: not found, bound hosts cannot start here.
+    pub egress_runtime: Option<PathBuf>,
+    pub sing_box: Option<PathBuf>,
+    /// How long a start waits for a bound host's tunnel to come up before going on (closed).
+    pub tunnel_ready_timeout: Duration,
 }
 
 /// One host's containers as listed by Docker.
@@ -353,15 +368,31 @@ impl Hosts {
 
         step(progress, 35, "writing the host's secrets").await?;
         let secrets_dir = self.store.write(host_id, &HostSecrets::from(spec))?;
+        let egress_dir = self.store.ensure_egress_dir(host_id)?;
+        let runtime = match &spec.egress {
+            Some(egress) => {
+                self.require_tunnel_programs(egress)?;
+                step(progress, 37, "resolving the egress tunnel server").await?;
+                let endpoint = tunnel::resolve(egress).await?;
+                Some(RuntimeConfig {
+                    spec: egress.clone(),
+                    endpoint_ip: *endpoint.ip(),
+                    netns_inode: None,
+                })
+            }
+            None => None,
+        };
 
         step(progress, 40, "starting the egress container").await?;
-        self.docker
-            .ensure_container(&names.egress, containers::egress_body(&self.settings, spec))
-            .await?;
+        let body = containers::egress_body(&self.settings, spec, &egress_dir.to_string_lossy());
+        self.replace_egress_of_other_shape(&names, &body).await?;
+        self.docker.ensure_container(&names.egress, body).await?;
         self.docker.start_container(&names.egress).await?;
 
         step(progress, 50, "installing the firewall").await?;
-        let pid = self.apply_firewall(&names, &bridge).await?;
+        let pid = self.apply_firewall(&names, &bridge, runtime.as_ref()).await?;
+        // Only now, for the namespace that has the rules, does the tunnel runtime get its work.
+        self.write_runtime_config(host_id, runtime, pid)?;
 
         step(progress, 60, "creating the host container").await?;
         let body = containers::host_body(&self.settings, spec, &names, &secrets_dir.to_string_lossy());
@@ -373,7 +404,124 @@ impl Hosts {
         step(progress, 80, "waiting for sshd").await?;
         let address = self.egress_address(&names).await?;
         self.wait_for_sshd(address, progress).await?;
+        if spec.egress.is_some() {
+            step(progress, 90, "waiting for the egress tunnel").await?;
+            match self.wait_for_tunnel(host_id).await {
+                Some(status) if status.is_up() => {}
+                status => {
+                    // The host is usable (and closed) without its tunnel; the egress health shows it.
+                    let why = status
+                        .and_then(|s| s.last_error)
+                        .unwrap_or_else(|| "no status".into());
+                    tracing::warn!(host_id, error = %why, "egress tunnel not up yet");
+                }
+            }
+        }
         step(progress, 100, "running").await
+    }
+
+    /// Checks that the programs a tunnel of this kind needs are on the node.
+    pub fn require_tunnel_programs(&self, egress: &wire::EgressSpec) -> Result<(), Error> {
+        if self.settings.egress_runtime.is_none() {
+            return Err(Error::EgressUnavailable(format!(
+                "{} not found (set EGRESS_RUNTIME_BIN)",
+                crate::config::EGRESS_RUNTIME_NAME
+            )));
+        }
+        if matches!(egress.tunnel, wire::Tunnel::Proxy { .. }) && self.settings.sing_box.is_none() {
+            return Err(Error::EgressUnavailable(
+                "sing-box not found (set SING_BOX_BIN)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The namespace owner of an egress test: a bound host's egress container, labelled as a test.
+    pub fn egress_test_body(
+        &self,
+        egress: &wire::EgressSpec,
+        dir: &str,
+    ) -> bollard::models::ContainerCreateBody {
+        containers::egress_test_body(&self.settings, egress, dir)
+    }
+
+    /// An egress container made for another egress shape (plain or tunnel, another resolver) is
+    /// removed, after stopping the host container that lives in its namespace.
+    async fn replace_egress_of_other_shape(
+        &self,
+        names: &Names,
+        wanted: &bollard::models::ContainerCreateBody,
+    ) -> Result<(), Error> {
+        let Some(existing) = self.docker.inspect_container(&names.egress).await? else {
+            return Ok(());
+        };
+        let label = |labels: Option<&HashMap<String, String>>| {
+            labels
+                .and_then(|l| l.get(containers::EGRESS_SHAPE_LABEL))
+                .cloned()
+        };
+        let have = label(existing.config.as_ref().and_then(|c| c.labels.as_ref()));
+        let want = label(wanted.labels.as_ref());
+        if have == want {
+            return Ok(());
+        }
+        tracing::info!(container = %names.egress, ?have, ?want, "egress changed shape; re-creating the namespace");
+        self.docker.stop_container(&names.host, STOP_GRACE).await?;
+        self.docker.remove_container(&names.egress).await?;
+        Ok(())
+    }
+
+    /// Writes (or withdraws) the tunnel runtime's configuration, tied to the namespace of `pid`.
+    fn write_runtime_config(
+        &self,
+        host_id: &str,
+        runtime: Option<RuntimeConfig>,
+        pid: i64,
+    ) -> Result<(), Error> {
+        match runtime {
+            Some(mut config) => {
+                config.netns_inode = tunnel::netns_inode(pid);
+                let bytes = serde_json::to_vec_pretty(&config)
+                    .map_err(|e| Error::InvalidSpec(format!("egress configuration: {e}")))?;
+                self.store.write_egress_config(host_id, Some(&bytes))?;
+            }
+            None => self.store.write_egress_config(host_id, None)?,
+        }
+        Ok(())
+    }
+
+    /// The tunnel runtime's configuration as last written for the host.
+    pub fn runtime_config(&self, host_id: &str) -> Result<Option<RuntimeConfig>, Error> {
+        let Some(bytes) = self
+            .store
+            .read_egress_file(host_id, crate::secrets::EGRESS_CONFIG_FILE)?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::InvalidSpec(format!("stored egress configuration: {e}")))
+    }
+
+    /// What the tunnel runtime last reported; `None` before its first report or without a tunnel.
+    pub fn tunnel_status(&self, host_id: &str) -> Option<RuntimeStatus> {
+        let bytes = self
+            .store
+            .read_egress_file(host_id, crate::secrets::EGRESS_STATUS_FILE)
+            .ok()??;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Polls the runtime's status until the tunnel is up or the wait is over.
+    async fn wait_for_tunnel(&self, host_id: &str) -> Option<RuntimeStatus> {
+        let deadline = Instant::now() + self.settings.tunnel_ready_timeout;
+        loop {
+            let status = self.tunnel_status(host_id);
+            if status.as_ref().is_some_and(RuntimeStatus::is_up) || Instant::now() >= deadline {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Starts the host container after the firewall went into the namespace of egress process
@@ -416,10 +564,15 @@ impl Hosts {
 
     /// Renders and installs the ruleset into the running egress container's namespace; returns the
     /// pid whose namespace got it.
-    pub async fn apply_firewall(&self, names: &Names, bridge: &docker::BridgeInfo) -> Result<i64, Error> {
+    pub async fn apply_firewall(
+        &self,
+        names: &Names,
+        bridge: &docker::BridgeInfo,
+        runtime: Option<&RuntimeConfig>,
+    ) -> Result<i64, Error> {
         let egress = self.require_running(&names.egress).await?;
         let pid = container_pid(&egress).ok_or_else(|| Error::NotRunning(names.egress.clone()))?;
-        let spec = self.firewall_spec(bridge).await?;
+        let spec = self.firewall_spec(bridge, runtime).await?;
         firewall::apply(pid, &firewall::render(&spec), self.settings.command_timeout).await?;
         // The pid could have been recycled by a restart between inspect and nsenter.
         let again = self.require_running(&names.egress).await?;
@@ -430,7 +583,11 @@ impl Hosts {
         Ok(pid)
     }
 
-    async fn firewall_spec(&self, bridge: &docker::BridgeInfo) -> Result<FirewallSpec, Error> {
+    async fn firewall_spec(
+        &self,
+        bridge: &docker::BridgeInfo,
+        runtime: Option<&RuntimeConfig>,
+    ) -> Result<FirewallSpec, Error> {
         let bridge_subnet: Ipv4Cidr = bridge.subnet.parse()?;
         let gateway: Ipv4Addr = bridge
             .gateway
@@ -438,7 +595,9 @@ impl Hosts {
             .map_err(|_| firewall::Error::BadCidr(bridge.gateway.clone()))?;
         let mut blocked_hosts = crate::node::ipv4_addresses(self.settings.command_timeout).await;
         blocked_hosts.extend(&self.settings.blocked_hosts);
-        let egress = if self.settings.allow_direct_egress {
+        let egress = if let Some(runtime) = runtime {
+            runtime.firewall_egress()?
+        } else if self.settings.allow_direct_egress {
             Egress::Direct {
                 dns_servers: self.settings.dns_servers.clone(),
             }
@@ -467,7 +626,14 @@ impl Hosts {
             self.docker.start_container(&names.egress).await?;
         }
         let bridge = self.ensure_network().await?;
-        let pid = self.apply_firewall(&names, &bridge).await?;
+        let runtime = self.runtime_config(host_id)?;
+        let inode = runtime.as_ref().and_then(|r| r.netns_inode);
+        let pid = self.apply_firewall(&names, &bridge, runtime.as_ref()).await?;
+        if runtime.is_some() && inode != tunnel::netns_inode(pid) {
+            // A new namespace (the egress container restarted): it has its rules now, so the
+            // runtime may bring the tunnel up in it.
+            self.write_runtime_config(host_id, runtime, pid)?;
+        }
         let host = self.docker.inspect_container(&names.host).await?;
         let host_running = host
             .as_ref()

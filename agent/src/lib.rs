@@ -11,8 +11,10 @@
 pub mod config;
 pub mod control_plane;
 pub mod docker;
+pub mod egress_test;
 pub mod firewall;
 pub mod hosts;
+pub mod netns;
 pub mod node;
 pub mod probe;
 pub mod reconcile;
@@ -77,6 +79,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
             let inflight = Arc::new(tasks::Inflight::default());
             let heartbeat = heartbeat_loop(session.clone(), hosts.clone(), inflight.clone(), cancel.clone());
+            let egress_tests = egress_test::run_loop(session.clone(), hosts.clone(), cancel.clone());
             let task_loop = tasks::TaskLoop {
                 session,
                 hosts,
@@ -84,7 +87,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 max_tasks: config.max_tasks,
                 cancel,
             };
-            tokio::join!(heartbeat, task_loop.run());
+            tokio::join!(heartbeat, egress_tests, task_loop.run());
         }
     };
     let agent = tokio::spawn(agent);
@@ -106,6 +109,9 @@ async fn settings(config: &Config) -> Settings {
         direct_egress = config.allow_direct_egress,
         "host firewall inputs"
     );
+    let egress_runtime = config.egress_runtime();
+    let sing_box = config.sing_box();
+    tracing::info!(?egress_runtime, ?sing_box, "egress tunnel programs");
     Settings {
         node_name: config.node_name.clone(),
         host_image: config.host_image.clone(),
@@ -116,6 +122,9 @@ async fn settings(config: &Config) -> Settings {
         command_timeout: config.docker_timeout().min(Duration::from_secs(30)),
         blocked_hosts,
         dns_servers,
+        egress_runtime,
+        sing_box,
+        tunnel_ready_timeout: Duration::from_secs(config.tunnel_ready_timeout_secs),
     }
 }
 

@@ -14,6 +14,9 @@ use des::cipher::{BlockEncrypt as _, KeyInit as _, generic_array::GenericArray};
 pub const PASSWORD_FILE: &str = "password.hash";
 pub const AUTHORIZED_KEYS_FILE: &str = "authorized_keys";
 pub const VNC_PASSWD_FILE: &str = "vnc.passwd";
+/// The tunnel runtime's configuration and status, in [`Store::egress_dir`].
+pub const EGRESS_CONFIG_FILE: &str = "egress.json";
+pub const EGRESS_STATUS_FILE: &str = "status.json";
 /// Present while the host is meant to be stopped: the reconciler never starts such a host.
 pub const STOPPED_MARKER: &str = "stopped";
 
@@ -109,6 +112,48 @@ impl Store {
         Ok(dir)
     }
 
+    /// `<root>/<host_id>/egress`: the tunnel runtime's directory, bind-mounted into the egress
+    /// container (never into the host container). It holds [`EGRESS_CONFIG_FILE`] (written here)
+    /// and the runtime's status file.
+    pub fn egress_dir(&self, host_id: &str) -> PathBuf {
+        self.host_dir(host_id).join("egress")
+    }
+
+    /// Creates the egress directory (0700) and returns it.
+    pub fn ensure_egress_dir(&self, host_id: &str) -> Result<PathBuf, Error> {
+        let dir = self.egress_dir(host_id);
+        create_private_dir(&dir)?;
+        for parent in [self.host_dir(host_id), self.root.clone()] {
+            set_mode(&parent, 0o700)?;
+        }
+        Ok(dir)
+    }
+
+    /// Replaces the tunnel runtime's configuration atomically (0600), or removes it (`None`).
+    pub fn write_egress_config(&self, host_id: &str, contents: Option<&[u8]>) -> Result<(), Error> {
+        let path = self.egress_dir(host_id).join(EGRESS_CONFIG_FILE);
+        match contents {
+            Some(bytes) => {
+                self.ensure_egress_dir(host_id)?;
+                replace(&path, bytes)
+            }
+            None => match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", &path)(e)),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// The tunnel runtime's configuration as last written; `None` when the host has none.
+    pub fn read_egress_file(&self, host_id: &str, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        let path = self.egress_dir(host_id).join(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("read", &path)(e)),
+        }
+    }
+
     pub fn set_stopped(&self, host_id: &str, stopped: bool) -> Result<(), Error> {
         let dir = self.host_dir(host_id);
         let marker = dir.join(STOPPED_MARKER);
@@ -194,7 +239,7 @@ pub fn vnc_password_file(password: &str) -> [u8; 8] {
     out
 }
 
-fn create_private_dir(dir: &Path) -> Result<(), Error> {
+pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -208,6 +253,11 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), Error> {
 }
 
 /// Writes `path` through a temporary file in the same directory and renames it into place.
+/// Writes `contents` to `path` (0600) by replacing it atomically.
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), Error> {
+    replace(path, contents)
+}
+
 fn replace(path: &Path, contents: &[u8]) -> Result<(), Error> {
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()

@@ -256,6 +256,9 @@ async fn host_lifecycle_against_real_docker() {
         command_timeout: Duration::from_secs(20),
         blocked_hosts: vec![],
         dns_servers: agent::node::resolvers(),
+        egress_runtime: None,
+        sing_box: None,
+        tunnel_ready_timeout: Duration::from_secs(20),
     };
     let hosts = Hosts::new(docker, Store::new(state.path(), &node), settings);
     let mut spec = HostSpec {

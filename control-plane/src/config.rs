@@ -118,9 +118,59 @@ pub struct Config {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
+
+    /// Resolver reached through the tunnel for proxy egress IPs that name no `dns_server` (and
+    /// WireGuard ones without `wg_dns_server`).
+    #[arg(long, env = "EGRESS_DNS_SERVER", default_value = "1.1.1.1")]
+    pub egress_dns_server: std::net::Ipv4Addr,
+
+    /// Egress test, connectivity: a plain-HTTP URL answering 204 or 200 (`cloud-cli-proxy-probe`'s
+    /// `/generate_204`, or a public one).
+    #[arg(
+        long,
+        env = "EGRESS_PROBE_CONNECTIVITY_URL",
+        default_value = "http://connectivitycheck.gstatic.com/generate_204"
+    )]
+    pub egress_probe_connectivity_url: String,
+
+    /// Egress test, exit IP: a plain-HTTP URL whose body is the caller's IP as text.
+    #[arg(long, env = "EGRESS_PROBE_IP_URL", default_value = "http://api.ipify.org/")]
+    pub egress_probe_ip_url: String,
+
+    /// Egress test, DNS leak: a name whose `A` record is the address of the resolver that asked its
+    /// authoritative server (whoami); names under it must answer the same.
+    #[arg(long, env = "EGRESS_PROBE_DNS_NAME", default_value = "whoami.akamai.net")]
+    pub egress_probe_dns_name: String,
 }
 
 impl Config {
+    /// The egress probe targets after their checks; `Err` carries the one line to print.
+    pub fn egress_probe(&self) -> Result<wire::ProbeTargets, String> {
+        for (name, url) in [
+            (
+                "EGRESS_PROBE_CONNECTIVITY_URL",
+                &self.egress_probe_connectivity_url,
+            ),
+            ("EGRESS_PROBE_IP_URL", &self.egress_probe_ip_url),
+        ] {
+            match reqwest::Url::parse(url) {
+                Ok(u) if u.scheme() == "http" && u.host().is_some() => {}
+                _ => return Err(format!("{name} must be an http:// URL, got `{url}`")),
+            }
+        }
+        if !agent::probe::valid_name(&self.egress_probe_dns_name) {
+            return Err(format!(
+                "EGRESS_PROBE_DNS_NAME must be a DNS name, got `{}`",
+                self.egress_probe_dns_name
+            ));
+        }
+        Ok(wire::ProbeTargets {
+            connectivity_url: self.egress_probe_connectivity_url.clone(),
+            ip_url: self.egress_probe_ip_url.clone(),
+            dns_name: self.egress_probe_dns_name.trim_end_matches('.').to_owned(),
+        })
+    }
+
     pub fn token_ttl(&self) -> Duration {
         Duration::from_secs(self.token_ttl_secs)
     }

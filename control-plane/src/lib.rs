@@ -61,6 +61,10 @@ pub struct Settings {
     pub trust_forwarded_for: bool,
     /// Lifetime of the single-use SSH secrets of the bootstrap and entry flows.
     pub handoff_ttl: Duration,
+    /// `EGRESS_DNS_SERVER`.
+    pub egress_dns_server: std::net::Ipv4Addr,
+    /// `EGRESS_PROBE_*`: where egress tests send their checks.
+    pub egress_probe: wire::ProbeTargets,
 }
 
 /// Shared state of every handler.
@@ -110,6 +114,8 @@ impl AppState {
             ssh_port,
             trust_forwarded_for: config.trust_forwarded_for,
             handoff_ttl,
+            egress_dns_server: config.egress_dns_server,
+            egress_probe: config.egress_probe().map_err(StartError::Config)?,
         };
         let decoy = tokio::task::spawn_blocking(auth::password::decoy_hash).await?;
         let agent_token = machine_token(config.agent_token.as_ref(), "AGENT_TOKEN", config.embedded_agent)?;

@@ -222,6 +222,57 @@ pub struct CheckResult {
     pub error: Option<String>,
 }
 
+/// Where an egress test sends its three checks (`EGRESS_PROBE_*` of the control plane).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeTargets {
+    /// Expects 204 or 200.
+    pub connectivity_url: String,
+    /// Answers the caller's IP as text.
+    pub ip_url: String,
+    /// Its `A` record is the address of the resolver that asked (whoami).
+    pub dns_name: String,
+}
+
+/// `POST /v1/agent/egress-tests/claim`: long-polls for an egress test to run on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressTestClaim {
+    pub node_id: String,
+    /// How long the control plane may hold the request when there is no test, in seconds (≤ 25).
+    pub wait_secs: u64,
+}
+
+/// An egress test for an agent: bring the tunnel up in a throwaway namespace and run the checks.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressTestJob {
+    pub test_id: String,
+    pub egress: EgressSpec,
+    pub targets: ProbeTargets,
+    /// Everything, tunnel included, must be done within this many milliseconds.
+    pub budget_ms: u64,
+}
+
+impl std::fmt::Debug for EgressTestJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EgressTestJob")
+            .field("test_id", &self.test_id)
+            .field("egress", &self.egress)
+            .field("targets", &self.targets)
+            .field("budget_ms", &self.budget_ms)
+            .finish()
+    }
+}
+
+/// `POST /v1/agent/egress-tests/{test_id}/result`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressTestReport {
+    /// `connectivity`, `exit_ip`, `dns_leak`, in that order.
+    pub checks: Vec<CheckResult>,
+}
+
 /// `POST /v1/agent/tasks/{task_id}/progress`: also renews the lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

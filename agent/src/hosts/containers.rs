@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::models::{
-    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, RestartPolicy,
+    ContainerCreateBody, DeviceMapping, HostConfig, HostConfigLogConfig, Mount, MountType, RestartPolicy,
     RestartPolicyNameEnum,
 };
 use wire::HostSpec;
 
-use super::{Error, Names, Settings};
+use super::{Error, Names, Settings, tunnel};
 use crate::docker::{Role, labels_for};
 
 /// Capabilities the host container keeps (all others are dropped), as images/README.md lists them:
@@ -28,6 +28,12 @@ pub const DEFAULT_PIDS_LIMIT: u64 = 1024;
 /// The egress container's own small limits.
 const EGRESS_MEMORY_BYTES: i64 = 32 * 1024 * 1024;
 const EGRESS_PIDS_LIMIT: i64 = 16;
+/// With a tunnel: the runtime, and sing-box (tens of MiB, goroutine threads) or boringtun.
+const TUNNEL_MEMORY_BYTES: i64 = 256 * 1024 * 1024;
+const TUNNEL_PIDS_LIMIT: i64 = 128;
+
+/// Label of the egress container telling how it was made ([`tunnel::shape`]).
+pub const EGRESS_SHAPE_LABEL: &str = "io.cloud-cli-proxy.egress-shape";
 /// Where the secret files are mounted in the host container (read by host-init/host-apply-secrets).
 pub const SECRETS_MOUNT: &str = "/run/cloud-cli-proxy";
 /// Grace period of `docker stop` for a host before SIGKILL.
@@ -109,9 +115,29 @@ fn log_config() -> HostConfigLogConfig {
 }
 
 /// The egress container: owns the namespace and does nothing else.
-pub(super) fn egress_body(settings: &Settings, spec: &HostSpec) -> ContainerCreateBody {
-    let labels = labels_for(&settings.node_name, Role::Egress, Some(&spec.host_id));
-    ContainerCreateBody {
+/// The namespace owner. Unbound: `sleep` as `nobody` with nothing granted. Bound to an egress IP:
+/// the tunnel runtime as root with NET_ADMIN (tun device, routes, marks) and nothing else, its
+/// directory and programs bind-mounted, Docker's resolver pointed at the egress DNS server.
+pub(super) fn egress_body(settings: &Settings, spec: &HostSpec, egress_dir: &str) -> ContainerCreateBody {
+    let mut labels = labels_for(&settings.node_name, Role::Egress, Some(&spec.host_id));
+    labels.insert(EGRESS_SHAPE_LABEL.to_owned(), tunnel::shape(spec.egress.as_ref()));
+    let mut host_config = HostConfig {
+        network_mode: Some(settings.hosts_network.clone()),
+        cap_drop: Some(vec!["ALL".into()]),
+        privileged: Some(false),
+        readonly_rootfs: Some(true),
+        security_opt: Some(vec!["no-new-privileges:true".into()]),
+        memory: Some(EGRESS_MEMORY_BYTES),
+        memory_swap: Some(EGRESS_MEMORY_BYTES),
+        pids_limit: Some(EGRESS_PIDS_LIMIT),
+        log_config: Some(log_config()),
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+            maximum_retry_count: None,
+        }),
+        ..Default::default()
+    };
+    let mut body = ContainerCreateBody {
         image: Some(settings.host_image.clone()),
         // The hostname lives with the namespace owner: Docker refuses one on a container that joins
         // another's network namespace.
@@ -121,24 +147,84 @@ pub(super) fn egress_body(settings: &Settings, spec: &HostSpec) -> ContainerCrea
         user: Some("65534:65534".into()),
         labels: Some(labels),
         stop_timeout: Some(2),
-        host_config: Some(HostConfig {
-            network_mode: Some(settings.hosts_network.clone()),
-            cap_drop: Some(vec!["ALL".into()]),
-            privileged: Some(false),
-            readonly_rootfs: Some(true),
-            security_opt: Some(vec!["no-new-privileges:true".into()]),
-            memory: Some(EGRESS_MEMORY_BYTES),
-            memory_swap: Some(EGRESS_MEMORY_BYTES),
-            pids_limit: Some(EGRESS_PIDS_LIMIT),
-            log_config: Some(log_config()),
-            restart_policy: Some(RestartPolicy {
-                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-                maximum_retry_count: None,
-            }),
-            ..Default::default()
-        }),
         ..Default::default()
+    };
+    if let Some(egress) = &spec.egress {
+        body.user = Some("0:0".into());
+        body.cmd = Some(vec![
+            tunnel::RUNTIME_IN_CONTAINER.into(),
+            "run".into(),
+            "--dir".into(),
+            tunnel::EGRESS_MOUNT.into(),
+            "--sing-box".into(),
+            tunnel::SING_BOX_IN_CONTAINER.into(),
+        ]);
+        host_config.cap_add = Some(vec!["NET_ADMIN".into()]);
+        host_config.memory = Some(TUNNEL_MEMORY_BYTES);
+        host_config.memory_swap = Some(TUNNEL_MEMORY_BYTES);
+        host_config.pids_limit = Some(TUNNEL_PIDS_LIMIT);
+        host_config.devices = Some(vec![DeviceMapping {
+            path_on_host: Some("/dev/net/tun".into()),
+            path_in_container: Some("/dev/net/tun".into()),
+            cgroup_permissions: Some("rwm".into()),
+        }]);
+        // Replies come back on the tunnel for addresses routed elsewhere by the main table.
+        host_config.sysctls = Some(HashMap::from([
+            ("net.ipv4.conf.all.rp_filter".to_owned(), "2".to_owned()),
+            ("net.ipv4.conf.default.rp_filter".to_owned(), "2".to_owned()),
+        ]));
+        host_config.dns = Some(vec![egress.dns_server.clone()]);
+        let bind = |source: &str, target: &str, read_only: bool| Mount {
+            target: Some(target.to_owned()),
+            source: Some(source.to_owned()),
+            typ: Some(MountType::BIND),
+            read_only: Some(read_only),
+            ..Default::default()
+        };
+        let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.to_string_lossy().into_owned());
+        let mut mounts = vec![bind(egress_dir, tunnel::EGRESS_MOUNT, false)];
+        if let Some(runtime) = path(&settings.egress_runtime) {
+            mounts.push(bind(&runtime, tunnel::RUNTIME_IN_CONTAINER, true));
+        }
+        if let Some(sing_box) = path(&settings.sing_box) {
+            mounts.push(bind(&sing_box, tunnel::SING_BOX_IN_CONTAINER, true));
+        }
+        host_config.mounts = Some(mounts);
     }
+    body.host_config = Some(host_config);
+    body
+}
+
+/// An egress test's namespace owner: the bound shape of [`egress_body`], without a host.
+pub(super) fn egress_test_body(
+    settings: &Settings,
+    egress: &wire::EgressSpec,
+    dir: &str,
+) -> ContainerCreateBody {
+    let spec = HostSpec {
+        host_id: String::new(),
+        short_id: "egress-test".into(),
+        linux_user: String::new(),
+        memory_mb: 0,
+        cpu_millis: 0,
+        pids_limit: 0,
+        password_crypt: String::new(),
+        authorized_keys: Vec::new(),
+        vnc_secret: String::new(),
+        egress: Some(egress.clone()),
+    };
+    let mut body = egress_body(settings, &spec, dir);
+    let mut labels = labels_for(&settings.node_name, Role::EgressTest, None);
+    labels.insert(EGRESS_SHAPE_LABEL.to_owned(), tunnel::shape(Some(egress)));
+    body.labels = Some(labels);
+    if let Some(hc) = body.host_config.as_mut() {
+        // Gone with its test; never brought back by Docker.
+        hc.restart_policy = Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
+        });
+    }
+    body
 }
 
 /// The user's container, joined to the egress container's namespace.
@@ -228,6 +314,9 @@ mod tests {
             command_timeout: Duration::from_secs(1),
             blocked_hosts: vec![],
             dns_servers: vec![],
+            egress_runtime: Some("/usr/lib/ccp/cloud-cli-proxy-egress".into()),
+            sing_box: Some("/usr/bin/sing-box".into()),
+            tunnel_ready_timeout: Duration::from_secs(1),
         }
     }
 
@@ -328,8 +417,40 @@ mod tests {
     }
 
     #[test]
+    fn bound_egress_body_runs_the_tunnel_with_net_admin_only() {
+        let mut bound = spec();
+        bound.egress = Some(wire::EgressSpec {
+            egress_ip_id: "e1".into(),
+            declared_ip: "198.18.5.5".into(),
+            dns_server: "10.64.0.1".into(),
+            tunnel: wire::Tunnel::Proxy {
+                outbound: serde_json::json!({"type": "socks", "server": "198.18.5.5", "server_port": 1080}),
+            },
+        });
+        let body = egress_body(&settings(), &bound, "/state/e");
+        let hc = body.host_config.clone().unwrap();
+        assert_eq!(hc.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(hc.cap_add, Some(vec!["NET_ADMIN".to_owned()]));
+        assert_eq!(hc.privileged, Some(false));
+        assert_eq!(hc.dns, Some(vec!["10.64.0.1".to_owned()]));
+        assert_eq!(body.cmd.as_ref().unwrap()[0], tunnel::RUNTIME_IN_CONTAINER);
+        let mounts = hc.mounts.unwrap();
+        let rw: Vec<_> = mounts.iter().filter(|m| m.read_only == Some(false)).collect();
+        assert_eq!(rw.len(), 1, "only the egress directory is writable");
+        assert_eq!(rw[0].source.as_deref(), Some("/state/e"));
+        // Nothing secret in what `docker inspect` shows.
+        let shown = serde_json::to_string(&body).unwrap();
+        assert!(!shown.contains("password") && body.env.is_none(), "{shown}");
+        let plain = egress_body(&settings(), &spec(), "/state/e");
+        assert_ne!(
+            plain.labels.unwrap()[EGRESS_SHAPE_LABEL],
+            body.labels.unwrap()[EGRESS_SHAPE_LABEL]
+        );
+    }
+
+    #[test]
     fn egress_body_owns_the_namespace_with_nothing_granted() {
-        let body = egress_body(&settings(), &spec());
+        let body = egress_body(&settings(), &spec(), "/state/e");
         let hc = body.host_config.clone().unwrap();
         assert_eq!(hc.cap_drop, Some(vec!["ALL".to_owned()]));
         assert!(hc.cap_add.is_none());

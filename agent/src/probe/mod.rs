@@ -9,6 +9,7 @@
 //! Point `EGRESS_PROBE_CONNECTIVITY_URL`, `EGRESS_PROBE_IP_URL` and `EGRESS_PROBE_DNS_NAME` at it
 //! (the DNS name delegated to this server).
 
+pub mod client;
 pub mod dns;
 
 use std::future::Future;

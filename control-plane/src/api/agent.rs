@@ -58,6 +58,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(claim))
         .routes(routes!(progress))
         .routes(routes!(result))
+        .routes(routes!(claim_egress_test))
+        .routes(routes!(egress_test_result))
 }
 
 fn unknown_node() -> ApiError {
@@ -209,6 +211,22 @@ async fn claim(
             let Some(host) = db::hosts::get(&state.db, &task.host_id).await? else {
                 return Err(ApiError::internal("claimed a task whose host is gone"));
             };
+            let egress = match bound_egress(&state, &host.id).await? {
+                Ok(egress) => egress,
+                Err(unusable) => {
+                    // Never run a bound host without its tunnel: the task fails, saying why.
+                    let result = wire::TaskResult {
+                        lease: task.lease.clone().unwrap_or_default(),
+                        outcome: wire::Outcome::Failed {
+                            error: unusable.to_string(),
+                            retryable: false,
+                        },
+                        observed: None,
+                    };
+                    tasks::report_result(&state, &task.id, &result).await?;
+                    continue;
+                }
+            };
             let assignment = wire::Assignment {
                 task_id: task.id.clone(),
                 lease: task.lease.clone().unwrap_or_default(),
@@ -229,7 +247,7 @@ async fn claim(
                     password_crypt: host.password_crypt.clone(),
                     authorized_keys: db::gateways::client_keys(&state.db).await?,
                     vnc_secret: host.vnc_secret.clone(),
-                    egress: None,
+                    egress,
                 },
             };
             tracing::info!(task_id = %task.id, host_id = %host.id, kind = task.kind.as_str(), node_id = %req.node_id, "task claimed");
@@ -245,6 +263,20 @@ async fn claim(
             () = state.stopping.cancelled() => return Ok(StatusCode::NO_CONTENT.into_response()),
         }
     }
+}
+
+/// The tunnel spec of the egress IP the host is bound to; `Ok(Ok(None))` when unbound.
+async fn bound_egress(
+    state: &AppState,
+    host_id: &str,
+) -> Result<Result<Option<wire::EgressSpec>, crate::egress::spec::Unusable>, sqlx::Error> {
+    let Some(binding) = db::bindings::for_host(&state.db, host_id).await? else {
+        return Ok(Ok(None));
+    };
+    let Some(egress) = db::egress_ips::get(&state.db, &binding.egress_ip_id).await? else {
+        return Ok(Ok(None));
+    };
+    Ok(crate::egress::spec::of(&egress, state.settings.egress_dns_server).map(Some))
 }
 
 fn wire_kind(kind: TaskKind) -> wire::TaskKind {
@@ -305,6 +337,87 @@ async fn result(
             "stale_lease",
             "this attempt is no longer current",
         )),
+    }
+}
+
+/// Long-polls for an egress test to run on this node: 200 with the job (secrets included: agents
+/// only), or 204 when none came within `wait_secs`.
+#[utoipa::path(post, path = "/v1/agent/egress-tests/claim", tag = "agent",
+    request_body(content = Object, description = "wire::EgressTestClaim"),
+    responses((status = 200, description = "wire::EgressTestJob"), (status = 204),
+              (status = 404, body = crate::error::ErrorBody)))]
+async fn claim_egress_test(
+    State(state): State<AppState>,
+    _: AgentAuth,
+    Json(req): Json<wire::EgressTestClaim>,
+) -> ApiResult<Response> {
+    if db::nodes::get(&state.db, &req.node_id).await?.is_none() {
+        return Err(unknown_node());
+    }
+    let deadline = Instant::now() + Duration::from_secs(req.wait_secs.min(25));
+    loop {
+        let notified = state.work.notified();
+        let now = db::UtcTime::now();
+        if let Some(test) = db::egress_tests::claim(&state.db, &req.node_id, now).await? {
+            let egress = db::egress_ips::get(&state.db, &test.egress_ip_id).await?;
+            let spec = egress
+                .as_ref()
+                .map(|e| crate::egress::spec::of(e, state.settings.egress_dns_server));
+            match spec {
+                Some(Ok(egress)) => {
+                    let left = (test.deadline.0 - now.0).num_milliseconds().max(0);
+                    let job = wire::EgressTestJob {
+                        test_id: test.id.clone(),
+                        egress,
+                        targets: state.settings.egress_probe.clone(),
+                        budget_ms: u64::try_from(left).unwrap_or(0),
+                    };
+                    tracing::info!(test_id = %test.id, node_id = %req.node_id, "egress test claimed");
+                    return Ok(Json(job).into_response());
+                }
+                // Checked when queued; gone or changed since: the waiting request answers for it.
+                _ => {
+                    db::egress_tests::expire(&state.db, &test.id, now).await?;
+                    continue;
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        tokio::select! {
+            _ = tokio::time::timeout(left.min(Duration::from_secs(1)), notified) => {}
+            () = state.stopping.cancelled() => return Ok(StatusCode::NO_CONTENT.into_response()),
+        }
+    }
+}
+
+/// The checks of a claimed egress test. A test that is no longer running (answered, or given up
+/// after its 30 s) is answered 409.
+#[utoipa::path(post, path = "/v1/agent/egress-tests/{test_id}/result", tag = "agent",
+    params(("test_id" = Uuid, Path)), request_body(content = Object, description = "wire::EgressTestReport"),
+    responses((status = 204), (status = 409, body = crate::error::ErrorBody)))]
+async fn egress_test_result(
+    State(state): State<AppState>,
+    _: AgentAuth,
+    Path(test_id): Path<Uuid>,
+    Json(req): Json<wire::EgressTestReport>,
+) -> ApiResult<StatusCode> {
+    let test_id = test_id.to_string();
+    let Some(test) = db::egress_tests::get(&state.db, &test_id).await? else {
+        return Err(ApiError::not_found("egress test"));
+    };
+    let node_id = test.node_id.unwrap_or_default();
+    let checks = serde_json::to_string(&req.checks).map_err(ApiError::internal)?;
+    if db::egress_tests::finish(&state.db, &test_id, &node_id, &checks, db::UtcTime::now()).await? {
+        state.work.notify_waiters();
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::conflict(
+            "test_over",
+            "this egress test is no longer running",
+        ))
     }
 }
 

@@ -490,20 +490,190 @@ async fn delete_egress(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Runs the connectivity, exit-IP and DNS-leak checks through the real tunnel on an agent.
+/// The outcome of `POST /v1/admin/egress-ips/{ip_id}/test`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestResult {
+    pub egress_ip_id: String,
+    /// All three checks passed.
+    pub passed: bool,
+    /// The declared exit address (`ip_address`), never changed by a test.
+    pub declared_ip: String,
+    /// The exit address the test saw, when it saw one.
+    pub observed_ip: Option<String>,
+    /// `connectivity`, `exit_ip`, `dns_leak`.
+    pub checks: Vec<CheckView>,
+    pub duration_ms: u64,
+    #[schema(value_type = String, format = DateTime)]
+    pub tested_at: UtcTime,
+}
+
+/// One check: whether it passed, how long it took, what it saw, and why it failed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CheckView {
+    pub name: String,
+    pub status: CheckStatus,
+    pub passed: bool,
+    pub latency_ms: Option<u64>,
+    pub observed: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    Pass,
+    Fail,
+}
+
+impl From<wire::CheckResult> for CheckView {
+    fn from(c: wire::CheckResult) -> Self {
+        Self {
+            status: if c.passed {
+                CheckStatus::Pass
+            } else {
+                CheckStatus::Fail
+            },
+            name: c.name,
+            passed: c.passed,
+            latency_ms: c.latency_ms,
+            observed: c.observed,
+            error: c.error,
+        }
+    }
+}
+
+/// The whole test, tunnel included, is bounded by this.
+const TEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a test waits for any agent to take it before answering that none is there.
+const CLAIM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs the connectivity, exit-IP and DNS-leak checks through the real tunnel on an agent, within
+/// 30 s. The observed exit IP is stored apart from the declared one; a mismatch fails the exit-IP
+/// check and changes nothing else.
 #[utoipa::path(post, path = "/v1/admin/egress-ips/{ip_id}/test", tag = "egress-ips", security(("bearer" = [])),
     params(("ip_id" = Uuid, Path)),
-    responses((status = 200, description = "test result"), (status = 404, body = crate::error::ErrorBody),
-              (status = 503, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = TestResult), (status = 404, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 async fn test_egress(
     State(state): State<AppState>,
-    Admin(_): Admin,
+    Admin(admin): Admin,
     Path(ip_id): Path<Uuid>,
-) -> ApiResult<StatusCode> {
-    egress_or_404(&state, ip_id).await?;
-    // The checks must run through the tunnel on a Docker node; without a connected agent nothing can.
-    Err(ApiError::unavailable(
-        "no_agent",
-        "no agent is connected to run the egress test",
-    ))
+) -> ApiResult<Json<TestResult>> {
+    let started = std::time::Instant::now();
+    let row = egress_or_404(&state, ip_id).await?;
+    crate::egress::spec::of(&row, state.settings.egress_dns_server)
+        .map_err(|e| ApiError::conflict("egress_incomplete", e.to_string()))?;
+    let now = UtcTime::now();
+    let live_since = UtcTime::from(now.0 - chrono::Duration::seconds(60));
+    if db::nodes::live(&state.db, live_since).await?.is_empty() {
+        return Err(ApiError::unavailable(
+            "no_agent",
+            "no agent is connected to run the egress test",
+        ));
+    }
+    let deadline = UtcTime::from(now.0 + chrono::Duration::from_std(TEST_TIMEOUT).unwrap_or_default());
+    let test = db::egress_tests::insert(&state.db, &row.id, now, deadline).await?;
+    state.work.notify_waiters();
+    let checks = wait_for_checks(&state, &test.id, started).await?;
+    let Some(checks) = checks else {
+        return Err(ApiError::unavailable(
+            "no_agent",
+            "no agent took the egress test; is an agent connected?",
+        ));
+    };
+    let tested_at = UtcTime::now();
+    let observed_ip = checks
+        .iter()
+        .find(|c| c.name == "exit_ip")
+        .and_then(|c| c.observed.clone());
+    let views: Vec<CheckView> = checks.into_iter().map(CheckView::from).collect();
+    let passed = views.len() == 3 && views.iter().all(|c| c.passed);
+    let result = TestResult {
+        egress_ip_id: row.id.clone(),
+        passed,
+        declared_ip: row.ip_address.clone(),
+        observed_ip: observed_ip.clone(),
+        checks: views,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        tested_at,
+    };
+    let stored = serde_json::json!({
+        "passed": result.passed,
+        "checks": result.checks,
+        "observed_ip": result.observed_ip,
+        "duration_ms": result.duration_ms,
+    });
+    let mut tx = state.db.begin().await?;
+    db::egress_ips::record_test(
+        &mut *tx,
+        &row.id,
+        observed_ip.as_deref(),
+        &stored.to_string(),
+        tested_at,
+    )
+    .await?;
+    let event = NewEvent {
+        outcome: if passed {
+            db::events::Outcome::Success
+        } else {
+            db::events::Outcome::Failure
+        },
+        ..NewEvent::success("egress_ip.tested")
+    }
+    .details(serde_json::json!({
+        "egress_ip_id": row.id, "label": row.label, "passed": passed,
+        "declared_ip": row.ip_address, "observed_ip": observed_ip,
+    }));
+    db::events::record(&mut *tx, &admin.actor(), event, tested_at).await?;
+    tx.commit().await?;
+    Ok(Json(result))
+}
+
+/// Waits for the agent's checks. `None`: no agent claimed the test in time. A test claimed but not
+/// answered within the bound gives three failed checks saying so.
+async fn wait_for_checks(
+    state: &AppState,
+    test_id: &str,
+    started: std::time::Instant,
+) -> ApiResult<Option<Vec<wire::CheckResult>>> {
+    loop {
+        let test = db::egress_tests::get(&state.db, test_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("egress test row vanished"))?;
+        let elapsed = started.elapsed();
+        let status = test.status.as_str();
+        if status == "done" {
+            let checks = test.checks.as_deref().unwrap_or("[]");
+            return serde_json::from_str(checks).map(Some).map_err(ApiError::internal);
+        }
+        if status == "expired" {
+            return Err(ApiError::unavailable(
+                "egress_test_lost",
+                "the egress IP changed or went away during the test",
+            ));
+        }
+        let give_up = (status == "queued" && elapsed >= CLAIM_TIMEOUT) || elapsed >= TEST_TIMEOUT;
+        // Expiring can lose against the agent's claim or answer: then look again.
+        if give_up && db::egress_tests::expire(&state.db, test_id, UtcTime::now()).await? {
+            if status == "queued" {
+                return Ok(None);
+            }
+            let error = format!("the test did not finish within {} s", TEST_TIMEOUT.as_secs());
+            return Ok(Some(
+                ["connectivity", "exit_ip", "dns_leak"]
+                    .into_iter()
+                    .map(|name| wire::CheckResult {
+                        name: name.to_owned(),
+                        passed: false,
+                        latency_ms: None,
+                        observed: None,
+                        error: Some(error.clone()),
+                    })
+                    .collect(),
+            ));
+        }
+        let notified = state.work.notified();
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), notified).await;
+    }
 }

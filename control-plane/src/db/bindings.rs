@@ -84,3 +84,11 @@ pub async fn count_for_egress(db: impl SqliteExecutor<'_>, egress_ip_id: &str) -
         .fetch_one(db)
         .await
 }
+
+/// The binding of a host, if it has one (a host has at most one).
+pub async fn for_host(db: impl SqliteExecutor<'_>, host_id: &str) -> Result<Option<Binding>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM bindings WHERE host_id = ?"))
+        .bind(host_id)
+        .fetch_optional(db)
+        .await
+}

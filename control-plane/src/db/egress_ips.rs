@@ -104,6 +104,25 @@ pub async fn update(db: impl SqliteExecutor<'_>, e: &EgressIp) -> Result<(), sql
     Ok(())
 }
 
+/// Records a test: what it observed (kept apart from the declared `ip_address`, never copied into
+/// it) and the checks.
+pub async fn record_test(
+    db: impl SqliteExecutor<'_>,
+    id: &str,
+    observed_ip: Option<&str>,
+    result: &str,
+    at: UtcTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE egress_ips SET observed_ip = ?, last_test_at = ?, last_test_result = ? WHERE id = ?")
+        .bind(observed_ip)
+        .bind(at)
+        .bind(result)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 pub async fn get(db: impl SqliteExecutor<'_>, id: &str) -> Result<Option<EgressIp>, sqlx::Error> {
     sqlx::query_as(&format!("{SELECT} WHERE e.id = ?"))
         .bind(id)

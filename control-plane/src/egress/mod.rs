@@ -1,6 +1,8 @@
-//! Egress IPs: validation of WireGuard fields and sing-box proxy outbounds.
+//! Egress IPs: validation of WireGuard fields and sing-box proxy outbounds, and the tunnel spec
+//! agents run.
 
 pub mod proxy;
 mod proxy_outbounds;
 mod proxy_tls;
+pub mod spec;
 pub mod wireguard;
