@@ -16,10 +16,11 @@ async fn answers_connectivity_ip_and_whoami() {
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dns_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (http_addr, dns_addr) = (http.local_addr().unwrap(), dns_socket.local_addr().unwrap());
+    let dns_tcp = TcpListener::bind(dns_addr).await.unwrap();
     let config = probe::Config::try_parse_from(["probe", "--dns-name", NAME]).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        probe::run(&config, http, dns_socket, async {
+        probe::run(&config, http, dns_socket, dns_tcp, async {
             let _ = stopped.await;
         })
         .await
@@ -56,6 +57,23 @@ async fn answers_connectivity_ip_and_whoami() {
             .expect("a DNS answer")
             .unwrap();
         assert_eq!(dns::first_a(&buf[..n], id), want, "{name}");
+    }
+
+    // The same over TCP: two length-prefixed queries on one connection.
+    {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut tcp = tokio::net::TcpStream::connect(dns_addr).await.unwrap();
+        for id in [0x0404u16, 0x0505] {
+            let query = dns::query(id, NAME, dns::types::A);
+            let mut framed = u16::try_from(query.len()).unwrap().to_be_bytes().to_vec();
+            framed.extend_from_slice(&query);
+            tcp.write_all(&framed).await.unwrap();
+            let mut len = [0u8; 2];
+            tcp.read_exact(&mut len).await.unwrap();
+            let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            tcp.read_exact(&mut reply).await.unwrap();
+            assert_eq!(dns::first_a(&reply, id), Some(Ipv4Addr::LOCALHOST));
+        }
     }
 
     stop.send(()).unwrap();

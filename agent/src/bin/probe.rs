@@ -1,4 +1,4 @@
-//! `cloud-cli-proxy-probe`: parses the configuration, binds the HTTP and DNS sockets and runs
+//! `cloud-cli-proxy-probe`: parses the configuration, binds the HTTP and DNS (UDP and TCP) sockets and runs
 //! [`agent::probe::run`] until SIGINT or SIGTERM.
 
 use std::process::ExitCode;
@@ -42,10 +42,20 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let dns_tcp = match tokio::net::TcpListener::bind(config.dns_listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "cloud-cli-proxy-probe: cannot listen on {}/tcp: {e}",
+                config.dns_listen
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    match agent::probe::run(&config, http, dns, shutdown).await {
+    match agent::probe::run(&config, http, dns, dns_tcp, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cloud-cli-proxy-probe: {e}");

@@ -85,11 +85,13 @@ pub fn router() -> Router {
         .route("/healthz", get(|| async { "ok" }))
 }
 
-/// Serves HTTP on `http` and DNS on `dns` until `shutdown`.
+/// Serves HTTP on `http` and DNS on `dns` (UDP) and `dns_tcp` until `shutdown`. DNS over TCP is
+/// what resolvers behind proxies without UDP (an HTTP proxy) use.
 pub async fn run(
     config: &Config,
     http: TcpListener,
     dns: UdpSocket,
+    dns_tcp: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     if !valid_name(&config.dns_name) {
@@ -118,6 +120,19 @@ pub async fn run(
             }
         }
     });
+    let zone = config.dns_name.clone();
+    let mut tcp_stop = stop_tx.subscribe();
+    let tcp_task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tcp_stop.changed() => break,
+                accepted = dns_tcp.accept() => {
+                    let Ok((stream, from)) = accepted else { continue };
+                    tokio::spawn(serve_dns_tcp(stream, caller(from), zone.clone()));
+                }
+            }
+        }
+    });
     let served = axum::serve(http, router().into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown.await;
@@ -125,7 +140,38 @@ pub async fn run(
         })
         .await;
     let _ = dns_task.await;
+    let _ = tcp_task.await;
     served.map_err(Error::Http)
+}
+
+/// DNS over TCP: length-prefixed messages, answered in turn until the client closes (or idles
+/// for 10 s).
+async fn serve_dns_tcp(mut stream: tokio::net::TcpStream, from: IpAddr, zone: String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    loop {
+        let mut len = [0u8; 2];
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_exact(&mut len)).await;
+        if !matches!(read, Ok(Ok(_))) {
+            return;
+        }
+        let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        if stream.read_exact(&mut query).await.is_err() {
+            return;
+        }
+        let Some(reply) = dns::answer(&query, from, &zone) else {
+            return;
+        };
+        let Ok(reply_len) = u16::try_from(reply.len()) else {
+            return;
+        };
+        let mut out = Vec::with_capacity(reply.len() + 2);
+        out.extend_from_slice(&reply_len.to_be_bytes());
+        out.extend_from_slice(&reply);
+        if stream.write_all(&out).await.is_err() {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
