@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum};
@@ -166,6 +167,10 @@ pub struct Hosts {
     docker: Docker,
     store: Store,
     settings: Settings,
+    /// Bound hosts' egress health, by host id, as [`crate::egress_health`] last found it.
+    health: Arc<std::sync::Mutex<HashMap<String, wire::EgressHealth>>>,
+    /// Where health checks go, as the control plane last said.
+    probe: Arc<std::sync::Mutex<Option<wire::ProbeTargets>>>,
 }
 
 /// Coarse state of one container, from Docker's status.
@@ -217,6 +222,8 @@ impl Hosts {
             docker,
             store,
             settings,
+            health: Arc::default(),
+            probe: Arc::default(),
         }
     }
 
@@ -230,6 +237,44 @@ impl Hosts {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The egress health last found for `host_id`.
+    pub fn egress_health(&self, host_id: &str) -> Option<wire::EgressHealth> {
+        self.health.lock().ok()?.get(host_id).cloned()
+    }
+
+    pub fn set_egress_health(&self, host_id: &str, health: Option<wire::EgressHealth>) {
+        if let Ok(mut map) = self.health.lock() {
+            match health {
+                Some(h) => map.insert(host_id.to_owned(), h),
+                None => map.remove(host_id),
+            };
+        }
+    }
+
+    pub fn probe_targets(&self) -> Option<wire::ProbeTargets> {
+        self.probe.lock().ok()?.clone()
+    }
+
+    pub fn set_probe_targets(&self, targets: Option<wire::ProbeTargets>) {
+        if let Ok(mut probe) = self.probe.lock() {
+            *probe = targets;
+        }
+    }
+
+    /// The pid of a host's running egress container (its namespace), by host id.
+    pub async fn egress_pid(&self, host_id: &str) -> Result<Option<i64>, Error> {
+        let Some(short_id) = self.short_id_of(host_id).await? else {
+            return Ok(None);
+        };
+        let names = self.names(&short_id);
+        Ok(self
+            .docker
+            .inspect_container(&names.egress)
+            .await?
+            .filter(|c| RunState::of(c) == RunState::Running)
+            .and_then(|c| container_pid(&c)))
     }
 
     pub fn names(&self, short_id: &str) -> Names {
@@ -712,6 +757,7 @@ impl Hosts {
             host_id: spec.host_id.clone(),
             state,
             address,
+            egress: self.egress_health(&spec.host_id),
         })
     }
 
@@ -752,6 +798,7 @@ impl Hosts {
         let mut observed: Vec<ObservedHost> = by_host
             .into_iter()
             .map(|(host_id, seen)| ObservedHost {
+                egress: self.egress_health(&host_id),
                 host_id,
                 state: host_state(seen.host, seen.egress),
                 address: seen.address,

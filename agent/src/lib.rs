@@ -11,6 +11,7 @@
 pub mod config;
 pub mod control_plane;
 pub mod docker;
+pub mod egress_health;
 pub mod egress_test;
 pub mod firewall;
 pub mod hosts;
@@ -80,6 +81,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             let inflight = Arc::new(tasks::Inflight::default());
             let heartbeat = heartbeat_loop(session.clone(), hosts.clone(), inflight.clone(), cancel.clone());
             let egress_tests = egress_test::run_loop(session.clone(), hosts.clone(), cancel.clone());
+            let health = egress_health::run_loop(hosts.clone(), cancel.clone());
             let task_loop = tasks::TaskLoop {
                 session,
                 hosts,
@@ -87,7 +89,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 max_tasks: config.max_tasks,
                 cancel,
             };
-            tokio::join!(heartbeat, egress_tests, task_loop.run());
+            tokio::join!(heartbeat, egress_tests, health, task_loop.run());
         }
     };
     let agent = tokio::spawn(agent);
@@ -173,6 +175,7 @@ async fn heartbeat_loop(
                 match session.control_plane().heartbeat(&beat).await {
                     Ok(reply) => {
                         backoff.reset();
+                        hosts.set_probe_targets(reply.probe.clone());
                         if let Some(prev) = previous.replace(reply.hosts.clone()) {
                             let desired = merge_desired(&reply.hosts, &prev);
                             let protected = inflight.protected(sent_at);

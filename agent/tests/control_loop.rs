@@ -159,7 +159,7 @@ async fn heartbeat(
             busy: true,
         })
         .collect();
-    Json(wire::HeartbeatReply { hosts }).into_response()
+    Json(wire::HeartbeatReply { hosts, probe: None }).into_response()
 }
 
 async fn claim(State(fake): State<Shared>, headers: HeaderMap, Json(body): Json<wire::Claim>) -> Response {

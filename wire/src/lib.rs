@@ -52,6 +52,24 @@ pub struct ObservedHost {
     pub state: ContainerState,
     /// IP of the host on the node's host network, for the gateways.
     pub address: Option<String>,
+    /// For a bound, running host: its egress as last checked from inside its namespace.
+    #[serde(default)]
+    pub egress: Option<EgressHealth>,
+}
+
+/// A bound host's egress, checked from inside its namespace after start and periodically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressHealth {
+    /// Connectivity and exit IP passed (and DNS did not leak).
+    pub healthy: bool,
+    /// The tunnel runtime's state: `idle`, `starting`, `up`, `restarting`, `failed`.
+    pub tunnel: String,
+    /// The exit address the probe saw.
+    pub exit_ip: Option<String>,
+    pub checks: Vec<CheckResult>,
+    /// RFC 3339.
+    pub checked_at: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +88,9 @@ pub enum ContainerState {
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatReply {
     pub hosts: Vec<DesiredHost>,
+    /// Where egress health checks go (the control plane's `EGRESS_PROBE_*`).
+    #[serde(default)]
+    pub probe: Option<ProbeTargets>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -147,6 +147,7 @@ async fn heartbeat(
             continue;
         }
         let seen = req.observed.iter().find(|o| o.host_id == host.id);
+        record_egress_health(&state, host, seen.and_then(|o| o.egress.as_ref()), now).await?;
         let repair = match (host.status, seen.map(|o| o.state)) {
             (HostStatus::Running, Some(wire::ContainerState::Stopped | wire::ContainerState::Created)) => {
                 Some(TaskKind::Start)
@@ -173,7 +174,62 @@ async fn heartbeat(
     if repaired {
         state.work.notify_waiters();
     }
-    Ok(Json(wire::HeartbeatReply { hosts: desired }))
+    Ok(Json(wire::HeartbeatReply {
+        hosts: desired,
+        probe: Some(state.settings.egress_probe.clone()),
+    }))
+}
+
+/// Keeps the host's egress health as its agent reports it, with an event when it turns healthy or
+/// unhealthy (not on every re-check).
+async fn record_egress_health(
+    state: &AppState,
+    host: &db::hosts::Host,
+    health: Option<&wire::EgressHealth>,
+    now: UtcTime,
+) -> ApiResult<()> {
+    let before: Option<wire::EgressHealth> = host
+        .egress_health
+        .as_deref()
+        .and_then(|raw| serde_json::from_str(raw).ok());
+    let Some(health) = health else {
+        // A running bound host keeps its last report until a new one; others lose it.
+        if before.is_some() && (host.egress_ip_id.is_none() || host.status != HostStatus::Running) {
+            db::hosts::set_egress_health(&state.db, &host.id, None).await?;
+        }
+        return Ok(());
+    };
+    if before.as_ref() == Some(health) {
+        return Ok(());
+    }
+    let raw = serde_json::to_string(health).map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await?;
+    db::hosts::set_egress_health(&mut *tx, &host.id, Some(&raw)).await?;
+    if before.as_ref().map(|b| b.healthy) != Some(health.healthy) {
+        let failed: Vec<&str> = health
+            .checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.name.as_str())
+            .collect();
+        let mut event = NewEvent {
+            outcome: if health.healthy {
+                db::events::Outcome::Success
+            } else {
+                db::events::Outcome::Failure
+            },
+            ..NewEvent::success("host.egress_health_changed")
+        }
+        .host(&host.id)
+        .details(serde_json::json!({
+            "healthy": health.healthy, "tunnel": health.tunnel, "exit_ip": health.exit_ip,
+            "failed_checks": failed, "egress_ip_id": host.egress_ip_id,
+        }));
+        event.user_id = host.user_id.clone();
+        db::events::record(&mut *tx, &agent_actor("egress-health"), event, now).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// The account inside the container for an API username: plain lower-case names keep theirs.

@@ -35,6 +35,10 @@ pub struct HostView {
     pub egress_ip_id: Option<String>,
     pub node_id: Option<String>,
     pub last_error: Option<String>,
+    /// For a bound host: its egress as last checked from inside its namespace (`healthy`,
+    /// `tunnel`, `exit_ip`, `checks`, `checked_at`); `null` when unbound or not checked yet.
+    #[schema(value_type = Option<Object>)]
+    pub egress_health: Option<serde_json::Value>,
     pub access: Access,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: UtcTime,
@@ -57,6 +61,10 @@ impl HostView {
             egress_ip_id: h.egress_ip_id.clone(),
             node_id: h.node_id.clone(),
             last_error: h.last_error.clone(),
+            egress_health: h
+                .egress_health
+                .as_deref()
+                .and_then(|raw| serde_json::from_str(raw).ok()),
             access: hosts::access(&state.settings, h),
             created_at: h.created_at,
             updated_at: h.updated_at,

@@ -64,13 +64,15 @@ pub struct Host {
     pub vnc_secret: String,
     /// Where the gateways reach the host (reported by its agent).
     pub address: Option<String>,
+    /// JSON of `wire::EgressHealth`, as the agent last reported it.
+    pub egress_health: Option<String>,
     pub created_at: UtcTime,
     pub updated_at: UtcTime,
 }
 
 const SELECT: &str = "SELECT h.id, h.short_id, h.user_id, u.username, h.name, h.status, h.memory_mb, \
     h.cpu_millis, h.pids_limit, h.ssh_password_hash, h.node_id, h.container_id, h.last_error, \
-    b.egress_ip_id, h.password_crypt, h.vnc_secret, h.address, h.created_at, h.updated_at \
+    b.egress_ip_id, h.password_crypt, h.vnc_secret, h.address, h.egress_health, h.created_at, h.updated_at \
     FROM hosts h LEFT JOIN users u ON u.id = h.user_id LEFT JOIN bindings b ON b.host_id = h.id";
 
 pub struct NewHost<'a> {
@@ -294,4 +296,18 @@ pub async fn first_of_user(db: impl SqliteExecutor<'_>, user_id: &str) -> Result
     .bind(user_id)
     .fetch_optional(db)
     .await
+}
+
+/// Stores a host's egress health (JSON), `None` clearing it.
+pub async fn set_egress_health(
+    db: impl SqliteExecutor<'_>,
+    id: &str,
+    health: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE hosts SET egress_health = ? WHERE id = ?")
+        .bind(health)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
 }
