@@ -1,10 +1,27 @@
-//! The fake internet's address range (198.18.0.0/15, set aside for benchmarking) and the check,
-//! made before anything is built in it, that nothing on this machine already uses it: no route
-//! (other than a default route), no interface address and no resolver. The documentation ranges
-//! carry the machine's own uplink here, so no test network may ever be put on them.
+//! The fake internet the egress tests run against, all inside 198.18.0.0/15 (set aside for
+//! benchmarking): [`FakeInternet`] builds a router, tunnel servers and the probe in network
+//! namespaces, counts leaks, and removes it all when dropped.
+//!
+//! Before anything is built, [`ensure_free`] checks that nothing on this machine already uses the
+//! range: no route (other than a default route), no interface address and no resolver. The
+//! documentation ranges carry the machine's own uplink here, so no test network may ever be put
+//! on them.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
+
+mod internet;
+pub mod leaks;
+pub mod netns;
+pub mod servers;
+
+pub use internet::{
+    Client, FakeInternet, LAN_GATEWAY, NODE_PUBLIC, NODE_SIDE, PROBE_DNS_NAME, PROBE_IP, ROUTER_SIDE,
+    probe_bin, sing_box, wg_keypair, whoami,
+};
+pub use leaks::LeakCount;
+pub use netns::{curl_in, http_status_in, run_in, sweep_stale};
+pub use servers::{Kind, Server, client_config};
 
 /// An IPv4 network: an address and a prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,264 @@
+//! The fake internet itself, end to end: the node reaches the probe as the node public IP (HTTP and
+//! DNS), every tunnel server relays from its declared egress IP (HTTP, and DNS where the protocol
+//! carries UDP), the leak counter counts direct packets from the node and ignores the allowed
+//! endpoints, the switches cut a server off, and dropping it leaves nothing behind.
+//!
+//! Needs root, iproute2, nft, curl, openssl, sing-box and the probe binary (`CCP_BIN_DIR` or
+//! `CCP_PROBE_BIN`). All traffic stays in 198.18.0.0/15 and on loopback: only IP literals are used,
+//! so no client ever resolves a name through the machine's resolver.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed expectation must panic"
+)]
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::time::{Duration, Instant};
+
+use cloud_cli_proxy_tests::fakenet::{
+    self, Client, FakeInternet, Kind, LeakCount, curl_in, http_status_in, netns, whoami,
+};
+
+/// An address in the fake internet where nothing lives.
+const NOWHERE: Ipv4Addr = Ipv4Addr::new(198, 18, 77, 77);
+
+fn require_root() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("?");
+    assert_eq!(
+        euid, "0",
+        "the fake internet needs root (network namespaces, veths, routes, nft): run this test as root"
+    );
+}
+
+/// Retries `f` for up to 10 s (a tunnel's first packet may wait for a handshake).
+fn eventually<T>(what: &str, mut f: impl FnMut() -> anyhow::Result<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() >= deadline => panic!("{what}: {e:#}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+fn send_udp(to: SocketAddr) {
+    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+    socket.send_to(b"fakenet leak", to).unwrap();
+}
+
+/// Waits until the router has counted at least `want` (the counters lag nothing, but the packets
+/// are sent asynchronously by the kernel).
+fn leaks_reach(net: &FakeInternet, want: impl Fn(&LeakCount) -> bool) -> LeakCount {
+    let mut last = LeakCount::default();
+    let seen = netns::wait_for(Duration::from_secs(3), || {
+        last = net.leaks().unwrap();
+        want(&last)
+    });
+    assert!(seen, "leak counters stayed at {last:?}");
+    last
+}
+
+fn node_reaches_the_probe_as_its_public_ip(net: &FakeInternet) {
+    let (connectivity, ip_url, _) = net.probe_urls();
+    assert_eq!(http_status_in(None, &connectivity).unwrap(), 204);
+    let seen = curl_in(None, &ip_url, None).unwrap();
+    assert_eq!(seen.trim(), net.node_public_ip().to_string());
+    let asker = whoami(SocketAddr::from((net.probe_ip(), 53))).unwrap();
+    assert_eq!(
+        asker,
+        net.node_public_ip(),
+        "the probe's DNS saw the node as {asker}"
+    );
+    // Straight from the node to the probe is exactly what a leak is.
+    let count = leaks_reach(net, |c| c.udp53 >= 1 && c.other >= 1);
+    assert_eq!(count.tcp53 + count.tcp853 + count.ipv6, 0, "{count:?}");
+}
+
+fn leak_counter_counts_by_kind_and_ignores_allowed_endpoints(net: &mut FakeInternet) {
+    net.reset_leaks().unwrap();
+    send_udp(SocketAddr::from((NOWHERE, 53)));
+    send_udp(SocketAddr::from((NOWHERE, 9)));
+    // Nothing lives there: the router answers "unreachable" and the connect fails fast.
+    let _ =
+        std::net::TcpStream::connect_timeout(&SocketAddr::from((NOWHERE, 853)), Duration::from_millis(500));
+    let _ =
+        std::net::TcpStream::connect_timeout(&SocketAddr::from((NOWHERE, 53)), Duration::from_millis(500));
+    let count = leaks_reach(net, |c| {
+        c.udp53 == 1 && c.other == 1 && c.tcp853 >= 1 && c.tcp53 >= 1
+    });
+    assert_eq!(count.icmp + count.ipv6, 0, "{count:?}");
+
+    // IPv6 from the node at all: a datagram to the router's link-local address.
+    let router_ll = link_local(Some(net.router_netns()), "up");
+    let node_if = net.node_interface().to_owned();
+    let scope = if_index(&node_if);
+    netns::wait_for(Duration::from_secs(5), || link_local_ready(&node_if));
+    let socket = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)).unwrap();
+    socket
+        .send_to(b"v6 leak", SocketAddrV6::new(router_ll, 9, 0, scope))
+        .unwrap();
+    leaks_reach(net, |c| c.ipv6 == 1);
+
+    net.reset_leaks().unwrap();
+    net.allow_endpoint(NOWHERE).unwrap();
+    send_udp(SocketAddr::from((NOWHERE, 53)));
+    send_udp(SocketAddr::from((NOWHERE, 9)));
+    // A positive control sent last: once it is counted, the allowed ones have been seen too.
+    net.disallow_endpoint(NOWHERE).unwrap();
+    send_udp(SocketAddr::from((NOWHERE, 9)));
+    let count = leaks_reach(net, |c| c.other >= 1);
+    assert_eq!(
+        count,
+        LeakCount {
+            other: 1,
+            ..LeakCount::default()
+        }
+    );
+    net.reset_leaks().unwrap();
+}
+
+fn link_local(netns: Option<&str>, dev: &str) -> Ipv6Addr {
+    let args = ["-j", "-6", "addr", "show", "dev", dev, "scope", "link"];
+    let json = match netns {
+        Some(ns) => fakenet::run_in(ns, "ip", &args).unwrap(),
+        None => netns::ip(&args).unwrap(),
+    };
+    let links: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    links[0]["addr_info"][0]["local"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no link-local address on {dev}: {json}"))
+}
+
+fn link_local_ready(dev: &str) -> bool {
+    let json = netns::ip(&["-j", "-6", "addr", "show", "dev", dev, "scope", "link"]).unwrap();
+    json.contains("\"local\"") && !json.contains("tentative")
+}
+
+fn if_index(dev: &str) -> u32 {
+    let json = netns::ip(&["-j", "link", "show", "dev", dev]).unwrap();
+    let links: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    u32::try_from(links[0]["ifindex"].as_u64().unwrap()).unwrap()
+}
+
+/// Starts a client for `kind` from its egress body (adding a WireGuard peer for it first).
+fn client_for(net: &mut FakeInternet, kind: Kind) -> Client {
+    let body = net.egress_body(kind, &format!("fakenet-{}", kind.name()));
+    let key = if kind == Kind::Wireguard {
+        let (private, public) = fakenet::wg_keypair().unwrap();
+        let peer = body["wg_peer_address"].as_str().unwrap().to_owned();
+        net.add_wireguard_peer(&public, &peer).unwrap();
+        Some(private)
+    } else {
+        None
+    };
+    Client::start(&body, key.as_deref()).unwrap_or_else(|e| panic!("{kind:?} client: {e:#}"))
+}
+
+fn every_tunnel_exits_at_its_declared_ip(net: &mut FakeInternet) -> Vec<(Kind, Duration)> {
+    for kind in Kind::ALL {
+        net.allow_endpoint(kind.ip()).unwrap();
+    }
+    net.reset_leaks().unwrap();
+    let (_, ip_url, _) = net.probe_urls();
+    let mut times = Vec::new();
+    for kind in Kind::ALL {
+        let started = Instant::now();
+        let client = client_for(net, kind);
+        let declared = net.server(kind).ip.to_string();
+        let seen = eventually(&format!("{kind:?}: GET /ip through the tunnel"), || {
+            curl_in(None, &ip_url, Some(&client.proxy_url()))
+        });
+        assert_eq!(
+            seen.trim(),
+            declared,
+            "{kind:?}: exit IP; client log: {}",
+            client.log()
+        );
+        // The http proxy carries no UDP; every other kind relays DNS from its own address.
+        if kind != Kind::Http {
+            let asker = eventually(&format!("{kind:?}: DNS through the tunnel"), || {
+                whoami(client.dns_addr())
+            });
+            assert_eq!(asker.to_string(), declared, "{kind:?}: the resolver saw {asker}");
+        }
+        times.push((kind, started.elapsed()));
+    }
+    let count = net.leaks().unwrap();
+    assert_eq!(count, LeakCount::default(), "tunnel traffic counted as leaks");
+    times
+}
+
+fn switches_cut_a_server_off(net: &mut FakeInternet) {
+    let (_, ip_url, _) = net.probe_urls();
+    let socks = client_for(net, Kind::Socks);
+    net.set_reachable(Kind::Socks, false).unwrap();
+    assert!(
+        curl_in(None, &ip_url, Some(&socks.proxy_url())).is_err(),
+        "unreachable socks server answered"
+    );
+    net.set_reachable(Kind::Socks, true).unwrap();
+    eventually("socks again", || curl_in(None, &ip_url, Some(&socks.proxy_url())));
+
+    let http = client_for(net, Kind::Http);
+    net.stop_server(Kind::Http);
+    assert!(
+        curl_in(None, &ip_url, Some(&http.proxy_url())).is_err(),
+        "stopped http server answered"
+    );
+    net.start_server(Kind::Http).unwrap();
+    let seen = eventually("http again", || curl_in(None, &ip_url, Some(&http.proxy_url())));
+    assert_eq!(seen.trim(), Kind::Http.ip().to_string());
+}
+
+#[test]
+fn fake_internet_end_to_end() {
+    require_root();
+    let started = Instant::now();
+    let mut net = FakeInternet::build("e2e").unwrap_or_else(|e| panic!("{e:#}"));
+    let built = started.elapsed();
+    let pid = std::process::id();
+
+    node_reaches_the_probe_as_its_public_ip(&net);
+    leak_counter_counts_by_kind_and_ignores_allowed_endpoints(&mut net);
+    let times = every_tunnel_exits_at_its_declared_ip(&mut net);
+    switches_cut_a_server_off(&mut net);
+
+    let dropping = Instant::now();
+    drop(net);
+    let torn_down = dropping.elapsed();
+    let ours = |name: &String| netns::owner_pid(name) == Some(pid);
+    assert!(
+        !netns::our_namespaces().iter().any(ours),
+        "namespaces left: {:?}",
+        netns::our_namespaces()
+    );
+    assert!(
+        !netns::our_links().iter().any(ours),
+        "links left: {:?}",
+        netns::our_links()
+    );
+    let route = netns::ip(&["route", "show", "198.18.0.0/15"]).unwrap();
+    assert!(route.trim().is_empty(), "route left: {route}");
+    assert_eq!(fakenet::in_use(fakenet::RANGE).unwrap(), Vec::<String>::new());
+
+    eprintln!(
+        "fakenet: built in {built:?}, torn down in {torn_down:?}, whole test {:?}",
+        started.elapsed()
+    );
+    for (kind, took) in times {
+        eprintln!("fakenet: {kind:?} client up and checked in {took:?}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+}
