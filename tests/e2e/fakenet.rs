@@ -96,7 +96,7 @@ fn leak_counter_counts_by_kind_and_ignores_allowed_endpoints(net: &mut FakeInter
     assert_eq!(count.icmp + count.ipv6, 0, "{count:?}");
 
     // IPv6 from the node at all: a datagram to the router's link-local address.
-    let router_ll = link_local(Some(net.router_netns()), "up");
+    let router_ll = link_local(Some(net.router_netns()), "node");
     let node_if = net.node_interface().to_owned();
     let scope = if_index(&node_if);
     netns::wait_for(Duration::from_secs(5), || link_local_ready(&node_if));

@@ -2,7 +2,7 @@
 //! test and torn down when it is dropped.
 //!
 //! ```text
-//!  node (root ns) ccpf<pid> 198.18.0.1/30 ── up 198.18.0.2/30  router (ns) ── lan 198.18.1.1/24
+//!  node (root ns) ccpf<pid> 198.18.0.1/30 ── node 198.18.0.2/30 router (ns) ── lan 198.18.1.1/24
 //!    route 198.18.0.0/15 via 198.18.0.2      SNAT node → 198.18.0.10          │ (bridge)
 //!                                            leak counters, drop switches     ├─ wireguard 198.18.1.10
 //!                                                                             ├─ socks … trojan .11–.16
@@ -41,7 +41,7 @@ pub const LAN_GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 pub const PROBE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 53);
 pub const PROBE_DNS_NAME: &str = "whoami.probe.test";
 /// The router's interface towards the node.
-const ROUTER_NODE_IF: &str = "up";
+const ROUTER_NODE_IF: &str = "node";
 const READY: Duration = Duration::from_secs(10);
 
 /// The sing-box binary: `$SING_BOX`, else `sing-box` on the PATH.
@@ -172,7 +172,7 @@ impl FakeInternet {
     fn build_router(&mut self) -> Result<()> {
         let rt = self.router.as_str();
         ip(&["netns", "add", rt])?;
-        ip(&["-n", rt, "link", "set", "lo", "up"])?;
+        ip(&["-n", rt, "link", "set", "dev", "lo", "up"])?;
         run_in(rt, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
         ip(&[
             "link",
@@ -197,7 +197,7 @@ impl FakeInternet {
             "dev",
             ROUTER_NODE_IF,
         ])?;
-        ip(&["-n", rt, "link", "set", ROUTER_NODE_IF, "up"])?;
+        ip(&["-n", rt, "link", "set", "dev", ROUTER_NODE_IF, "up"])?;
         ip(&["-n", rt, "link", "add", "lan", "type", "bridge"])?;
         ip(&[
             "-n",
@@ -208,7 +208,7 @@ impl FakeInternet {
             "dev",
             "lan",
         ])?;
-        ip(&["-n", rt, "link", "set", "lan", "up"])?;
+        ip(&["-n", rt, "link", "set", "dev", "lan", "up"])?;
         let rules = self.dir.path().join("router.nft");
         std::fs::write(&rules, leaks::ruleset(ROUTER_NODE_IF, NODE_PUBLIC))?;
         run_in(rt, "nft", &["-f", &rules.to_string_lossy()])?;
@@ -230,13 +230,13 @@ impl FakeInternet {
         let rt = self.router.as_str();
         let link = format!("s-{role}");
         ip(&["netns", "add", netns])?;
-        ip(&["-n", netns, "link", "set", "lo", "up"])?;
+        ip(&["-n", netns, "link", "set", "dev", "lo", "up"])?;
         ip(&[
             "-n", rt, "link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", netns,
         ])?;
         ip(&["-n", rt, "link", "set", &link, "master", "lan", "up"])?;
         ip(&["-n", netns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
-        ip(&["-n", netns, "link", "set", "eth0", "up"])?;
+        ip(&["-n", netns, "link", "set", "dev", "eth0", "up"])?;
         ip(&[
             "-n",
             netns,

@@ -41,38 +41,38 @@ pub fn ruleset(node_if: &str, node_public: Ipv4Addr) -> String {
         r#"table ip {TABLE} {{
     set {ALLOWED} {{ type ipv4_addr; }}
     set {BLOCKED} {{ type ipv4_addr; }}
-    counter udp53 {{ }}
-    counter tcp53 {{ }}
-    counter tcp853 {{ }}
-    counter icmp {{ }}
-    counter other {{ }}
+    counter leak_udp53 {{ }}
+    counter leak_tcp53 {{ }}
+    counter leak_tcp853 {{ }}
+    counter leak_icmp {{ }}
+    counter leak_other {{ }}
     chain leaks {{
         type filter hook prerouting priority raw; policy accept;
         iifname != "{node_if}" accept
         ip daddr @{ALLOWED} accept
-        udp dport 53 counter name "udp53" accept
-        tcp dport 53 counter name "tcp53" accept
-        tcp dport 853 counter name "tcp853" accept
-        ip protocol icmp counter name "icmp" accept
-        counter name "other" accept
+        udp dport 53 counter name "leak_udp53" accept
+        tcp dport 53 counter name "leak_tcp53" accept
+        tcp dport 853 counter name "leak_tcp853" accept
+        ip protocol icmp counter name "leak_icmp" accept
+        counter name "leak_other" accept
     }}
     chain forward {{
         type filter hook forward priority filter; policy accept;
         ip daddr @{BLOCKED} drop
         ip saddr @{BLOCKED} drop
     }}
-    chain snat {{
+    chain node_snat {{
         type nat hook postrouting priority srcnat; policy accept;
         iifname "{node_if}" snat to {node_public}
     }}
 }}
 table ip6 {TABLE6} {{
-    counter ipv6 {{ }}
+    counter leak_ipv6 {{ }}
     chain leaks {{
         type filter hook prerouting priority raw; policy accept;
         iifname != "{node_if}" accept
         icmpv6 type {{ nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld2-listener-report }} accept
-        counter name "ipv6" accept
+        counter name "leak_ipv6" accept
     }}
 }}
 "#
@@ -91,12 +91,12 @@ pub fn parse_counters(json: &str) -> LeakCount {
         }
         let packets = counter["packets"].as_u64().unwrap_or(0);
         match counter["name"].as_str() {
-            Some("udp53") => count.udp53 = packets,
-            Some("tcp53") => count.tcp53 = packets,
-            Some("tcp853") => count.tcp853 = packets,
-            Some("icmp") => count.icmp = packets,
-            Some("other") => count.other = packets,
-            Some("ipv6") => count.ipv6 = packets,
+            Some("leak_udp53") => count.udp53 = packets,
+            Some("leak_tcp53") => count.tcp53 = packets,
+            Some("leak_tcp853") => count.tcp853 = packets,
+            Some("leak_icmp") => count.icmp = packets,
+            Some("leak_other") => count.other = packets,
+            Some("leak_ipv6") => count.ipv6 = packets,
             _ => {}
         }
     }
@@ -110,10 +110,10 @@ mod tests {
     #[test]
     fn counters_are_read_by_name_from_our_tables_only() {
         let json = r#"{"nftables":[{"metainfo":{"version":"1.0.6"}},
-            {"counter":{"family":"ip","name":"udp53","table":"fakenet","handle":1,"packets":3,"bytes":180}},
-            {"counter":{"family":"ip","name":"other","table":"fakenet","handle":5,"packets":7,"bytes":1}},
-            {"counter":{"family":"ip6","name":"ipv6","table":"fakenet6","handle":1,"packets":2,"bytes":1}},
-            {"counter":{"family":"ip","name":"icmp","table":"someone-else","handle":1,"packets":9,"bytes":1}}]}"#;
+            {"counter":{"family":"ip","name":"leak_udp53","table":"fakenet","handle":1,"packets":3,"bytes":180}},
+            {"counter":{"family":"ip","name":"leak_other","table":"fakenet","handle":5,"packets":7,"bytes":1}},
+            {"counter":{"family":"ip6","name":"leak_ipv6","table":"fakenet6","handle":1,"packets":2,"bytes":1}},
+            {"counter":{"family":"ip","name":"leak_icmp","table":"someone-else","handle":1,"packets":9,"bytes":1}}]}"#;
         let count = parse_counters(json);
         assert_eq!(
             count,
@@ -130,8 +130,8 @@ mod tests {
 
     #[test]
     fn ruleset_names_the_node_side_and_public_address() {
-        let rules = ruleset("up", Ipv4Addr::new(198, 18, 0, 10));
-        assert!(rules.contains(r#"iifname "up" snat to 198.18.0.10"#));
-        assert!(rules.contains(r#"iifname != "up" accept"#));
+        let rules = ruleset("node", Ipv4Addr::new(198, 18, 0, 10));
+        assert!(rules.contains(r#"iifname "node" snat to 198.18.0.10"#));
+        assert!(rules.contains(r#"iifname != "node" accept"#));
     }
 }
