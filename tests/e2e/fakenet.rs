@@ -14,8 +14,10 @@
 )]
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use cloud_cli_proxy_tests::docker;
 use cloud_cli_proxy_tests::fakenet::{
     self, Client, FakeInternet, Kind, LeakCount, curl_in, http_status_in, netns, whoami,
 };
@@ -218,13 +220,46 @@ fn switches_cut_a_server_off(net: &mut FakeInternet) {
     assert_eq!(seen.trim(), Kind::Http.ip().to_string());
 }
 
+/// One fake internet at a time: they share the range (the second would refuse to build).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serialised() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Leftovers of a crashed run (a namespace and a root interface named for a process that no longer
+/// exists) are swept by the next build; a live process's are not.
+fn plant_leftovers() -> (String, String) {
+    let dead = (900_000..999_999)
+        .find(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        .unwrap();
+    let ns = format!("ccpf-{dead}-crashed-rt");
+    let link = format!("ccpf{dead}");
+    netns::ip(&["netns", "add", &ns]).unwrap();
+    netns::ip(&[
+        "link", "add", &link, "type", "veth", "peer", "name", "node", "netns", &ns,
+    ])
+    .unwrap();
+    (ns, link)
+}
+
 #[test]
 fn fake_internet_end_to_end() {
     require_root();
+    let _one = serialised();
+    let (stale_ns, stale_link) = plant_leftovers();
     let started = Instant::now();
     let mut net = FakeInternet::build("e2e").unwrap_or_else(|e| panic!("{e:#}"));
     let built = started.elapsed();
     let pid = std::process::id();
+    assert!(
+        !netns::our_namespaces().contains(&stale_ns),
+        "{stale_ns} not swept"
+    );
+    assert!(
+        !netns::our_links().contains(&stale_link),
+        "{stale_link} not swept"
+    );
 
     node_reaches_the_probe_as_its_public_ip(&net);
     leak_counter_counts_by_kind_and_ignores_allowed_endpoints(&mut net);
@@ -260,5 +295,51 @@ fn fake_internet_end_to_end() {
         started.elapsed() < Duration::from_secs(60),
         "took {:?}",
         started.elapsed()
+    );
+}
+
+/// A container on Docker's default bridge reaches the fake internet through the node, seen there
+/// as the node public IP, and the router counts what it sends as a leak: the path a host without a
+/// tunnel would take. Uses the host image for its curl (`CCP_HOST_IMAGE` names a prebuilt one).
+#[test]
+fn a_container_on_a_docker_bridge_goes_out_as_the_node() {
+    require_root();
+    let image = docker::host_image();
+    let _one = serialised();
+    let net = FakeInternet::build("docker").unwrap_or_else(|e| panic!("{e:#}"));
+    let (connectivity, ip_url, _) = net.probe_urls();
+    let curl = |url: &str| {
+        let out = std::process::Command::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                "bridge",
+                "--label",
+                "io.cloud-cli-proxy.test=fakenet",
+            ])
+            .args(["--entrypoint", "curl", &image, "-sS", "--max-time", "5"])
+            .args(["-w", "\n%{http_code}", url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "curl {url} in a container: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(curl(&connectivity).trim(), "204");
+    let seen = curl(&ip_url);
+    assert_eq!(
+        seen.lines().next().unwrap_or_default(),
+        net.node_public_ip().to_string(),
+        "{seen}"
+    );
+    let count = leaks_reach(&net, |c| c.other >= 2);
+    assert_eq!(
+        count.udp53 + count.tcp53 + count.tcp853 + count.ipv6,
+        0,
+        "{count:?}"
     );
 }
