@@ -1,11 +1,13 @@
 //! The fake internet itself, end to end: the node reaches the probe as the node public IP (HTTP and
 //! DNS), every tunnel server relays from its declared egress IP (HTTP, and DNS where the protocol
 //! carries UDP), the leak counter counts direct packets from the node and ignores the allowed
-//! endpoints, the switches cut a server off, and dropping it leaves nothing behind.
+//! endpoints, the switches cut a server off, and dropping it leaves nothing behind; a container on
+//! Docker's bridge goes out as the node; and the egress bodies it hands out are what the API takes.
 //!
-//! Needs root, iproute2, nft, curl, openssl, sing-box and the probe binary (`CCP_BIN_DIR` or
-//! `CCP_PROBE_BIN`). All traffic stays in 198.18.0.0/15 and on loopback: only IP literals are used,
-//! so no client ever resolves a name through the machine's resolver.
+//! Needs root, iproute2, nft, curl, openssl, sing-box, Docker with the host image, and the probe
+//! and control-plane binaries (`cargo build --workspace --bins`; `CCP_BIN_DIR`, `CCP_PROBE_BIN`).
+//! All traffic stays in 198.18.0.0/15 and on loopback: only IP literals are used, so no client
+//! ever resolves a name through the machine's resolver.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -18,9 +20,11 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use cloud_cli_proxy_tests::docker;
+use cloud_cli_proxy_tests::fakenet::servers::{TROJAN_SERVER_NAME, WgServer};
 use cloud_cli_proxy_tests::fakenet::{
-    self, Client, FakeInternet, Kind, LeakCount, curl_in, http_status_in, netns, whoami,
+    self, Client, FakeInternet, Kind, LeakCount, Server, curl_in, http_status_in, netns, whoami,
 };
+use cloud_cli_proxy_tests::{ControlPlane, Options};
 
 /// An address in the fake internet where nothing lives.
 const NOWHERE: Ipv4Addr = Ipv4Addr::new(198, 18, 77, 77);
@@ -342,4 +346,42 @@ fn a_container_on_a_docker_bridge_goes_out_as_the_node() {
         0,
         "{count:?}"
     );
+}
+
+/// The bodies the fake internet hands out are what `POST /v1/admin/egress-ips` accepts, and a
+/// wireguard egress IP shows the client key the fake server must be told about
+/// ([`FakeInternet::add_wireguard_peer`] with `wg_client_public_key` and `wg_peer_address`).
+/// Needs neither root nor the namespaces: only the rendering is under test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_bodies_are_accepted_by_the_api() {
+    let cp = ControlPlane::start(Options::new()).await;
+    let admin = cp.admin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _) = fakenet::self_signed_certificate(dir.path(), TROJAN_SERVER_NAME).unwrap();
+    for kind in Kind::ALL {
+        let wg = (kind == Kind::Wireguard).then(|| {
+            let (private_key, public_key) = fakenet::wg_keypair().unwrap();
+            WgServer {
+                private_key,
+                public_key,
+                preshared_key: fakenet::wg_keypair().unwrap().0,
+                address: "10.77.0.1/24".to_owned(),
+                peer_address: "10.77.0.2/32".to_owned(),
+                peers: Vec::new(),
+            }
+        });
+        let mut server = Server::new(kind, "unused".to_owned(), wg);
+        server.cert_pem = std::fs::read_to_string(&cert).unwrap();
+        let body = server.egress_body(&format!("fakenet-{}", kind.name()), fakenet::PROBE_IP);
+        let created = admin.create_egress(body).await;
+        assert_eq!(created["ip_address"], kind.ip().to_string(), "{kind:?}");
+        if kind == Kind::Wireguard {
+            assert_eq!(created["wg_dns_server"], fakenet::PROBE_IP.to_string());
+            let client_key = created["wg_client_public_key"].as_str().unwrap_or_default();
+            assert_eq!(client_key.len(), 44, "{created:#}");
+        } else {
+            assert_eq!(created["dns_server"], fakenet::PROBE_IP.to_string());
+            assert_eq!(created["proxy_config"]["type"], kind.name());
+        }
+    }
 }

@@ -68,6 +68,35 @@ pub fn wg_keypair() -> Result<(String, String)> {
     Ok((field("PrivateKey:")?, field("PublicKey:")?))
 }
 
+/// A self-signed P-256 certificate for `name` made by openssl: `(name.crt, name.key)` in `dir`.
+pub fn self_signed_certificate(dir: &std::path::Path, name: &str) -> Result<(PathBuf, PathBuf)> {
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    run(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            &format!("subjectAltName=DNS:{name}"),
+            "-keyout",
+            &key.to_string_lossy(),
+            "-out",
+            &cert.to_string_lossy(),
+        ],
+    )?;
+    Ok((cert, key))
+}
+
 /// The fake internet. Dropping it kills its processes and removes its namespaces and route.
 pub struct FakeInternet {
     label: String,
@@ -139,7 +168,7 @@ impl FakeInternet {
         };
         // From here on, a failure drops `net`, which removes whatever was built.
         net.build_router()?;
-        let cert = net.make_certificate()?;
+        let (cert, _) = self_signed_certificate(net.dir.path(), TROJAN_SERVER_NAME)?;
         for kind in Kind::ALL {
             let wg = if kind == Kind::Wireguard {
                 let (private_key, public_key) = wg_keypair()?;
@@ -249,35 +278,6 @@ impl FakeInternet {
         Ok(())
     }
 
-    /// The trojan server's self-signed certificate and key (`trojan.crt`, `trojan.key`).
-    fn make_certificate(&self) -> Result<PathBuf> {
-        let cert = self.dir.path().join("trojan.crt");
-        let key = self.dir.path().join("trojan.key");
-        run(
-            "openssl",
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN={TROJAN_SERVER_NAME}"),
-                "-addext",
-                &format!("subjectAltName=DNS:{TROJAN_SERVER_NAME}"),
-                "-keyout",
-                &key.to_string_lossy(),
-                "-out",
-                &cert.to_string_lossy(),
-            ],
-        )?;
-        Ok(cert)
-    }
-
     /// Starts `program args` in `netns` with its output in `<role>.log`.
     fn spawn(&mut self, role: &str, netns: &str, program: &str, args: &[&str]) -> Result<()> {
         let log = File::create(self.dir.path().join(format!("{role}.log")))?;
@@ -326,10 +326,11 @@ impl FakeInternet {
     pub fn start_server(&mut self, kind: Kind) -> Result<()> {
         self.stop_server(kind);
         let server = self.server(kind).clone();
-        let tls = (
-            self.dir.path().join("trojan.crt").to_string_lossy().into_owned(),
-            self.dir.path().join("trojan.key").to_string_lossy().into_owned(),
-        );
+        let file = |ext: &str| {
+            let path = self.dir.path().join(format!("{TROJAN_SERVER_NAME}.{ext}"));
+            path.to_string_lossy().into_owned()
+        };
+        let tls = (file("crt"), file("key"));
         let config = server.config(Some((&tls.0, &tls.1)));
         let path = self.dir.path().join(format!("{}.json", kind.role()));
         std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;

@@ -17,7 +17,7 @@ pub mod servers;
 
 pub use internet::{
     Client, FakeInternet, LAN_GATEWAY, NODE_PUBLIC, NODE_SIDE, PROBE_DNS_NAME, PROBE_IP, ROUTER_SIDE,
-    probe_bin, sing_box, wg_keypair, whoami,
+    probe_bin, self_signed_certificate, sing_box, wg_keypair, whoami,
 };
 pub use leaks::LeakCount;
 pub use netns::{curl_in, http_status_in, run_in, sweep_stale};
