@@ -97,8 +97,38 @@ pub fn self_signed_certificate(dir: &std::path::Path, name: &str) -> Result<(Pat
     Ok((cert, key))
 }
 
+/// Held by a live fake internet: they share the range, so one at a time on a machine, across
+/// processes too (the test runner may run tests of one binary in separate processes).
+const LOCK_FILE: &str = "ccpf-fakenet.lock";
+const LOCK_WAIT: Duration = Duration::from_secs(180);
+
+fn lock_machine_wide() -> Result<File> {
+    let path = std::env::temp_dir().join(LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => bail!(
+                "another fake internet held {} for {LOCK_WAIT:?}: {e:?}",
+                path.display()
+            ),
+        }
+    }
+}
+
 /// The fake internet. Dropping it kills its processes and removes its namespaces and route.
 pub struct FakeInternet {
+    /// Released last, when everything is gone (fields drop after `Drop::drop`).
+    _lock: File,
     label: String,
     pid: u32,
     /// Start of every namespace name of this instance.
@@ -125,9 +155,11 @@ impl std::fmt::Debug for FakeInternet {
 }
 
 impl FakeInternet {
-    /// Sweeps leftovers of crashed runs, checks that 198.18.0.0/15 is free on this machine, then
+    /// Waits until no other fake internet exists on this machine (up to 3 minutes), sweeps
+    /// leftovers of crashed runs, checks that 198.18.0.0/15 is free on this machine, then
     /// builds the router, the seven servers and the probe. Needs root.
     pub fn build(label: &str) -> Result<Self> {
+        let lock = lock_machine_wide()?;
         let removed = netns::sweep_stale();
         if !removed.is_empty() {
             eprintln!(
@@ -154,6 +186,7 @@ impl FakeInternet {
             .to_ascii_lowercase();
         let ns = |role: &str| format!("{PREFIX}-{pid}-{short}-{role}");
         let mut net = Self {
+            _lock: lock,
             label: label.to_owned(),
             pid,
             ns_prefix: ns(""),
