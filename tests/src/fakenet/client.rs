@@ -28,7 +28,7 @@ pub struct Client {
 impl Client {
     /// Starts a client for `body` (`wg_private_key`: the client's key for a wireguard body).
     pub fn start(body: &Value, wg_private_key: Option<&str>) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("ccpf-client-").tempdir()?;
+        let dir = super::netns::owned_tempdir("ccpf-client-")?;
         let port = crate::access::free_port();
         let dns_port = free_udp_port()?;
         let config = super::servers::client_config(body, wg_private_key, port, Some(dns_port));

@@ -190,7 +190,7 @@ impl FakeInternet {
             label: label.to_owned(),
             pid,
             ns_prefix: ns(""),
-            dir: tempfile::Builder::new().prefix("ccpf-").tempdir()?,
+            dir: netns::owned_tempdir("ccpf-")?,
             router: ns("rt"),
             probe_ns: ns("probe"),
             node_if: format!("{PREFIX}{pid}"),

@@ -150,11 +150,61 @@ pub fn delete_namespace(netns: &str) {
     let _ = ip(&["netns", "delete", netns]);
 }
 
-/// Removes the namespaces and root-side interfaces of fake internets whose process is gone
-/// (a crashed or killed test run). Returns what it removed.
+/// Name of the file holding the creating process's id in each of our temporary directories.
+pub const OWNER_FILE: &str = "owner";
+
+/// A temporary directory (`ccpf-…` under the system's) marked as made by this process: a sweep
+/// by a later run removes it, and stops what runs from it, once this process is gone.
+pub fn owned_tempdir(prefix: &str) -> Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+    std::fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string())?;
+    Ok(dir)
+}
+
+/// Processes whose command line mentions `dir` (the clients and servers started from it).
+fn processes_using(dir: &Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+        })
+        .collect()
+}
+
+/// Our temporary directories whose owner is gone: what runs from them is killed, they are removed.
+fn sweep_tempdirs(removed: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ours = entry.file_name().to_string_lossy().starts_with("ccpf-") && path.is_dir();
+        let owner = std::fs::read_to_string(path.join(OWNER_FILE))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        if !ours || owner.is_none_or(alive) {
+            continue;
+        }
+        for pid in processes_using(&path) {
+            let _ = run("kill", &["-9", &pid.to_string()]);
+            removed.push(format!("process {pid}"));
+        }
+        let _ = std::fs::remove_dir_all(&path);
+        removed.push(format!("dir {}", path.display()));
+    }
+}
+
+/// Removes what fake internets whose process is gone (a crashed or killed test run) left: their
+/// processes, namespaces, root-side interfaces and temporary directories. Returns what it removed.
 pub fn sweep_stale() -> Vec<String> {
     let stale = |name: &String| owner_pid(name).is_none_or(|pid| !alive(pid));
     let mut removed = Vec::new();
+    sweep_tempdirs(&mut removed);
     for ns in our_namespaces().into_iter().filter(stale) {
         delete_namespace(&ns);
         removed.push(format!("netns {ns}"));
