@@ -380,8 +380,8 @@ async fn egress_bodies_are_accepted_by_the_api() {
                 private_key,
                 public_key,
                 preshared_key: fakenet::wg_keypair().unwrap().0,
-                address: "10.77.0.1/24".to_owned(),
-                peer_address: "10.77.0.2/32".to_owned(),
+                address: fakenet::WG_SERVER_ADDRESS.to_owned(),
+                peer_address: fakenet::WG_PEER_ADDRESS.to_owned(),
                 peers: Vec::new(),
             }
         });

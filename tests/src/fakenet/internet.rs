@@ -40,6 +40,10 @@ pub const NODE_PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 pub const LAN_GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 pub const PROBE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 53);
 pub const PROBE_DNS_NAME: &str = "whoami.probe.test";
+/// Inside the WireGuard tunnel: the server's address, and the one offered to its client. Also in
+/// the range, so that even a client that puts it on a kernel interface stays within it.
+pub const WG_SERVER_ADDRESS: &str = "198.19.77.1/24";
+pub const WG_PEER_ADDRESS: &str = "198.19.77.2/32";
 /// The router's interface towards the node.
 const ROUTER_NODE_IF: &str = "node";
 const READY: Duration = Duration::from_secs(10);
@@ -210,8 +214,8 @@ impl FakeInternet {
                     private_key,
                     public_key,
                     preshared_key: psk,
-                    address: "10.77.0.1/24".to_owned(),
-                    peer_address: "10.77.0.2/32".to_owned(),
+                    address: WG_SERVER_ADDRESS.to_owned(),
+                    peer_address: WG_PEER_ADDRESS.to_owned(),
                     peers: Vec::new(),
                 })
             } else {

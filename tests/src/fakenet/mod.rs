@@ -9,7 +9,7 @@
 //! let (connectivity, ip, dns) = net.probe_urls();            // EGRESS_PROBE_* of the control plane
 //! let body = net.egress_body(Kind::Vmess, "vmess-1");        // POST /v1/admin/egress-ips
 //! // wireguard: the created egress IP shows wg_client_public_key; let the server accept it:
-//! net.add_wireguard_peer(&client_public_key, "10.77.0.2/32")?;   // the body's wg_peer_address
+//! net.add_wireguard_peer(&client_public_key, "198.19.77.2/32")?;   // the body's wg_peer_address
 //! net.allow_endpoint(net.server(Kind::Vmess).ip)?;           // the tunnel endpoint is no leak
 //! net.reset_leaks()?;
 //! // … bind a host, run its checks, kill its tunnel …
@@ -33,8 +33,8 @@ pub mod servers;
 
 pub use client::{Client, whoami};
 pub use internet::{
-    FakeInternet, LAN_GATEWAY, NODE_PUBLIC, NODE_SIDE, PROBE_DNS_NAME, PROBE_IP, ROUTER_SIDE, probe_bin,
-    self_signed_certificate, sing_box, wg_keypair,
+    FakeInternet, LAN_GATEWAY, NODE_PUBLIC, NODE_SIDE, PROBE_DNS_NAME, PROBE_IP, ROUTER_SIDE,
+    WG_PEER_ADDRESS, WG_SERVER_ADDRESS, probe_bin, self_signed_certificate, sing_box, wg_keypair,
 };
 pub use leaks::LeakCount;
 pub use netns::{curl_in, http_status_in, run_in, sweep_stale};

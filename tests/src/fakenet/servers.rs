@@ -298,11 +298,11 @@ mod tests {
             private_key: "KOizr1H1iQbq5SuIJvhmiF5dpZ0P2f0kR8pRGEq5TG8=".to_owned(),
             public_key: "x9Bq3UeTTOP5cq7VjCTUcB/rPFcRk7+vQ3qLK2vXyEE=".to_owned(),
             preshared_key: "cHJlc2hhcmVkLWtleS1mb3ItdGhlLWZha2UtbmV0ISE=".to_owned(),
-            address: "10.77.0.1/24".to_owned(),
-            peer_address: "10.77.0.2/32".to_owned(),
+            address: "198.19.77.1/24".to_owned(),
+            peer_address: "198.19.77.2/32".to_owned(),
             peers: vec![(
                 "x9Bq3UeTTOP5cq7VjCTUcB/rPFcRk7+vQ3qLK2vXyEE=".to_owned(),
-                "10.77.0.2/32".to_owned(),
+                "198.19.77.2/32".to_owned(),
             )],
         }
     }
