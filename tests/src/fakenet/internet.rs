@@ -134,7 +134,6 @@ pub struct FakeInternet {
     /// Released last, when everything is gone (fields drop after `Drop::drop`).
     _lock: File,
     label: String,
-    pid: u32,
     /// Start of every namespace name of this instance.
     ns_prefix: String,
     dir: tempfile::TempDir,
@@ -192,7 +191,6 @@ impl FakeInternet {
         let mut net = Self {
             _lock: lock,
             label: label.to_owned(),
-            pid,
             ns_prefix: ns(""),
             dir: netns::owned_tempdir("ccpf-")?,
             router: ns("rt"),
@@ -497,7 +495,9 @@ impl FakeInternet {
         Ok(())
     }
 
-    /// Whether the router forwards traffic to and from the server of `kind`.
+    /// Whether the router forwards traffic to and from the server of `kind`: this cuts the server
+    /// off from the node (a tunnel endpoint gone dark); its own traffic to the probe, on the shared
+    /// LAN, still flows.
     pub fn set_reachable(&mut self, kind: Kind, reachable: bool) -> Result<()> {
         let addr = kind.ip();
         if reachable && self.blocked.remove(&addr) {
@@ -535,6 +535,5 @@ impl Drop for FakeInternet {
         }
         // Gone with the router's end of the pair; deleted again in case the router never existed.
         let _ = ip(&["link", "delete", &self.node_if]);
-        debug_assert_eq!(self.pid, std::process::id());
     }
 }
