@@ -1,10 +1,44 @@
-//! The fake internet's address range (198.18.0.0/15, set aside for benchmarking) and the check,
-//! made before anything is built in it, that nothing on this machine already uses it: no route
-//! (other than a default route), no interface address and no resolver. The documentation ranges
-//! carry the machine's own uplink here, so no test network may ever be put on them.
+//! The fake internet the egress tests run against, all inside 198.18.0.0/15 (set aside for
+//! benchmarking): [`FakeInternet`] builds a router, tunnel servers and the probe in network
+//! namespaces, counts leaks, and removes it all when dropped.
+//!
+//! How an egress test uses it (root needed; one fake internet per machine at a time):
+//!
+//! ```text
+//! let mut net = FakeInternet::build("my-test")?;            // sweeps crashed runs, checks the range
+//! let (connectivity, ip, dns) = net.probe_urls();            // EGRESS_PROBE_* of the control plane
+//! let body = net.egress_body(Kind::Vmess, "vmess-1");        // POST /v1/admin/egress-ips
+//! // wireguard: the created egress IP shows wg_client_public_key; let the server accept it:
+//! net.add_wireguard_peer(&client_public_key, "198.19.77.2/32")?;   // the body's wg_peer_address
+//! net.allow_endpoint(net.server(Kind::Vmess).ip)?;           // the tunnel endpoint is no leak
+//! net.reset_leaks()?;
+//! // … bind a host, run its checks, kill its tunnel …
+//! assert_eq!(net.leaks()?.total(), 0);
+//! net.set_reachable(Kind::Vmess, false)?;                    // or stop_server / start_server
+//! ```
+//!
+//! Before anything is built, [`ensure_free`] checks that nothing on this machine already uses the
+//! range: no route (other than a default route), no interface address and no resolver. The
+//! documentation ranges carry the machine's own uplink here, so no test network may ever be put
+//! on them.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
+
+mod client;
+mod internet;
+pub mod leaks;
+pub mod netns;
+pub mod servers;
+
+pub use client::{Client, whoami};
+pub use internet::{
+    FakeInternet, LAN_GATEWAY, NODE_PUBLIC, NODE_SIDE, PROBE_DNS_NAME, PROBE_IP, ROUTER_SIDE,
+    WG_PEER_ADDRESS, WG_SERVER_ADDRESS, probe_bin, self_signed_certificate, sing_box, wg_keypair,
+};
+pub use leaks::LeakCount;
+pub use netns::{curl_in, http_status_in, run_in, sweep_stale};
+pub use servers::{Kind, Server, client_config};
 
 /// An IPv4 network: an address and a prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
