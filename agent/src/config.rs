@@ -82,6 +82,11 @@ pub struct Config {
     #[arg(long, env = "SING_BOX_BIN", default_value = "sing-box")]
     pub sing_box_bin: PathBuf,
 
+    /// This node's public IPv4 addresses, comma-separated: a DNS-leak check fails when the probe
+    /// was asked by one of them. Unset: learnt by asking the IP probe directly from the node.
+    #[arg(long, env = "NODE_PUBLIC_IPS", value_delimiter = ',')]
+    pub node_public_ips: Vec<std::net::Ipv4Addr>,
+
     /// How long starting a bound host waits for its tunnel before going on without it (closed).
     #[arg(long, env = "TUNNEL_READY_TIMEOUT_SECS", default_value_t = 20)]
     pub tunnel_ready_timeout_secs: u64,
@@ -134,6 +139,7 @@ impl Config {
             reach_address: None,
             control_plane_timeout_secs: 30,
             egress_runtime_bin: None,
+            node_public_ips: Vec::new(),
             sing_box_bin: PathBuf::from("sing-box"),
             tunnel_ready_timeout_secs: 20,
         }
@@ -237,6 +243,7 @@ impl fmt::Debug for Config {
             .field("reach_address", &self.reach_address)
             .field("control_plane_timeout_secs", &self.control_plane_timeout_secs)
             .field("egress_runtime_bin", &self.egress_runtime_bin)
+            .field("node_public_ips", &self.node_public_ips)
             .field("sing_box_bin", &self.sing_box_bin)
             .field("tunnel_ready_timeout_secs", &self.tunnel_ready_timeout_secs)
             .finish()

@@ -62,18 +62,16 @@ pub(crate) async fn run_loop(hosts: Arc<Hosts>, cancel: CancellationToken) {
             if !due {
                 continue;
             }
-            if node_ip.is_none_or(|(at, _)| at.elapsed() >= RECHECK) {
+            let configured = &hosts.settings().node_public_ips;
+            if configured.is_empty() && node_ip.is_none_or(|(at, _)| at.elapsed() >= RECHECK) {
                 node_ip = Some((Instant::now(), direct_ip(&targets.ip_url).await));
             }
-            let health = check(
-                &hosts,
-                &host_id,
-                pid,
-                &status,
-                &targets,
-                node_ip.and_then(|(_, ip)| ip),
-            )
-            .await;
+            let node_ips: Vec<Ipv4Addr> = if configured.is_empty() {
+                node_ip.and_then(|(_, ip)| ip).into_iter().collect()
+            } else {
+                configured.clone()
+            };
+            let health = check(&hosts, &host_id, pid, &status, &targets, &node_ips).await;
             if let Some(health) = health {
                 let changed = hosts
                     .egress_health(&host_id)
@@ -101,7 +99,7 @@ async fn check(
     pid: i64,
     status: &RuntimeStatus,
     targets: &wire::ProbeTargets,
-    node_ip: Option<Ipv4Addr>,
+    node_ips: &[Ipv4Addr],
 ) -> Option<EgressHealth> {
     let config = hosts.runtime_config(host_id).ok()??;
     let dns_server: Ipv4Addr = config.spec.dns_server.parse().ok()?;
@@ -111,7 +109,7 @@ async fn check(
     })
     .await;
     let checks = match observed {
-        Ok(observed) => client::judge(observed, &config.spec.declared_ip, node_ip),
+        Ok(observed) => client::judge(observed, &config.spec.declared_ip, node_ips),
         Err(e) => {
             tracing::warn!(host_id, error = %e, "egress health check could not run");
             return None;
@@ -135,7 +133,7 @@ async fn check(
 }
 
 /// The node's own address as the IP probe sees it directly (what a DNS leak would show).
-async fn direct_ip(url: &str) -> Option<Ipv4Addr> {
+pub(crate) async fn direct_ip(url: &str) -> Option<Ipv4Addr> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .no_proxy()

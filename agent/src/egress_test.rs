@@ -130,7 +130,7 @@ async fn attempt(
     let egress = &job.egress;
     hosts.require_tunnel_programs(egress).map_err(|e| e.to_string())?;
     let endpoint = tunnel::resolve(egress).await.map_err(|e| e.to_string())?;
-    let node_ip = node_public_ip(&job.targets.ip_url);
+    let node_ips = node_public_ips(&hosts.settings().node_public_ips, &job.targets.ip_url);
 
     crate::secrets::create_private_dir(dir).map_err(|e| e.to_string())?;
     let bridge = hosts.ensure_network().await.map_err(|e| e.to_string())?;
@@ -176,7 +176,7 @@ async fn attempt(
     })
     .await
     .map_err(|e| e.to_string())?;
-    let mut checks = client::judge(observed, &egress.declared_ip, node_ip.await);
+    let mut checks = client::judge(observed, &egress.declared_ip, &node_ips.await);
     if !status.as_ref().is_some_and(RuntimeStatus::is_up) {
         // Say why the tunnel was not there, where the operator looks first.
         let why = status
@@ -192,20 +192,22 @@ async fn attempt(
     Ok(checks)
 }
 
-/// The node's own public address, as the IP probe sees it from the node (not through any tunnel):
-/// what a leaking resolver would show. `None` when the node cannot reach the probe directly.
-fn node_public_ip(url: &str) -> impl std::future::Future<Output = Option<Ipv4Addr>> + use<> {
+/// The node's own public addresses: as configured, else as the IP probe sees the node directly
+/// (not through any tunnel): what a leaking resolver would show.
+fn node_public_ips(
+    configured: &[Ipv4Addr],
+    url: &str,
+) -> impl std::future::Future<Output = Vec<Ipv4Addr>> + use<> {
+    let configured = configured.to_vec();
     let url = url.to_owned();
     let task = tokio::spawn(async move {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .no_proxy()
-            .build()
-            .ok()?;
-        let body = client.get(&url).send().await.ok()?.text().await.ok()?;
-        body.trim().parse::<Ipv4Addr>().ok()
+        if configured.is_empty() {
+            crate::egress_health::direct_ip(&url).await.into_iter().collect()
+        } else {
+            configured
+        }
     });
-    async move { task.await.ok().flatten() }
+    async move { task.await.unwrap_or_default() }
 }
 
 async fn wait_up(dir: &Path, until: Instant) -> Option<RuntimeStatus> {

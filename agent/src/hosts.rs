@@ -151,6 +151,8 @@ pub struct Settings {
     pub sing_box: Option<PathBuf>,
     /// How long a start waits for a bound host's tunnel to come up before going on (closed).
     pub tunnel_ready_timeout: Duration,
+    /// The node's public addresses as configured (`NODE_PUBLIC_IPS`); empty: ask the IP probe.
+    pub node_public_ips: Vec<Ipv4Addr>,
 }
 
 /// One host's containers as listed by Docker.

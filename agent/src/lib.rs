@@ -127,6 +127,7 @@ async fn settings(config: &Config) -> Settings {
         egress_runtime,
         sing_box,
         tunnel_ready_timeout: Duration::from_secs(config.tunnel_ready_timeout_secs),
+        node_public_ips: config.node_public_ips.clone(),
     }
 }
 

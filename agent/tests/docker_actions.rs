@@ -259,6 +259,7 @@ async fn host_lifecycle_against_real_docker() {
         egress_runtime: None,
         sing_box: None,
         tunnel_ready_timeout: Duration::from_secs(20),
+        node_public_ips: vec![],
     };
     let hosts = Hosts::new(docker, Store::new(state.path(), &node), settings);
     let mut spec = HostSpec {

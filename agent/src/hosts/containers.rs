@@ -317,6 +317,7 @@ mod tests {
             egress_runtime: Some("/usr/lib/ccp/cloud-cli-proxy-egress".into()),
             sing_box: Some("/usr/bin/sing-box".into()),
             tunnel_ready_timeout: Duration::from_secs(1),
+            node_public_ips: vec![],
         }
     }
 

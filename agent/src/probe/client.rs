@@ -178,9 +178,9 @@ async fn resolver(dns_server: Ipv4Addr, name: &str, each: Duration) -> CheckResu
 }
 
 /// Judges the observations: the exit IP must equal the declared address (a mismatch fails, and is
-/// reported, never taken over); the resolver that reached the probe must not be the node (whose
-/// public address `node_ip` is, when the agent could tell it).
-pub fn judge(mut checks: Vec<CheckResult>, declared_ip: &str, node_ip: Option<Ipv4Addr>) -> Vec<CheckResult> {
+/// reported, never taken over); the resolver that reached the probe must not be the node (one of
+/// `node_ips`, its public addresses as far as the agent knows them).
+pub fn judge(mut checks: Vec<CheckResult>, declared_ip: &str, node_ips: &[Ipv4Addr]) -> Vec<CheckResult> {
     for check in &mut checks {
         let Some(observed) = check.observed.clone() else {
             continue;
@@ -202,7 +202,7 @@ pub fn judge(mut checks: Vec<CheckResult>, declared_ip: &str, node_ip: Option<Ip
                 }
             }
             DNS_LEAK => {
-                let leaked = node_ip.is_some_and(|node| observed == node.to_string());
+                let leaked = node_ips.iter().any(|node| observed == node.to_string());
                 check.passed = !leaked;
                 if leaked {
                     check.error = Some(format!(
@@ -232,9 +232,9 @@ mod tests {
 
     #[test]
     fn exit_ip_must_equal_the_declared_one() {
-        let judged = judge(vec![seen(EXIT_IP, "198.18.5.5")], "198.18.5.5", None);
+        let judged = judge(vec![seen(EXIT_IP, "198.18.5.5")], "198.18.5.5", &[]);
         assert!(judged[0].passed);
-        let judged = judge(vec![seen(EXIT_IP, "198.18.5.6")], "198.18.5.5", None);
+        let judged = judge(vec![seen(EXIT_IP, "198.18.5.6")], "198.18.5.5", &[]);
         assert!(!judged[0].passed);
         assert!(judged[0].error.as_deref().unwrap().contains("198.18.5.6"));
         assert_eq!(judged[0].observed.as_deref(), Some("198.18.5.6"));
@@ -242,7 +242,7 @@ mod tests {
 
     #[test]
     fn dns_through_the_node_is_a_leak() {
-        let node = Some(Ipv4Addr::new(198, 18, 0, 10));
+        let node = &[Ipv4Addr::new(198, 18, 0, 10)];
         assert!(judge(vec![seen(DNS_LEAK, "198.18.5.5")], "198.18.5.5", node)[0].passed);
         assert!(!judge(vec![seen(DNS_LEAK, "198.18.0.10")], "198.18.5.5", node)[0].passed);
         // No answer at all stays a failure, whatever the node.
