@@ -55,10 +55,13 @@ pub(crate) async fn run_loop(hosts: Arc<Hosts>, cancel: CancellationToken) {
                 hosts.set_egress_health(&host_id, None);
                 continue;
             };
-            let status = hosts.tunnel_status(&host_id).unwrap_or_default();
+            let status = hosts.tunnel_status(&host_id);
+            let state = status
+                .as_ref()
+                .map_or_else(|| "unknown".to_owned(), RuntimeStatus::state_name);
             let due = last
                 .get(&host_id)
-                .is_none_or(|l| l.at.elapsed() >= RECHECK || l.tunnel != status.state || l.pid != pid);
+                .is_none_or(|l| l.at.elapsed() >= RECHECK || l.tunnel != state || l.pid != pid);
             if !due {
                 continue;
             }
@@ -71,7 +74,7 @@ pub(crate) async fn run_loop(hosts: Arc<Hosts>, cancel: CancellationToken) {
             } else {
                 configured.clone()
             };
-            let health = check(&hosts, &host_id, pid, &status, &targets, &node_ips).await;
+            let health = check(&hosts, &host_id, pid, &state, &targets, &node_ips).await;
             if let Some(health) = health {
                 let changed = hosts
                     .egress_health(&host_id)
@@ -85,7 +88,7 @@ pub(crate) async fn run_loop(hosts: Arc<Hosts>, cancel: CancellationToken) {
                 host_id,
                 Last {
                     at: Instant::now(),
-                    tunnel: status.state.clone(),
+                    tunnel: state.clone(),
                     pid,
                 },
             );
@@ -97,7 +100,7 @@ async fn check(
     hosts: &Hosts,
     host_id: &str,
     pid: i64,
-    status: &RuntimeStatus,
+    state: &str,
     targets: &wire::ProbeTargets,
     node_ips: &[Ipv4Addr],
 ) -> Option<EgressHealth> {
@@ -121,11 +124,7 @@ async fn check(
         .and_then(|c| c.observed.clone());
     Some(EgressHealth {
         healthy: checks.iter().all(|c| c.passed),
-        tunnel: if status.state.is_empty() {
-            "unknown".to_owned()
-        } else {
-            status.state.clone()
-        },
+        tunnel: state.to_owned(),
         exit_ip,
         checks,
         checked_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),

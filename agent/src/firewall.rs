@@ -37,11 +37,9 @@ use tokio::process::Command;
 /// its embedded DNS lives there too).
 pub const TABLE: &str = "ccp";
 
-/// Name of the tunnel interface the egress runtime creates in the namespace.
-pub const TUNNEL_INTERFACE: &str = "ccp-tun";
-
-/// Firewall mark of the tunnel's own packets (WireGuard's UDP, sing-box's connections to its server).
-pub const TUNNEL_MARK: u32 = 0xcc;
+/// The tunnel interface the egress runtime creates in the namespace, and the firewall mark of the
+/// tunnel's own packets (WireGuard's UDP, sing-box's connections to its server).
+pub use crate::egress::{FWMARK as TUNNEL_MARK, TUN_NAME as TUNNEL_INTERFACE};
 
 /// IPv4 ranges a host never reaches directly, whatever its egress: private, shared (CGNAT), loopback,
 /// link-local (cloud metadata), multicast, reserved and "this network".

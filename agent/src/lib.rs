@@ -4,13 +4,15 @@
 //! reconciles Docker with the control plane's list of hosts.
 //!
 //! Layout: [`config`] (flags), [`control_plane`] and [`docker`] (adapters), [`hosts`] (the actions),
-//! [`firewall`] (the namespace ruleset), [`secrets`] (per-host files), [`reconcile`] (drift repair),
+//! [`firewall`] (the namespace ruleset), [`egress`] (the tunnel runtime
+//! inside each egress container, its own binary), [`secrets`] (per-host files), [`reconcile`] (drift repair),
 //! [`tasks`] (claim/progress/result loop), [`node`] (facts about the machine), [`probe`] (the
 //! egress probe server, its own binary).
 
 pub mod config;
 pub mod control_plane;
 pub mod docker;
+pub mod egress;
 pub mod egress_health;
 pub mod egress_test;
 pub mod firewall;

@@ -15,8 +15,7 @@ pub const PASSWORD_FILE: &str = "password.hash";
 pub const AUTHORIZED_KEYS_FILE: &str = "authorized_keys";
 pub const VNC_PASSWD_FILE: &str = "vnc.passwd";
 /// The tunnel runtime's configuration and status, in [`Store::egress_dir`].
-pub const EGRESS_CONFIG_FILE: &str = "egress.json";
-pub const EGRESS_STATUS_FILE: &str = "status.json";
+pub use crate::egress::{CONFIG_FILE as EGRESS_CONFIG_FILE, STATUS_FILE as EGRESS_STATUS_FILE};
 /// Present while the host is meant to be stopped: the reconciler never starts such a host.
 pub const STOPPED_MARKER: &str = "stopped";
 

@@ -13,7 +13,6 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::unix::fs::MetadataExt as _;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use wire::{EgressSpec, Tunnel};
 
 use super::Error;
@@ -27,16 +26,7 @@ pub const SING_BOX_IN_CONTAINER: &str = "/opt/ccp/bin/sing-box";
 /// How long name resolution of a tunnel server may take on the node.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `egress.json`, as the tunnel runtime reads it.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuntimeConfig {
-    pub spec: EgressSpec,
-    /// The tunnel server's address (resolved here, so the namespace needs no DNS before the tunnel).
-    pub endpoint_ip: Ipv4Addr,
-    /// The network namespace this configuration is for.
-    pub netns_inode: Option<u64>,
-}
+pub use crate::egress::{RuntimeConfig, State as TunnelState, Status as RuntimeStatus};
 
 impl RuntimeConfig {
     /// The firewall rules that go with this configuration.
@@ -49,26 +39,17 @@ impl RuntimeConfig {
     }
 }
 
-/// `status.json`, as the tunnel runtime writes it.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
-pub struct RuntimeStatus {
-    /// `idle`, `starting`, `up`, `restarting` or `failed`.
-    pub state: String,
-    #[serde(default)]
-    pub tunnel: Option<String>,
-    #[serde(default)]
-    pub restarts: u64,
-    #[serde(default)]
-    pub last_error: Option<String>,
-    #[serde(default)]
-    pub pid: Option<u32>,
-    #[serde(default)]
-    pub updated_at: Option<String>,
-}
-
 impl RuntimeStatus {
     pub fn is_up(&self) -> bool {
-        self.state == "up"
+        self.state == TunnelState::Up
+    }
+
+    /// The state as `status.json` spells it.
+    pub fn state_name(&self) -> String {
+        serde_json::to_value(self.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
     }
 }
 
@@ -227,7 +208,7 @@ mod tests {
         )
         .unwrap();
         assert!(status.is_up());
-        assert_eq!(status.restarts, 2);
+        assert_eq!(status.state_name(), "up");
     }
 
     #[test]

@@ -1,0 +1,235 @@
+//! The sing-box configuration of a proxy egress, built from typed structs and rendered with
+//! `serde_json` (sing-box 1.12+ formats; pinned by golden tests and `sing-box check`).
+//!
+//! One tun inbound (`ccp-tun`, no auto-route: the runtime owns the policy routing), the spec's
+//! outbound tagged `egress` with the server replaced by the address the agent resolved and the
+//! tunnel mark added, DNS over TCP through `egress` to the egress's resolver, and DNS packets that
+//! reach the tun hijacked into that resolver.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Command;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{Error, FWMARK, RuntimeConfig, TUN_NAME};
+
+/// Outbound types a proxy egress may use.
+pub const PROXY_TYPES: [&str; 6] = ["socks", "http", "shadowsocks", "vmess", "vless", "trojan"];
+/// Tag of the spec's outbound.
+pub const EGRESS_TAG: &str = "egress";
+/// The tun's own address: a /30 out of 100.64.0.0/10 that no tunnel server uses.
+pub const TUN_ADDRESS: &str = "100.127.255.253/30";
+const TUN_MTU: u32 = 9000;
+const DNS_TAG: &str = "tunnel-dns";
+
+/// Dial fields the spec may not set: they would take the outbound around the tunnel's routing.
+const FORBIDDEN_FIELDS: [&str; 6] = [
+    "detour",
+    "bind_interface",
+    "inet4_bind_address",
+    "inet6_bind_address",
+    "netns",
+    "routing_mark",
+];
+
+#[derive(Debug, Serialize)]
+pub struct Config {
+    log: Log,
+    dns: Dns,
+    inbounds: Vec<TunInbound>,
+    outbounds: Vec<EgressOutbound>,
+    route: Route,
+}
+
+#[derive(Debug, Serialize)]
+struct Log {
+    level: &'static str,
+    timestamp: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Dns {
+    servers: Vec<DnsServer>,
+    #[serde(rename = "final")]
+    final_server: &'static str,
+    strategy: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct DnsServer {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    tag: &'static str,
+    server: Ipv4Addr,
+    server_port: u16,
+    detour: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct TunInbound {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    tag: &'static str,
+    interface_name: &'static str,
+    address: Vec<&'static str>,
+    mtu: u32,
+    auto_route: bool,
+    stack: &'static str,
+}
+
+/// The spec's outbound: our fields first, the rest as the control plane validated it.
+#[derive(Serialize)]
+struct EgressOutbound {
+    #[serde(rename = "type")]
+    kind: String,
+    tag: &'static str,
+    server: Ipv4Addr,
+    routing_mark: u32,
+    #[serde(flatten)]
+    rest: Map<String, Value>,
+}
+
+impl std::fmt::Debug for EgressOutbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EgressOutbound")
+            .field("type", &self.kind)
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Route {
+    rules: Vec<RouteRule>,
+    #[serde(rename = "final")]
+    final_outbound: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct RouteRule {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protocol: Option<&'static str>,
+    action: &'static str,
+}
+
+/// The outbound's `type`, when it is one a proxy egress may use.
+pub fn outbound_type(outbound: &Value) -> Result<&str, Error> {
+    let kind = outbound
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::Invalid("proxy outbound has no `type`".into()))?;
+    if PROXY_TYPES.contains(&kind) {
+        Ok(kind)
+    } else {
+        Err(Error::Invalid(format!(
+            "proxy outbound type `{kind}` is not one of {}",
+            PROXY_TYPES.join(", ")
+        )))
+    }
+}
+
+/// Builds the sing-box config for a proxy egress (`Invalid` for a WireGuard one).
+pub fn render(cfg: &RuntimeConfig) -> Result<Config, Error> {
+    let wire::Tunnel::Proxy { outbound } = &cfg.spec.tunnel else {
+        return Err(Error::Invalid("not a proxy egress".into()));
+    };
+    let kind = outbound_type(outbound)?.to_owned();
+    let Some(fields) = outbound.as_object() else {
+        return Err(Error::Invalid("proxy outbound is not an object".into()));
+    };
+    if let Some(field) = FORBIDDEN_FIELDS.iter().find(|f| fields.contains_key(**f)) {
+        return Err(Error::Invalid(format!("proxy outbound may not set `{field}`")));
+    }
+    if !fields.get("server_port").is_some_and(Value::is_u64) {
+        return Err(Error::Invalid(
+            "proxy outbound needs a numeric `server_port`".into(),
+        ));
+    }
+    let mut rest = fields.clone();
+    for ours in ["type", "tag", "server"] {
+        rest.remove(ours);
+    }
+    let dns_server: Ipv4Addr = cfg.spec.dns_server.parse().map_err(|_| {
+        Error::Invalid(format!(
+            "dns_server `{}` is not an IPv4 address",
+            cfg.spec.dns_server
+        ))
+    })?;
+    Ok(Config {
+        log: Log {
+            level: "warn",
+            timestamp: false,
+        },
+        dns: Dns {
+            servers: vec![DnsServer {
+                kind: "tcp",
+                tag: DNS_TAG,
+                server: dns_server,
+                server_port: 53,
+                detour: EGRESS_TAG,
+            }],
+            final_server: DNS_TAG,
+            strategy: "ipv4_only",
+        },
+        inbounds: vec![TunInbound {
+            kind: "tun",
+            tag: "tun-in",
+            interface_name: TUN_NAME,
+            address: vec![TUN_ADDRESS],
+            mtu: TUN_MTU,
+            auto_route: false,
+            stack: "gvisor",
+        }],
+        outbounds: vec![EgressOutbound {
+            kind,
+            tag: EGRESS_TAG,
+            server: cfg.endpoint_ip,
+            routing_mark: FWMARK,
+            rest,
+        }],
+        route: Route {
+            rules: vec![
+                RouteRule {
+                    protocol: None,
+                    action: "sniff",
+                },
+                RouteRule {
+                    protocol: Some("dns"),
+                    action: "hijack-dns",
+                },
+            ],
+            final_outbound: EGRESS_TAG,
+        },
+    })
+}
+
+/// The rendered JSON text (pretty, stable field order).
+pub fn to_json(config: &Config) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec_pretty(config).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// `sing-box check -c FILE`; the error carries sing-box's own message.
+pub fn check(sing_box: &Path, file: &Path) -> Result<(), Error> {
+    let what = format!("{} check", sing_box.display());
+    let out = Command::new(sing_box)
+        .arg("check")
+        .arg("-c")
+        .arg(file)
+        .output()
+        .map_err(Error::io(what.clone()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let stderr: String = String::from_utf8_lossy(&out.stderr)
+            .trim()
+            .chars()
+            .take(600)
+            .collect();
+        Err(Error::Command { what, stderr })
+    }
+}
+
+#[cfg(test)]
+mod tests;
