@@ -29,6 +29,7 @@ struct Last {
     at: Instant,
     tunnel: String,
     pid: i64,
+    egress_ip_id: String,
 }
 
 pub(crate) async fn run_loop(hosts: Arc<Hosts>, cancel: CancellationToken) {
@@ -44,7 +45,12 @@ pub(crate) async fn run_loop(hosts: Arc<Hosts>, cancel: CancellationToken) {
         let ids = hosts.store().list().unwrap_or_default();
         last.retain(|id, _| ids.contains(id));
         for host_id in ids {
-            let bound = matches!(hosts.runtime_config(&host_id), Ok(Some(_)));
+            let egress_ip_id = match hosts.runtime_config(&host_id) {
+                Ok(Some(config)) => Some(config.spec.egress_ip_id),
+                _ => None,
+            };
+            let bound = egress_ip_id.is_some();
+            let egress_ip_id = egress_ip_id.unwrap_or_default();
             let pid = if bound {
                 hosts.egress_pid(&host_id).await.ok().flatten()
             } else {
@@ -59,9 +65,12 @@ pub(crate) async fn run_loop(hosts: Arc<Hosts>, cancel: CancellationToken) {
             let state = status
                 .as_ref()
                 .map_or_else(|| "unknown".to_owned(), RuntimeStatus::state_name);
-            let due = last
-                .get(&host_id)
-                .is_none_or(|l| l.at.elapsed() >= RECHECK || l.tunnel != state || l.pid != pid);
+            let due = last.get(&host_id).is_none_or(|l| {
+                l.at.elapsed() >= RECHECK
+                    || l.tunnel != state
+                    || l.pid != pid
+                    || l.egress_ip_id != egress_ip_id
+            });
             if !due {
                 continue;
             }
@@ -90,6 +99,7 @@ pub(crate) async fn run_loop(hosts: Arc<Hosts>, cancel: CancellationToken) {
                     at: Instant::now(),
                     tunnel: state.clone(),
                     pid,
+                    egress_ip_id,
                 },
             );
         }

@@ -318,6 +318,7 @@ impl Hosts {
         step(progress, 5, "stopping").await?;
         // First, so the reconciler does not bring the host back up meanwhile.
         self.store.set_stopped(&spec.host_id, true)?;
+        self.set_egress_health(&spec.host_id, None);
         step(progress, 10, "stopping the host container").await?;
         self.docker.stop_container(&names.host, STOP_GRACE).await?;
         step(progress, 60, "stopping the egress container").await?;
@@ -416,6 +417,8 @@ impl Hosts {
         step(progress, 35, "writing the host's secrets").await?;
         let secrets_dir = self.store.write(host_id, &HostSecrets::from(spec))?;
         let egress_dir = self.store.ensure_egress_dir(host_id)?;
+        // Whatever was found before is about the old egress; checked again once this is up.
+        self.set_egress_health(host_id, None);
         let runtime = match &spec.egress {
             Some(egress) => {
                 self.require_tunnel_programs(egress)?;
@@ -493,7 +496,7 @@ impl Hosts {
     }
 
     /// An egress container made for another egress shape (plain or tunnel, another resolver) is
-    /// removed, after stopping the host container that lives in its namespace.
+    /// removed, after the host container that lives in its namespace.
     async fn replace_egress_of_other_shape(
         &self,
         names: &Names,
@@ -513,7 +516,9 @@ impl Hosts {
             return Ok(());
         }
         tracing::info!(container = %names.egress, ?have, ?want, "egress changed shape; re-creating the namespace");
-        self.docker.stop_container(&names.host, STOP_GRACE).await?;
+        // Docker ties the host container to the namespace owner's id: both are made anew (the home
+        // volume and the secret files stay).
+        self.docker.remove_container(&names.host).await?;
         self.docker.remove_container(&names.egress).await?;
         Ok(())
     }

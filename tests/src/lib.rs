@@ -12,6 +12,7 @@
 pub mod access;
 pub mod api;
 pub mod docker;
+pub mod egress;
 pub mod fakenet;
 pub mod fixtures;
 pub mod gateway;

@@ -71,6 +71,7 @@ async fn create_binding(
         }
         Err(e) => return Err(e.into()),
     };
+    db::hosts::set_egress_health(&mut *tx, &host.id, None).await?;
     let mut event = NewEvent::success("binding.created").host(&host.id).details(
         serde_json::json!({ "binding_id": binding.id, "egress_ip_id": egress.id, "label": egress.label }),
     );
@@ -128,6 +129,8 @@ async fn delete_binding(
         .await?
         .ok_or_else(|| ApiError::not_found("binding"))?;
     db::bindings::delete(&mut *tx, &binding.id).await?;
+    // The health was about the old egress: none until the agent checks the new state.
+    db::hosts::set_egress_health(&mut *tx, &binding.host_id, None).await?;
     let owner = db::hosts::get(&mut *tx, &binding.host_id)
         .await?
         .and_then(|h| h.user_id);
