@@ -29,9 +29,9 @@ pub fn missing_rules(listed: &str) -> Vec<Vec<String>> {
     };
     let mut out = Vec::new();
     if !has("99:", "suppress_prefixlength 0") {
-        out.push(args(&format!(
-            "-4 rule add priority 99 lookup main suppress_prefixlength 0"
-        )));
+        out.push(args(
+            "-4 rule add priority 99 lookup main suppress_prefixlength 0",
+        ));
     }
     if !has("100:", &format!("lookup {TABLE}")) {
         out.push(args(&format!(
