@@ -584,6 +584,22 @@ fn wireguard_tunnel_fails_closed_and_recovers_from_kill() {
     ok("ip", &["-n", &lab.client, "rule", "del", "priority", "100"]);
     assert_eq!(lab.fetch_ip().as_deref(), Some(CLIENT_ADDR));
     assert!(lab.leaks() > 0, "the leak counter missed a direct flow");
+
+    // The WireGuard process does not outlive its supervisor (a new one could not take ccp-tun).
+    lab.write_config(&cfg);
+    let up = lab.wait_state(State::Up, Duration::from_secs(5));
+    let tunnel_pid = up.pid.unwrap().to_string();
+    let mut supervisor = lab.supervisor.take().unwrap();
+    supervisor.kill().unwrap();
+    supervisor.wait().unwrap();
+    eventually(
+        Duration::from_secs(2),
+        "tunnel process gone with its supervisor",
+        || (!Path::new(&format!("/proc/{tunnel_pid}")).exists()).then_some(()),
+    );
+    eventually(Duration::from_secs(2), "ccp-tun gone", || {
+        (!lab.tun_exists()).then_some(())
+    });
     eprintln!("wireguard scenario took {} ms", started.elapsed().as_millis());
 }
 
