@@ -390,6 +390,49 @@ impl Lab {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
+    /// `GET http://198.18.10.2:8080/ip` from the server namespace to the probe in the client one:
+    /// inbound, like the SSH gateway reaching a host; the reply must leave by the uplink.
+    fn inbound_ok(&self) -> bool {
+        let out = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.server,
+                "curl",
+                "-sS",
+                "-m",
+                "1",
+                &format!("http://{CLIENT_ADDR}:8080/ip"),
+            ],
+        );
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == SERVER_ADDR.to_string()
+    }
+
+    /// A probe in the client namespace, standing in for the host's sshd.
+    fn start_inbound_service(&mut self) {
+        let client = self.client.clone();
+        let http = format!("{CLIENT_ADDR}:8080");
+        let dns = format!("{CLIENT_ADDR}:5353");
+        let probe = self.spawn_in(
+            &client,
+            env!("CARGO_BIN_EXE_cloud-cli-proxy-probe"),
+            &[
+                "--http-listen",
+                &http,
+                "--dns-listen",
+                &dns,
+                "--dns-name",
+                "whoami.ccpt.test",
+            ],
+            "inbound.log",
+        );
+        self.servers.push(probe);
+        eventually(Duration::from_secs(5), "inbound service reachable", || {
+            self.inbound_ok().then_some(())
+        });
+    }
+
     fn tun_exists(&self) -> bool {
         run("ip", &["-n", &self.client, "link", "show", "ccp-tun"])
             .status
@@ -503,6 +546,7 @@ fn wireguard_tunnel_fails_closed_and_recovers_from_kill() {
         ("udp", 51820),
     );
     lab.start_runtime();
+    lab.start_inbound_service();
     assert_eq!(lab.status().unwrap().state, State::Idle);
     assert_eq!(
         lab.fetch_ip().as_deref(),
@@ -546,6 +590,10 @@ fn wireguard_tunnel_fails_closed_and_recovers_from_kill() {
         lab.fetch_ip()
     });
     assert_ne!(seen, CLIENT_ADDR, "the probe saw the client's direct address");
+    assert!(
+        lab.inbound_ok(),
+        "inbound connections must be answered by the uplink, not the tunnel"
+    );
 
     for (file, meta) in
         ["status.json", "wireguard.json"].map(|f| (f, std::fs::metadata(lab.egress_dir().join(f)).unwrap()))

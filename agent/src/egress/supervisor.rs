@@ -48,6 +48,8 @@ pub struct Options {
     pub sing_box: PathBuf,
     /// This binary, re-executed as `wireguard --config FILE` for a WireGuard tunnel.
     pub self_exe: PathBuf,
+    /// `human` or `json`, passed on to the WireGuard process.
+    pub log_format: String,
 }
 
 /// What is run for the current config.
