@@ -93,19 +93,35 @@ fn sing_box() -> String {
 }
 
 /// Refuses to build anything when the machine itself uses 198.18.0.0/15 (routes other than the
-/// default, addresses, resolvers).
+/// default, addresses, resolvers). Interfaces named `ccpf*`/`ccpt*` belong to this project's other
+/// fake-internet tests, which may run at the same time; they are not the machine's. This test puts
+/// nothing in the host namespace itself, so it cannot collide with them.
 fn ensure_range_free() {
     let range: Ipv4Cidr = "198.18.0.0/15".parse().unwrap();
+    let ours = |dev: &serde_json::Value| {
+        dev.as_str()
+            .is_some_and(|d| d.starts_with("ccpf") || d.starts_with("ccpt"))
+    };
     let overlaps = |c: &Ipv4Cidr| c.prefix() > 0 && (range.covers(c) || c.covers(&range));
     let routes: serde_json::Value =
         serde_json::from_str(&ok("ip", &["-j", "-4", "route", "show", "table", "all"])).unwrap();
-    for r in routes.as_array().into_iter().flatten() {
+    for r in routes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| !ours(&r["dev"]))
+    {
         if let Some(c) = r["dst"].as_str().and_then(|d| d.parse::<Ipv4Cidr>().ok()) {
             assert!(!overlaps(&c), "198.18.0.0/15 is in use here: route {r}");
         }
     }
     let links: serde_json::Value = serde_json::from_str(&ok("ip", &["-j", "-4", "addr"])).unwrap();
-    for link in links.as_array().into_iter().flatten() {
+    for link in links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| !ours(&l["ifname"]))
+    {
         for a in link["addr_info"].as_array().into_iter().flatten() {
             if let Some(ip) = a["local"].as_str().and_then(|l| l.parse::<Ipv4Addr>().ok()) {
                 assert!(!range.contains(ip), "198.18.0.0/15 is in use here: address {ip}");
