@@ -15,6 +15,9 @@ use clap::{Parser, Subcommand};
     about = "Egress tunnel runtime of one host namespace"
 )]
 struct Cli {
+    /// Log format: human or json (filter with RUST_LOG); handed on to the WireGuard process.
+    #[arg(long, global = true, env = "LOG_FORMAT", default_value = "human", value_parser = ["human", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -39,15 +42,19 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
     let result = match cli.command {
-        Cmd::Run { dir, sing_box } => supervise(dir, sing_box),
+        Cmd::Run { dir, sing_box } => supervise(dir, sing_box, cli.log_format),
         Cmd::Wireguard { config } => agent::egress::wireguard::load(&config)
             .and_then(|settings| agent::egress::wireguard::run(&settings))
             .map_err(anyhow::Error::from),
@@ -61,7 +68,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn supervise(dir: PathBuf, sing_box: PathBuf) -> anyhow::Result<()> {
+fn supervise(dir: PathBuf, sing_box: PathBuf, log_format: String) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let self_exe = std::env::current_exe().context("cannot find this binary to re-execute")?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -91,6 +98,7 @@ fn supervise(dir: PathBuf, sing_box: PathBuf) -> anyhow::Result<()> {
         dir,
         sing_box,
         self_exe,
+        log_format,
     };
     agent::egress::supervisor::run(opts, &stop).map_err(anyhow::Error::from)
 }

@@ -28,6 +28,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// A tunnel process that lived this long is considered healthy: the next restart is immediate again.
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 
+/// After this long without a first handshake, `last_error` says so (the state stays `starting`).
+const HANDSHAKE_PATIENCE: Duration = Duration::from_secs(6);
+
 /// The two files the tunnel processes read, in the runtime directory.
 const WIREGUARD_FILE: &str = "wireguard.json";
 const SING_BOX_FILE: &str = "sing-box.json";
@@ -48,6 +51,8 @@ pub struct Options {
     pub sing_box: PathBuf,
     /// This binary, re-executed as `wireguard --config FILE` for a WireGuard tunnel.
     pub self_exe: PathBuf,
+    /// `human` or `json`, passed on to the WireGuard process.
+    pub log_format: String,
 }
 
 /// What is run for the current config.
@@ -321,6 +326,11 @@ impl Supervisor {
         }
         if !active.wireguard() || active.handshake.load(Ordering::Relaxed) {
             self.status.state = State::Up;
+        } else if active.started.elapsed() >= HANDSHAKE_PATIENCE && self.status.last_error.is_none() {
+            self.status.last_error = Some(format!(
+                "no WireGuard handshake after {} s (server unreachable, or keys that do not match?)",
+                HANDSHAKE_PATIENCE.as_secs()
+            ));
         }
     }
 

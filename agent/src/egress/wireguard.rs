@@ -8,7 +8,6 @@
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::Duration;
 
@@ -170,18 +169,18 @@ pub fn run(settings: &Settings) -> Result<(), Error> {
         .map_err(Error::io(format!("connect udp socket to {}", settings.endpoint)))?;
     let socket: Arc<UdpSocket> = Arc::new(socket.into());
 
-    let index = std::process::id()
-        ^ (std::time::UNIX_EPOCH
-            .elapsed()
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-            << 8);
+    // The local session index only has to differ between restarts; boringtun keeps 24 bits of it.
+    let nanos = std::time::UNIX_EPOCH
+        .elapsed()
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let index = (std::process::id() ^ nanos) & 0x00ff_ffff;
     let tunn = Arc::new(Mutex::new(Tunn::new(
         x25519::StaticSecret::from(settings.private_key.0),
         x25519::PublicKey::from(settings.peer_public_key.0),
         settings.preshared_key.map(|k| k.0),
         Some(WG_KEEPALIVE_SECS),
-        index >> 8,
+        index,
         None,
     )));
     tracing::info!(endpoint = %settings.endpoint, device = TUN_NAME, "wireguard tunnel started");
@@ -218,8 +217,14 @@ pub fn run(settings: &Settings) -> Result<(), Error> {
             send_udp(&socket, p);
         }
     }
-    let reported = AtomicBool::new(false);
+    let mut reported = false;
+    // Without the supervisor nobody reports or restarts this tunnel, and a new supervisor could not
+    // create ccp-tun while this process holds it: end together with the parent.
+    let parent = std::os::unix::process::parent_id();
     loop {
+        if std::os::unix::process::parent_id() != parent {
+            return Err(Error::Invalid("the supervisor is gone".into()));
+        }
         match fail_rx.recv_timeout(TIMER_TICK) {
             Ok(e) => return Err(e),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -238,7 +243,8 @@ pub fn run(settings: &Settings) -> Result<(), Error> {
         }
         let handshaken = t.stats().0.is_some();
         drop(t);
-        if handshaken && !reported.swap(true, Ordering::Relaxed) {
+        if handshaken && !reported {
+            reported = true;
             tracing::info!("wireguard handshake completed");
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{HANDSHAKE_LINE}");
@@ -267,8 +273,9 @@ fn outbound_loop(
             tracing::trace!(len = n, "dropped: not IPv4 or not in allowed_ips");
             continue;
         }
-        let mut t = lock(tunn);
-        match t.encapsulate(packet, &mut dst) {
+        // The result borrows `dst` only: the lock is released before the send.
+        let result = lock(tunn).encapsulate(packet, &mut dst);
+        match result {
             TunnResult::WriteToNetwork(p) => send_udp(socket, p),
             TunnResult::Err(e) => tracing::trace!(error = ?e, "encapsulate"),
             _ => {}
@@ -299,13 +306,13 @@ fn inbound_loop(
             }
             Err(e) => return Error::io("read udp socket")(e),
         };
-        let mut t = lock(tunn);
         let mut input: &[u8] = &datagram[..n];
         let mut src = Some(peer);
         // boringtun asks to be called again with an empty datagram after it wrote to the network,
         // until it is done (it flushes packets queued during the handshake that way).
         loop {
-            match t.decapsulate(src, input, &mut out) {
+            let result = lock(tunn).decapsulate(src, input, &mut out);
+            match result {
                 TunnResult::WriteToNetwork(p) => {
                     send_udp(socket, p);
                     input = &[];
