@@ -1,5 +1,7 @@
-//! `cloud-cli-proxy-bench hosts|ssh`: how long a host takes to become usable (`hosts`, below), and
-//! what the SSH gateway costs against a direct connection (`ssh`, in `ssh.rs`).
+//! `cloud-cli-proxy-bench hosts|ssh|egress`: how long a host takes to become usable (`hosts`,
+//! below), what the SSH gateway costs against a direct connection (`ssh`, in `ssh.rs`), and what an
+//! egress tunnel costs a host against the node's direct path, with the time to recover from a
+//! killed tunnel (`egress`, in `egress.rs`, whose bulk server runs as `egress-sink`).
 //!
 //! Starts a control plane with its embedded agent on a temporary database, then measures:
 //!
@@ -13,8 +15,9 @@
 //! Everything it creates is removed at the end (and on a panic).
 //!
 //! `cargo run -p cloud-cli-proxy-tests --release --bin cloud-cli-proxy-bench -- hosts [--sequential N]
-//! [--burst N]`. The control plane binary is taken from `CCP_BIN_DIR` (default `target/debug`; build
-//! it with `cargo build --workspace --bins`).
+//! [--burst N]`, `… -- ssh [--mib N] [--logins N]`, `… -- egress [--mib N] [--rounds N] [--kills N]`
+//! (root). The control plane binary is taken from `CCP_BIN_DIR` (default `target/debug`; build it
+//! with `cargo build --workspace --bins`).
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,
@@ -26,6 +29,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+mod egress;
 mod ssh;
 
 use anyhow::{Context as _, bail};
@@ -59,10 +63,11 @@ fn parse_args() -> anyhow::Result<Args> {
         Some("hosts") => {}
         Some("-h" | "--help") | None => {
             bail!(
-                "usage: cloud-cli-proxy-bench hosts [--sequential N] [--burst N] | ssh [--mib N] [--logins N]"
+                "usage: cloud-cli-proxy-bench hosts [--sequential N] [--burst N] | ssh [--mib N] [--logins N] \
+                 | egress [--mib N] [--rounds N] [--kills N]"
             )
         }
-        Some(other) => bail!("unknown benchmark `{other}` (known: hosts, ssh)"),
+        Some(other) => bail!("unknown benchmark `{other}` (known: hosts, ssh, egress)"),
     }
     while let Some(flag) = args.next() {
         let value = args
@@ -253,8 +258,11 @@ async fn delete_hosts(node: &Node, ids: &[String]) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    if std::env::args().nth(1).as_deref() == Some("ssh") {
-        return ssh::main(std::env::args().skip(2).collect()).await;
+    match std::env::args().nth(1).as_deref() {
+        Some("ssh") => return ssh::main(std::env::args().skip(2).collect()).await,
+        Some("egress") => return egress::main(std::env::args().skip(2).collect()).await,
+        Some("egress-sink") => return egress::sink(std::env::args().skip(2).collect()).await,
+        _ => {}
     }
     let args = parse_args()?;
     docker::require_docker();
