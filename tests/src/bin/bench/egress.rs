@@ -246,8 +246,10 @@ impl Bench {
         if restarted.restarts <= before.restarts {
             bail!("status.json shows no restart: {before:?} → {restarted:?}");
         }
+        let up_at = u64::try_from(restarted.updated_at.timestamp_micros()).unwrap_or(0);
         Ok(Restore {
             took: Duration::from_micros(after[first].end.saturating_sub(killed)),
+            up: Duration::from_micros(up_at.saturating_sub(killed)),
             failed: first,
         })
     }
@@ -296,6 +298,9 @@ impl Attempt {
 
 struct Restore {
     took: Duration,
+    /// Until the runtime wrote `up` for the new process (`updated_at` of `status.json`; for
+    /// WireGuard, after its first handshake).
+    up: Duration,
     /// Requests that failed after the kill before one got through.
     failed: usize,
 }
@@ -450,6 +455,7 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
         bench.take(route).await?;
         let mut restarted = Instant::now();
         let mut times = Vec::new();
+        let mut ups = Vec::new();
         let mut failed = Vec::new();
         net.reset_leaks()?;
         for i in 1..=args.kills {
@@ -460,16 +466,18 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
                 .with_context(|| format!("{}: kill {i}", route.name))?;
             restarted = Instant::now();
             eprintln!(
-                "  {:<18} kill {i}: restored after {:>6.0} ms ({} requests failed)",
+                "  {:<18} kill {i}: first 204 after {:>6.0} ms, status up after {:>6.0} ms ({} requests failed)",
                 route.name,
                 r.took.as_secs_f64() * 1000.0,
+                r.up.as_secs_f64() * 1000.0,
                 r.failed
             );
             times.push(r.took);
+            ups.push(r.up);
             failed.push(r.failed);
         }
         tunnel_leaks += net.leaks()?.total();
-        restores.push((route.name, times, failed));
+        restores.push((route.name, times, ups, failed));
     }
     drop(sink_process);
 
@@ -503,13 +511,20 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
         "max",
         "min"
     );
-    for (name, times, failed) in &restores {
-        let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
+    let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
+    for (name, times, ups, failed) in &restores {
         println!(
             "  {name:<46} {:>8} {:>8} {:>8}   (failed requests per kill: {failed:?})",
             ms(super::percentile(times, 50.0)),
             ms(*times.iter().max().unwrap()),
             ms(*times.iter().min().unwrap())
+        );
+        println!(
+            "  {:<46} {:>8} {:>8} {:>8}",
+            format!("  {name}: kill -9 → status.json `up` again"),
+            ms(super::percentile(ups, 50.0)),
+            ms(*ups.iter().max().unwrap()),
+            ms(*ups.iter().min().unwrap())
         );
     }
     println!("  (requests every ~20 ms + curl's own time: the resolution is a few tens of ms)");
