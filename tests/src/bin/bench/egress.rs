@@ -390,6 +390,11 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
     let mut net = FakeInternet::build("bench").context("fake internet")?;
     let (sink_process, sink) = start_sink(net.probe_netns(), net.probe_ip()).await?;
     let eg = Egress::start(&net).await;
+    eprintln!(
+        "node {}: control plane {}, egress runtime beside it",
+        eg.node.name,
+        cloud_cli_proxy_tests::process::control_plane_bin().display()
+    );
     let host = eg.node.running_host("bench").await;
     let wg = eg.create(&mut net, Kind::Wireguard, "bench-wg").await;
     let ss = eg.create(&mut net, Kind::Shadowsocks, "bench-ss").await;
