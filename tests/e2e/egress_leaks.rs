@@ -28,6 +28,8 @@ use cloud_cli_proxy_tests::hosts::{NewHost, linux_user, ssh};
 /// An address in the fake internet where nothing lives: the "outside resolver".
 const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 99);
 
+static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
 /// The acceptance bound: egress back this soon after the tunnel process is killed.
 const RESTORE_LIMIT: Duration = Duration::from_secs(5);
 
@@ -52,6 +54,10 @@ struct Bound<'a> {
 
 /// Asserts that not a packet left the node but to the tunnel endpoint since the last reset.
 fn no_leaks(net: &FakeInternet, case: &str) {
+    eprintln!(
+        "{:>8.1?} {case}: checking the leak counters",
+        START.get_or_init(Instant::now).elapsed()
+    );
     let leaks = net.leaks().unwrap();
     assert_eq!(
         leaks.total(),
