@@ -658,3 +658,51 @@ async fn accepted_ssh_key_types() {
     }
     assert_eq!(me.get("/v1/user/ssh-keys").await.total(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wireguard_key_rotation_shows_a_new_public_key_only() {
+    let cp = ControlPlane::start(Options::new()).await;
+    let admin = cp.admin().await;
+    let ip = admin.create_egress(fixtures::seed_wireguard()).await;
+    let before = ip["wg_client_public_key"]
+        .as_str()
+        .expect("a generated key pair")
+        .to_owned();
+    let r = admin
+        .post(&format!("/v1/admin/egress-ips/{}/rotate-wg-key", id(&ip)), None)
+        .await;
+    let after = r.expect(200);
+    let rotated = after["wg_client_public_key"].as_str().unwrap();
+    assert_ne!(rotated, before, "a new key pair");
+    assert_eq!(rotated.len(), 44, "base64 of 32 bytes: {rotated}");
+    assert!(
+        !r.text.contains("private"),
+        "no private key in the answer: {}",
+        r.text
+    );
+    let shown = admin.get(&format!("/v1/admin/egress-ips/{}", id(&ip))).await;
+    assert_eq!(shown.expect(200)["wg_client_public_key"], rotated);
+    let events = admin.get("/v1/admin/events?type=egress_ip.wg_key_rotated").await;
+    assert!(events.text.contains(rotated), "{}", events.text);
+
+    let proxy = admin
+        .create_egress(json!({
+            "label": "socks-rot", "ip_address": "198.18.9.9", "tunnel_type": "proxy",
+            "proxy_config": {"type": "socks", "server": "198.18.9.9", "server_port": 1080},
+        }))
+        .await;
+    let r = admin
+        .post(
+            &format!("/v1/admin/egress-ips/{}/rotate-wg-key", id(&proxy)),
+            None,
+        )
+        .await;
+    assert_error(&r, 409, "not_wireguard");
+    let r = admin
+        .post(
+            &format!("/v1/admin/egress-ips/{}/rotate-wg-key", uuid::Uuid::new_v4()),
+            None,
+        )
+        .await;
+    assert_error(&r, 404, "not_found");
+}
