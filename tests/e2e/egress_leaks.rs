@@ -130,7 +130,7 @@ async fn leak_suite(kind: Kind) {
     let ip = eg.create(&mut net, kind, &format!("{}-leaks", kind.name())).await;
     let declared = net.server(kind).ip;
     net.allow_endpoint(declared).unwrap();
-    eg.bind(&host.id, &ip).await;
+    eg.bind(&mut net, kind, &host.id, &ip).await;
     eg.restart(&host.id).await;
     let b = Bound {
         container: eg.node.host_container(&host.short_id),

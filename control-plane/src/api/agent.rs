@@ -332,7 +332,7 @@ async fn bound_egress(
     let Some(egress) = db::egress_ips::get(&state.db, &binding.egress_ip_id).await? else {
         return Ok(Ok(None));
     };
-    Ok(crate::egress::spec::of(&egress, state.settings.egress_dns_server).map(Some))
+    Ok(crate::egress::spec::of(&egress, Some(&binding), state.settings.egress_dns_server).map(Some))
 }
 
 fn wire_kind(kind: TaskKind) -> wire::TaskKind {
@@ -418,7 +418,7 @@ async fn claim_egress_test(
             let egress = db::egress_ips::get(&state.db, &test.egress_ip_id).await?;
             let spec = egress
                 .as_ref()
-                .map(|e| crate::egress::spec::of(e, state.settings.egress_dns_server));
+                .map(|e| crate::egress::spec::of(e, None, state.settings.egress_dns_server));
             match spec {
                 Some(Ok(egress)) => {
                     let left = (test.deadline.0 - now.0).num_milliseconds().max(0);

@@ -601,7 +601,7 @@ async fn test_egress(
 ) -> ApiResult<Json<TestResult>> {
     let started = std::time::Instant::now();
     let row = egress_or_404(&state, ip_id).await?;
-    crate::egress::spec::of(&row, state.settings.egress_dns_server)
+    crate::egress::spec::of(&row, None, state.settings.egress_dns_server)
         .map_err(|e| ApiError::conflict("egress_incomplete", e.to_string()))?;
     let now = UtcTime::now();
     let live_since = UtcTime::from(now.0 - chrono::Duration::seconds(60));
