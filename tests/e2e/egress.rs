@@ -38,6 +38,17 @@ async fn every_tunnel_kind_tests_green_and_carries_a_bound_host() {
         );
         assert_eq!(test["observed_ip"], declared.to_string(), "{kind:?}: {test:#}");
         assert_eq!(test["declared_ip"], declared.to_string());
+        eprintln!(
+            "{kind:?}: egress test passed in {} ms (checks: {})",
+            test["duration_ms"],
+            test["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| format!("{} {} ms", c["name"].as_str().unwrap_or("?"), c["latency_ms"]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let stored = eg.node.admin.get(&format!("/v1/admin/egress-ips/{ip}")).await;
         assert_eq!(stored.expect(200)["observed_ip"], declared.to_string());
         assert_eq!(
