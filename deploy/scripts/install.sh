@@ -26,7 +26,8 @@ readonly ENV_FILE=$CONF_DIR/control-plane.env
 readonly STATE_DIR=/var/lib/cloud-cli-proxy
 readonly BACKUP_DIR=/var/backups/cloud-cli-proxy
 readonly UNIT_DIR=/etc/systemd/system
-readonly BINARIES=(cloud-cli-proxy-control-plane cloud-cli-proxy-ssh-proxy cloud-cli-proxy-agent)
+readonly BINARIES=(cloud-cli-proxy-control-plane cloud-cli-proxy-ssh-proxy cloud-cli-proxy-agent
+    cloud-cli-proxy-egress cloud-cli-proxy-probe)
 
 log() { printf 'install: %s\n' "$*" >&2; }
 die() {
@@ -113,6 +114,8 @@ main() {
             log "skipping $bin (not built)"
         fi
     done
+    # The egress tunnel runtime runs sing-box for proxy egress IPs.
+    "$repo/deploy/scripts/install-sing-box.sh"
     install -m 0755 -o root -g root -- "$repo/deploy/scripts/backup.sh" /usr/local/sbin/cloud-cli-proxy-backup
     install -m 0755 -o root -g root -- "$repo/deploy/scripts/restore.sh" /usr/local/sbin/cloud-cli-proxy-restore
 

@@ -118,10 +118,17 @@ main() {
 
     install_prerequisites
     command -v cargo >/dev/null 2>&1 || die "cargo is not installed: get Rust from https://rustup.rs"
-    log "building $BIN (release)"
-    cargo build --release --bin "$BIN"
+    log "building $BIN and the egress tunnel runtime (release)"
+    cargo build --release --bin "$BIN" --bin cloud-cli-proxy-egress
     local bin=${CARGO_TARGET_DIR:-target}/release/$BIN
     [[ -x $bin ]] || die "the build did not produce $bin"
+    # Proxy egress (socks, http, shadowsocks, vmess, vless, trojan) runs sing-box.
+    log "installing sing-box (skipped when present)"
+    if [[ $EUID -eq 0 ]]; then
+        deploy/scripts/install-sing-box.sh >&2
+    else
+        sudo deploy/scripts/install-sing-box.sh >&2
+    fi
     ensure_docker
     log "building the host image (skipped when up to date; a few minutes the first time)"
     images/build.sh host >&2

@@ -38,6 +38,17 @@ async fn every_tunnel_kind_tests_green_and_carries_a_bound_host() {
         );
         assert_eq!(test["observed_ip"], declared.to_string(), "{kind:?}: {test:#}");
         assert_eq!(test["declared_ip"], declared.to_string());
+        eprintln!(
+            "{kind:?}: egress test passed in {} ms (checks: {})",
+            test["duration_ms"],
+            test["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| format!("{} {} ms", c["name"].as_str().unwrap_or("?"), c["latency_ms"]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let stored = eg.node.admin.get(&format!("/v1/admin/egress-ips/{ip}")).await;
         assert_eq!(stored.expect(200)["observed_ip"], declared.to_string());
         assert_eq!(
@@ -47,7 +58,7 @@ async fn every_tunnel_kind_tests_green_and_carries_a_bound_host() {
         );
 
         // Bound, then restarted: the documented way a binding takes effect.
-        eg.bind(&host.id, &ip).await;
+        eg.bind(&mut net, kind, &host.id, &ip).await;
         eg.restart(&host.id).await;
         let seen = egress::curl_in_host(&container, &net.probe_urls().1).await;
         assert_eq!(seen, declared.to_string(), "{kind:?}: HTTP from inside the host");
@@ -117,5 +128,33 @@ async fn wrong_ip_broken_server_and_leaking_dns_each_fail_their_check() {
     );
     let dns = egress::check(&test, "dns_leak");
     assert_eq!(dns["observed"], net.node_public_ip().to_string(), "{test:#}");
+
+    // A host bound to it: its egress health finds the same leak, and says so in an event.
+    let host = eg.node.running_host("bob").await;
+    eg.bind(&mut net, Kind::Socks, &host.id, &leaky).await;
+    eg.restart(&host.id).await;
+    let socks = net.server(Kind::Socks).ip;
+    let health = eg.health(&host.id, false, socks).await;
+    let failed: Vec<&str> = health["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["passed"] == false)
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(failed, ["dns_leak"], "{health:#}");
+    let events = eg
+        .node
+        .admin
+        .get(&format!(
+            "/v1/admin/events?type=host.egress_health_changed&host_id={}",
+            host.id
+        ))
+        .await;
+    assert!(
+        events.expect(200).to_string().contains("dns_leak"),
+        "an event names the failed check: {}",
+        events.text
+    );
     drop(forwarder);
 }

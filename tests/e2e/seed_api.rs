@@ -658,3 +658,133 @@ async fn accepted_ssh_key_types() {
     }
     assert_eq!(me.get("/v1/user/ssh-keys").await.total(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wireguard_key_rotation_shows_a_new_public_key_only() {
+    let cp = ControlPlane::start(Options::new()).await;
+    let admin = cp.admin().await;
+    let ip = admin.create_egress(fixtures::seed_wireguard()).await;
+    let before = ip["wg_client_public_key"]
+        .as_str()
+        .expect("a generated key pair")
+        .to_owned();
+    let r = admin
+        .post(&format!("/v1/admin/egress-ips/{}/rotate-wg-key", id(&ip)), None)
+        .await;
+    let after = r.expect(200);
+    let rotated = after["wg_client_public_key"].as_str().unwrap();
+    assert_ne!(rotated, before, "a new key pair");
+    assert_eq!(rotated.len(), 44, "base64 of 32 bytes: {rotated}");
+    assert!(
+        !r.text.contains("private"),
+        "no private key in the answer: {}",
+        r.text
+    );
+    let shown = admin.get(&format!("/v1/admin/egress-ips/{}", id(&ip))).await;
+    assert_eq!(shown.expect(200)["wg_client_public_key"], rotated);
+    let events = admin.get("/v1/admin/events?type=egress_ip.wg_key_rotated").await;
+    assert!(events.text.contains(rotated), "{}", events.text);
+
+    let proxy = admin
+        .create_egress(json!({
+            "label": "socks-rot", "ip_address": "198.18.9.9", "tunnel_type": "proxy",
+            "proxy_config": {"type": "socks", "server": "198.18.9.9", "server_port": 1080},
+        }))
+        .await;
+    let r = admin
+        .post(
+            &format!("/v1/admin/egress-ips/{}/rotate-wg-key", id(&proxy)),
+            None,
+        )
+        .await;
+    assert_error(&r, 409, "not_wireguard");
+    let r = admin
+        .post(
+            &format!("/v1/admin/egress-ips/{}/rotate-wg-key", uuid::Uuid::new_v4()),
+            None,
+        )
+        .await;
+    assert_error(&r, 404, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wireguard_binding_gives_the_host_its_own_key_pair() {
+    let cp = ControlPlane::start(Options::new()).await;
+    let admin = cp.admin().await;
+    let user = admin.create_user("keyowner", "pw-keyowner-123").await;
+    let host = admin.create_host(&id(&user)).await;
+    let wg = admin.create_egress(fixtures::seed_wireguard()).await;
+
+    let r = admin
+        .post(
+            "/v1/admin/bindings",
+            json!({"host_id": id(&host), "egress_ip_id": id(&wg), "wg_peer_address": "10.0.0.9/32"}),
+        )
+        .await;
+    let binding = r.expect(201).clone();
+    assert_keys(
+        &binding,
+        &[
+            "id",
+            "host_id",
+            "egress_ip_id",
+            "wg_public_key",
+            "wg_peer_address",
+            "created_at",
+        ],
+    );
+    let host_key = binding["wg_public_key"].as_str().unwrap().to_owned();
+    assert_eq!(host_key.len(), 44);
+    assert_ne!(
+        host_key,
+        wg["wg_client_public_key"].as_str().unwrap(),
+        "the host's own key pair"
+    );
+    assert_eq!(binding["wg_peer_address"], "10.0.0.9/32");
+    assert!(!r.text.contains("private"), "{}", r.text);
+
+    let rotated = admin
+        .post(
+            &format!("/v1/admin/bindings/{}/rotate-wg-key", id(&binding)),
+            None,
+        )
+        .await;
+    let new_key = rotated.expect(200)["wg_public_key"].as_str().unwrap().to_owned();
+    assert_ne!(new_key, host_key);
+    let listed = admin
+        .get(&format!("/v1/admin/bindings?host_id={}", id(&host)))
+        .await;
+    assert_eq!(listed.expect(200)["data"][0]["wg_public_key"], new_key.as_str());
+    assert!(!listed.text.contains("private"), "{}", listed.text);
+
+    // A proxy binding has no key pair, and no tunnel address to give.
+    let other = admin.create_host(&id(&user)).await;
+    let proxy = admin
+        .create_egress(json!({
+            "label": "socks-bind", "ip_address": "198.18.9.9", "tunnel_type": "proxy",
+            "proxy_config": {"type": "socks", "server": "198.18.9.9", "server_port": 1080},
+        }))
+        .await;
+    let r = admin
+        .post(
+            "/v1/admin/bindings",
+            json!({"host_id": id(&other), "egress_ip_id": id(&proxy), "wg_peer_address": "10.0.0.9/32"}),
+        )
+        .await;
+    assert_error_field(&r, 400, "validation_failed", "wg_peer_address");
+    let r = admin
+        .post(
+            "/v1/admin/bindings",
+            json!({"host_id": id(&other), "egress_ip_id": id(&proxy)}),
+        )
+        .await;
+    let binding = r.expect(201).clone();
+    assert_eq!(binding["wg_public_key"], Value::Null);
+    let r = admin
+        .post(
+            &format!("/v1/admin/bindings/{}/rotate-wg-key", id(&binding)),
+            None,
+        )
+        .await;
+    assert_error(&r, 409, "not_wireguard");
+}

@@ -14,6 +14,10 @@ use crate::fakenet::{FakeInternet, Kind};
 use crate::fixtures::{id, random_alnum};
 use crate::node::{AgentMode, Node};
 
+/// The tunnel address bound hosts get at the fake WireGuard server (egress tests use the egress
+/// IP's own key pair and address).
+pub const HOST_PEER_ADDRESS: &str = "198.19.77.3/32";
+
 /// A host restart (stop, then start) may take this long.
 pub const RESTART_LIMIT: Duration = Duration::from_secs(120);
 /// An egress test answers within 30 s; the HTTP call gets a little more.
@@ -90,15 +94,26 @@ impl Egress {
         r.body
     }
 
-    pub async fn bind(&self, host_id: &str, ip_id: &str) {
-        self.node
-            .admin
-            .post(
-                "/v1/admin/bindings",
-                json!({ "host_id": host_id, "egress_ip_id": ip_id }),
-            )
-            .await
-            .expect(201);
+    /// Binds the host. To a WireGuard egress IP the host brings its own key pair: its public key
+    /// becomes a peer of the fake server, at its own tunnel address.
+    pub async fn bind(&self, net: &mut FakeInternet, kind: Kind, host_id: &str, ip_id: &str) -> Value {
+        let mut body = json!({ "host_id": host_id, "egress_ip_id": ip_id });
+        if kind == Kind::Wireguard {
+            body["wg_peer_address"] = HOST_PEER_ADDRESS.into();
+        }
+        let r = self.node.admin.post("/v1/admin/bindings", body).await;
+        let binding = r.expect(201).clone();
+        if kind == Kind::Wireguard {
+            let key = binding["wg_public_key"]
+                .as_str()
+                .expect("the host's wg_public_key");
+            assert_eq!(binding["wg_peer_address"], HOST_PEER_ADDRESS);
+            net.add_wireguard_peer(key, HOST_PEER_ADDRESS)
+                .expect("WireGuard peer for the host");
+        } else {
+            assert_eq!(binding["wg_public_key"], Value::Null, "{binding}");
+        }
+        binding
     }
 
     pub async fn unbind(&self, host_id: &str) {

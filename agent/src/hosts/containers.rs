@@ -168,10 +168,14 @@ pub(super) fn egress_body(settings: &Settings, spec: &HostSpec, egress_dir: &str
             path_in_container: Some("/dev/net/tun".into()),
             cgroup_permissions: Some("rwm".into()),
         }]);
-        // Replies come back on the tunnel for addresses routed elsewhere by the main table.
+        // No reverse-path filter: the tunnel server's answers arrive on eth0 while unmarked lookups
+        // of their source go to table 2022, which until the tunnel is up (and again while it
+        // restarts) holds only its unreachable route; a loose or strict check would drop the first
+        // handshake answer. What may come in is the firewall's business (replies and the gateway).
         host_config.sysctls = Some(HashMap::from([
-            ("net.ipv4.conf.all.rp_filter".to_owned(), "2".to_owned()),
-            ("net.ipv4.conf.default.rp_filter".to_owned(), "2".to_owned()),
+            ("net.ipv4.conf.all.rp_filter".to_owned(), "0".to_owned()),
+            ("net.ipv4.conf.default.rp_filter".to_owned(), "0".to_owned()),
+            ("net.ipv4.conf.eth0.rp_filter".to_owned(), "0".to_owned()),
         ]));
         host_config.dns = Some(vec![egress.dns_server.clone()]);
         let bind = |source: &str, target: &str, read_only: bool| Mount {

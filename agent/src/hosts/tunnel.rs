@@ -132,7 +132,8 @@ pub fn netns_inode(pid: i64) -> Option<u64> {
 pub fn shape(spec: Option<&EgressSpec>) -> String {
     match spec {
         None => "plain".to_owned(),
-        Some(e) => format!("tunnel dns={}", e.dns_server),
+        // The number counts changes of how a tunnel container is made, so older ones are replaced.
+        Some(e) => format!("tunnel/2 dns={}", e.dns_server),
     }
 }
 

@@ -260,64 +260,84 @@ async fn claim(
     if db::nodes::get(&state.db, &req.node_id).await?.is_none() {
         return Err(unknown_node());
     }
-    let deadline = Instant::now() + Duration::from_secs(req.wait_secs.min(25));
+    long_poll(&state, req.wait_secs, || next_assignment(&state, &req.node_id)).await
+}
+
+/// Answers `wait_secs` (at most 25) of long polling: `attempt` is tried, and again whenever new work
+/// is announced (or every second, for back-offs coming due), until it has an answer; 204 when the
+/// time is up or the server stops.
+async fn long_poll<F, Fut>(state: &AppState, wait_secs: u64, mut attempt: F) -> ApiResult<Response>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ApiResult<Option<Response>>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(wait_secs.min(25));
     loop {
         let notified = state.work.notified();
-        if let Some(task) = tasks::claim_next(&state, &req.node_id).await? {
-            let Some(host) = db::hosts::get(&state.db, &task.host_id).await? else {
-                return Err(ApiError::internal("claimed a task whose host is gone"));
-            };
-            let egress = match bound_egress(&state, &host.id).await? {
-                Ok(egress) => egress,
-                Err(unusable) => {
-                    // Never run a bound host without its tunnel: the task fails, saying why.
-                    let result = wire::TaskResult {
-                        lease: task.lease.clone().unwrap_or_default(),
-                        outcome: wire::Outcome::Failed {
-                            error: unusable.to_string(),
-                            retryable: false,
-                        },
-                        observed: None,
-                    };
-                    tasks::report_result(&state, &task.id, &result).await?;
-                    continue;
-                }
-            };
-            let assignment = wire::Assignment {
-                task_id: task.id.clone(),
-                lease: task.lease.clone().unwrap_or_default(),
-                kind: wire_kind(task.kind),
-                attempt: u32::try_from(task.attempts).unwrap_or(u32::MAX),
-                wipe: task
-                    .params
-                    .get("wipe")
-                    .and_then(serde_json::Value::as_bool)
-                    .unwrap_or(false),
-                host: wire::HostSpec {
-                    host_id: host.id.clone(),
-                    short_id: host.short_id.clone(),
-                    linux_user: linux_user(host.username.as_deref()),
-                    memory_mb: u64::try_from(host.memory_mb).unwrap_or(0),
-                    cpu_millis: u64::try_from(host.cpu_millis).unwrap_or(0),
-                    pids_limit: u64::try_from(host.pids_limit).unwrap_or(0),
-                    password_crypt: host.password_crypt.clone(),
-                    authorized_keys: db::gateways::client_keys(&state.db).await?,
-                    vnc_secret: host.vnc_secret.clone(),
-                    egress,
-                },
-            };
-            tracing::info!(task_id = %task.id, host_id = %host.id, kind = task.kind.as_str(), node_id = %req.node_id, "task claimed");
-            return Ok(Json(assignment).into_response());
+        if let Some(answer) = attempt().await? {
+            return Ok(answer);
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
-        // Woken by new work, or re-checked every second for back-offs coming due.
         tokio::select! {
             _ = tokio::time::timeout(left.min(Duration::from_secs(1)), notified) => {}
             () = state.stopping.cancelled() => return Ok(StatusCode::NO_CONTENT.into_response()),
         }
+    }
+}
+
+/// The next task for the node, as an assignment; `None` when there is none now.
+async fn next_assignment(state: &AppState, node_id: &str) -> ApiResult<Option<Response>> {
+    loop {
+        let Some(task) = tasks::claim_next(state, node_id).await? else {
+            return Ok(None);
+        };
+        let Some(host) = db::hosts::get(&state.db, &task.host_id).await? else {
+            return Err(ApiError::internal("claimed a task whose host is gone"));
+        };
+        let egress = match bound_egress(state, &host.id).await? {
+            Ok(egress) => egress,
+            Err(unusable) => {
+                // Never run a bound host without its tunnel: the task fails, saying why.
+                let result = wire::TaskResult {
+                    lease: task.lease.clone().unwrap_or_default(),
+                    outcome: wire::Outcome::Failed {
+                        error: unusable.to_string(),
+                        retryable: false,
+                    },
+                    observed: None,
+                };
+                tasks::report_result(state, &task.id, &result).await?;
+                continue;
+            }
+        };
+        let assignment = wire::Assignment {
+            task_id: task.id.clone(),
+            lease: task.lease.clone().unwrap_or_default(),
+            kind: wire_kind(task.kind),
+            attempt: u32::try_from(task.attempts).unwrap_or(u32::MAX),
+            wipe: task
+                .params
+                .get("wipe")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
+            host: wire::HostSpec {
+                host_id: host.id.clone(),
+                short_id: host.short_id.clone(),
+                linux_user: linux_user(host.username.as_deref()),
+                memory_mb: u64::try_from(host.memory_mb).unwrap_or(0),
+                cpu_millis: u64::try_from(host.cpu_millis).unwrap_or(0),
+                pids_limit: u64::try_from(host.pids_limit).unwrap_or(0),
+                password_crypt: host.password_crypt.clone(),
+                authorized_keys: db::gateways::client_keys(&state.db).await?,
+                vnc_secret: host.vnc_secret.clone(),
+                egress,
+            },
+        };
+        tracing::info!(task_id = %task.id, host_id = %host.id, kind = task.kind.as_str(), node_id, "task claimed");
+        return Ok(Some(Json(assignment).into_response()));
     }
 }
 
@@ -332,7 +352,7 @@ async fn bound_egress(
     let Some(egress) = db::egress_ips::get(&state.db, &binding.egress_ip_id).await? else {
         return Ok(Ok(None));
     };
-    Ok(crate::egress::spec::of(&egress, state.settings.egress_dns_server).map(Some))
+    Ok(crate::egress::spec::of(&egress, Some(&binding), state.settings.egress_dns_server).map(Some))
 }
 
 fn wire_kind(kind: TaskKind) -> wire::TaskKind {
@@ -410,42 +430,34 @@ async fn claim_egress_test(
     if db::nodes::get(&state.db, &req.node_id).await?.is_none() {
         return Err(unknown_node());
     }
-    let deadline = Instant::now() + Duration::from_secs(req.wait_secs.min(25));
+    long_poll(&state, req.wait_secs, || next_egress_test(&state, &req.node_id)).await
+}
+
+/// The next egress test for the node; `None` when there is none now.
+async fn next_egress_test(state: &AppState, node_id: &str) -> ApiResult<Option<Response>> {
     loop {
-        let notified = state.work.notified();
         let now = db::UtcTime::now();
-        if let Some(test) = db::egress_tests::claim(&state.db, &req.node_id, now).await? {
-            let egress = db::egress_ips::get(&state.db, &test.egress_ip_id).await?;
-            let spec = egress
-                .as_ref()
-                .map(|e| crate::egress::spec::of(e, state.settings.egress_dns_server));
-            match spec {
-                Some(Ok(egress)) => {
-                    let left = (test.deadline.0 - now.0).num_milliseconds().max(0);
-                    let job = wire::EgressTestJob {
-                        test_id: test.id.clone(),
-                        egress,
-                        targets: state.settings.egress_probe.clone(),
-                        budget_ms: u64::try_from(left).unwrap_or(0),
-                    };
-                    tracing::info!(test_id = %test.id, node_id = %req.node_id, "egress test claimed");
-                    return Ok(Json(job).into_response());
-                }
-                // Checked when queued; gone or changed since: the waiting request answers for it.
-                _ => {
-                    db::egress_tests::expire(&state.db, &test.id, now).await?;
-                    continue;
-                }
-            }
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(StatusCode::NO_CONTENT.into_response());
-        }
-        tokio::select! {
-            _ = tokio::time::timeout(left.min(Duration::from_secs(1)), notified) => {}
-            () = state.stopping.cancelled() => return Ok(StatusCode::NO_CONTENT.into_response()),
-        }
+        let Some(test) = db::egress_tests::claim(&state.db, node_id, now).await? else {
+            return Ok(None);
+        };
+        let egress = db::egress_ips::get(&state.db, &test.egress_ip_id).await?;
+        let spec = egress
+            .as_ref()
+            .map(|e| crate::egress::spec::of(e, None, state.settings.egress_dns_server));
+        let Some(Ok(egress)) = spec else {
+            // Checked when queued; gone or changed since: the waiting request answers for it.
+            db::egress_tests::expire(&state.db, &test.id, now).await?;
+            continue;
+        };
+        let left = (test.deadline.0 - now.0).num_milliseconds().max(0);
+        let job = wire::EgressTestJob {
+            test_id: test.id.clone(),
+            egress,
+            targets: state.settings.egress_probe.clone(),
+            budget_ms: u64::try_from(left).unwrap_or(0),
+        };
+        tracing::info!(test_id = %test.id, node_id, "egress test claimed");
+        return Ok(Some(Json(job).into_response()));
     }
 }
 

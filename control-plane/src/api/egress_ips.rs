@@ -166,6 +166,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_egress, list_egress))
         .routes(routes!(get_egress, update_egress, delete_egress))
         .routes(routes!(test_egress))
+        .routes(routes!(rotate_wg_key))
 }
 
 fn config_error(e: ConfigError) -> ApiError {
@@ -490,6 +491,44 @@ async fn delete_egress(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Replaces the WireGuard key pair this system holds for the egress IP and shows the new public key
+/// (`wg_client_public_key`) to register with the provider. The old key stops working at once on the
+/// provider's side once it is replaced there; bound hosts use the new key from their next start
+/// (stop, then start), as for any change of an egress IP.
+#[utoipa::path(post, path = "/v1/admin/egress-ips/{ip_id}/rotate-wg-key", tag = "egress-ips",
+    security(("bearer" = [])), params(("ip_id" = Uuid, Path)),
+    responses((status = 200, body = EgressView), (status = 404, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody)))]
+async fn rotate_wg_key(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(ip_id): Path<Uuid>,
+) -> ApiResult<Json<EgressView>> {
+    let now = UtcTime::now();
+    let mut tx = state.db.begin().await?;
+    let mut row = db::egress_ips::get(&mut *tx, &ip_id.to_string())
+        .await?
+        .ok_or_else(|| ApiError::not_found("egress IP"))?;
+    if row.tunnel_type != TunnelType::Wireguard {
+        return Err(ApiError::conflict(
+            "not_wireguard",
+            "only a WireGuard egress IP has a key pair to rotate",
+        ));
+    }
+    let old_public = row.wg_private_key.as_deref().and_then(wireguard::public_key_of);
+    row.wg_private_key = Some(wireguard::generate_keypair().0);
+    row.updated_at = now;
+    db::egress_ips::update(&mut *tx, &row).await?;
+    let new_public = row.wg_private_key.as_deref().and_then(wireguard::public_key_of);
+    let event = NewEvent::success("egress_ip.wg_key_rotated").details(serde_json::json!({
+        "egress_ip_id": row.id, "label": row.label,
+        "old_public_key": old_public, "new_public_key": new_public,
+    }));
+    db::events::record(&mut *tx, &admin.actor(), event, now).await?;
+    tx.commit().await?;
+    Ok(Json(EgressView::new(&row)))
+}
+
 /// The outcome of `POST /v1/admin/egress-ips/{ip_id}/test`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TestResult {
@@ -562,7 +601,7 @@ async fn test_egress(
 ) -> ApiResult<Json<TestResult>> {
     let started = std::time::Instant::now();
     let row = egress_or_404(&state, ip_id).await?;
-    crate::egress::spec::of(&row, state.settings.egress_dns_server)
+    crate::egress::spec::of(&row, None, state.settings.egress_dns_server)
         .map_err(|e| ApiError::conflict("egress_incomplete", e.to_string()))?;
     let now = UtcTime::now();
     let live_since = UtcTime::from(now.0 - chrono::Duration::seconds(60));

@@ -1,37 +1,69 @@
 //! Bindings of a host to the egress IP its traffic must leave from (at most one per host).
 
-use serde::Serialize;
 use sqlx::SqliteExecutor;
-use utoipa::ToSchema;
 
 use super::{Page, UtcTime};
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
+/// The stored row; `wg_private_key` is a secret the API never shows (see the API's binding view).
+#[derive(Clone, sqlx::FromRow)]
 pub struct Binding {
     pub id: String,
     pub host_id: String,
     pub egress_ip_id: String,
-    #[schema(value_type = String, format = DateTime)]
+    /// The host's own WireGuard key pair (WireGuard egress IPs only).
+    pub wg_private_key: Option<String>,
+    /// The host's tunnel address, when it differs from the egress IP's `wg_peer_address`.
+    pub wg_peer_address: Option<String>,
     pub created_at: UtcTime,
 }
 
-const COLUMNS: &str = "id, host_id, egress_ip_id, created_at";
+impl std::fmt::Debug for Binding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Binding")
+            .field("id", &self.id)
+            .field("host_id", &self.host_id)
+            .field("egress_ip_id", &self.egress_ip_id)
+            .field("wg_peer_address", &self.wg_peer_address)
+            .finish_non_exhaustive()
+    }
+}
+
+const COLUMNS: &str = "id, host_id, egress_ip_id, wg_private_key, wg_peer_address, created_at";
 
 pub async fn insert(
     db: impl SqliteExecutor<'_>,
     host_id: &str,
     egress_ip_id: &str,
+    wg_private_key: Option<&str>,
+    wg_peer_address: Option<&str>,
     now: UtcTime,
 ) -> Result<Binding, sqlx::Error> {
     sqlx::query_as(&format!(
-        "INSERT INTO bindings (id, host_id, egress_ip_id, created_at) VALUES (?, ?, ?, ?) RETURNING {COLUMNS}"
+        "INSERT INTO bindings (id, host_id, egress_ip_id, wg_private_key, wg_peer_address, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
     ))
     .bind(super::new_id())
     .bind(host_id)
     .bind(egress_ip_id)
+    .bind(wg_private_key)
+    .bind(wg_peer_address)
     .bind(now)
     .fetch_one(db)
     .await
+}
+
+/// Replaces the binding's WireGuard key pair.
+pub async fn set_wg_key(
+    db: impl SqliteExecutor<'_>,
+    id: &str,
+    wg_private_key: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE bindings SET wg_private_key = ? WHERE id = ?")
+        .bind(wg_private_key)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
 pub async fn get(db: impl SqliteExecutor<'_>, id: &str) -> Result<Option<Binding>, sqlx::Error> {

@@ -3,6 +3,7 @@
 
 use std::net::Ipv4Addr;
 
+use crate::db::bindings::Binding;
 use crate::db::egress_ips::{EgressIp, TunnelType};
 
 /// Why an egress IP cannot be run as it is stored.
@@ -14,8 +15,13 @@ pub struct Unusable {
 }
 
 /// The tunnel spec of `e`. `default_dns` (`EGRESS_DNS_SERVER`) is the resolver behind the tunnel
-/// when the egress IP names none.
-pub fn of(e: &EgressIp, default_dns: Ipv4Addr) -> Result<wire::EgressSpec, Unusable> {
+/// when the egress IP names none. With a `binding`, WireGuard uses the host's own key pair and
+/// tunnel address; without (an egress test), the egress IP's.
+pub fn of(
+    e: &EgressIp,
+    binding: Option<&Binding>,
+    default_dns: Ipv4Addr,
+) -> Result<wire::EgressSpec, Unusable> {
     let unusable = |reason: &str| Unusable {
         label: e.label.clone(),
         reason: reason.to_owned(),
@@ -44,9 +50,19 @@ pub fn of(e: &EgressIp, default_dns: Ipv4Addr) -> Result<wire::EgressSpec, Unusa
                 endpoint: need(&e.wg_endpoint, "wg_endpoint")?,
                 peer_public_key: need(&e.wg_public_key, "wg_public_key")?,
                 preshared_key: e.wg_preshared_key.clone().filter(|k| !k.is_empty()),
-                private_key: need(&e.wg_private_key, "the generated key pair")?,
+                private_key: need(
+                    &binding
+                        .and_then(|b| b.wg_private_key.clone())
+                        .or_else(|| e.wg_private_key.clone()),
+                    "the generated key pair",
+                )?,
                 allowed_ips,
-                address: need(&e.wg_peer_address, "wg_peer_address")?,
+                address: need(
+                    &binding
+                        .and_then(|b| b.wg_peer_address.clone())
+                        .or_else(|| e.wg_peer_address.clone()),
+                    "wg_peer_address",
+                )?,
             });
             (e.wg_dns_server.as_deref(), tunnel)
         }
@@ -109,7 +125,7 @@ mod tests {
 
     #[test]
     fn wireguard_routes_ipv4_only_and_uses_its_dns_server() {
-        let spec = of(&row(TunnelType::Wireguard), DEFAULT_DNS).unwrap();
+        let spec = of(&row(TunnelType::Wireguard), None, DEFAULT_DNS).unwrap();
         assert_eq!(spec.dns_server, "10.64.0.1");
         let wire::Tunnel::Wireguard(wg) = spec.tunnel else {
             panic!("not wireguard")
@@ -119,8 +135,41 @@ mod tests {
     }
 
     #[test]
+    fn a_binding_brings_the_hosts_own_key_and_address() {
+        let binding = Binding {
+            id: "b1".into(),
+            host_id: "h1".into(),
+            egress_ip_id: "e1".into(),
+            wg_private_key: Some("host-private".into()),
+            wg_peer_address: Some("10.64.0.7/32".into()),
+            created_at: UtcTime::now(),
+        };
+        let spec = of(&row(TunnelType::Wireguard), Some(&binding), DEFAULT_DNS).unwrap();
+        let wire::Tunnel::Wireguard(wg) = spec.tunnel else {
+            panic!("not wireguard")
+        };
+        assert_eq!(
+            (wg.private_key.as_str(), wg.address.as_str()),
+            ("host-private", "10.64.0.7/32")
+        );
+        let older = Binding {
+            wg_private_key: None,
+            wg_peer_address: None,
+            ..binding
+        };
+        let spec = of(&row(TunnelType::Wireguard), Some(&older), DEFAULT_DNS).unwrap();
+        let wire::Tunnel::Wireguard(wg) = spec.tunnel else {
+            panic!("not wireguard")
+        };
+        assert_eq!(
+            (wg.private_key.as_str(), wg.address.as_str()),
+            ("private", "10.64.0.2/32")
+        );
+    }
+
+    #[test]
     fn proxy_falls_back_to_the_default_dns_server() {
-        let spec = of(&row(TunnelType::Proxy), DEFAULT_DNS).unwrap();
+        let spec = of(&row(TunnelType::Proxy), None, DEFAULT_DNS).unwrap();
         assert_eq!(spec.dns_server, "198.18.9.9");
         assert!(
             matches!(spec.tunnel, wire::Tunnel::Proxy { ref outbound } if outbound["server_port"] == 1080)
@@ -132,16 +181,16 @@ mod tests {
         let mut e = row(TunnelType::Wireguard);
         e.wg_peer_address = None;
         assert!(
-            of(&e, DEFAULT_DNS)
+            of(&e, None, DEFAULT_DNS)
                 .unwrap_err()
                 .to_string()
                 .contains("wg_peer_address")
         );
         let mut e = row(TunnelType::Wireguard);
         e.wg_allowed_ips = Some("::/0".into());
-        assert!(of(&e, DEFAULT_DNS).is_err());
+        assert!(of(&e, None, DEFAULT_DNS).is_err());
         let mut e = row(TunnelType::Proxy);
         e.dns_server = Some("resolver.test".into());
-        assert!(of(&e, DEFAULT_DNS).is_err());
+        assert!(of(&e, None, DEFAULT_DNS).is_err());
     }
 }
