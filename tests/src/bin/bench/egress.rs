@@ -82,8 +82,8 @@ fn parse(args: Vec<String>) -> anyhow::Result<Args> {
 #[derive(Clone)]
 struct Route {
     name: &'static str,
-    /// The egress IP bound for it; none: direct.
-    egress_ip: Option<String>,
+    /// The kind and egress IP bound for it; none: direct.
+    egress_ip: Option<(Kind, String)>,
     /// What the probe must see as the host's address.
     exit: Ipv4Addr,
 }
@@ -101,10 +101,11 @@ struct Bench {
 impl Bench {
     /// Unbinds, binds `route`'s egress IP if it has one, restarts the host, and waits until the
     /// probe sees the host come out at `route.exit`.
-    async fn take(&self, route: &Route) -> anyhow::Result<()> {
+    async fn take(&self, net: &mut FakeInternet, route: &Route) -> anyhow::Result<()> {
         self.eg.unbind(&self.host_id).await;
-        if let Some(ip) = &route.egress_ip {
-            self.eg.bind(&self.host_id, ip).await;
+        if let Some((kind, ip)) = &route.egress_ip {
+            // A WireGuard binding brings a key pair of its own, made a peer of the fake server.
+            self.eg.bind(net, *kind, &self.host_id, ip).await;
         }
         self.eg.restart(&self.host_id).await;
         let url = format!("http://{}/ip", self.probe);
@@ -417,12 +418,12 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
         },
         Route {
             name: "WireGuard",
-            egress_ip: Some(wg),
+            egress_ip: Some((Kind::Wireguard, wg)),
             exit: net.server(Kind::Wireguard).ip,
         },
         Route {
             name: "shadowsocks",
-            egress_ip: Some(ss),
+            egress_ip: Some((Kind::Shadowsocks, ss)),
             exit: net.server(Kind::Shadowsocks).ip,
         },
     ];
@@ -435,7 +436,7 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
     let mut direct_leaks = 0;
     for round in 1..=args.rounds {
         for (i, route) in routes.iter().enumerate() {
-            bench.take(route).await?;
+            bench.take(&mut net, route).await?;
             net.reset_leaks()?;
             let down = bench.transfer(bytes, false).await.context(route.name)?;
             let up = bench.transfer(bytes, true).await.context(route.name)?;
@@ -457,7 +458,7 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
     // 2. Restore after kill -9 of the tunnel process.
     let mut restores = Vec::new();
     for route in &routes[1..] {
-        bench.take(route).await?;
+        bench.take(&mut net, route).await?;
         let mut restarted = Instant::now();
         let mut times = Vec::new();
         let mut ups = Vec::new();
