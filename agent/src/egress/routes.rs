@@ -102,6 +102,16 @@ pub fn link_up(device: &str) -> bool {
         .is_some_and(|flags| flags & 0x1 != 0)
 }
 
+/// Whether `device` exists at all.
+pub fn link_exists(device: &str) -> bool {
+    std::path::Path::new(&format!("/sys/class/net/{device}")).exists()
+}
+
+/// Sets `device` administratively up (`ip link set dev DEVICE up`).
+pub fn set_link_up(device: &str) -> Result<(), Error> {
+    ip(&["link", "set", "dev", device, "up"].map(str::to_owned)).map(drop)
+}
+
 fn ip(argv: &[String]) -> Result<String, Error> {
     let what = format!("ip {}", argv.join(" "));
     let out = Command::new("ip")

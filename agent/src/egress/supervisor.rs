@@ -27,6 +27,8 @@ pub const CONFIG_POLL: Duration = Duration::from_millis(200);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// A tunnel process that lived this long is considered healthy: the next restart is immediate again.
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// How long a tunnel interface may stay down before the supervisor sets it up (and between tries).
+const LINK_PATIENCE: Duration = Duration::from_secs(1);
 
 /// After this long without a first handshake, `last_error` says so (the state stays `starting`).
 const HANDSHAKE_PATIENCE: Duration = Duration::from_secs(6);
@@ -68,6 +70,8 @@ struct Active {
     /// Set by the reader of a WireGuard process's stdout on its first handshake.
     handshake: Arc<AtomicBool>,
     routed: bool,
+    /// When the supervisor last set a downed tunnel interface up.
+    link_tried: Option<Instant>,
 }
 
 impl Active {
@@ -218,6 +222,7 @@ impl Supervisor {
             restart_at: None,
             handshake: Arc::new(AtomicBool::new(false)),
             routed: false,
+            link_tried: None,
         })
     }
 
@@ -311,6 +316,17 @@ impl Supervisor {
             active.routed = false;
             if self.status.state == State::Up {
                 self.status.state = State::Starting;
+            }
+            // Set down from outside (the tunnel process brings it up itself when it starts): up
+            // again, and the routes come back on the next tick. Traffic meanwhile has no route.
+            let settled = active.started.elapsed() >= LINK_PATIENCE;
+            let due = active.link_tried.is_none_or(|t| t.elapsed() >= LINK_PATIENCE);
+            if settled && due && routes::link_exists(TUN_NAME) {
+                active.link_tried = Some(Instant::now());
+                match routes::set_link_up(TUN_NAME) {
+                    Ok(()) => tracing::warn!(device = TUN_NAME, "tunnel interface was down; set it up again"),
+                    Err(e) => self.status.last_error = Some(e.to_string()),
+                }
             }
             return;
         }
