@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use wire::EgressHealth;
 
 use crate::hosts::Hosts;
-use crate::hosts::tunnel::RuntimeStatus;
+use crate::hosts::tunnel::RuntimeConfig;
 use crate::probe::client;
 use crate::sleep_or_cancel;
 
@@ -25,16 +25,19 @@ const TICK: Duration = Duration::from_secs(2);
 /// Bound of each check.
 const CHECK_BOUND: Duration = Duration::from_secs(8);
 
+/// When a host was last checked, and what it looked like then: a change of any of it makes the
+/// next check due at once. Read from the agent's files only, so idle ticks cost no Docker call.
 struct Last {
     at: Instant,
-    tunnel: String,
-    pid: i64,
-    egress_ip_id: String,
+    seen: Seen,
 }
+
+/// The tunnel's state, the egress IP and the namespace (its inode) of a bound host.
+type Seen = (String, String, Option<u64>);
 
 pub(crate) async fn run_loop(hosts: Arc<Hosts>, cancel: CancellationToken) {
     let mut last: HashMap<String, Last> = HashMap::new();
-    let mut node_ip: Option<(Instant, Option<Ipv4Addr>)> = None;
+    let mut node_ips: Option<(Instant, Vec<Ipv4Addr>)> = None;
     loop {
         if !sleep_or_cancel(TICK, &cancel).await {
             return;
@@ -45,46 +48,44 @@ pub(crate) async fn run_loop(hosts: Arc<Hosts>, cancel: CancellationToken) {
         let ids = hosts.store().list().unwrap_or_default();
         last.retain(|id, _| ids.contains(id));
         for host_id in ids {
-            let egress_ip_id = match hosts.runtime_config(&host_id) {
-                Ok(Some(config)) => Some(config.spec.egress_ip_id),
-                _ => None,
-            };
-            let bound = egress_ip_id.is_some();
-            let egress_ip_id = egress_ip_id.unwrap_or_default();
-            let pid = if bound {
-                hosts.egress_pid(&host_id).await.ok().flatten()
-            } else {
-                None
-            };
-            let Some(pid) = pid.filter(|_| !hosts.store().is_stopped(&host_id)) else {
+            let forget = |last: &mut HashMap<String, Last>| {
                 last.remove(&host_id);
                 hosts.set_egress_health(&host_id, None);
+            };
+            let config = match hosts.runtime_config(&host_id) {
+                Ok(Some(config)) if !hosts.store().is_stopped(&host_id) => config,
+                _ => {
+                    forget(&mut last);
+                    continue;
+                }
+            };
+            let state = hosts
+                .tunnel_status(&host_id)
+                .map_or_else(|| "unknown".to_owned(), |s| s.state_name());
+            let seen: Seen = (
+                state.clone(),
+                config.spec.egress_ip_id.clone(),
+                config.netns_inode,
+            );
+            if last
+                .get(&host_id)
+                .is_some_and(|l| l.at.elapsed() < RECHECK && l.seen == seen)
+            {
+                continue;
+            }
+            let Ok(Some(pid)) = hosts.egress_pid(&host_id).await else {
+                forget(&mut last);
                 continue;
             };
-            let status = hosts.tunnel_status(&host_id);
-            let state = status
+            if node_ips.as_ref().is_none_or(|(at, _)| at.elapsed() >= RECHECK) {
+                let ips = node_public_ips(&hosts.settings().node_public_ips, &targets.ip_url).await;
+                node_ips = Some((Instant::now(), ips));
+            }
+            let known = node_ips
                 .as_ref()
-                .map_or_else(|| "unknown".to_owned(), RuntimeStatus::state_name);
-            let due = last.get(&host_id).is_none_or(|l| {
-                l.at.elapsed() >= RECHECK
-                    || l.tunnel != state
-                    || l.pid != pid
-                    || l.egress_ip_id != egress_ip_id
-            });
-            if !due {
-                continue;
-            }
-            let configured = &hosts.settings().node_public_ips;
-            if configured.is_empty() && node_ip.is_none_or(|(at, _)| at.elapsed() >= RECHECK) {
-                node_ip = Some((Instant::now(), direct_ip(&targets.ip_url).await));
-            }
-            let node_ips: Vec<Ipv4Addr> = if configured.is_empty() {
-                node_ip.and_then(|(_, ip)| ip).into_iter().collect()
-            } else {
-                configured.clone()
-            };
-            let health = check(&hosts, &host_id, pid, &state, &targets, &node_ips).await;
-            if let Some(health) = health {
+                .map(|(_, ips)| ips.as_slice())
+                .unwrap_or_default();
+            if let Some(health) = check(&host_id, pid, &config, &state, &targets, known).await {
                 let changed = hosts
                     .egress_health(&host_id)
                     .is_none_or(|h| h.healthy != health.healthy);
@@ -97,9 +98,7 @@ pub(crate) async fn run_loop(hosts: Arc<Hosts>, cancel: CancellationToken) {
                 host_id,
                 Last {
                     at: Instant::now(),
-                    tunnel: state.clone(),
-                    pid,
-                    egress_ip_id,
+                    seen,
                 },
             );
         }
@@ -107,14 +106,13 @@ pub(crate) async fn run_loop(hosts: Arc<Hosts>, cancel: CancellationToken) {
 }
 
 async fn check(
-    hosts: &Hosts,
     host_id: &str,
     pid: i64,
+    config: &RuntimeConfig,
     state: &str,
     targets: &wire::ProbeTargets,
     node_ips: &[Ipv4Addr],
 ) -> Option<EgressHealth> {
-    let config = hosts.runtime_config(host_id).ok()??;
     let dns_server: Ipv4Addr = config.spec.dns_server.parse().ok()?;
     let targets_owned = targets.clone();
     let observed = crate::netns::run_in(pid, move || async move {
@@ -141,8 +139,17 @@ async fn check(
     })
 }
 
-/// The node's own address as the IP probe sees it directly (what a DNS leak would show).
-pub(crate) async fn direct_ip(url: &str) -> Option<Ipv4Addr> {
+/// The node's own public addresses: as configured (`NODE_PUBLIC_IPS`), else as the IP probe at
+/// `ip_url` sees the node directly, not through any tunnel: what a leaking resolver would show.
+pub(crate) async fn node_public_ips(configured: &[Ipv4Addr], ip_url: &str) -> Vec<Ipv4Addr> {
+    if configured.is_empty() {
+        direct_ip(ip_url).await.into_iter().collect()
+    } else {
+        configured.to_vec()
+    }
+}
+
+async fn direct_ip(url: &str) -> Option<Ipv4Addr> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .no_proxy()

@@ -33,7 +33,7 @@ const CHECK_BOUND: Duration = Duration::from_secs(10);
 
 /// Claims egress tests and runs them, several at once, until cancelled.
 pub(crate) async fn run_loop(session: Arc<Session>, hosts: Arc<Hosts>, cancel: CancellationToken) {
-    sweep(&hosts, &[]).await;
+    sweep(&hosts).await;
     let mut running = tokio::task::JoinSet::new();
     let mut backoff = Backoff::new();
     loop {
@@ -95,7 +95,7 @@ pub(crate) async fn run_loop(session: Arc<Session>, hosts: Arc<Hosts>, cancel: C
     }
     running.abort_all();
     while running.join_next().await.is_some() {}
-    sweep(&hosts, &[]).await;
+    sweep(&hosts).await;
 }
 
 /// Runs one test; always answers three checks and always removes what it built.
@@ -106,8 +106,8 @@ pub async fn run(hosts: &Hosts, job: &EgressTestJob) -> Vec<CheckResult> {
     let checks =
         match tokio::time::timeout_at(deadline.into(), attempt(hosts, job, &name, &dir, deadline)).await {
             Ok(Ok(checks)) => checks,
-            Ok(Err(error)) => all_failed(&error),
-            Err(_) => all_failed("the egress test ran out of time"),
+            Ok(Err(error)) => CheckResult::all_failed(&error),
+            Err(_) => CheckResult::all_failed("the egress test ran out of time"),
         };
     if let Err(e) = hosts.docker().remove_container(&name).await {
         tracing::warn!(container = %name, error = %e, "egress test container not removed; the next sweep retries");
@@ -130,7 +130,12 @@ async fn attempt(
     let egress = &job.egress;
     hosts.require_tunnel_programs(egress).map_err(|e| e.to_string())?;
     let endpoint = tunnel::resolve(egress).await.map_err(|e| e.to_string())?;
-    let node_ips = node_public_ips(&hosts.settings().node_public_ips, &job.targets.ip_url);
+    // Meanwhile the namespace is built: asking the probe directly may take its timeout.
+    let node_ips = tokio::spawn({
+        let configured = hosts.settings().node_public_ips.clone();
+        let url = job.targets.ip_url.clone();
+        async move { crate::egress_health::node_public_ips(&configured, &url).await }
+    });
 
     crate::secrets::create_private_dir(dir).map_err(|e| e.to_string())?;
     let bridge = hosts.ensure_network().await.map_err(|e| e.to_string())?;
@@ -162,7 +167,7 @@ async fn attempt(
 
     // The checks need time of their own: the tunnel may use what is left before that.
     let checks_need = CHECK_BOUND.min(deadline.saturating_duration_since(Instant::now()) / 2);
-    let status = wait_up(dir, deadline - checks_need).await;
+    let status = tunnel::wait_up(dir, deadline - checks_need).await;
     let each = deadline
         .saturating_duration_since(Instant::now())
         .min(CHECK_BOUND);
@@ -176,7 +181,7 @@ async fn attempt(
     })
     .await
     .map_err(|e| e.to_string())?;
-    let mut checks = client::judge(observed, &egress.declared_ip, &node_ips.await);
+    let mut checks = client::judge(observed, &egress.declared_ip, &node_ips.await.unwrap_or_default());
     if !status.as_ref().is_some_and(RuntimeStatus::is_up) {
         // Say why the tunnel was not there, where the operator looks first.
         let why = status
@@ -190,50 +195,6 @@ async fn attempt(
         }
     }
     Ok(checks)
-}
-
-/// The node's own public addresses: as configured, else as the IP probe sees the node directly
-/// (not through any tunnel): what a leaking resolver would show.
-fn node_public_ips(
-    configured: &[Ipv4Addr],
-    url: &str,
-) -> impl std::future::Future<Output = Vec<Ipv4Addr>> + use<> {
-    let configured = configured.to_vec();
-    let url = url.to_owned();
-    let task = tokio::spawn(async move {
-        if configured.is_empty() {
-            crate::egress_health::direct_ip(&url).await.into_iter().collect()
-        } else {
-            configured
-        }
-    });
-    async move { task.await.unwrap_or_default() }
-}
-
-async fn wait_up(dir: &Path, until: Instant) -> Option<RuntimeStatus> {
-    let path = dir.join(crate::secrets::EGRESS_STATUS_FILE);
-    loop {
-        let status: Option<RuntimeStatus> = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        if status.as_ref().is_some_and(RuntimeStatus::is_up) || Instant::now() >= until {
-            return status;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn all_failed(error: &str) -> Vec<CheckResult> {
-    [client::CONNECTIVITY, client::EXIT_IP, client::DNS_LEAK]
-        .into_iter()
-        .map(|name| CheckResult {
-            name: name.to_owned(),
-            passed: false,
-            latency_ms: None,
-            observed: None,
-            error: Some(error.to_owned()),
-        })
-        .collect()
 }
 
 fn container_name(hosts: &Hosts, test_id: &str) -> String {
@@ -250,18 +211,11 @@ fn scratch_dir(hosts: &Hosts, test_id: &str) -> PathBuf {
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
         .collect();
-    tests_root(hosts).join(id)
+    hosts.store().egress_tests_dir().join(id)
 }
 
-fn tests_root(hosts: &Hosts) -> PathBuf {
-    hosts.store().root().parent().map_or_else(
-        || hosts.store().root().join("..egress-tests"),
-        |p| p.join("egress-tests"),
-    )
-}
-
-/// Removes test containers and files of this node that no running test owns (left by a crash).
-pub(crate) async fn sweep(hosts: &Hosts, keep: &[String]) {
+/// Removes every test container and file of this node (left by a crash; called when no test runs).
+pub(crate) async fn sweep(hosts: &Hosts) {
     let filters = [
         format!("{}=true", wire::labels::MANAGED),
         format!("{}={}", wire::labels::NODE, hosts.settings().node_name),
@@ -273,13 +227,11 @@ pub(crate) async fn sweep(hosts: &Hosts, keep: &[String]) {
     ];
     if let Ok(containers) = hosts.docker().list_containers(&filters).await {
         for name in containers.iter().flat_map(|c| c.names.iter().flatten()) {
-            let name = name.trim_start_matches('/');
-            if !keep.iter().any(|k| k == name) {
-                let _ = hosts.docker().remove_container(name).await;
-            }
+            let _ = hosts
+                .docker()
+                .remove_container(name.trim_start_matches('/'))
+                .await;
         }
     }
-    if keep.is_empty() {
-        let _ = std::fs::remove_dir_all(tests_root(hosts));
-    }
+    let _ = std::fs::remove_dir_all(hosts.store().egress_tests_dir());
 }

@@ -544,10 +544,7 @@ impl Hosts {
 
     /// The tunnel runtime's configuration as last written for the host.
     pub fn runtime_config(&self, host_id: &str) -> Result<Option<RuntimeConfig>, Error> {
-        let Some(bytes) = self
-            .store
-            .read_egress_file(host_id, crate::secrets::EGRESS_CONFIG_FILE)?
-        else {
+        let Some(bytes) = self.store.read_egress_config(host_id)? else {
             return Ok(None);
         };
         serde_json::from_slice(&bytes)
@@ -557,23 +554,13 @@ impl Hosts {
 
     /// What the tunnel runtime last reported; `None` before its first report or without a tunnel.
     pub fn tunnel_status(&self, host_id: &str) -> Option<RuntimeStatus> {
-        let bytes = self
-            .store
-            .read_egress_file(host_id, crate::secrets::EGRESS_STATUS_FILE)
-            .ok()??;
-        serde_json::from_slice(&bytes).ok()
+        crate::egress::read_status(&self.store.egress_dir(host_id)).ok()
     }
 
     /// Polls the runtime's status until the tunnel is up or the wait is over.
     async fn wait_for_tunnel(&self, host_id: &str) -> Option<RuntimeStatus> {
-        let deadline = Instant::now() + self.settings.tunnel_ready_timeout;
-        loop {
-            let status = self.tunnel_status(host_id);
-            if status.as_ref().is_some_and(RuntimeStatus::is_up) || Instant::now() >= deadline {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let until = Instant::now() + self.settings.tunnel_ready_timeout;
+        tunnel::wait_up(&self.store.egress_dir(host_id), until).await
     }
 
     /// Starts the host container after the firewall went into the namespace of egress process

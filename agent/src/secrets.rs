@@ -14,8 +14,8 @@ use des::cipher::{BlockEncrypt as _, KeyInit as _, generic_array::GenericArray};
 pub const PASSWORD_FILE: &str = "password.hash";
 pub const AUTHORIZED_KEYS_FILE: &str = "authorized_keys";
 pub const VNC_PASSWD_FILE: &str = "vnc.passwd";
-/// The tunnel runtime's configuration and status, in [`Store::egress_dir`].
-pub use crate::egress::{CONFIG_FILE as EGRESS_CONFIG_FILE, STATUS_FILE as EGRESS_STATUS_FILE};
+/// The tunnel runtime's configuration, in [`Store::egress_dir`] (its status file sits beside it).
+pub use crate::egress::CONFIG_FILE as EGRESS_CONFIG_FILE;
 /// Present while the host is meant to be stopped: the reconciler never starts such a host.
 pub const STOPPED_MARKER: &str = "stopped";
 
@@ -101,7 +101,7 @@ impl Store {
         for (name, contents) in files {
             let path = dir.join(name);
             match contents {
-                Some(bytes) => replace(&path, &bytes)?,
+                Some(bytes) => write_private(&path, &bytes)?,
                 None => match std::fs::remove_file(&path) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("remove", &path)(e)),
                     _ => {}
@@ -116,6 +116,11 @@ impl Store {
     /// and the runtime's status file.
     pub fn egress_dir(&self, host_id: &str) -> PathBuf {
         self.host_dir(host_id).join("egress")
+    }
+
+    /// `<state>/<node>/egress-tests`: the throwaway directories of egress tests (no host's).
+    pub fn egress_tests_dir(&self) -> PathBuf {
+        self.root.with_file_name("egress-tests")
     }
 
     /// Creates the egress directory (0700) and returns it.
@@ -134,7 +139,7 @@ impl Store {
         match contents {
             Some(bytes) => {
                 self.ensure_egress_dir(host_id)?;
-                replace(&path, bytes)
+                write_private(&path, bytes)
             }
             None => match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", &path)(e)),
@@ -144,8 +149,8 @@ impl Store {
     }
 
     /// The tunnel runtime's configuration as last written; `None` when the host has none.
-    pub fn read_egress_file(&self, host_id: &str, name: &str) -> Result<Option<Vec<u8>>, Error> {
-        let path = self.egress_dir(host_id).join(name);
+    pub fn read_egress_config(&self, host_id: &str) -> Result<Option<Vec<u8>>, Error> {
+        let path = self.egress_dir(host_id).join(EGRESS_CONFIG_FILE);
         match std::fs::read(&path) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -158,7 +163,7 @@ impl Store {
         let marker = dir.join(STOPPED_MARKER);
         if stopped {
             create_private_dir(&dir)?;
-            replace(&marker, b"")
+            write_private(&marker, b"")
         } else {
             match std::fs::remove_file(&marker) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", &marker)(e)),
@@ -252,12 +257,9 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), Error> {
 }
 
 /// Writes `path` through a temporary file in the same directory and renames it into place.
-/// Writes `contents` to `path` (0600) by replacing it atomically.
+/// Writes `contents` to `path` (0600) by replacing it atomically (temp file + rename), so a reader
+/// sees the old or the new file, never a partial one.
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), Error> {
-    replace(path, contents)
-}
-
-fn replace(path: &Path, contents: &[u8]) -> Result<(), Error> {
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()
         .write(true)

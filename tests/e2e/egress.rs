@@ -62,7 +62,7 @@ async fn every_tunnel_kind_tests_green_and_carries_a_bound_host() {
         eg.restart(&host.id).await;
         let seen = egress::curl_in_host(&container, &net.probe_urls().1).await;
         assert_eq!(seen, declared.to_string(), "{kind:?}: HTTP from inside the host");
-        let resolver = egress::whoami_in_host(&container, &net.probe_urls().2).await;
+        let resolver = egress::whoami_in_host(&container, &net.probe_urls().2, &[]).await;
         assert_eq!(
             resolver,
             declared.to_string(),

@@ -21,7 +21,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use cloud_cli_proxy_tests::docker::{self, exec_root};
-use cloud_cli_proxy_tests::egress::Egress;
+use cloud_cli_proxy_tests::egress::{Egress, whoami_in_host};
 use cloud_cli_proxy_tests::fakenet::{FakeInternet, Kind};
 use cloud_cli_proxy_tests::hosts::{NewHost, linux_user, ssh};
 
@@ -110,17 +110,9 @@ impl Bound<'_> {
         serde_json::from_slice(&raw).unwrap()
     }
 
-    async fn whoami(&self, extra: &str) -> String {
-        let name = format!("t{}.{}", rand_label(), self.whoami_name);
-        let out = self
-            .sh(&format!("dig +short +time=3 +tries=2 {extra} {name} A"))
-            .await;
-        out.stdout.lines().last().unwrap_or("").trim().to_owned()
+    async fn whoami(&self, options: &[&str]) -> String {
+        whoami_in_host(&self.container, &self.whoami_name, options).await
     }
-}
-
-fn rand_label() -> String {
-    cloud_cli_proxy_tests::fixtures::random_alnum(10).to_lowercase()
 }
 
 async fn leak_suite(kind: Kind) {
@@ -147,14 +139,14 @@ async fn leak_suite(kind: Kind) {
     net.reset_leaks().unwrap();
 
     // DNS to an outside resolver: answered anyway, through the tunnel (the probe sees the egress).
-    let udp = b.whoami(&format!("@{OUTSIDE}")).await;
+    let udp = b.whoami(&[&format!("@{OUTSIDE}")]).await;
     assert_eq!(
         udp,
         declared.to_string(),
         "UDP 53 to an outside resolver goes through the tunnel"
     );
     no_leaks(&net, "DNS over UDP to an outside resolver");
-    let tcp = b.whoami(&format!("+tcp @{OUTSIDE}")).await;
+    let tcp = b.whoami(&["+tcp", &format!("@{OUTSIDE}")]).await;
     assert_eq!(
         tcp,
         declared.to_string(),
@@ -203,7 +195,7 @@ async fn leak_suite(kind: Kind) {
     let saved = b.sh("cat /etc/resolv.conf").await.stdout;
     b.sh(&format!("echo 'nameserver {OUTSIDE}' > /etc/resolv.conf"))
         .await;
-    let edited = b.whoami("").await;
+    let edited = b.whoami(&[]).await;
     assert_eq!(
         edited,
         declared.to_string(),

@@ -194,11 +194,15 @@ pub async fn curl_in_host(container: &str, url: &str) -> String {
     out.stdout.trim().to_owned()
 }
 
-/// Resolves a fresh name under the probe's whoami name inside the host, through its resolv.conf:
-/// the address of the resolver that asked the probe.
-pub async fn whoami_in_host(container: &str, name: &str) -> String {
+/// Resolves a fresh name under the probe's whoami name inside the host with `dig` (through its
+/// resolv.conf, or as `options` say: `@server`, `+tcp`): the address of the resolver that asked the
+/// probe.
+pub async fn whoami_in_host(container: &str, name: &str, options: &[&str]) -> String {
     let fresh = format!("t{}.{name}", random_alnum(10).to_lowercase());
-    let out = docker::exec_root(container, &["dig", "+short", "+time=5", "+tries=2", &fresh, "A"]).await;
+    let mut argv = vec!["dig", "+short", "+time=5", "+tries=2"];
+    argv.extend_from_slice(options);
+    argv.extend([fresh.as_str(), "A"]);
+    let out = docker::exec_root(container, &argv).await;
     assert!(out.success(), "dig {fresh} in {container}: {}", out.both());
     out.stdout.lines().last().unwrap_or("").trim().to_owned()
 }

@@ -243,6 +243,35 @@ pub struct CheckResult {
     pub error: Option<String>,
 }
 
+impl CheckResult {
+    /// The check `name` failed for `error`, with nothing observed.
+    pub fn failed(name: &str, latency_ms: Option<u64>, error: impl Into<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            passed: false,
+            latency_ms,
+            observed: None,
+            error: Some(error.into()),
+        }
+    }
+
+    /// Every check of an egress test failed for the same reason (no tunnel, out of time).
+    pub fn all_failed(error: &str) -> Vec<Self> {
+        checks::ALL
+            .iter()
+            .map(|name| Self::failed(name, None, error))
+            .collect()
+    }
+}
+
+/// The names of an egress test's checks, in the order they are reported.
+pub mod checks {
+    pub const CONNECTIVITY: &str = "connectivity";
+    pub const EXIT_IP: &str = "exit_ip";
+    pub const DNS_LEAK: &str = "dns_leak";
+    pub const ALL: [&str; 3] = [CONNECTIVITY, EXIT_IP, DNS_LEAK];
+}
+
 /// Where an egress test sends its three checks (`EGRESS_PROBE_*` of the control plane).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -68,6 +68,8 @@ pub enum Error {
     Io { what: String, source: std::io::Error },
     #[error("{what} failed: {stderr}")]
     Command { what: String, stderr: String },
+    #[error(transparent)]
+    Files(crate::secrets::Error),
 }
 
 impl Error {
@@ -156,6 +158,45 @@ pub enum State {
     Failed,
 }
 
+/// The tunnel server of `spec`: host name or address, and port (a WireGuard `endpoint`, or a proxy
+/// outbound's `server` and `server_port`).
+pub fn server_of(spec: &EgressSpec) -> Result<(String, u16), Error> {
+    let bad = |why: &str| Error::Invalid(why.to_owned());
+    match &spec.tunnel {
+        Tunnel::Wireguard(wg) => endpoint_of(&wg.endpoint),
+        Tunnel::Proxy { outbound } => {
+            let host = outbound
+                .get("server")
+                .and_then(serde_json::Value::as_str)
+                .filter(|h| !h.is_empty())
+                .ok_or_else(|| bad("the proxy outbound has no server"))?;
+            let port = outbound
+                .get("server_port")
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad("the proxy outbound has no server_port"))?;
+            Ok((host.to_owned(), port))
+        }
+    }
+}
+
+/// A WireGuard `endpoint`, `host:port` or `[v6]:port`, split.
+pub fn endpoint_of(endpoint: &str) -> Result<(String, u16), Error> {
+    let bad = |why: &str| Error::Invalid(format!("endpoint `{endpoint}`: {why}"));
+    let (host, port) = endpoint.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| bad("the port is not a port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    Ok((host.to_owned(), port))
+}
+
 /// `DIR/status.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -186,23 +227,9 @@ pub fn current_netns_inode() -> Result<u64, Error> {
         .map_err(Error::io("stat /proc/self/ns/net"))
 }
 
-/// Writes `bytes` to `path` readable by its owner only, replacing it atomically (temp file + rename).
+/// Writes `bytes` to `path` readable by its owner only, replacing it atomically.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("tmp");
-    let what = || format!("write {}", path.display());
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(Error::io(what()))?;
-    file.write_all(bytes).map_err(Error::io(what()))?;
-    file.sync_all().map_err(Error::io(what()))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(Error::io(what()))
+    crate::secrets::write_private(path, bytes).map_err(Error::Files)
 }
 
 #[cfg(test)]

@@ -85,12 +85,7 @@ pub struct Settings {
 impl Settings {
     /// Checks the spec; the endpoint's host is replaced by `endpoint_ip`, its port kept.
     pub fn from_spec(spec: &WireguardSpec, endpoint_ip: Ipv4Addr) -> Result<Self, Error> {
-        let port = spec
-            .endpoint
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse::<u16>().ok())
-            .filter(|p| *p != 0)
-            .ok_or_else(|| Error::Invalid(format!("endpoint `{}` has no port", spec.endpoint)))?;
+        let (_, port) = super::endpoint_of(&spec.endpoint)?;
         let (addr, prefix) = match spec.address.split_once('/') {
             Some((a, p)) => (a, p.parse::<u8>().ok()),
             None => (spec.address.as_str(), Some(32)),

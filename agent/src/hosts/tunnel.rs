@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::unix::fs::MetadataExt as _;
 use std::time::Duration;
 
-use wire::{EgressSpec, Tunnel};
+use wire::EgressSpec;
 
 use super::Error;
 use crate::firewall::Egress;
@@ -53,41 +53,21 @@ impl RuntimeStatus {
     }
 }
 
+/// Polls the runtime's status in `dir` until the tunnel is up or `until`; the last status read.
+pub async fn wait_up(dir: &std::path::Path, until: std::time::Instant) -> Option<RuntimeStatus> {
+    loop {
+        let status = crate::egress::read_status(dir).ok();
+        if status.as_ref().is_some_and(RuntimeStatus::is_up) || std::time::Instant::now() >= until {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The tunnel server's host name or address and port, from the spec.
 pub fn server_of(spec: &EgressSpec) -> Result<(String, u16), Error> {
-    let bad = |why: &str| Error::InvalidSpec(format!("egress {}: {why}", spec.egress_ip_id));
-    match &spec.tunnel {
-        Tunnel::Wireguard(wg) => {
-            let (host, port) = wg
-                .endpoint
-                .rsplit_once(':')
-                .ok_or_else(|| bad("the WireGuard endpoint has no port"))?;
-            let port = port
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| bad("the WireGuard endpoint port is not a port"))?;
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            if host.is_empty() {
-                return Err(bad("the WireGuard endpoint has no host"));
-            }
-            Ok((host.to_owned(), port))
-        }
-        Tunnel::Proxy { outbound } => {
-            let host = outbound
-                .get("server")
-                .and_then(serde_json::Value::as_str)
-                .filter(|h| !h.is_empty())
-                .ok_or_else(|| bad("the proxy outbound has no server"))?;
-            let port = outbound
-                .get("server_port")
-                .and_then(serde_json::Value::as_u64)
-                .and_then(|p| u16::try_from(p).ok())
-                .filter(|p| *p != 0)
-                .ok_or_else(|| bad("the proxy outbound has no server_port"))?;
-            Ok((host.to_owned(), port))
-        }
-    }
+    crate::egress::server_of(spec)
+        .map_err(|e| Error::InvalidSpec(format!("egress {}: {e}", spec.egress_ip_id)))
 }
 
 fn dns_server_of(spec: &EgressSpec) -> Result<Ipv4Addr, Error> {
@@ -140,7 +120,7 @@ pub fn shape(spec: Option<&EgressSpec>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wire::WireguardSpec;
+    use wire::{Tunnel, WireguardSpec};
 
     fn wg(endpoint: &str) -> EgressSpec {
         EgressSpec {

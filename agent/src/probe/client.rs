@@ -20,9 +20,7 @@ use super::dns;
 /// Where the three checks go.
 pub use wire::ProbeTargets as Targets;
 
-pub const CONNECTIVITY: &str = "connectivity";
-pub const EXIT_IP: &str = "exit_ip";
-pub const DNS_LEAK: &str = "dns_leak";
+pub use wire::checks::{CONNECTIVITY, DNS_LEAK, EXIT_IP};
 
 /// Runs the three observations concurrently, each bounded by `each`. `passed` is set for
 /// connectivity only; the exit IP and DNS checks are judged by [`judge`].
@@ -34,13 +32,7 @@ pub async fn observe(targets: &Targets, dns_server: Ipv4Addr, each: Duration) ->
         .build();
     let client = match client {
         Ok(c) => c,
-        Err(e) => {
-            let error = format!("HTTP client: {e}");
-            return [CONNECTIVITY, EXIT_IP, DNS_LEAK]
-                .into_iter()
-                .map(|name| failed(name, None, error.clone()))
-                .collect();
-        }
+        Err(e) => return CheckResult::all_failed(&format!("HTTP client: {e}")),
     };
     let (connectivity, exit_ip, dns) = tokio::join!(
         connectivity(&client, &targets.connectivity_url),
@@ -48,16 +40,6 @@ pub async fn observe(targets: &Targets, dns_server: Ipv4Addr, each: Duration) ->
         resolver(dns_server, &targets.dns_name, each),
     );
     vec![connectivity, exit_ip, dns]
-}
-
-fn failed(name: &str, latency_ms: Option<u64>, error: String) -> CheckResult {
-    CheckResult {
-        name: name.to_owned(),
-        passed: false,
-        latency_ms,
-        observed: None,
-        error: Some(error),
-    }
 }
 
 fn millis(since: Instant) -> Option<u64> {
@@ -78,7 +60,7 @@ async fn connectivity(client: &reqwest::Client, url: &str) -> CheckResult {
                 error: (!passed).then(|| format!("{url} answered {status}, expected 204 or 200")),
             }
         }
-        Err(e) => failed(CONNECTIVITY, millis(started), describe(url, &e)),
+        Err(e) => CheckResult::failed(CONNECTIVITY, millis(started), describe(url, &e)),
     }
 }
 
@@ -86,16 +68,16 @@ async fn exit_ip(client: &reqwest::Client, url: &str) -> CheckResult {
     let started = Instant::now();
     let response = match client.get(url).send().await {
         Ok(r) => r,
-        Err(e) => return failed(EXIT_IP, millis(started), describe(url, &e)),
+        Err(e) => return CheckResult::failed(EXIT_IP, millis(started), describe(url, &e)),
     };
     let status = response.status();
     let body = match response.text().await {
         Ok(b) => b,
-        Err(e) => return failed(EXIT_IP, millis(started), describe(url, &e)),
+        Err(e) => return CheckResult::failed(EXIT_IP, millis(started), describe(url, &e)),
     };
     let latency_ms = millis(started);
     if !status.is_success() {
-        return failed(EXIT_IP, latency_ms, format!("{url} answered {}", status.as_u16()));
+        return CheckResult::failed(EXIT_IP, latency_ms, format!("{url} answered {}", status.as_u16()));
     }
     match body.trim().parse::<std::net::IpAddr>() {
         Ok(ip) => CheckResult {
@@ -105,7 +87,7 @@ async fn exit_ip(client: &reqwest::Client, url: &str) -> CheckResult {
             observed: Some(ip.to_canonical().to_string()),
             error: None,
         },
-        Err(_) => failed(
+        Err(_) => CheckResult::failed(
             EXIT_IP,
             latency_ms,
             format!("{url} did not answer with an IP address"),
@@ -168,8 +150,8 @@ async fn resolver(dns_server: Ipv4Addr, name: &str, each: Duration) -> CheckResu
             observed: Some(ip.to_string()),
             error: None,
         },
-        Ok(Err(e)) => failed(DNS_LEAK, millis(started), format!("DNS query to {server}: {e}")),
-        Err(_) => failed(
+        Ok(Err(e)) => CheckResult::failed(DNS_LEAK, millis(started), format!("DNS query to {server}: {e}")),
+        Err(_) => CheckResult::failed(
             DNS_LEAK,
             millis(started),
             format!("no answer for {name} from {server} within {} s", each.as_secs()),

@@ -188,21 +188,23 @@ async fn record_egress_health(
     health: Option<&wire::EgressHealth>,
     now: UtcTime,
 ) -> ApiResult<()> {
-    let before: Option<wire::EgressHealth> = host
-        .egress_health
-        .as_deref()
-        .and_then(|raw| serde_json::from_str(raw).ok());
     let Some(health) = health else {
         // A running bound host keeps its last report until a new one; others lose it.
-        if before.is_some() && (host.egress_ip_id.is_none() || host.status != HostStatus::Running) {
+        let keep = host.egress_ip_id.is_some() && host.status == HostStatus::Running;
+        if host.egress_health.is_some() && !keep {
             db::hosts::set_egress_health(&state.db, &host.id, None).await?;
         }
         return Ok(());
     };
-    if before.as_ref() == Some(health) {
+    // Stored as this same serialization: an unchanged report costs no parse and no write.
+    let raw = serde_json::to_string(health).map_err(ApiError::internal)?;
+    if host.egress_health.as_deref() == Some(raw.as_str()) {
         return Ok(());
     }
-    let raw = serde_json::to_string(health).map_err(ApiError::internal)?;
+    let before: Option<wire::EgressHealth> = host
+        .egress_health
+        .as_deref()
+        .and_then(|stored| serde_json::from_str(stored).ok());
     let mut tx = state.db.begin().await?;
     db::hosts::set_egress_health(&mut *tx, &host.id, Some(&raw)).await?;
     if before.as_ref().map(|b| b.healthy) != Some(health.healthy) {

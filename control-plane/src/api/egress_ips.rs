@@ -624,7 +624,7 @@ async fn test_egress(
     let tested_at = UtcTime::now();
     let observed_ip = checks
         .iter()
-        .find(|c| c.name == "exit_ip")
+        .find(|c| c.name == wire::checks::EXIT_IP)
         .and_then(|c| c.observed.clone());
     let views: Vec<CheckView> = checks.into_iter().map(CheckView::from).collect();
     let passed = views.len() == 3 && views.iter().all(|c| c.passed);
@@ -699,18 +699,7 @@ async fn wait_for_checks(
                 return Ok(None);
             }
             let error = format!("the test did not finish within {} s", TEST_TIMEOUT.as_secs());
-            return Ok(Some(
-                ["connectivity", "exit_ip", "dns_leak"]
-                    .into_iter()
-                    .map(|name| wire::CheckResult {
-                        name: name.to_owned(),
-                        passed: false,
-                        latency_ms: None,
-                        observed: None,
-                        error: Some(error.clone()),
-                    })
-                    .collect(),
-            ));
+            return Ok(Some(wire::CheckResult::all_failed(&error)));
         }
         let notified = state.work.notified();
         let _ = tokio::time::timeout(std::time::Duration::from_millis(200), notified).await;

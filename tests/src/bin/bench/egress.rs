@@ -56,26 +56,13 @@ struct Args {
 }
 
 fn parse(args: Vec<String>) -> anyhow::Result<Args> {
-    let mut parsed = Args {
-        mib: 256,
-        rounds: 3,
-        kills: 5,
-    };
-    let mut it = args.into_iter();
-    while let Some(flag) = it.next() {
-        let value: u64 = it
-            .next()
-            .with_context(|| format!("{flag} needs a value"))?
-            .parse()
-            .with_context(|| format!("{flag} needs a number"))?;
-        match flag.as_str() {
-            "--mib" if value >= 1 => parsed.mib = value,
-            "--rounds" if value >= 1 => parsed.rounds = usize::try_from(value)?,
-            "--kills" if value >= 1 => parsed.kills = usize::try_from(value)?,
-            _ => bail!("unknown or invalid flag {flag} {value}"),
-        }
-    }
-    Ok(parsed)
+    let flags = super::numeric_flags(args, &["--mib", "--rounds", "--kills"])?;
+    let count = |name: &str, default: u64| usize::try_from(flags.get(name).copied().unwrap_or(default));
+    Ok(Args {
+        mib: flags.get("--mib").copied().unwrap_or(256),
+        rounds: count("--rounds", 3)?,
+        kills: count("--kills", 5)?,
+    })
 }
 
 /// One way out of the host.

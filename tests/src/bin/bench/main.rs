@@ -256,6 +256,27 @@ async fn delete_hosts(node: &Node, ids: &[String]) {
     }
 }
 
+/// Flags of the form `--name N` with N ≥ 1, each one of `names`; anything else is refused.
+fn numeric_flags(
+    args: Vec<String>,
+    names: &[&str],
+) -> anyhow::Result<std::collections::HashMap<String, u64>> {
+    let mut found = std::collections::HashMap::new();
+    let mut it = args.into_iter();
+    while let Some(flag) = it.next() {
+        let value: u64 = it
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?
+            .parse()
+            .with_context(|| format!("{flag} needs a number"))?;
+        if value < 1 || !names.contains(&flag.as_str()) {
+            bail!("unknown or invalid flag {flag} {value}");
+        }
+        found.insert(flag, value);
+    }
+    Ok(found)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match std::env::args().nth(1).as_deref() {

@@ -29,24 +29,11 @@ struct Args {
 }
 
 fn parse(args: Vec<String>) -> anyhow::Result<Args> {
-    let mut parsed = Args {
-        mib: 1024,
-        logins: 20,
-    };
-    let mut it = args.into_iter();
-    while let Some(flag) = it.next() {
-        let value: u64 = it
-            .next()
-            .with_context(|| format!("{flag} needs a value"))?
-            .parse()
-            .with_context(|| format!("{flag} needs a number"))?;
-        match flag.as_str() {
-            "--mib" if value >= 1 => parsed.mib = value,
-            "--logins" if value >= 1 => parsed.logins = usize::try_from(value)?,
-            _ => bail!("unknown or invalid flag {flag} {value}"),
-        }
-    }
-    Ok(parsed)
+    let flags = super::numeric_flags(args, &["--mib", "--logins"])?;
+    Ok(Args {
+        mib: flags.get("--mib").copied().unwrap_or(1024),
+        logins: usize::try_from(flags.get("--logins").copied().unwrap_or(20))?,
+    })
 }
 
 /// One way to reach the host: a command line of `sshpass -e ssh …` and its password.
