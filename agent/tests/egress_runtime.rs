@@ -265,6 +265,24 @@ impl Lab {
             .unwrap()
     }
 
+    /// `cloud-cli-proxy-probe` in namespace `ns`: HTTP on `http`, DNS on port 5353 of `dns_ip`.
+    fn spawn_probe(&mut self, ns: &str, http: &str, dns_ip: &str, log: &str) -> Child {
+        let dns = format!("{dns_ip}:5353");
+        self.spawn_in(
+            ns,
+            env!("CARGO_BIN_EXE_cloud-cli-proxy-probe"),
+            &[
+                "--http-listen",
+                http,
+                "--dns-listen",
+                &dns,
+                "--dns-name",
+                "whoami.ccpt.test",
+            ],
+            log,
+        )
+    }
+
     /// The probe (HTTP `/ip`) and a sing-box server with `config` in the server namespace, listening
     /// on `listen` (`tcp` or `udp`, port).
     fn start_servers(&mut self, config: &serde_json::Value, listen: (&str, u16)) {
@@ -272,21 +290,7 @@ impl Lab {
         std::fs::write(&file, serde_json::to_vec_pretty(config).unwrap()).unwrap();
         ok(&sing_box(), &["check", "-c", file.to_str().unwrap()]);
         let server = self.server.clone();
-        let http = format!("{PROBE_ADDR}:80");
-        let dns = format!("{PROBE_ADDR}:5353");
-        let probe = self.spawn_in(
-            &server,
-            env!("CARGO_BIN_EXE_cloud-cli-proxy-probe"),
-            &[
-                "--http-listen",
-                &http,
-                "--dns-listen",
-                &dns,
-                "--dns-name",
-                "whoami.ccpt.test",
-            ],
-            "probe.log",
-        );
+        let probe = self.spawn_probe(&server, &format!("{PROBE_ADDR}:80"), PROBE_ADDR, "probe.log");
         self.servers.push(probe);
         // A WireGuard initiation sent before sing-box listens is only retried after 5 s
         // (REKEY_TIMEOUT), so wait for the socket. sing-box's WireGuard endpoint now and then closes
@@ -428,19 +432,10 @@ impl Lab {
     /// A probe in the client namespace, standing in for the host's sshd.
     fn start_inbound_service(&mut self) {
         let client = self.client.clone();
-        let http = format!("{CLIENT_ADDR}:8080");
-        let dns = format!("{CLIENT_ADDR}:5353");
-        let probe = self.spawn_in(
+        let probe = self.spawn_probe(
             &client,
-            env!("CARGO_BIN_EXE_cloud-cli-proxy-probe"),
-            &[
-                "--http-listen",
-                &http,
-                "--dns-listen",
-                &dns,
-                "--dns-name",
-                "whoami.ccpt.test",
-            ],
+            &format!("{CLIENT_ADDR}:8080"),
+            CLIENT_ADDR,
             "inbound.log",
         );
         self.servers.push(probe);

@@ -491,10 +491,10 @@ async fn delete_egress(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Replaces the WireGuard key pair this system holds for the egress IP and shows the new public key
-/// (`wg_client_public_key`) to register with the provider. The old key stops working at once on the
-/// provider's side once it is replaced there; bound hosts use the new key from their next start
-/// (stop, then start), as for any change of an egress IP.
+/// Replaces the WireGuard key pair this system holds for the egress IP itself and shows the new
+/// public key (`wg_client_public_key`) to register with the provider. Egress tests use this pair;
+/// bound hosts have their own (rotated through their binding), except bindings made before hosts
+/// had keys of their own, which use this one from their next start.
 #[utoipa::path(post, path = "/v1/admin/egress-ips/{ip_id}/rotate-wg-key", tag = "egress-ips",
     security(("bearer" = [])), params(("ip_id" = Uuid, Path)),
     responses((status = 200, body = EgressView), (status = 404, body = crate::error::ErrorBody),
