@@ -89,11 +89,15 @@ fn lock(replies: &Replies) -> std::sync::MutexGuard<'_, VecDeque<oneshot::Sender
     replies.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Starts relaying a session channel in both directions; returns the handle for its requests.
+/// Starts relaying a session channel in both directions; returns the handle for its requests. The
+/// relay towards the host runs on `host_side`, the runtime of the host's session loop, and the one
+/// towards the client on the current runtime: each beside the loop it feeds, so that only the deep
+/// per-channel queues cross between threads.
 pub fn session(
     down: Channel<server::Msg>,
     up: Channel<client::Msg>,
     handle: server::Handle,
+    host_side: &tokio::runtime::Handle,
     stats: Arc<Stats>,
 ) -> SessionLink {
     let id = down.id();
@@ -101,7 +105,7 @@ pub fn session(
     let (up_rx, up_tx) = up.split();
     let up_tx = Arc::new(up_tx);
     let replies = Replies::default();
-    tokio::spawn(client_to_host(down_rx, up_tx.clone(), stats.clone()));
+    host_side.spawn(client_to_host(down_rx, up_tx.clone(), stats.clone()));
     tokio::spawn(host_to_client(up_rx, down_tx, handle, id, replies.clone(), stats));
     SessionLink { up: up_tx, replies }
 }

@@ -17,6 +17,8 @@ use crate::upstream::{self, Upstream};
 
 pub struct Connection {
     ctx: Arc<Context>,
+    /// The runtime the host side of this connection runs on (see `workers`).
+    host_side: tokio::runtime::Handle,
     id: String,
     client_ip: String,
     /// The host this connection logged in to (set by a successful, verified login).
@@ -32,9 +34,14 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(ctx: Arc<Context>, peer: Option<std::net::SocketAddr>) -> Self {
+    pub fn new(
+        ctx: Arc<Context>,
+        host_side: tokio::runtime::Handle,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Self {
         Self {
             ctx,
+            host_side,
             id: uuid::Uuid::new_v4().to_string(),
             client_ip: peer.map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string()),
             target: None,
@@ -93,19 +100,23 @@ impl Connection {
         };
         let result = if target.status == "running" {
             let dial = upstream::Dial {
-                address: target.address.as_deref(),
+                address: target.address.clone(),
                 port: self.ctx.host_ssh_port,
-                linux_user: &target.linux_user,
+                linux_user: target.linux_user.clone(),
                 timeout: self.ctx.host_connect_timeout,
             };
-            upstream::connect(
+            let connect = upstream::connect(
                 dial,
                 self.ctx.upstream_config.clone(),
                 self.ctx.client_key.clone(),
                 down,
                 self.stats.clone(),
-            )
-            .await
+            );
+            // Started there, the host's session loop stays on that runtime.
+            self.host_side
+                .spawn(connect)
+                .await
+                .unwrap_or(Err(upstream::Error::Stopping))
             .map_err(|e| {
                 tracing::warn!(connection = %self.id, host = %target.short_id, error = %e, "cannot reach the host");
                 (format!("host {} cannot be reached right now; try again in a moment", target.short_id), e.to_string())
@@ -277,7 +288,13 @@ impl server::Handler for Connection {
         match up.channel_open_session().await {
             Ok(up_channel) => {
                 let id = channel.id();
-                let link = relay::session(channel, up_channel, session.handle(), self.stats.clone());
+                let link = relay::session(
+                    channel,
+                    up_channel,
+                    session.handle(),
+                    &self.host_side,
+                    self.stats.clone(),
+                );
                 self.sessions.insert(id, link);
                 reply.accept().await;
             }

@@ -9,6 +9,8 @@ use std::time::Duration;
 use russh::client::{self, Handle};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg};
 use russh::{Channel, ChannelOpenFailure, server};
+use tokio::io::BufReader;
+use tokio::net::TcpStream;
 
 use crate::relay::{self, Stats};
 
@@ -24,28 +26,28 @@ pub enum Error {
     Refused,
     #[error("cannot reach the host: {0}")]
     Ssh(#[from] russh::Error),
+    #[error("the gateway is stopping")]
+    Stopping,
 }
 
 /// Where and as whom to log in.
 #[derive(Debug, Clone)]
-pub struct Dial<'a> {
-    pub address: Option<&'a str>,
+pub struct Dial {
+    pub address: Option<String>,
     pub port: u16,
-    pub linux_user: &'a str,
+    pub linux_user: String,
     pub timeout: Duration,
 }
 
 pub async fn connect(
-    dial: Dial<'_>,
+    dial: Dial,
     config: Arc<client::Config>,
     key: Arc<PrivateKey>,
     down: server::Handle,
     stats: Arc<Stats>,
 ) -> Result<Handle<Upstream>, Error> {
     let address = dial.address.ok_or(Error::NoAddress)?;
-    let ip: IpAddr = address
-        .parse()
-        .map_err(|_| Error::BadAddress(address.to_owned()))?;
+    let ip: IpAddr = address.parse().map_err(|_| Error::BadAddress(address.clone()))?;
     let login = async {
         let mut wait = RETRY_FIRST;
         loop {
@@ -53,7 +55,7 @@ pub async fn connect(
                 down: down.clone(),
                 stats: stats.clone(),
             };
-            match login_once(&config, (ip, dial.port), handler, dial.linux_user, &key).await {
+            match login_once(&config, (ip, dial.port), handler, &dial.linux_user, &key).await {
                 // A reset or refusal while sshd is busy (or still starting) is worth another try
                 // within the time limit; a refused key is final.
                 Err(Error::Ssh(e)) if is_transient(&e) => {
@@ -80,7 +82,10 @@ async fn login_once(
     user: &str,
     key: &Arc<PrivateKey>,
 ) -> Result<Handle<Upstream>, Error> {
-    let mut handle = client::connect(config.clone(), addr, handler).await?;
+    let stream = TcpStream::connect(addr).await.map_err(russh::Error::from)?;
+    stream.set_nodelay(config.nodelay).map_err(russh::Error::from)?;
+    let stream = BufReader::with_capacity(crate::READ_BUFFER, stream);
+    let mut handle = client::connect_stream(config.clone(), stream, handler).await?;
     let auth = handle
         .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key.clone(), None))
         .await?;

@@ -1,8 +1,16 @@
-//! Connections spread over threads, each running a single-threaded runtime. A relayed connection
-//! is a chain of tasks (the client's session loop, the relay tasks, the host's session loop) that
-//! wake one another for every packet; on one thread a wake-up is a push onto a local queue, while
-//! across the threads of a shared runtime it is a futex call and a context switch, which cost more
-//! than the encryption itself. Connections are handed out in turn.
+//! Connections spread over threads, each running a single-threaded runtime; connections are
+//! handed out in turn. A relayed connection is a chain of tasks (the client's session loop, the
+//! relays, the host's session loop) that wake one another for every packet. Within a thread such a
+//! wake-up is a push onto a local queue; between threads it is a system call and a context switch,
+//! which cost more than encrypting the packet.
+//!
+//! So each connection is cut in two where the hand-offs are fewest: the client's session loop and
+//! the relay towards the client run on the worker that accepted it, the host's session loop and the
+//! relay towards the host on the next worker. Only the per-channel queues, [`crate::CHANNEL_BUFFER`]
+//! packets deep, cross between the two threads, so one wake-up carries many packets, and the
+//! decryption on one side and the encryption on the other run on two cores at once. Since every
+//! worker runs tasks of its neighbour's connections, all of them keep running until the last one
+//! has drained.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,8 +18,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use russh::server;
+use tokio::io::BufReader;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::runtime::{self, Runtime};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::{Context, russh_handler};
@@ -34,14 +44,34 @@ impl Workers {
         config: Arc<server::Config>,
         drain: Duration,
     ) -> std::io::Result<Self> {
+        let runtimes = contexts
+            .iter()
+            .map(|_| runtime::Builder::new_current_thread().enable_all().build())
+            .collect::<std::io::Result<Vec<Runtime>>>()?;
+        let handles: Vec<runtime::Handle> = runtimes.iter().map(|rt| rt.handle().clone()).collect();
+        let running = Arc::new(watch::Sender::new(runtimes.len()));
         let mut senders = Vec::new();
         let mut threads = Vec::new();
-        for (index, ctx) in contexts.into_iter().enumerate() {
+        for (index, (ctx, runtime)) in contexts.into_iter().zip(runtimes).enumerate() {
             let (tx, rx) = mpsc::unbounded_channel();
-            let config = config.clone();
-            let thread = std::thread::Builder::new()
+            let worker = Worker {
+                ctx,
+                config: config.clone(),
+                host_side: handles[(index + 1) % handles.len()].clone(),
+                drain,
+                running: running.clone(),
+            };
+            let started = std::thread::Builder::new()
                 .name(format!("ssh-gateway-{index}"))
-                .spawn(move || worker(ctx, config, rx, drain))?;
+                .spawn(move || worker.run(&runtime, rx));
+            let thread = match started {
+                Ok(thread) => thread,
+                Err(e) => {
+                    // The workers already started must not wait for these at their end.
+                    running.send_modify(|n| *n -= handles.len() - index);
+                    return Err(e);
+                }
+            };
             senders.push(tx);
             threads.push(thread);
         }
@@ -81,47 +111,60 @@ impl Workers {
     }
 }
 
-fn worker(
+struct Worker {
     ctx: Arc<Context>,
     config: Arc<server::Config>,
-    mut accepted: mpsc::UnboundedReceiver<Accepted>,
+    /// Where the host side of this worker's connections runs (see the module documentation).
+    host_side: runtime::Handle,
     drain: Duration,
-) {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start a gateway worker");
-            return;
-        }
-    };
-    runtime.block_on(async move {
-        let mut sessions = JoinSet::new();
-        loop {
-            tokio::select! {
-                next = accepted.recv() => match next {
-                    Some(Accepted { stream, peer }) => match TcpStream::from_std(stream) {
-                        Ok(stream) => {
-                            sessions.spawn(serve(ctx.clone(), config.clone(), stream, peer));
-                        }
-                        Err(e) => tracing::warn!(%peer, error = %e, "cannot take a connection over"),
-                    },
-                    None => break,
-                },
-                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-            }
-        }
-        let open = sessions.len();
-        let drained =
-            tokio::time::timeout(drain, async { while sessions.join_next().await.is_some() {} }).await;
-        if drained.is_err() {
-            tracing::info!(open, "ending the sessions still open");
-            sessions.shutdown().await;
-        }
-    });
+    /// Workers whose own connections are not all over yet.
+    running: Arc<watch::Sender<usize>>,
 }
 
-async fn serve(ctx: Arc<Context>, config: Arc<server::Config>, stream: TcpStream, peer: SocketAddr) {
-    let handler = russh_handler::Connection::new(ctx, Some(peer));
+impl Worker {
+    fn run(self, runtime: &Runtime, mut accepted: mpsc::UnboundedReceiver<Accepted>) {
+        runtime.block_on(async move {
+            let mut sessions = JoinSet::new();
+            loop {
+                tokio::select! {
+                    next = accepted.recv() => match next {
+                        Some(Accepted { stream, peer }) => match TcpStream::from_std(stream) {
+                            Ok(stream) => {
+                                let (ctx, config) = (self.ctx.clone(), self.config.clone());
+                                sessions.spawn(serve(ctx, config, self.host_side.clone(), stream, peer));
+                            }
+                            Err(e) => tracing::warn!(%peer, error = %e, "cannot take a connection over"),
+                        },
+                        None => break,
+                    },
+                    Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                }
+            }
+            let open = sessions.len();
+            let drained = tokio::time::timeout(self.drain, async {
+                while sessions.join_next().await.is_some() {}
+            })
+            .await;
+            if drained.is_err() {
+                tracing::info!(open, "ending the sessions still open");
+                sessions.shutdown().await;
+            }
+            // The previous worker's connections may still have their host side here.
+            self.running.send_modify(|n| *n -= 1);
+            let _ = self.running.subscribe().wait_for(|n| *n == 0).await;
+        });
+    }
+}
+
+async fn serve(
+    ctx: Arc<Context>,
+    config: Arc<server::Config>,
+    host_side: runtime::Handle,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let handler = russh_handler::Connection::new(ctx, host_side, Some(peer));
+    let stream = BufReader::with_capacity(crate::READ_BUFFER, stream);
     match server::run_stream(config, stream, handler).await {
         Ok(session) => {
             if let Err(e) = session.await {
