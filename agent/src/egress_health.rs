@@ -59,11 +59,13 @@ pub(crate) async fn run_loop(hosts: Arc<Hosts>, cancel: CancellationToken) {
                     continue;
                 }
             };
-            let state = hosts
-                .tunnel_status(&host_id)
-                .map_or_else(|| "unknown".to_owned(), |s| s.state_name());
+            let state = |hosts: &Hosts| {
+                hosts
+                    .tunnel_status(&host_id)
+                    .map_or_else(|| "unknown".to_owned(), |s| s.state_name())
+            };
             let seen: Seen = (
-                state.clone(),
+                state(&hosts),
                 config.spec.egress_ip_id.clone(),
                 config.netns_inode,
             );
@@ -85,7 +87,11 @@ pub(crate) async fn run_loop(hosts: Arc<Hosts>, cancel: CancellationToken) {
                 .as_ref()
                 .map(|(_, ips)| ips.as_slice())
                 .unwrap_or_default();
-            if let Some(health) = check(&host_id, pid, &config, &state, &targets, known).await {
+            // The health shows the state as the checks end (a tunnel that came up while they ran
+            // is `up`); `seen` keeps the state that set them off, so that such a change brings
+            // another check on the next tick.
+            let after = || state(&hosts);
+            if let Some(health) = check(&host_id, pid, &config, &targets, known, after).await {
                 let changed = hosts
                     .egress_health(&host_id)
                     .is_none_or(|h| h.healthy != health.healthy);
@@ -109,9 +115,9 @@ async fn check(
     host_id: &str,
     pid: i64,
     config: &RuntimeConfig,
-    state: &str,
     targets: &wire::ProbeTargets,
     node_ips: &[Ipv4Addr],
+    tunnel_state: impl FnOnce() -> String,
 ) -> Option<EgressHealth> {
     let dns_server: Ipv4Addr = config.spec.dns_server.parse().ok()?;
     let targets_owned = targets.clone();
@@ -132,7 +138,7 @@ async fn check(
         .and_then(|c| c.observed.clone());
     Some(EgressHealth {
         healthy: checks.iter().all(|c| c.passed),
-        tunnel: state.to_owned(),
+        tunnel: tunnel_state(),
         exit_ip,
         checks,
         checked_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),

@@ -139,18 +139,24 @@ impl Egress {
         self.node.task_succeeded(&start, RESTART_LIMIT, "start").await;
     }
 
-    /// Waits until the host's egress health says `healthy` with exit IP `exit_ip`; returns it.
+    /// Waits until the host's egress health says `healthy` with exit IP `exit_ip` and the tunnel up;
+    /// returns it.
     pub async fn health(&self, host_id: &str, healthy: bool, exit_ip: Ipv4Addr) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let host = self.node.host(host_id).await;
             let health = host["egress_health"].clone();
-            if health["healthy"] == healthy && health["exit_ip"] == exit_ip.to_string() {
+            // A check that ran while the tunnel was still coming up may already pass; the one
+            // after its state settles says `up`.
+            if health["healthy"] == healthy
+                && health["exit_ip"] == exit_ip.to_string()
+                && health["tunnel"] == "up"
+            {
                 return health;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "egress health never became healthy={healthy} via {exit_ip}: {health:#}\n{}",
+                "egress health never became healthy={healthy} via {exit_ip} with the tunnel up: {health:#}\n{}",
                 self.node.diagnostics()
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
