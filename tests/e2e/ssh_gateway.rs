@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 mod ssh_gateway {
+    pub mod bench;
     pub mod forwards;
     pub mod logins;
     pub mod sessions;
