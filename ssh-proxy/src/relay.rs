@@ -89,15 +89,22 @@ fn lock(replies: &Replies) -> std::sync::MutexGuard<'_, VecDeque<oneshot::Sender
     replies.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Starts relaying a session channel in both directions; returns the handle for its requests. The
-/// relay towards the host runs on `host_side`, the runtime of the host's session loop, and the one
-/// towards the client on the current runtime: each beside the loop it feeds, so that only the deep
-/// per-channel queues cross between threads.
+/// The runtimes of a connection's two halves (see `workers`). Each relay runs beside the session
+/// loop it feeds, so that only the deep per-channel queues cross between threads.
+#[derive(Debug, Clone)]
+pub struct Sides {
+    /// The client's session loop, and the relays towards the client.
+    pub client: tokio::runtime::Handle,
+    /// The host's session loop, and the relays towards the host.
+    pub host: tokio::runtime::Handle,
+}
+
+/// Starts relaying a session channel in both directions; returns the handle for its requests.
 pub fn session(
     down: Channel<server::Msg>,
     up: Channel<client::Msg>,
     handle: server::Handle,
-    host_side: &tokio::runtime::Handle,
+    sides: &Sides,
     stats: Arc<Stats>,
 ) -> SessionLink {
     let id = down.id();
@@ -105,8 +112,12 @@ pub fn session(
     let (up_rx, up_tx) = up.split();
     let up_tx = Arc::new(up_tx);
     let replies = Replies::default();
-    host_side.spawn(client_to_host(down_rx, up_tx.clone(), stats.clone()));
-    tokio::spawn(host_to_client(up_rx, down_tx, handle, id, replies.clone(), stats));
+    sides
+        .host
+        .spawn(client_to_host(down_rx, up_tx.clone(), stats.clone()));
+    sides
+        .client
+        .spawn(host_to_client(up_rx, down_tx, handle, id, replies.clone(), stats));
     SessionLink { up: up_tx, replies }
 }
 
@@ -244,14 +255,24 @@ pub async fn pipe(
     down: Channel<server::Msg>,
     up: Channel<client::Msg>,
     handle: server::Handle,
+    sides: &Sides,
     stats: Arc<Stats>,
 ) {
     let id = down.id();
     let (down_rx, down_tx) = down.split();
     let (up_rx, up_tx) = up.split();
-    let inbound = tokio::spawn(client_to_host(down_rx, Arc::new(up_tx), stats.clone()));
-    host_to_client(up_rx, down_tx, handle, id, Replies::default(), stats).await;
-    let _ = inbound.await;
+    let inbound = sides
+        .host
+        .spawn(client_to_host(down_rx, Arc::new(up_tx), stats.clone()));
+    let outbound = sides.client.spawn(host_to_client(
+        up_rx,
+        down_tx,
+        handle,
+        id,
+        Replies::default(),
+        stats,
+    ));
+    let _ = tokio::join!(inbound, outbound);
 }
 
 /// Tells the client why its session cannot go on (on stderr), then ends the channel with exit

@@ -17,8 +17,8 @@ use crate::upstream::{self, Upstream};
 
 pub struct Connection {
     ctx: Arc<Context>,
-    /// The runtime the host side of this connection runs on (see `workers`).
-    host_side: tokio::runtime::Handle,
+    /// Where the two halves of this connection run (see `workers`).
+    sides: relay::Sides,
     id: String,
     client_ip: String,
     /// The host this connection logged in to (set by a successful, verified login).
@@ -34,6 +34,7 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// A connection accepted on the current runtime, with its host side on `host_side`.
     pub fn new(
         ctx: Arc<Context>,
         host_side: tokio::runtime::Handle,
@@ -41,7 +42,10 @@ impl Connection {
     ) -> Self {
         Self {
             ctx,
-            host_side,
+            sides: relay::Sides {
+                client: tokio::runtime::Handle::current(),
+                host: host_side,
+            },
             id: uuid::Uuid::new_v4().to_string(),
             client_ip: peer.map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string()),
             target: None,
@@ -110,10 +114,12 @@ impl Connection {
                 self.ctx.upstream_config.clone(),
                 self.ctx.client_key.clone(),
                 down,
+                self.sides.clone(),
                 self.stats.clone(),
             );
             // Started there, the host's session loop stays on that runtime.
-            self.host_side
+            self.sides
+                .host
                 .spawn(connect)
                 .await
                 .unwrap_or(Err(upstream::Error::Stopping))
@@ -292,7 +298,7 @@ impl server::Handler for Connection {
                     channel,
                     up_channel,
                     session.handle(),
-                    &self.host_side,
+                    &self.sides,
                     self.stats.clone(),
                 );
                 self.sessions.insert(id, link);
@@ -321,7 +327,7 @@ impl server::Handler for Connection {
             return Ok(());
         };
         let (host, originator) = (host_to_connect.to_owned(), originator_address.to_owned());
-        let stats = self.stats.clone();
+        let (stats, sides) = (self.stats.clone(), self.sides.clone());
         let handle = session.handle();
         // In its own task: a slow or unreachable target must not hold up the connection's other
         // channels.
@@ -332,7 +338,7 @@ impl server::Handler for Connection {
             {
                 Ok(up_channel) => {
                     reply.accept().await;
-                    relay::pipe(channel, up_channel, handle, stats).await;
+                    relay::pipe(channel, up_channel, handle, &sides, stats).await;
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "host refused a direct-tcpip channel");

@@ -12,7 +12,7 @@ use russh::{Channel, ChannelOpenFailure, server};
 use tokio::io::BufReader;
 use tokio::net::TcpStream;
 
-use crate::relay::{self, Stats};
+use crate::relay::{self, Sides, Stats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -44,6 +44,7 @@ pub async fn connect(
     config: Arc<client::Config>,
     key: Arc<PrivateKey>,
     down: server::Handle,
+    sides: Sides,
     stats: Arc<Stats>,
 ) -> Result<Handle<Upstream>, Error> {
     let address = dial.address.ok_or(Error::NoAddress)?;
@@ -53,6 +54,7 @@ pub async fn connect(
         loop {
             let handler = Upstream {
                 down: down.clone(),
+                sides: sides.clone(),
                 stats: stats.clone(),
             };
             match login_once(&config, (ip, dial.port), handler, &dial.linux_user, &key).await {
@@ -115,6 +117,7 @@ fn is_transient(e: &russh::Error) -> bool {
 /// Callbacks of the connection to the host.
 pub struct Upstream {
     down: server::Handle,
+    sides: Sides,
     stats: Arc<Stats>,
 }
 
@@ -141,8 +144,7 @@ impl client::Handler for Upstream {
         reply: client::ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        let down = self.down.clone();
-        let stats = self.stats.clone();
+        let (down, sides, stats) = (self.down.clone(), self.sides.clone(), self.stats.clone());
         let (connected, originator) = (connected_address.to_owned(), originator_address.to_owned());
         tokio::spawn(async move {
             match down
@@ -151,7 +153,7 @@ impl client::Handler for Upstream {
             {
                 Ok(client_side) => {
                     reply.accept().await;
-                    relay::pipe(client_side, channel, down, stats).await;
+                    relay::pipe(client_side, channel, down, &sides, stats).await;
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "client refused a forwarded connection");
@@ -168,13 +170,12 @@ impl client::Handler for Upstream {
         reply: client::ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        let down = self.down.clone();
-        let stats = self.stats.clone();
+        let (down, sides, stats) = (self.down.clone(), self.sides.clone(), self.stats.clone());
         tokio::spawn(async move {
             match down.channel_open_agent().await {
                 Ok(client_side) => {
                     reply.accept().await;
-                    relay::pipe(client_side, channel, down, stats).await;
+                    relay::pipe(client_side, channel, down, &sides, stats).await;
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "client refused an agent channel");
