@@ -59,16 +59,12 @@ pub(crate) async fn run_loop(hosts: Arc<Hosts>, cancel: CancellationToken) {
                     continue;
                 }
             };
-            let state = |hosts: &Hosts| {
+            let state = || {
                 hosts
                     .tunnel_status(&host_id)
                     .map_or_else(|| "unknown".to_owned(), |s| s.state_name())
             };
-            let seen: Seen = (
-                state(&hosts),
-                config.spec.egress_ip_id.clone(),
-                config.netns_inode,
-            );
+            let seen: Seen = (state(), config.spec.egress_ip_id.clone(), config.netns_inode);
             if last
                 .get(&host_id)
                 .is_some_and(|l| l.at.elapsed() < RECHECK && l.seen == seen)
@@ -90,8 +86,7 @@ pub(crate) async fn run_loop(hosts: Arc<Hosts>, cancel: CancellationToken) {
             // The health shows the state as the checks end (a tunnel that came up while they ran
             // is `up`); `seen` keeps the state that set them off, so that such a change brings
             // another check on the next tick.
-            let after = || state(&hosts);
-            if let Some(health) = check(&host_id, pid, &config, &targets, known, after).await {
+            if let Some(health) = check(&host_id, pid, &config, &targets, known, state).await {
                 let changed = hosts
                     .egress_health(&host_id)
                     .is_none_or(|h| h.healthy != health.healthy);

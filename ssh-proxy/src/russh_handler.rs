@@ -34,18 +34,10 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A connection accepted on the current runtime, with its host side on `host_side`.
-    pub fn new(
-        ctx: Arc<Context>,
-        host_side: tokio::runtime::Handle,
-        peer: Option<std::net::SocketAddr>,
-    ) -> Self {
+    pub fn new(ctx: Arc<Context>, sides: relay::Sides, peer: Option<std::net::SocketAddr>) -> Self {
         Self {
             ctx,
-            sides: relay::Sides {
-                client: tokio::runtime::Handle::current(),
-                host: host_side,
-            },
+            sides,
             id: uuid::Uuid::new_v4().to_string(),
             client_ip: peer.map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string()),
             target: None,

@@ -24,6 +24,7 @@ use tokio::runtime::{self, Runtime};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::relay::Sides;
 use crate::{Context, russh_handler};
 
 struct Accepted {
@@ -57,7 +58,10 @@ impl Workers {
             let worker = Worker {
                 ctx,
                 config: config.clone(),
-                host_side: handles[(index + 1) % handles.len()].clone(),
+                sides: Sides {
+                    client: handles[index].clone(),
+                    host: handles[(index + 1) % handles.len()].clone(),
+                },
                 drain,
                 running: running.clone(),
             };
@@ -114,8 +118,8 @@ impl Workers {
 struct Worker {
     ctx: Arc<Context>,
     config: Arc<server::Config>,
-    /// Where the host side of this worker's connections runs (see the module documentation).
-    host_side: runtime::Handle,
+    /// Where the two halves of this worker's connections run (see the module documentation).
+    sides: Sides,
     drain: Duration,
     /// Workers whose own connections are not all over yet.
     running: Arc<watch::Sender<usize>>,
@@ -131,7 +135,7 @@ impl Worker {
                         Some(Accepted { stream, peer }) => match TcpStream::from_std(stream) {
                             Ok(stream) => {
                                 let (ctx, config) = (self.ctx.clone(), self.config.clone());
-                                sessions.spawn(serve(ctx, config, self.host_side.clone(), stream, peer));
+                                sessions.spawn(serve(ctx, config, self.sides.clone(), stream, peer));
                             }
                             Err(e) => tracing::warn!(%peer, error = %e, "cannot take a connection over"),
                         },
@@ -159,11 +163,11 @@ impl Worker {
 async fn serve(
     ctx: Arc<Context>,
     config: Arc<server::Config>,
-    host_side: runtime::Handle,
+    sides: Sides,
     stream: TcpStream,
     peer: SocketAddr,
 ) {
-    let handler = russh_handler::Connection::new(ctx, host_side, Some(peer));
+    let handler = russh_handler::Connection::new(ctx, sides, Some(peer));
     let stream = BufReader::with_capacity(crate::READ_BUFFER, stream);
     match server::run_stream(config, stream, handler).await {
         Ok(session) => {
