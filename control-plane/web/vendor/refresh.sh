@@ -44,6 +44,13 @@ sha256_of() {
   sha256sum "$1" | cut -d' ' -f1
 }
 
+# apt_offers PKG VERSION: whether a package list apt has (not just the
+# status of an installed package) offers PKG at VERSION.
+apt_offers() {
+  apt-cache madison "$1" 2>/dev/null |
+    awk -F'|' -v want="$2" '{ gsub(/ /, "", $2) } $2 == want { found = 1 } END { exit !found }'
+}
+
 # download PKG VERSION SHA256: fetches PKG=VERSION into its own directory,
 # checks the pinned hash and prints the path of the .deb.
 download() {
@@ -54,10 +61,10 @@ download() {
     chown _apt "$dir"
   fi
   if ! (cd "$dir" && apt-get download -q "$pkg=$version") >&2; then
-    if apt-cache show "$pkg=$version" >/dev/null 2>&1; then
-      fail "apt-get download $pkg=$version failed although apt knows the version"
+    if apt_offers "$pkg" "$version"; then
+      fail "apt-get download $pkg=$version failed although an apt source offers it"
     fi
-    echo "refresh.sh: apt does not know $pkg=$version; running apt-get update" >&2
+    echo "refresh.sh: no apt source offers $pkg=$version; running apt-get update" >&2
     apt-get update -q >&2
     (cd "$dir" && apt-get download -q "$pkg=$version") >&2 ||
       fail "apt-get download $pkg=$version failed (a version replaced by a point release is only on snapshot.debian.org)"
