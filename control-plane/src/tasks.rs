@@ -244,6 +244,7 @@ pub async fn stop_expired(state: &AppState) -> Result<usize, crate::error::ApiEr
         let filter = db::hosts::Filter {
             user_id: Some(user_id.clone()),
             status: None,
+            q: None,
         };
         let hosts = db::hosts::list(
             &state.db,

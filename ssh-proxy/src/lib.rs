@@ -78,7 +78,7 @@ pub async fn run(
     let addr = listener.local_addr().map_err(Error::Listener)?;
     let mut workers = workers::Workers::start(contexts, server_config, DRAIN).map_err(Error::Listener)?;
     tracing::info!(%addr, name = %register.name, workers = threads, "ssh gateway listening");
-    let mut registration = tokio::spawn(register_until_done(control_plane, register));
+    let mut registration = tokio::spawn(keep_registered(control_plane, register));
 
     tokio::pin!(shutdown);
     loop {
@@ -102,13 +102,21 @@ pub async fn run(
     Ok(())
 }
 
-async fn register_until_done(cp: ControlPlane, register: wire::gateway::Register) {
+/// Registers with the control plane, retrying until it answers, then again every heartbeat so the
+/// operator sees the gateway is alive.
+async fn keep_registered(cp: ControlPlane, register: wire::gateway::Register) {
+    let heartbeat = Duration::from_secs(wire::gateway::HEARTBEAT_SECS);
     let mut wait = Duration::from_millis(200);
+    let mut registered = false;
     loop {
         match cp.register(&register).await {
             Ok(()) => {
-                tracing::info!(name = %register.name, "registered with the control plane");
-                return;
+                if !registered {
+                    tracing::info!(name = %register.name, "registered with the control plane");
+                }
+                registered = true;
+                wait = Duration::from_millis(200);
+                tokio::time::sleep(heartbeat).await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?wait, "cannot register with the control plane");

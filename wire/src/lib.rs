@@ -373,7 +373,11 @@ pub const GATEWAY_TOKEN_HEADER: &str = "x-gateway-token";
 pub mod gateway {
     use serde::{Deserialize, Serialize};
 
-    /// `POST /v1/gateway/register`: a gateway announces the public key it logs in to hosts with.
+    /// Seconds between a gateway's registrations, which are its heartbeat too.
+    pub const HEARTBEAT_SECS: u64 = 30;
+
+    /// `POST /v1/gateway/register`: a gateway announces the public key it logs in to hosts with,
+    /// at start and then every `HEARTBEAT_SECS`.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Register {

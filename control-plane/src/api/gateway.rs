@@ -58,7 +58,7 @@ async fn register(
         .to_openssh()
         .map_err(|_| ApiError::internal("cannot encode a public key"))?;
     db::gateways::upsert(&state.db, &req.name, &line, UtcTime::now()).await?;
-    tracing::info!(gateway = %req.name, "ssh gateway registered");
+    tracing::debug!(gateway = %req.name, "ssh gateway registered");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -116,6 +116,8 @@ pub struct RotatedSshPassword {
 pub struct HostFilter {
     pub user_id: Option<Uuid>,
     pub status: Option<HostStatus>,
+    /// Part of the host's name, short id or owner's username (any case, at most 100 characters).
+    pub q: Option<String>,
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -274,6 +276,7 @@ async fn list_hosts(
     let filter = db::hosts::Filter {
         user_id: filter.user_id.map(|u| u.to_string()),
         status: filter.status,
+        q: super::search_text(filter.q)?,
     };
     let (rows, total) = db::hosts::list(&state.db, &filter, page).await?;
     Ok(Paginated::new(

@@ -12,6 +12,7 @@ pub mod events;
 pub mod gateway;
 pub mod health;
 pub mod hosts;
+pub mod nodes;
 pub mod portal;
 pub mod ssh_keys;
 pub mod tasks;
@@ -77,6 +78,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(gateway::router())
         .merge(events::router())
         .merge(dashboard::router())
+        .merge(nodes::router())
         .merge(portal::router())
         .merge(vnc::router())
         .merge(agent::router())
@@ -174,6 +176,19 @@ impl PageQuery {
             page_size: size,
         })
     }
+}
+
+/// A list's `q`: trimmed, `None` when empty, refused past 100 characters.
+pub fn search_text(q: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(q) = q else { return Ok(None) };
+    let q = q.trim();
+    if q.chars().count() > 100 {
+        return Err(ApiError {
+            field: Some("q".into()),
+            ..ApiError::bad_request("invalid_query", "q is at most 100 characters")
+        });
+    }
+    Ok((!q.is_empty()).then(|| q.to_owned()))
 }
 
 /// One page of a list.

@@ -33,6 +33,66 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_own_hosts))
         .routes(routes!(get_own_host))
         .routes(routes!(rebuild_own_host))
+        .routes(routes!(start_own_host))
+        .routes(routes!(get_own_task))
+        .routes(routes!(own_task_events))
+}
+
+/// Starts one of the caller's hosts when it is stopped (what the bootstrap script does after a
+/// password); follow it with `/v1/user/tasks/{task_id}/events`.
+#[utoipa::path(post, path = "/v1/user/hosts/{host_id}/start", tag = "portal", security(("bearer" = [])),
+    params(("host_id" = Uuid, Path)),
+    responses((status = 202, body = Task), (status = 404, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody)))]
+async fn start_own_host(
+    State(state): State<AppState>,
+    Tenant(me): Tenant,
+    Path(host_id): Path<Uuid>,
+) -> ApiResult<(StatusCode, Json<Task>)> {
+    let host = own_host_or_404(&state, &me.user.id, host_id).await?;
+    queue_action(&state, &me.actor(), &host, TaskKind::Start, serde_json::json!({})).await
+}
+
+/// A task of one of the caller's hosts; another tenant's (or the operator's own) is 404.
+async fn own_task_or_404(state: &AppState, user_id: &str, task_id: Uuid) -> ApiResult<Task> {
+    let task = db::tasks::get(&state.db, &task_id.to_string())
+        .await?
+        .ok_or_else(|| ApiError::not_found("task"))?;
+    match db::hosts::get_owned(&state.db, &task.host_id, user_id).await? {
+        Some(_) => Ok(task),
+        None => Err(ApiError::not_found("task")),
+    }
+}
+
+/// One task of the caller's hosts, with its progress.
+#[utoipa::path(get, path = "/v1/user/tasks/{task_id}", tag = "portal", security(("bearer" = [])),
+    params(("task_id" = Uuid, Path)),
+    responses((status = 200, body = Task), (status = 404, body = crate::error::ErrorBody)))]
+async fn get_own_task(
+    State(state): State<AppState>,
+    Tenant(me): Tenant,
+    Path(task_id): Path<Uuid>,
+) -> ApiResult<Json<Task>> {
+    Ok(Json(own_task_or_404(&state, &me.user.id, task_id).await?))
+}
+
+/// Progress of one task of the caller's hosts as server-sent events, as
+/// `/v1/admin/tasks/{task_id}/events`.
+#[utoipa::path(get, path = "/v1/user/tasks/{task_id}/events", tag = "portal", security(("bearer" = [])),
+    params(("task_id" = Uuid, Path)),
+    responses((status = 200, description = "text/event-stream of task states"),
+              (status = 404, body = crate::error::ErrorBody)))]
+async fn own_task_events(
+    State(state): State<AppState>,
+    Tenant(me): Tenant,
+    Path(task_id): Path<Uuid>,
+) -> ApiResult<
+    axum::response::Sse<
+        impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>> + use<>,
+    >,
+> {
+    let task = own_task_or_404(&state, &me.user.id, task_id).await?;
+    Ok(super::tasks::progress_stream(&state, task))
 }
 
 async fn own_host_or_404(state: &AppState, user_id: &str, host_id: Uuid) -> ApiResult<Host> {
@@ -93,6 +153,7 @@ async fn list_own_hosts(
     let filter = db::hosts::Filter {
         user_id: Some(me.user.id.clone()),
         status: None,
+        q: None,
     };
     let (rows, total) = db::hosts::list(&state.db, &filter, page).await?;
     Ok(Paginated::new(

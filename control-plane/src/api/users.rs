@@ -93,6 +93,8 @@ pub struct RotatedPassword {
 #[into_params(parameter_in = Query)]
 pub struct UserFilter {
     pub status: Option<Status>,
+    /// Part of the username (any case, at most 100 characters).
+    pub q: Option<String>,
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -184,7 +186,8 @@ async fn list_users(
     Query(filter): Query<UserFilter>,
 ) -> ApiResult<Paginated<UserView>> {
     let page = page.resolve()?;
-    let (rows, total) = db::users::list_tenants(&state.db, filter.status, page).await?;
+    let q = super::search_text(filter.q)?;
+    let (rows, total) = db::users::list_tenants(&state.db, filter.status, q.as_deref(), page).await?;
     let now = UtcTime::now();
     Ok(Paginated::new(
         rows.iter().map(|u| UserView::from_user(u, now)).collect(),

@@ -30,3 +30,27 @@ pub async fn client_keys(db: impl SqliteExecutor<'_>) -> Result<Vec<String>, sql
         .fetch_all(db)
         .await
 }
+
+/// A registered SSH gateway.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Gateway {
+    pub name: String,
+    pub client_key: String,
+    pub registered_at: UtcTime,
+    pub last_seen_at: UtcTime,
+}
+
+/// Gateways by name.
+pub async fn list(db: &super::Pool, page: super::Page) -> Result<(Vec<Gateway>, i64), sqlx::Error> {
+    let rows = sqlx::query_as(
+        "SELECT name, client_key, registered_at, last_seen_at FROM gateways ORDER BY name LIMIT ? OFFSET ?",
+    )
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(db)
+    .await?;
+    let total = sqlx::query_scalar("SELECT COUNT(*) FROM gateways")
+        .fetch_one(db)
+        .await?;
+    Ok((rows, total))
+}

@@ -161,10 +161,14 @@ pub async fn get_owned(
 pub struct Filter {
     pub user_id: Option<String>,
     pub status: Option<HostStatus>,
+    /// Part of the host's name, short id or owner's username, in any case.
+    pub q: Option<String>,
 }
 
 pub async fn list(db: &super::Pool, filter: &Filter, page: Page) -> Result<(Vec<Host>, i64), sqlx::Error> {
-    let cond = "(? IS NULL OR h.user_id = ?) AND (? IS NULL OR h.status = ?)";
+    let cond = "(? IS NULL OR h.user_id = ?) AND (? IS NULL OR h.status = ?) AND (? IS NULL \
+        OR instr(lower(h.name), ?) > 0 OR instr(h.short_id, ?) > 0 OR instr(lower(u.username), ?) > 0)";
+    let q = filter.q.as_deref().map(str::to_lowercase);
     let rows = sqlx::query_as(&format!(
         "{SELECT} WHERE {cond} ORDER BY h.created_at, h.id LIMIT ? OFFSET ?"
     ))
@@ -172,17 +176,27 @@ pub async fn list(db: &super::Pool, filter: &Filter, page: Page) -> Result<(Vec<
     .bind(&filter.user_id)
     .bind(filter.status)
     .bind(filter.status)
+    .bind(&q)
+    .bind(&q)
+    .bind(&q)
+    .bind(&q)
     .bind(page.limit())
     .bind(page.offset())
     .fetch_all(db)
     .await?;
-    let total = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM hosts h WHERE {cond}"))
-        .bind(&filter.user_id)
-        .bind(&filter.user_id)
-        .bind(filter.status)
-        .bind(filter.status)
-        .fetch_one(db)
-        .await?;
+    let total = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM hosts h LEFT JOIN users u ON u.id = h.user_id WHERE {cond}"
+    ))
+    .bind(&filter.user_id)
+    .bind(&filter.user_id)
+    .bind(filter.status)
+    .bind(filter.status)
+    .bind(&q)
+    .bind(&q)
+    .bind(&q)
+    .bind(&q)
+    .fetch_one(db)
+    .await?;
     Ok((rows, total))
 }
 

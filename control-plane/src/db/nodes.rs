@@ -71,3 +71,28 @@ pub async fn live(db: impl SqliteExecutor<'_>, since: UtcTime) -> Result<Vec<Nod
     .fetch_all(db)
     .await
 }
+
+/// A node with the number of hosts placed on it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct NodeWithHosts {
+    #[sqlx(flatten)]
+    pub node: Node,
+    pub hosts: i64,
+}
+
+/// Nodes by name, with their host counts.
+pub async fn list(db: &super::Pool, page: super::Page) -> Result<(Vec<NodeWithHosts>, i64), sqlx::Error> {
+    let rows = sqlx::query_as(
+        "SELECT n.id, n.name, n.agent_version, n.reach_address, n.registered_at, n.last_seen_at, \
+         (SELECT COUNT(*) FROM hosts h WHERE h.node_id = n.id) AS hosts \
+         FROM nodes n ORDER BY n.name LIMIT ? OFFSET ?",
+    )
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(db)
+    .await?;
+    let total = sqlx::query_scalar("SELECT COUNT(*) FROM nodes")
+        .fetch_one(db)
+        .await?;
+    Ok((rows, total))
+}

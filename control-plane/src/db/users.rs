@@ -133,27 +133,33 @@ pub async fn get_by_username(
 }
 
 /// Tenants, oldest first, optionally filtered by status.
+/// Tenants, oldest first; `q` is part of the username, in any case.
 pub async fn list_tenants(
     db: &super::Pool,
     status: Option<Status>,
+    q: Option<&str>,
     page: Page,
 ) -> Result<(Vec<User>, i64), sqlx::Error> {
+    let cond = "role = 'user' AND (? IS NULL OR status = ?) AND (? IS NULL OR instr(username_key, ?) > 0)";
+    let q = q.map(str::to_lowercase);
     let rows = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM users WHERE role = 'user' AND (? IS NULL OR status = ?) \
-         ORDER BY created_at, id LIMIT ? OFFSET ?"
+        "SELECT {COLUMNS} FROM users WHERE {cond} ORDER BY created_at, id LIMIT ? OFFSET ?"
     ))
     .bind(status)
     .bind(status)
+    .bind(&q)
+    .bind(&q)
     .bind(page.limit())
     .bind(page.offset())
     .fetch_all(db)
     .await?;
-    let total: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'user' AND (? IS NULL OR status = ?)")
-            .bind(status)
-            .bind(status)
-            .fetch_one(db)
-            .await?;
+    let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM users WHERE {cond}"))
+        .bind(status)
+        .bind(status)
+        .bind(&q)
+        .bind(&q)
+        .fetch_one(db)
+        .await?;
     Ok((rows, total))
 }
 

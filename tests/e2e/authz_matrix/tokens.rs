@@ -575,3 +575,119 @@ async fn changes_that_end_nothing_keep_sessions() {
         .await;
     problems.finish();
 }
+
+/// The dashboard's browser session: the cookie is HttpOnly and SameSite=Strict, opens every route
+/// of its account's role, refuses changes without the CSRF token or from another origin, and
+/// signing out ends it on the server (the old cookie gets 401 wherever it was copied).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_session() {
+    let cp = ControlPlane::start(Options::new()).await;
+    let admin = cp.admin().await;
+    let (tenant, _) = admin.tenant("webuser", "web-user-pass").await;
+    let anon = cp.api().anonymous();
+
+    // Wrong password: the same 401 as /v1/auth/login, and no cookie.
+    let r = anon
+        .post(
+            "/v1/auth/session",
+            json!({"username": "webuser", "password": "nope-nope"}),
+        )
+        .await;
+    assert_401(&r, "wrong password");
+    assert!(r.header("set-cookie").is_none());
+
+    let r = anon
+        .post(
+            "/v1/auth/session",
+            json!({"username": "webuser", "password": "web-user-pass"}),
+        )
+        .await;
+    let body = r.expect(200).clone();
+    assert_eq!(body["user"]["id"], tenant["id"]);
+    assert_eq!(body["user"]["role"], "user");
+    let csrf = body["csrf_token"].as_str().unwrap().to_owned();
+    assert!(csrf.len() >= 40);
+    let set = r.header("set-cookie").unwrap().to_owned();
+    for part in ["ccp_session=", "Path=/", "HttpOnly", "SameSite=Strict"] {
+        assert!(set.contains(part), "{set}");
+    }
+    assert!(!set.contains("Secure"), "plain HTTP: no Secure flag ({set})");
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let cookie = set.split(';').next().unwrap().to_owned();
+    // The session's secret is not the CSRF token, and appears nowhere in the body.
+    let secret = cookie.trim_start_matches("ccp_session=");
+    assert!(!r.text.contains(secret));
+
+    let browser = anon.with_header("cookie", &cookie);
+    let me = browser.get("/v1/auth/session").await;
+    assert_eq!(me.expect(200)["csrf_token"], csrf.as_str());
+    browser.get("/v1/user/hosts").await.expect(200);
+    assert_error(&browser.get("/v1/admin/users").await, 403, "forbidden");
+
+    // A change without the token, with a wrong one, or from another site (even with the token).
+    let key = json!({"name": "from the dashboard", "expires_in_days": 1});
+    for (client, why) in [
+        (browser.clone(), "no token"),
+        (
+            browser.with_header("x-csrf-token", "not-the-token"),
+            "wrong token",
+        ),
+        (
+            browser
+                .with_header("x-csrf-token", &csrf)
+                .with_header("origin", "https://evil.example"),
+            "other origin",
+        ),
+        (
+            browser
+                .with_header("x-csrf-token", &csrf)
+                .with_header("origin", "null"),
+            "opaque origin",
+        ),
+    ] {
+        let r = client.post("/v1/auth/api-tokens", key.clone()).await;
+        assert_eq!(r.status, 403, "{why}: {}", r.text);
+        assert_error(&r, 403, "csrf_failed");
+    }
+    assert_eq!(
+        browser.get("/v1/auth/api-tokens").await.total(),
+        0,
+        "nothing written"
+    );
+    let signed = browser.with_header("x-csrf-token", &csrf);
+    signed.post("/v1/auth/api-tokens", key.clone()).await.expect(201);
+
+    // A bearer token needs no CSRF token (no browser attaches it by itself); it cannot sign out.
+    let r = admin.delete("/v1/auth/session").await;
+    assert_error(&r, 400, "not_a_session");
+
+    // Sign-out: 204, the cookie cleared, and the session gone on the server.
+    let r = signed.delete("/v1/auth/session").await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert!(r.header("set-cookie").unwrap().contains("Max-Age=0"));
+    assert_401(&browser.get("/v1/auth/session").await, "signed out");
+    assert_401(&browser.get("/v1/user/hosts").await, "signed out");
+
+    // A password change ends every browser session of the account too.
+    let r = anon
+        .post(
+            "/v1/auth/session",
+            json!({"username": "webuser", "password": "web-user-pass"}),
+        )
+        .await;
+    let cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let browser = anon.with_header("cookie", &cookie);
+    browser.get("/v1/user/hosts").await.expect(200);
+    let id = tenant["id"].as_str().unwrap();
+    admin
+        .post(&format!("/v1/admin/users/{id}/rotate-password"), None)
+        .await
+        .expect(200);
+    assert_401(&browser.get("/v1/user/hosts").await, "after a password change");
+}
