@@ -24,7 +24,8 @@ cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.."
 readonly ALL_STEPS=(deps fmt clippy build shell test)
 # What the checks and tests call, as command:Debian package.
 readonly REQUIRED=(sqlite3:sqlite3 shellcheck:shellcheck jq:jq curl:curl cc:build-essential ssh-keygen:openssh-client tmux:tmux
-    sshpass:sshpass debootstrap:debootstrap openssl:openssl nft:nftables nsenter:util-linux)
+    sshpass:sshpass debootstrap:debootstrap openssl:openssl nft:nftables nsenter:util-linux chromium:chromium
+    chromedriver:chromium-driver)
 
 header() { printf '\n==> %s\n' "$*" >&2; }
 die() {

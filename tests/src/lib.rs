@@ -1,7 +1,8 @@
 //! End-to-end test harness: starts the real control-plane binary on a temporary SQLite file, talks to
 //! it over HTTP on 127.0.0.1, and offers the fixtures the API tests share. For the Docker suites it
 //! also runs node agents (embedded or standalone), builds the host image, and inspects and removes
-//! what the agents build ([`node`], [`hosts`], [`docker`]).
+//! what the agents build ([`node`], [`hosts`], [`docker`]). The dashboard's tests drive a real headless
+//! Chromium ([`browser`]).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -11,6 +12,7 @@
 
 pub mod access;
 pub mod api;
+pub mod browser;
 pub mod docker;
 pub mod egress;
 pub mod fakenet;
