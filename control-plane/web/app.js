@@ -281,6 +281,11 @@ async function route() {
     navigate,
     setQuery: (obj) => setQuery(m, obj),
     refresh: () => route(),
+    endSession: (notice) => {
+      setSession(null);
+      state.notice = notice || null;
+      navigate('#/login');
+    },
   };
   try {
     await mod[m.exp](ctx);

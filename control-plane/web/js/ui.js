@@ -451,30 +451,50 @@ export function taskProgress(scope, task, { onDone, label } = {}) {
   return { el, stop };
 }
 
-// ---- User picker (combobox over /v1/admin/users?q=) ----
+// ---- Pickers: a combobox searching the server as one types ----
 
-export function userPicker({ name = 'user_id', label = 'User', required = false, test = 'user-picker', initial = null, onChange, hint } = {}) {
+export function userPicker(opts = {}) {
+  return searchPicker({
+    name: 'user_id', label: 'User', test: 'user-picker', placeholder: 'Search by username…', noneText: 'No matching user',
+    search: async (q) => (await get('/v1/admin/users', { q, page_size: 8 })).data || [],
+    text: (u) => u.username,
+    sub: (u) => u.status,
+    ...opts,
+  });
+}
+
+export function hostPicker(opts = {}) {
+  return searchPicker({
+    name: 'host_id', label: 'Host', test: 'host-picker', placeholder: 'Search by name, user or short id…', noneText: 'No matching host',
+    search: async (q) => (await get('/v1/admin/hosts', { q, page_size: 8 })).data || [],
+    text: (x) => `${x.name || x.short_id} (${x.username || 'no user'})`,
+    sub: (x) => `${x.short_id} · ${x.status}`,
+    ...opts,
+  });
+}
+
+export function searchPicker({ name, label, required = false, test, initial = null, onChange, hint, placeholder, noneText, search: searchFn, text, sub }) {
   const id = uid('up');
   const listId = `${id}-list`;
   const hidden = h('input', { type: 'hidden', name });
   const input = h('input', {
     id, type: 'text', role: 'combobox', 'aria-autocomplete': 'list', 'aria-expanded': 'false', 'aria-controls': listId,
-    autocomplete: 'off', placeholder: 'Search by username…', 'data-test': test, required,
+    autocomplete: 'off', placeholder, 'data-test': test, required,
     'aria-describedby': `${id}-err`, 'data-field': name,
   });
   const list = h('ul', { id: listId, role: 'listbox', class: 'combo-list', hidden: true });
   let items = [];
   let active = -1;
   let seq = 0;
-  const select = (user) => {
-    hidden.value = user ? user.id : '';
-    input.value = user ? user.username : '';
+  const select = (item) => {
+    hidden.value = item ? item.id : '';
+    input.value = item ? text(item) : '';
     close();
-    if (onChange) onChange(user);
+    if (onChange) onChange(item);
   };
   if (initial) {
     hidden.value = initial.id;
-    input.value = initial.username || initial.id;
+    input.value = text(initial) || initial.id;
   }
   const close = () => {
     list.hidden = true;
@@ -485,15 +505,15 @@ export function userPicker({ name = 'user_id', label = 'User', required = false,
   const paint = () => {
     clear(list);
     items.forEach((u, i) => {
-      const li = h('li', { id: `${listId}-${i}`, role: 'option', class: i === active ? 'active' : null, 'aria-selected': String(i === active), 'data-test': 'user-option' },
-        h('span', null, u.username), h('span', { class: 'muted' }, ` ${u.status}`));
+      const li = h('li', { id: `${listId}-${i}`, role: 'option', class: i === active ? 'active' : null, 'aria-selected': String(i === active), 'data-test': `${test}-option` },
+        h('span', null, text(u)), h('span', { class: 'muted' }, ` ${sub(u)}`));
       li.addEventListener('mousedown', (ev) => {
         ev.preventDefault();
         select(u);
       });
       list.appendChild(li);
     });
-    if (!items.length) list.appendChild(h('li', { class: 'muted combo-none' }, 'No matching user'));
+    if (!items.length) list.appendChild(h('li', { class: 'muted combo-none' }, noneText));
     list.hidden = false;
     input.setAttribute('aria-expanded', 'true');
     if (active >= 0) input.setAttribute('aria-activedescendant', `${listId}-${active}`);
@@ -501,9 +521,9 @@ export function userPicker({ name = 'user_id', label = 'User', required = false,
   const search = debounce(async () => {
     const mine = ++seq;
     try {
-      const page = await get('/v1/admin/users', { q: input.value.trim(), page_size: 8 });
+      const found = await searchFn(input.value.trim());
       if (mine !== seq) return;
-      items = page.data || [];
+      items = found;
       active = items.length ? 0 : -1;
       if (document.activeElement === input) paint();
     } catch {
