@@ -110,6 +110,11 @@ pub struct Config {
     #[arg(long, env = "ENTRY_ADDR")]
     pub entry_addr: Option<ListenAddr>,
 
+    /// Serve the dashboard's files from this folder (holding `index.html`) instead of the copy built
+    /// into the binary; for working on the dashboard without rebuilding.
+    #[arg(long, env = "WEB_DIR")]
+    pub web_dir: Option<std::path::PathBuf>,
+
     /// TCP port of the web VNC (noVNC and websockify) inside host containers, where the VNC proxy
     /// connects; the same variable sets the embedded agent's port, and separate agents must agree.
     #[arg(long, env = "VNC_PORT", default_value_t = 6080, value_parser = clap::value_parser!(u16).range(1..))]

@@ -73,6 +73,15 @@ impl ApiError {
         )
     }
 
+    /// 403 for a change made with the dashboard's cookie that fails the CSRF check.
+    pub fn csrf(refusal: crate::auth::browser::CsrfRefusal) -> Self {
+        let message = match refusal {
+            crate::auth::browser::CsrfRefusal::Token => "missing or wrong X-CSRF-Token for this session",
+            crate::auth::browser::CsrfRefusal::Origin => "request from another site",
+        };
+        Self::new(StatusCode::FORBIDDEN, "csrf_failed", message)
+    }
+
     pub fn not_found(what: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }

@@ -13,6 +13,7 @@ pub mod hosts;
 pub mod tasks;
 pub mod telemetry;
 pub mod vnc;
+pub mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -65,6 +66,15 @@ pub struct Settings {
     pub egress_dns_server: std::net::Ipv4Addr,
     /// `EGRESS_PROBE_*`: where egress tests send their checks.
     pub egress_probe: wire::ProbeTargets,
+    /// `WEB_DIR`: the dashboard's files read from here instead of the built-in copy.
+    pub web_dir: Option<std::path::PathBuf>,
+}
+
+impl Settings {
+    /// Whether browsers reach us over HTTPS (so cookies are `Secure`).
+    pub fn serves_tls(&self) -> bool {
+        self.public_base_url.starts_with("https://")
+    }
 }
 
 /// Shared state of every handler.
@@ -116,6 +126,12 @@ impl AppState {
             handoff_ttl,
             egress_dns_server: config.egress_dns_server,
             egress_probe: config.egress_probe().map_err(StartError::Config)?,
+            web_dir: config
+                .web_dir
+                .as_deref()
+                .map(web::check_web_dir)
+                .transpose()
+                .map_err(StartError::Config)?,
         };
         let decoy = tokio::task::spawn_blocking(auth::password::decoy_hash).await?;
         let agent_token = machine_token(config.agent_token.as_ref(), "AGENT_TOKEN", config.embedded_agent)?;

@@ -51,6 +51,14 @@ impl Modify for BearerAuth {
             "vnc_cookie",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(crate::vnc::cookie::COOKIE_NAME))),
         );
+        // The dashboard's browser session (`POST /v1/auth/session`); accepted by every route that
+        // takes a bearer token, with `X-CSRF-Token` on changes.
+        components.add_security_scheme(
+            "session_cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
+                crate::auth::browser::COOKIE_NAME,
+            ))),
+        );
     }
 }
 
@@ -84,13 +92,15 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let (router, doc) = routes().split_for_parts();
     let doc = std::sync::Arc::new(doc);
-    let router = router.route(
-        "/openapi.json",
-        axum::routing::get(move || {
-            let doc = doc.clone();
-            async move { axum::Json(doc.as_ref().clone()) }
-        }),
-    );
+    let router = router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .merge(crate::web::router());
     finish(router, max_body_bytes).with_state(state)
 }
 
@@ -109,6 +119,7 @@ fn finish(router: Router<AppState>, max_body_bytes: usize) -> Router<AppState> {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::map_response(crate::web::security_headers))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
                 // The path only: query strings may carry filters but never secrets; keep them out anyway.

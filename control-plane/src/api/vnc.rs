@@ -101,7 +101,8 @@ fn role_of(scope: Scope) -> Role {
 }
 
 /// Who is calling a proxy route, and the host they may reach: a bearer token (session or API token)
-/// when the request has one, else a VNC session cookie for this route and host.
+/// when the request has one, else the dashboard's session cookie, else a VNC session cookie for this
+/// route and host.
 async fn authorize(state: &AppState, parts: &Parts, scope: Scope, host_id: Uuid) -> ApiResult<(Actor, Host)> {
     let ip = auth::client_ip(parts, state.settings.trust_forwarded_for).map(|ip| ip.to_string());
     let now = UtcTime::now();
@@ -109,6 +110,11 @@ async fn authorize(state: &AppState, parts: &Parts, scope: Scope, host_id: Uuid)
         let (user, _) = auth::authenticate(state, token, now)
             .await?
             .ok_or_else(ApiError::unauthorized)?;
+        if user.role != role_of(scope) {
+            return Err(ApiError::forbidden());
+        }
+        user
+    } else if let Some((user, _)) = auth::web_session(state, &parts.headers, now).await? {
         if user.role != role_of(scope) {
             return Err(ApiError::forbidden());
         }
@@ -168,7 +174,7 @@ fn issue_session(state: &AppState, scope: Scope, user: &User, host: &Host) -> Re
     };
     let value = cookie::sign(state.keys.vnc_cookie_key(), &claims);
     let base = base_path(state, scope, &host.id);
-    let secure = state.settings.public_base_url.starts_with("https://");
+    let secure = state.settings.serves_tls();
     let set = cookie::set_cookie(&value, &base, cookie::TTL_SECS, secure);
     let expires_at = chrono::DateTime::from_timestamp(exp, 0).map_or(now, UtcTime::from);
     let body = VncSession {
@@ -223,15 +229,15 @@ async fn user_vnc_session(
 async fn index(state: &AppState, scope: Scope, host_id: Uuid, req: Request) -> ApiResult<Response> {
     let (parts, _) = req.into_parts();
     let (_, host) = authorize(state, &parts, scope, host_id).await?;
-    let base = base_path(state, scope, &host.id);
-    Ok(Redirect::to(&forward::index_location(&base)).into_response())
+    let prefix = forward::public_prefix(&state.settings.public_base_url);
+    Ok(Redirect::to(&forward::index_location(prefix, scope.as_str(), &host.id)).into_response())
 }
 
-/// Redirects to the web client page, with the path of its WebSocket under this route (admin).
-/// `…/vnc/` answers the same.
+/// Redirects to the dashboard's desktop viewer for this host (admin), whose WebSocket is
+/// `…/vnc/websockify`. `…/vnc/` answers the same.
 #[utoipa::path(get, path = "/v1/admin/hosts/{host_id}/vnc", tag = "vnc",
     security(("bearer" = []), ("vnc_cookie" = [])), params(("host_id" = Uuid, Path)),
-    responses((status = 303, description = "`Location: …/vnc/vnc.html?…&path=…/vnc/websockify`"),
+    responses((status = 303, description = "`Location: /ui/desktop.html?scope=…&host=…`"),
               (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody)))]
 async fn admin_vnc_index(
@@ -242,10 +248,10 @@ async fn admin_vnc_index(
     index(&state, Scope::Admin, host_id, req).await
 }
 
-/// Redirects to the web client page of one of the caller's hosts. `…/vnc/` answers the same.
+/// Redirects to the dashboard's desktop viewer for one of the caller's hosts. `…/vnc/` answers the same.
 #[utoipa::path(get, path = "/v1/user/hosts/{host_id}/vnc", tag = "vnc",
     security(("bearer" = []), ("vnc_cookie" = [])), params(("host_id" = Uuid, Path)),
-    responses((status = 303, description = "`Location: …/vnc/vnc.html?…&path=…/vnc/websockify`"),
+    responses((status = 303, description = "`Location: /ui/desktop.html?scope=…&host=…`"),
               (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody)))]
 async fn user_vnc_index(
@@ -256,8 +262,9 @@ async fn user_vnc_index(
     index(&state, Scope::User, host_id, req).await
 }
 
-/// The host's web VNC (admin): files of the web client (GET/HEAD, streamed), or, with
-/// `Upgrade: websocket`, the desktop itself as RFB with security type None.
+/// The host's web VNC (admin): the host's own files (GET/HEAD, streamed, sandboxed: no script of
+/// the host's runs in this origin), or, with `Upgrade: websocket`, the desktop itself as RFB with
+/// security type None.
 #[utoipa::path(get, path = "/v1/admin/hosts/{host_id}/vnc/{path}", tag = "vnc",
     security(("bearer" = []), ("vnc_cookie" = [])),
     params(("host_id" = Uuid, Path), ("path" = String, Path, description = "any path under the web client, e.g. `vnc.html`, `websockify`")),
@@ -387,7 +394,7 @@ async fn websocket(
 ) -> ApiResult<Response> {
     let origin = parts.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host_header = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    if !forward::origin_allowed(origin, host_header, &state.settings.public_base_url) {
+    if !auth::browser::origin_allowed(origin, host_header, &state.settings.public_base_url) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "origin_not_allowed",

@@ -2,6 +2,7 @@
 //! `Authorization` header into a [`Principal`] with a role.
 
 pub mod admin;
+pub mod browser;
 pub mod password;
 pub mod ratelimit;
 
@@ -123,7 +124,13 @@ impl Keys {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
     Session,
-    ApiToken { token_id: String },
+    ApiToken {
+        token_id: String,
+    },
+    /// The dashboard's session cookie (`browser`); the row's id, to end it on sign-out.
+    WebSession {
+        session_id: String,
+    },
 }
 
 /// An authenticated caller whose account is usable right now.
@@ -220,16 +227,61 @@ pub async fn authenticate(
     Ok(Some((user, Credential::Session)))
 }
 
+/// The dashboard session a request's cookie opens, with its account, when both are still good: the
+/// session unexpired and not signed out, the account usable and its password unchanged since.
+pub async fn web_session(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    now: UtcTime,
+) -> Result<Option<(User, db::web_sessions::WebSession)>, ApiError> {
+    for secret in browser::session_secrets(headers) {
+        let hash = browser::secret_hash(secret);
+        let Some(session) = db::web_sessions::find(&state.db, &hash, now).await? else {
+            continue;
+        };
+        let Some(user) = db::users::get(&state.db, &session.user_id).await? else {
+            continue;
+        };
+        if user.token_version != session.token_version || !user.is_usable(now) {
+            continue;
+        }
+        db::web_sessions::touch(&state.db, &session.id, now).await?;
+        return Ok(Some((user, session)));
+    }
+    Ok(None)
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
+    /// A bearer token when the request has one (scripts), else the dashboard's session cookie, with
+    /// which a change must also pass the CSRF check (`browser::check_csrf`).
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let ip = client_ip(parts, state.settings.trust_forwarded_for);
-        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-        match authenticate(state, token, UtcTime::now()).await? {
-            Some((user, credential)) => Ok(Principal { user, credential, ip }),
-            None => Err(ApiError::unauthorized()),
+        let now = UtcTime::now();
+        if let Some(token) = bearer(parts) {
+            return match authenticate(state, token, now).await? {
+                Some((user, credential)) => Ok(Principal { user, credential, ip }),
+                None => Err(ApiError::unauthorized()),
+            };
         }
+        let (user, session) = web_session(state, &parts.headers, now)
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        browser::check_csrf(
+            &parts.method,
+            &parts.headers,
+            &session.csrf_token,
+            &state.settings.public_base_url,
+        )
+        .map_err(ApiError::csrf)?;
+        Ok(Principal {
+            user,
+            credential: Credential::WebSession {
+                session_id: session.id,
+            },
+            ip,
+        })
     }
 }
 

@@ -14,6 +14,7 @@ pub mod ssh_keys;
 pub mod tasks;
 pub mod time;
 pub mod users;
+pub mod web_sessions;
 
 use std::str::FromStr;
 use std::time::Duration;

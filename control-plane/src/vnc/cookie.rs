@@ -9,7 +9,6 @@
 //! path, and the proxy removes it (with every other cookie) before forwarding a request.
 
 use axum::http::HeaderMap;
-use axum::http::header::COOKIE;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
@@ -80,15 +79,7 @@ pub fn verify(key: &[u8], value: &str, now: i64) -> Option<Claims> {
 
 /// Every value of our cookie in the request (a browser may send several with the same name).
 pub fn values(headers: &HeaderMap) -> Vec<&str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(name, _)| *name == COOKIE_NAME)
-        .map(|(_, value)| value.trim_matches('"'))
-        .collect()
+    crate::auth::browser::cookie_values(headers, COOKIE_NAME)
 }
 
 /// The `Set-Cookie` value: scoped to `path`, invisible to scripts, never sent cross-site.
@@ -134,8 +125,11 @@ mod tests {
     #[test]
     fn cookie_header_parsing_and_set_cookie() {
         let mut headers = HeaderMap::new();
-        headers.append(COOKIE, "theme=dark; ccp_vnc=abc.def".parse().unwrap());
-        headers.append(COOKIE, "ccp_vnc=\"x.y\"".parse().unwrap());
+        headers.append(
+            axum::http::header::COOKIE,
+            "theme=dark; ccp_vnc=abc.def".parse().unwrap(),
+        );
+        headers.append(axum::http::header::COOKIE, "ccp_vnc=\"x.y\"".parse().unwrap());
         assert_eq!(values(&headers), ["abc.def", "x.y"]);
         assert!(values(&HeaderMap::new()).is_empty());
 

@@ -1,7 +1,6 @@
 //! What crosses the proxy, decided without I/O: which request headers reach the container (an
 //! allow-list, so our `Authorization` and cookies never do), which response headers come back and how
-//! redirects are kept under the sub-path, where `…/vnc/` sends the browser, and which WebSocket
-//! origins are ours.
+//! redirects are kept under the sub-path, and where `…/vnc/` sends the browser.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 
@@ -41,6 +40,22 @@ pub fn request_headers(incoming: &HeaderMap) -> HeaderMap {
 /// host (`/v1/admin/hosts/{id}/vnc`, no trailing slash) as the browser sees it.
 pub fn response_headers(upstream: &HeaderMap, base: &str) -> HeaderMap {
     let mut out = copy_allowed(upstream, &RESPONSE_ALLOW);
+    // What the host serves is the tenant's, and the tenant is root in the host: it must never run
+    // in our origin. A sandboxed document runs no script, submits no form and gets an opaque origin
+    // (so our cookies and storage are out of its reach, and any WebSocket it opens says
+    // `Origin: null`, which the proxy refuses); a script type is not passed on, so not even our own
+    // pages could be made to load the host's files as script (`nosniff` holds the browser to it).
+    out.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(HOSTED_CSP),
+    );
+    let content_type = out
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(inert_content_type);
+    if let Some(v) = content_type {
+        out.insert(header::CONTENT_TYPE, HeaderValue::from_static(v));
+    }
     if let Some(location) = upstream.get(header::LOCATION).and_then(|v| v.to_str().ok())
         && let Ok(v) = HeaderValue::from_str(&rewrite_location(location, base))
     {
@@ -56,7 +71,41 @@ pub fn response_headers(upstream: &HeaderMap, base: &str) -> HeaderMap {
         HeaderValue::from_static("nosniff"),
     );
     out.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    out.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     out
+}
+
+/// The policy of everything passed through from a host: a sandbox with no script, no plugins, no
+/// forms, nothing loaded from elsewhere; inline styles and inline images only, so a page still reads.
+pub const HOSTED_CSP: &str =
+    "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'";
+
+/// The content type a host's response is passed on with: documents, styles, images, fonts and data
+/// as they are; anything else (JavaScript above all) as opaque bytes.
+pub fn inert_content_type(upstream: &str) -> &'static str {
+    let essence = upstream
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "text/html" => "text/html; charset=utf-8",
+        "text/plain" => "text/plain; charset=utf-8",
+        "text/css" => "text/css; charset=utf-8",
+        "application/json" => "application/json",
+        "image/png" => "image/png",
+        "image/jpeg" => "image/jpeg",
+        "image/gif" => "image/gif",
+        "image/webp" => "image/webp",
+        "image/x-icon" | "image/vnd.microsoft.icon" => "image/x-icon",
+        "image/svg+xml" => "image/svg+xml",
+        "font/woff" => "font/woff",
+        "font/woff2" => "font/woff2",
+        "font/ttf" => "font/ttf",
+        "font/otf" => "font/otf",
+        _ => "application/octet-stream",
+    }
 }
 
 fn copy_allowed(from: &HeaderMap, allow: &[HeaderName]) -> HeaderMap {
@@ -85,11 +134,11 @@ pub fn rewrite_location(location: &str, base: &str) -> String {
     format!("{base}{path}")
 }
 
-/// Where `GET {base}` and `GET {base}/` send the browser: noVNC's page, told (by `path`) where its
-/// WebSocket is. noVNC takes host, port and TLS from the page's own URL, so only the path is needed.
-pub fn index_location(base: &str) -> String {
-    let ws_path = format!("{}/websockify", base.trim_start_matches('/'));
-    format!("{base}/vnc.html?autoconnect=true&reconnect=true&resize=remote&path={ws_path}")
+/// Where `GET {base}` and `GET {base}/` send the browser: the dashboard's own desktop viewer (noVNC's
+/// client, served from the control plane's files, never the host's), told which host to show. Its
+/// WebSocket is `{base}/websockify`.
+pub fn index_location(prefix: &str, scope: &str, host_id: &str) -> String {
+    format!("{prefix}/ui/desktop.html?scope={scope}&host={host_id}")
 }
 
 /// The path part of `PUBLIC_BASE_URL` (`https://example.org/ccp` → `/ccp`), for when a reverse proxy
@@ -99,42 +148,6 @@ pub fn public_prefix(public_base_url: &str) -> &str {
         .split_once("://")
         .map_or(public_base_url, |(_, r)| r);
     rest.find('/').map_or("", |i| rest[i..].trim_end_matches('/'))
-}
-
-/// Whether a WebSocket request's `Origin` is ours: the origin of `PUBLIC_BASE_URL`, or the request's
-/// own `Host` (either scheme). A browser always sends `Origin` on a WebSocket, so a missing one is
-/// not a browser and cannot be a cross-site hijack (it still needs credentials); a page elsewhere
-/// (or `null`, a sandboxed one) is refused.
-pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, public_base_url: &str) -> bool {
-    let Some(origin) = origin else { return true };
-    let origin = normalize_origin(origin);
-    if normalize_origin(public_base_url) == origin {
-        return true;
-    }
-    host.is_some_and(|h| {
-        let h = h.to_ascii_lowercase();
-        [format!("http://{h}"), format!("https://{h}")]
-            .iter()
-            .any(|candidate| normalize_origin(candidate) == origin)
-    })
-}
-
-/// `scheme://host[:port]` in lower case, without a path or the scheme's default port.
-fn normalize_origin(url: &str) -> String {
-    let url = url.trim().to_ascii_lowercase();
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url;
-    };
-    let authority = rest.split('/').next().unwrap_or_default();
-    let default_port = match scheme {
-        "http" => Some(":80"),
-        "https" => Some(":443"),
-        _ => None,
-    };
-    let authority = default_port
-        .and_then(|p| authority.strip_suffix(p))
-        .unwrap_or(authority);
-    format!("{scheme}://{authority}")
 }
 
 #[cfg(test)]
@@ -172,9 +185,43 @@ mod tests {
         let out = response_headers(&h, "/v1/user/hosts/h1/vnc");
         assert!(out.get("set-cookie").is_none());
         assert!(out.get("server").is_none());
-        assert_eq!(out["content-type"], "text/html");
+        assert_eq!(out["content-type"], "text/html; charset=utf-8");
         assert_eq!(out["location"], "/v1/user/hosts/h1/vnc/app/");
         assert_eq!(out["cache-control"], "private, no-cache");
+        assert_eq!(out["content-security-policy"], HOSTED_CSP);
+        assert!(HOSTED_CSP.starts_with("sandbox;"));
+        assert!(!HOSTED_CSP.contains("allow-"), "no sandbox exception at all");
+    }
+
+    #[test]
+    fn the_hosts_scripts_are_passed_on_as_bytes() {
+        for script in [
+            "text/javascript",
+            "application/javascript; charset=utf-8",
+            "TEXT/JavaScript",
+            "application/ecmascript",
+            "text/x-javascript",
+            "application/wasm",
+            "",
+            "text/html-sandboxed",
+        ] {
+            assert_eq!(
+                inert_content_type(script),
+                "application/octet-stream",
+                "{script:?}"
+            );
+            let mut h = HeaderMap::new();
+            h.insert("content-type", script.parse().unwrap());
+            assert_eq!(
+                response_headers(&h, "/b")["content-type"],
+                "application/octet-stream"
+            );
+        }
+        assert_eq!(inert_content_type("image/png"), "image/png");
+        assert_eq!(
+            inert_content_type("text/css; charset=latin1"),
+            "text/css; charset=utf-8"
+        );
     }
 
     #[test]
@@ -195,40 +242,10 @@ mod tests {
         );
         assert_eq!(rewrite_location("app/", base), "app/");
         assert_eq!(
-            index_location(base),
-            "/v1/admin/hosts/h/vnc/vnc.html?autoconnect=true&reconnect=true&resize=remote\
-             &path=v1/admin/hosts/h/vnc/websockify"
+            index_location("/ccp", "admin", "h"),
+            "/ccp/ui/desktop.html?scope=admin&host=h"
         );
         assert_eq!(public_prefix("https://example.org/ccp/"), "/ccp");
         assert_eq!(public_prefix("http://example.org:8080"), "");
-    }
-
-    #[test]
-    fn origins() {
-        let public = "https://cp.example.org";
-        assert!(origin_allowed(None, None, public));
-        assert!(origin_allowed(Some("https://cp.example.org"), None, public));
-        assert!(origin_allowed(Some("https://CP.example.org:443"), None, public));
-        assert!(origin_allowed(
-            Some("http://127.0.0.1:8080"),
-            Some("127.0.0.1:8080"),
-            public
-        ));
-        assert!(!origin_allowed(
-            Some("http://127.0.0.1:9999"),
-            Some("127.0.0.1:8080"),
-            public
-        ));
-        assert!(!origin_allowed(
-            Some("https://evil.example"),
-            Some("cp.example.org"),
-            public
-        ));
-        assert!(!origin_allowed(Some("null"), Some("cp.example.org"), public));
-        assert!(!origin_allowed(
-            Some("http://cp.example.org.evil"),
-            Some("cp.example.org"),
-            public
-        ));
     }
 }
