@@ -4,7 +4,7 @@
 import { h, fmtTime, badge, shortId } from '../dom.js';
 import { get, enc } from '../api.js';
 import { list } from '../list.js';
-import { pageHeader, card, button, field, userPicker, hostPicker } from '../ui.js';
+import { pageHeader, card, button, field, userPicker, hostPicker, table } from '../ui.js';
 import { toIso, toLocalInput } from '../forms.js';
 
 const TYPE_PRESETS = [
@@ -27,29 +27,24 @@ export async function eventsPage(ctx) {
     test: 'events-list',
     keys: { type: '', user_id: '', host_id: '', since: '', until: '' },
     load: (s, signal) => get('/v1/admin/events', { type: s.type, user_id: s.user_id, host_id: s.host_id, since: s.since, until: s.until, page: s.page, page_size: s.page_size }, { signal }),
-    render: (page) => {
-      const rows = page.data || [];
-      return table2(rows);
-    },
+    render: (page) => table({
+      test: 'events-table',
+      caption: 'Events',
+      emptyText: 'No events match these filters.',
+      rows: page.data || [],
+      rowAttrs: (e) => ({ 'data-test': 'event-row', 'data-event-id': e.id, 'data-type': e.type }),
+      columns: [
+        { label: 'Time', class: 'nowrap', cell: (e) => h('time', { datetime: e.created_at }, fmtTime(e.created_at)) },
+        { label: 'Type', cell: (e) => h('code', { class: 'mono' }, e.type) },
+        { label: 'Outcome', cell: (e) => badge(e.outcome || 'success') },
+        { label: 'Actor', cell: (e) => e.actor_name || (e.actor_id ? shortId(e.actor_id) : h('span', { class: 'muted' }, 'system')) },
+        { label: 'User', cell: (e) => (e.user_id ? h('a', { href: `#/users/${enc(e.user_id)}` }, shortId(e.user_id)) : '—') },
+        { label: 'Host', cell: (e) => (e.host_id ? h('a', { href: `#/hosts/${enc(e.host_id)}` }, shortId(e.host_id)) : '—') },
+        { label: 'IP', cell: (e) => (e.ip ? h('code', { class: 'mono' }, e.ip) : '—') },
+        { label: 'Details', cell: (e) => detailsCell(e.details) },
+      ],
+    }),
   });
-
-  function table2(rows) {
-    return (rows.length ? tableOf(rows) : h('div', { class: 'empty' }, h('p', null, 'No events match these filters.')));
-  }
-  function tableOf(rows) {
-    return h('div', { class: 'table-wrap' }, h('table', { class: 'table table-cards', 'data-test': 'events-table' },
-      h('caption', { class: 'sr-only' }, 'Events'),
-      h('thead', null, h('tr', null, ['Time', 'Type', 'Outcome', 'Actor', 'User', 'Host', 'IP', 'Details'].map((x) => h('th', { scope: 'col' }, x)))),
-      h('tbody', null, rows.map((e) => h('tr', { 'data-test': 'event-row', 'data-event-id': e.id, 'data-type': e.type },
-        h('td', { class: 'nowrap', 'data-label': 'Time' }, h('time', { datetime: e.created_at }, fmtTime(e.created_at))),
-        h('td', { 'data-label': 'Type' }, h('code', { class: 'mono' }, e.type)),
-        h('td', { 'data-label': 'Outcome' }, badge(e.outcome || 'success')),
-        h('td', { 'data-label': 'Actor' }, e.actor_name || (e.actor_id ? shortId(e.actor_id) : h('span', { class: 'muted' }, 'system'))),
-        h('td', { 'data-label': 'User' }, e.user_id ? h('a', { href: `#/users/${enc(e.user_id)}` }, shortId(e.user_id)) : '—'),
-        h('td', { 'data-label': 'Host' }, e.host_id ? h('a', { href: `#/hosts/${enc(e.host_id)}` }, shortId(e.host_id)) : '—'),
-        h('td', { 'data-label': 'IP' }, e.ip ? h('code', { class: 'mono' }, e.ip) : '—'),
-        h('td', { 'data-label': 'Details' }, detailsCell(e.details))))))));
-  }
 
   const typeInput = field({ label: 'Type', name: 'type', value: l.state.type, placeholder: 'auth., host.created', hint: 'Comma-separated; a value ending in "." matches a prefix.', test: 'events-type' });
   const preset = field({ label: 'Common types', name: 'preset', type: 'select', options: TYPE_PRESETS, value: TYPE_PRESETS.some(([v]) => v && v === l.state.type) ? l.state.type : '', test: 'events-type-preset' });
