@@ -17,12 +17,12 @@ function wsUrl(path) {
 }
 
 function toggle(label, ic, pressed, test, title) {
-  return h('button', { type: 'button', class: 'btn btn-secondary btn-sm', 'aria-pressed': String(!!pressed), 'data-test': test, title: title || label },
+  return h('button', { type: 'button', class: 'btn btn-secondary btn-sm', 'aria-pressed': String(!!pressed), 'data-test': test, title: title || label, 'aria-label': label },
     icon(ic), h('span', { class: 'label-text' }, label));
 }
 
 function tool(label, ic, test, title) {
-  return h('button', { type: 'button', class: 'btn btn-secondary btn-sm', 'data-test': test, title: title || label }, icon(ic), h('span', { class: 'label-text' }, label));
+  return h('button', { type: 'button', class: 'btn btn-secondary btn-sm', 'data-test': test, title: title || label, 'aria-label': label }, icon(ic), h('span', { class: 'label-text' }, label));
 }
 
 /**
@@ -39,6 +39,7 @@ export function mount(container, { scope, hostId, backHref, backLabel = 'Back', 
   let destroyed = false;
   let scale = false;
   let resize = true;
+  let everConnected = false;
 
   const statusText = h('span', { 'data-test': 'desktop-status' }, 'Connecting…');
   const statusIcon = h('span', { class: 'spinner spinner-xs' });
@@ -64,7 +65,7 @@ export function mount(container, { scope, hostId, backHref, backLabel = 'Back', 
 
   const page = h('div', { class: 'viewer-page', 'data-test': 'desktop-page' },
     h('div', { class: 'viewer-bar' },
-      backHref ? h('a', { href: backHref, class: 'btn btn-ghost btn-sm', 'data-test': 'desktop-back' }, icon('back'), h('span', { class: 'label-text' }, backLabel)) : null,
+      backHref ? h('a', { href: backHref, class: 'btn btn-ghost btn-sm', 'data-test': 'desktop-back', 'aria-label': backLabel }, icon('back'), h('span', { class: 'label-text' }, backLabel)) : null,
       h('span', { class: 'title', 'data-test': 'desktop-title' }, title),
       status,
       h('span', { class: 'spacer' }),
@@ -119,6 +120,7 @@ export function mount(container, { scope, hostId, backHref, backLabel = 'Back', 
     rfb.addEventListener('connect', () => {
       if (rfb !== mine) return;
       attempt = 0;
+      everConnected = true;
       setState('connected', 'Connected');
       rfb.focus();
     });
@@ -156,7 +158,8 @@ export function mount(container, { scope, hostId, backHref, backLabel = 'Back', 
     const delay = BACKOFF[Math.min(attempt, BACKOFF.length - 1)];
     attempt += 1;
     let left = Math.ceil(delay / 1000);
-    const msg = () => `${clean ? 'The session ended' : 'Connection lost'}. Reconnecting in ${left} s…`;
+    const what = !everConnected ? 'Cannot connect' : (clean ? 'The session ended' : 'Connection lost');
+    const msg = () => `${what}. Retrying in ${left} s…`;
     setState('disconnected', msg(), { showRetry: true });
     overlayBtn.textContent = 'Reconnect now';
     countdown = setInterval(() => {

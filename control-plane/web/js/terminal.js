@@ -70,7 +70,7 @@ export function mountTerminal(container, { scope, hostId, title = 'Terminal', ba
   const overlay = h('div', { class: 'viewer-overlay', hidden: true, 'data-test': 'terminal-overlay' }, h('span', { class: 'spinner' }), overlayText, overlayBtn);
   const viewer = h('div', { class: 'viewer terminal-viewer', 'data-test': 'terminal-viewer', 'data-state': 'connecting' }, termHost, overlay);
 
-  const btn = (label, ic, test, titleText) => h('button', { type: 'button', class: 'btn btn-secondary btn-sm', 'data-test': test, title: titleText || label }, icon(ic), h('span', { class: 'label-text' }, label));
+  const btn = (label, ic, test, titleText) => h('button', { type: 'button', class: 'btn btn-secondary btn-sm', 'data-test': test, title: titleText || label, 'aria-label': label }, icon(ic), h('span', { class: 'label-text' }, label));
   const copyBtn = btn('Copy', 'copy', 'terminal-copy', 'Copy the selection (Ctrl+Shift+C)');
   const pasteBtn = btn('Paste', 'clipboard', 'terminal-paste', 'Paste (Ctrl+Shift+V)');
   const fullBtn = btn('Fullscreen', 'expand', 'terminal-fullscreen');
@@ -79,7 +79,7 @@ export function mountTerminal(container, { scope, hostId, title = 'Terminal', ba
 
   const page = h('div', { class: 'viewer-page', 'data-test': 'terminal-page' },
     h('div', { class: 'viewer-bar' },
-      backHref ? h('a', { href: backHref, class: 'btn btn-ghost btn-sm', 'data-test': 'terminal-back' }, icon('back'), h('span', { class: 'label-text' }, 'Host')) : null,
+      backHref ? h('a', { href: backHref, class: 'btn btn-ghost btn-sm', 'data-test': 'terminal-back', 'aria-label': 'Back to the host' }, icon('back'), h('span', { class: 'label-text' }, 'Host')) : null,
       h('span', { class: 'title', 'data-test': 'terminal-title' }, title),
       status,
       h('span', { class: 'spacer' }),

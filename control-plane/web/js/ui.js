@@ -242,8 +242,8 @@ export async function copyText(text) {
 
 export function copyButton(getText, opts = {}) {
   const label = opts.label || 'Copy';
-  const btn = h('button', { type: 'button', class: 'btn btn-secondary btn-sm btn-copy', 'data-test': opts.test || 'copy', title: label, 'aria-label': opts.ariaLabel || label },
-    icon('copy'), h('span', null, opts.iconOnly ? null : label));
+  const btn = h('button', { type: 'button', class: ['btn', 'btn-secondary', 'btn-sm', 'btn-copy', opts.iconOnly ? 'btn-icon-only' : ''], 'data-test': opts.test || 'copy', title: label, 'aria-label': opts.ariaLabel || label },
+    icon('copy'), opts.iconOnly ? null : h('span', null, label));
   btn.addEventListener('click', async () => {
     const ok = await copyText(typeof getText === 'function' ? getText() : getText);
     const span = btn.querySelector('span');

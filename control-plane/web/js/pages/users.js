@@ -75,7 +75,9 @@ export function createUserDialog(onCreated, ctx) {
     pwInput.value = randomPassword(20);
     pwInput.focus();
   });
-  pw.insertBefore(h('div', { class: 'row' }, gen), pw.querySelector('.hint'));
+  const row = h('div', { class: 'input-row' });
+  pwInput.replaceWith(row);
+  row.append(pwInput, gen);
   const form = h('form', { 'data-test': 'create-user-form', novalidate: true },
     formBanner(),
     field({ label: 'Username', name: 'username', required: true, hint: '3-50 letters, digits, ".", "_" or "-".', test: 'create-user-username', autocomplete: 'off' }),
@@ -101,7 +103,7 @@ export function createUserDialog(onCreated, ctx) {
           secretBox('Password', body.password, { test: 'new-user-password', note: 'Not shown again: the server keeps only a hash.' }),
         ],
         actions: [
-          button('Open user', { kind: 'secondary', onClick: () => { info.close(); ctx.navigate(`#/users/${enc(user.id)}`); } }),
+          button('Open user', { kind: 'secondary', test: 'user-created-open', onClick: () => { info.close(); ctx.navigate(`#/users/${enc(user.id)}`); } }),
           button('Done', { kind: 'primary', onClick: () => info.close() }),
         ],
       });
