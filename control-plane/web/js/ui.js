@@ -165,6 +165,12 @@ export function onSubmit(form, handler) {
     clearErrors(form);
     const run = async () => {
       try {
+        // A number input holding text reads as empty: refuse it rather than drop it.
+        for (const el of form.querySelectorAll('input[type="number"]')) {
+          if (el.validity && el.validity.badInput) {
+            throw Object.assign(new Error('Enter a whole number.'), { field: el.getAttribute('name') });
+          }
+        }
         await handler(new FormData(form));
       } catch (err) {
         if (err && err.name === 'AbortError') return;

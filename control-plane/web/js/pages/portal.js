@@ -36,7 +36,7 @@ function hostCard(ctx, host, { onChange, stops, detail = false }) {
       lastError(host),
       host.status === 'stopped' ? h('p', { class: 'hint' }, 'Stopped. Start it here, or just connect: the entry command starts it too.') : null,
       accessBlock(host),
-      h('div', { class: 'actions-bar' }, start, rebuild, ...openButtons(host, `#/hosts/${enc(host.id)}`)),
+      h('div', { class: 'actions-bar' }, canStart ? start : null, rebuild, ...openButtons(host, `#/hosts/${enc(host.id)}`)),
       progress,
       detail && host.egress_ip_id ? h('div', { class: 'stack' }, h('h3', null, 'Egress'), healthBlock(host.egress_health)) : null),
   ], { test: 'my-host', class: 'host-card' });
@@ -126,6 +126,7 @@ export async function passwordPage(ctx) {
   ctx.setTitle('Change password');
   const form = h('form', { novalidate: true, 'data-test': 'password-form', class: 'narrow-form' },
     formBanner(),
+    h('input', { type: 'text', name: 'username', autocomplete: 'username', value: ctx.user.username, hidden: true, readOnly: true, tabindex: '-1', 'aria-hidden': 'true' }),
     field({ label: 'Current password', name: 'old_password', type: 'password', required: true, autocomplete: 'current-password', test: 'password-old' }),
     field({ label: 'New password', name: 'new_password', type: 'password', required: true, autocomplete: 'new-password', hint: '8-256 characters.', test: 'password-new' }),
     field({ label: 'Repeat the new password', name: 'confirm', type: 'password', required: true, autocomplete: 'new-password', test: 'password-confirm' }),
