@@ -228,7 +228,7 @@ async function route() {
       notice,
       onSignedIn: (session) => {
         setSession(session);
-        const next = query.get('next');
+        const next = parseHash().query.get('next');
         navigate(next && next.startsWith('#/') && !next.startsWith('#/login') ? next : `#/${HOME[role()]}`);
       },
     });
