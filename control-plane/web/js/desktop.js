@@ -57,7 +57,7 @@ export function mount(container, { scope, hostId, backHref, backLabel = 'Back', 
 
   const cad = tool('Ctrl-Alt-Del', 'keyboard', 'desktop-cad', 'Send Ctrl-Alt-Del');
   const clipBtn = toggle('Clipboard', 'clipboard', false, 'desktop-clipboard-toggle');
-  const scaleBtn = toggle('Scale to fit', 'expand', scale, 'desktop-scale', 'Scale the remote screen to the window');
+  const scaleBtn = toggle('Scale to fit', 'scale', scale, 'desktop-scale', 'Scale the remote screen to the window');
   const resizeBtn = toggle('Resize to window', 'desktop', resize, 'desktop-resize', 'Resize the remote session to this window');
   const fullBtn = tool('Fullscreen', 'expand', 'desktop-fullscreen');
   const reconnectBtn = tool('Reconnect', 'refresh', 'desktop-reconnect');

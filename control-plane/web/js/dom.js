@@ -96,6 +96,7 @@ const ICONS = {
   rebuild: ['M4 12a8 8 0 0 1 13.7-5.7L20 8', 'M20 3v5h-5', 'M20 12a8 8 0 0 1-13.7 5.7L4 16', 'M4 21v-5h5'],
   lock: ['M5 11h14v10H5z', 'M8 11V7a4 4 0 0 1 8 0v4'],
   download: ['M12 4v11', 'M7 10l5 5 5-5', 'M4 20h16'],
+  scale: ['M3 5h18v14H3z', 'M8 9l-2 3 2 3', 'M16 9l2 3-2 3', 'M6 12h12'],
   expand: ['M4 9V4h5', 'M20 9V4h-5', 'M4 15v5h5', 'M20 15v5h-5'],
   clipboard: ['M8 4h8v3H8z', 'M6 5H5v16h14V5h-1'],
   keyboard: ['M2 6h20v12H2z', 'M6 10h.01', 'M10 10h.01', 'M14 10h.01', 'M18 10h.01', 'M7 14h10'],

@@ -263,7 +263,7 @@ export async function egressFormPage(ctx) {
 
   function paintExtra() {
     if (!orig) return;
-    replace(extra, h('div', { class: 'grid grid-2' },
+    replace(extra, h('div', null,
       card('Keys and state', dl([
         orig.wg_client_public_key ? ['Our public key', copyLine(orig.wg_client_public_key, { test: 'wg-client-public-key' })] : null,
         orig.wg_client_public_key ? ['', h('span', { class: 'hint' }, 'Register this key with the provider; egress tests use it. Bound hosts have their own, shown on each binding.')] : null,

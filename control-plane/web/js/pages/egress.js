@@ -47,8 +47,13 @@ export async function runEgressTest(btn, egress, { slot, onDone } = {}) {
         if (onDone) onDone(result);
       } catch (err) {
         const msg = describeError(err);
-        if (slot) replace(slot, alert('error', msg));
-        else toast(msg, 'error');
+        if (slot) {
+          // Keep the previous result below the error.
+          for (const old of slot.querySelectorAll('[data-test="egress-test-error"]')) old.remove();
+          const a = alert('error', msg);
+          a.dataset.test = 'egress-test-error';
+          slot.prepend(a);
+        } else toast(msg, 'error');
       }
     });
   } finally {
