@@ -130,6 +130,16 @@ export function fmtTime(value) {
   return d.toLocaleString(undefined, { year: 'numeric', month: 'short', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit' });
 }
 
+/** "Dec 05 10:16:51" (the year only when it is not this one). */
+export function fmtTimeShort(value) {
+  if (!value) return '—';
+  const d = new Date(value);
+  if (Number.isNaN(d.getTime())) return String(value);
+  const opts = { month: 'short', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false };
+  if (d.getFullYear() !== new Date().getFullYear()) opts.year = 'numeric';
+  return d.toLocaleString(undefined, opts);
+}
+
 export function fmtAgo(value, now = Date.now()) {
   if (!value) return 'never';
   const t = new Date(value).getTime();

@@ -1,7 +1,7 @@
 // Operator: the audit log with filters (type, user, host, time range) and
 // paging.
 
-import { h, fmtTime, badge, shortId } from '../dom.js';
+import { h, fmtTime, fmtTimeShort, badge, shortId } from '../dom.js';
 import { get, enc } from '../api.js';
 import { list } from '../list.js';
 import { pageHeader, card, button, field, userPicker, hostPicker, table } from '../ui.js';
@@ -34,7 +34,7 @@ export async function eventsPage(ctx) {
       rows: page.data || [],
       rowAttrs: (e) => ({ 'data-test': 'event-row', 'data-event-id': e.id, 'data-type': e.type }),
       columns: [
-        { label: 'Time', class: 'nowrap', cell: (e) => h('time', { datetime: e.created_at }, fmtTime(e.created_at)) },
+        { label: 'Time', class: 'nowrap', cell: (e) => h('time', { datetime: e.created_at, title: fmtTime(e.created_at) }, fmtTimeShort(e.created_at)) },
         { label: 'Type', cell: (e) => h('code', { class: 'mono' }, e.type) },
         { label: 'Outcome', cell: (e) => badge(e.outcome || 'success') },
         { label: 'Actor', cell: (e) => e.actor_name || (e.actor_id ? shortId(e.actor_id) : h('span', { class: 'muted' }, 'system')) },
@@ -46,7 +46,8 @@ export async function eventsPage(ctx) {
     }),
   });
 
-  const typeInput = field({ label: 'Type', name: 'type', value: l.state.type, placeholder: 'auth., host.created', hint: 'Comma-separated; a value ending in "." matches a prefix.', test: 'events-type' });
+  const typeInput = field({ label: 'Type', name: 'type', value: l.state.type, placeholder: 'auth., host.created', test: 'events-type' });
+  typeInput.querySelector('input').title = 'Comma-separated; a value ending in "." matches a prefix.';
   const preset = field({ label: 'Common types', name: 'preset', type: 'select', options: TYPE_PRESETS, value: TYPE_PRESETS.some(([v]) => v && v === l.state.type) ? l.state.type : '', test: 'events-type-preset' });
   preset.querySelector('select').addEventListener('change', (ev) => {
     typeInput.querySelector('input').value = ev.target.value;
@@ -67,7 +68,7 @@ export async function eventsPage(ctx) {
   const since = field({ label: 'Since', name: 'since', type: 'datetime-local', value: toLocalInput(l.state.since), test: 'events-since' });
   const until = field({ label: 'Until', name: 'until', type: 'datetime-local', value: toLocalInput(l.state.until), test: 'events-until' });
   const reset = button('Reset', { kind: 'ghost', test: 'events-reset', onClick: () => ctx.navigate('#/events') });
-  const form = h('form', { class: 'toolbar', 'data-test': 'events-filters', novalidate: true },
+  const form = h('form', { class: 'toolbar filters-grid', 'data-test': 'events-filters', novalidate: true },
     preset, typeInput, up.el, hp.el, since, until,
     h('div', { class: 'field' }, h('span', { class: 'field-label', 'aria-hidden': 'true' }, '\u00a0'), h('div', { class: 'row' }, button('Apply', { kind: 'primary', type: 'submit', test: 'events-apply' }), reset)));
   form.addEventListener('submit', (ev) => {
