@@ -2,7 +2,7 @@
 // access commands, egress checks and health, and the action runner that
 // follows the task an action starts.
 
-import { h, replace, badge, fmtMs, timeAgo, fmtTime, icon } from './dom.js';
+import { h, badge, fmtMs, timeAgo, fmtTime, icon } from './dom.js';
 import { post, enc, ApiError } from './api.js';
 import { copyLine, taskProgress, toast, busy, describeError, dl, linkButton, button } from './ui.js';
 
