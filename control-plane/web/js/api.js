@@ -150,11 +150,13 @@ export function watchTask(scope, taskId, onTask) {
     if (!stopped) timer = setTimeout(poll, 2000);
   };
 
+  let watchdog = null;
   const stop = () => {
     stopped = true;
     if (source) source.close();
     source = null;
     clearTimeout(timer);
+    clearInterval(watchdog);
   };
 
   if (typeof EventSource === 'function') {
@@ -177,6 +179,17 @@ export function watchTask(scope, taskId, onTask) {
         timer = setTimeout(poll, 500);
       }
     });
+    // A safety net: a change the stream does not report (seen with a
+    // queued task cancelled) still shows within a few seconds.
+    watchdog = setInterval(async () => {
+      if (stopped || !source) return;
+      try {
+        const t = await get(base);
+        if (!last || t.status !== last.status || t.progress !== last.progress || t.stage !== last.stage) deliver(t);
+      } catch {
+        /* the stream or the next check will tell */
+      }
+    }, 8000);
   } else {
     poll();
   }
