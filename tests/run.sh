@@ -105,7 +105,7 @@ step_test() {
     local args=() failed=0 script
     read -r -a args <<<"${TEST_ARGS:-}"
     # deps installed sing-box and CI runs as root: the egress suites must run, never skip.
-    export CCP_REQUIRE_SING_BOX=1 CCP_REQUIRE_NETNS=1
+    export CCP_REQUIRE_SING_BOX=1 CCP_REQUIRE_NETNS=1 CCP_REQUIRE_BROWSER=1
     for script in tests/scripts/*.sh; do
         [[ -e $script ]] || continue
         echo "--- $script"
