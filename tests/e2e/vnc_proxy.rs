@@ -163,20 +163,30 @@ async fn loads_through(base: &str, vnc_path: &str, cred: Cred<'_>, who: &str) {
         let resp = get(base, &index, cred).await;
         assert_eq!(resp.status(), 303, "{who}: GET {index}");
         let location = resp.headers()[LOCATION].to_str().unwrap().to_owned();
-        let ws_path = format!("path={}/websockify", vnc_path.trim_start_matches('/'));
-        assert!(
-            location.starts_with(&format!("{vnc_path}/vnc.html?")) && location.contains(&ws_path),
-            "{who}: redirect to {location}"
-        );
+        // `/v1/{scope}/hosts/{id}/vnc` → the dashboard's own viewer for that host.
+        let parts: Vec<&str> = vnc_path.split('/').collect();
+        let viewer = format!("/ui/desktop.html?scope={}&host={}", parts[2], parts[4]);
+        assert_eq!(location, viewer, "{who}: redirect");
     }
+    // The host's own page still passes through, but sandboxed: no script of the host's runs in
+    // our origin, and its scripts come back as opaque bytes.
     let page = get(base, &format!("{vnc_path}/vnc.html"), cred).await;
-    assert_eq!(page.status(), 200, "{who}: the noVNC page");
+    assert_eq!(page.status(), 200, "{who}: the host's page");
     assert!(page.headers().get(SET_COOKIE).is_none());
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.starts_with("sandbox;"), "{who}: {csp}");
     let html = page.text().await.unwrap();
     assert!(html.contains("noVNC"), "{who}: not the noVNC page: {html:.300}");
-    // Relative asset URLs of the page resolve under the sub-path.
     let asset = get(base, &format!("{vnc_path}/app/ui.js"), cred).await;
     assert_eq!(asset.status(), 200, "{who}: app/ui.js");
+    assert_eq!(
+        asset.headers()["content-type"],
+        "application/octet-stream",
+        "{who}: a host's script is not served as script"
+    );
 
     let origin = base.to_owned();
     let mut ws = ws_connect(base, &format!("{vnc_path}/websockify"), cred, &origin)
