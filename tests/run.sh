@@ -9,7 +9,7 @@
 #   fmt     cargo fmt --all --check
 #   clippy  cargo clippy --workspace --all-targets -- -D warnings
 #   build   cargo build --workspace --bins
-#   shell   bash -n and shellcheck on every *.sh under deploy/ and tests/, and .ci/run
+#   shell   bash -n and shellcheck on every *.sh under deploy/, tests/, images/ and control-plane/web/vendor/, and .ci/run
 #   test    the shell tests in tests/scripts/, then cargo nextest run --workspace --no-fail-fast
 #           (cargo test --workspace --no-fail-fast when cargo-nextest is not installed)
 #
@@ -92,7 +92,7 @@ step_build() {
 
 step_shell() {
     local scripts=() script
-    mapfile -d '' -t scripts < <(find deploy tests images -type f -name '*.sh' -print0 | sort -z)
+    mapfile -d '' -t scripts < <(find deploy tests images control-plane/web/vendor -type f -name '*.sh' -print0 | sort -z)
     scripts+=(.ci/run)
     for script in "${scripts[@]}"; do
         bash -n "$script"
