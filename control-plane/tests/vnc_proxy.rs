@@ -293,6 +293,12 @@ async fn http_is_proxied_without_our_credentials() {
         resp.headers().get("set-cookie").is_none(),
         "the container set a cookie on our origin"
     );
+    // The host's page is the tenant's: it comes back sandboxed, never as a page of our origin.
+    let csp = resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.starts_with("sandbox;"), "{csp}");
     assert_eq!(resp.text().await.unwrap(), "<title>noVNC</title>");
 
     let resp = f
@@ -317,15 +323,14 @@ async fn http_is_proxied_without_our_credentials() {
     assert_eq!(resp.status(), 301);
     assert_eq!(resp.headers()["location"], f.path("user", "/app/").as_str());
 
-    // …/vnc and …/vnc/ point noVNC at its WebSocket under the same route.
+    // …/vnc and …/vnc/ send the browser to the dashboard's own viewer for this host.
     for index in ["", "/"] {
         let resp = f.get(&f.path("user", index), &[("authorization", &bearer)]).await;
         assert_eq!(resp.status(), 303);
         let location = resp.headers()["location"].to_str().unwrap();
-        let expected = format!("path=v1/user/hosts/{}/vnc/websockify", f.host_id);
-        assert!(
-            location.starts_with(&f.path("user", "/vnc.html?")) && location.ends_with(&expected),
-            "{location}"
+        assert_eq!(
+            location,
+            format!("/ui/desktop.html?scope=user&host={}", f.host_id)
         );
     }
 }
