@@ -9,8 +9,32 @@
     reason = "test code: a failed expectation must panic"
 )]
 
+use std::time::Duration;
+
 use cloud_cli_proxy_tests::browser::{Browser, Key};
-use cloud_cli_proxy_tests::{ControlPlane, Options, assert_error};
+use cloud_cli_proxy_tests::{ControlPlane, Options, assert_error, eventually};
+
+/// Serves, on `localhost` (another site than the control plane's `127.0.0.1`), a page whose script
+/// posts a form creating a user to the control plane on `cp_port`; answers the page's URL.
+async fn cross_site_page(cp_port: u16) -> String {
+    let page = format!(
+        "<!doctype html><title>prize</title>\
+         <form id=f method=post enctype=text/plain action=\"http://127.0.0.1:{cp_port}/v1/admin/users\">\
+         <input name='{{\"username\":\"forged-user\",\"password\":\"forged-pass-1\",\"x\":\"' value='\"}}'>\
+         </form><script>document.getElementById('f').submit()</script>"
+    );
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let page = page.clone();
+            async move { axum::response::Html(page) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://localhost:{port}/")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_signs_in_creates_a_user_and_signs_out() {
@@ -111,6 +135,21 @@ async fn operator_signs_in_creates_a_user_and_signs_out() {
     let users = admin.get("/v1/admin/users").await;
     assert_eq!(users.total(), 1);
     assert_eq!(users.data()[0]["username"], "browser-alice");
+
+    // A page of another site that posts a form to the API as soon as it loads: the browser does not
+    // send the SameSite=Strict cookie with it, and even with it the change would need the CSRF
+    // token. Nothing is written.
+    let evil = cross_site_page(cp.addr().port()).await;
+    browser.goto(&evil).await;
+    eventually(Duration::from_secs(15), "the forged form to be sent", || async {
+        let url = browser.url().await;
+        url.contains("/v1/admin/users").then_some(())
+    })
+    .await;
+    let users = admin.get("/v1/admin/users").await;
+    assert_eq!(users.total(), 1, "the cross-site form created nothing");
+    browser.goto(&format!("{base}/#/users")).await;
+    browser.wait_for("[data-test=signout]").await;
 
     let violations = browser.violations().await;
     assert!(violations.is_empty(), "CSP violations: {violations:?}");
