@@ -1,7 +1,9 @@
 //! The dashboard in a real headless Chromium against the real binary: the operator signs in through
 //! the page, the overview paints, a user is created through the form (bad input shows the field's
 //! error and writes nothing), the session cookie is out of the page's reach, every response carries
-//! the dashboard's policy and nothing violates it, and signing out ends the session on the server.
+//! the dashboard's policy and nothing violates it, a forged form from another site changes nothing,
+//! and signing out ends the session on the server. With a real host (Docker, the host image): a
+//! tenant's hostile page served through the VNC proxy does not run in our origin.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -162,4 +164,76 @@ async fn operator_signs_in_creates_a_user_and_signs_out() {
     browser.wait_for("[data-test=login-form]").await;
     let r = cp.api().with_header("cookie", &old).get("/v1/admin/users").await;
     assert_error(&r, 401, "unauthorized");
+}
+
+/// A tenant (root in their host) replaces noVNC's page with one whose script, run in our origin,
+/// would use the operator's session to create an account. The operator opens it through the proxy
+/// in a signed-in browser: the page arrives, sandboxed, and its script never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_page_cannot_run_in_our_origin() {
+    use base64::Engine as _;
+    use cloud_cli_proxy_tests::docker::exec_root;
+    use cloud_cli_proxy_tests::fixtures::unique;
+    use cloud_cli_proxy_tests::hosts::CREATE_LIMIT;
+
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let node = cloud_cli_proxy_tests::Node::embedded(&[]).await;
+    let base = node.cp.base_url();
+    let (owner, owner_api) = node.admin.tenant(&unique("evil"), "owner-password-1").await;
+    let host = node.create_host(owner["id"].as_str().unwrap()).await;
+    node.task_succeeded(&host.task_id, CREATE_LIMIT, "create").await;
+    let user_page = format!("/v1/user/hosts/{}/vnc/vnc.html", host.id);
+    eventually(Duration::from_secs(90), "noVNC through the proxy", || async {
+        (owner_api.get(&user_page).await.status == 200).then_some(())
+    })
+    .await;
+
+    let hostile = "<!doctype html><title>noVNC</title><script>\
+        document.title = 'ran';\
+        fetch('/v1/auth/session').then(r => r.json()).then(s => fetch('/v1/admin/users', {method: 'POST',\
+        headers: {'content-type': 'application/json', 'x-csrf-token': s.csrf_token},\
+        body: JSON.stringify({username: 'made-by-tenant', password: 'tenant-pass-1'})}));\
+        </script><p>hostile</p>";
+    let encoded = base64::engine::general_purpose::STANDARD.encode(hostile);
+    let script = format!("echo {encoded} | base64 -d > /usr/share/novnc/vnc.html");
+    let out = exec_root(&node.host_container(&host.short_id), &["sh", "-c", &script]).await;
+    assert!(out.success(), "replacing vnc.html: {}", out.both());
+    let served = owner_api.get(&user_page).await;
+    assert!(
+        served.text.contains("made-by-tenant"),
+        "the hostile page is served: {}",
+        served.text
+    );
+
+    let opts = node.cp.options().clone();
+    browser.goto(&format!("{base}/")).await;
+    browser
+        .fill("[data-test=login-username]", &opts.admin_username)
+        .await;
+    browser
+        .fill("[data-test=login-password]", &opts.admin_password)
+        .await;
+    browser.click("[data-test=login-submit]").await;
+    browser.wait_for("[data-test=signout]").await;
+
+    browser
+        .goto(&format!("{base}/v1/admin/hosts/{}/vnc/vnc.html", host.id))
+        .await;
+    browser.wait_for_text("p", "hostile").await;
+    browser.shot("hostile-page").await;
+    // Give a script every chance to have run: a while of nothing happening.
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        let users = node.admin.get("/v1/admin/users?q=made-by-tenant").await;
+        assert_eq!(
+            users.total(),
+            0,
+            "the tenant's script ran with the operator's session"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let title = browser.exec_js("return document.title", vec![]).await;
+    assert_ne!(title.as_str(), Some("ran"), "the tenant's script ran");
 }
