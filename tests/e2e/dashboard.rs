@@ -236,4 +236,33 @@ async fn a_tenants_page_cannot_run_in_our_origin() {
     }
     let title = browser.exec_js("return document.title", vec![]).await;
     assert_ne!(title.as_str(), Some("ran"), "the tenant's script ran");
+
+    // The desktop in the page: the dashboard's own viewer, through the proxy's WebSocket, draws the
+    // host's screen (whatever the tenant did to the host's web pages).
+    browser.goto(&format!("{base}/#/hosts/{}/desktop", host.id)).await;
+    browser
+        .wait_for("[data-test=desktop-viewer][data-state=connected]")
+        .await;
+    let drawn = eventually(Duration::from_secs(30), "the desktop to be drawn", || async {
+        let v = browser
+            .exec_js(
+                "const c = document.querySelector('[data-test=desktop-viewer] canvas');\
+                 if (!c || c.width < 100) return 0;\
+                 const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;\
+                 let lit = 0; for (let i = 0; i < d.length; i += 4 * 97) if (d[i] + d[i+1] + d[i+2] > 0) lit++;\
+                 return lit;",
+                vec![],
+            )
+            .await;
+        let lit = v.as_u64().unwrap_or(0);
+        (lit > 100).then_some(lit)
+    })
+    .await;
+    assert!(drawn > 100);
+    browser.shot("desktop").await;
+    let violations = browser.violations().await;
+    assert!(
+        violations.is_empty(),
+        "CSP violations on the desktop: {violations:?}"
+    );
 }
