@@ -265,4 +265,40 @@ async fn a_tenants_page_cannot_run_in_our_origin() {
         violations.is_empty(),
         "CSP violations on the desktop: {violations:?}"
     );
+
+    // The tenant signs in on the same page and sees their own host, never another tenant's.
+    let (other, _) = node.admin.tenant(&unique("other"), "other-password-1").await;
+    let other_host = node.create_host(other["id"].as_str().unwrap()).await;
+    browser.click("[data-test=signout]").await;
+    browser.wait_for("[data-test=login-form]").await;
+    browser
+        .fill("[data-test=login-username]", owner["username"].as_str().unwrap())
+        .await;
+    browser
+        .fill("[data-test=login-password]", "owner-password-1")
+        .await;
+    browser.click("[data-test=login-submit]").await;
+    let card = browser.wait_for_text("[data-test=my-host]", &host.short_id).await;
+    assert!(!card.contains(&other_host.short_id));
+    let cards = browser
+        .exec_js(
+            "return document.querySelectorAll('[data-test=my-host]').length",
+            vec![],
+        )
+        .await;
+    assert_eq!(cards.as_u64(), Some(1), "the tenant sees exactly their one host");
+    let page = browser.exec_js("return document.body.innerText", vec![]).await;
+    assert!(!page.as_str().unwrap().contains(&other_host.short_id));
+    let operator_nav = browser
+        .exec_js(
+            "return document.querySelector('[data-test=nav-users]') !== null",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        operator_nav.as_bool(),
+        Some(false),
+        "no operator pages for a tenant"
+    );
+    browser.shot("tenant-hosts").await;
 }
