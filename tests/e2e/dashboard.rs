@@ -16,6 +16,13 @@ use std::time::Duration;
 use cloud_cli_proxy_tests::browser::{Browser, Key};
 use cloud_cli_proxy_tests::{ControlPlane, Options, assert_error, eventually};
 
+/// Types a username and password into the sign-in form and sends it.
+async fn submit_sign_in(browser: &Browser, username: &str, password: &str) {
+    browser.fill("[data-test=login-username]", username).await;
+    browser.fill("[data-test=login-password]", password).await;
+    browser.click("[data-test=login-submit]").await;
+}
+
 /// Serves, on `localhost` (another site than the control plane's `127.0.0.1`), a page whose script
 /// posts a form creating a user to the control plane on `cp_port`; answers the page's URL.
 async fn cross_site_page(cp_port: u16) -> String {
@@ -71,21 +78,12 @@ async fn operator_signs_in_creates_a_user_and_signs_out() {
     browser.wait_for("[data-test=login-form]").await;
     browser.shot("sign-in").await;
     // A wrong password: the API's message on the page, still the sign-in form.
-    browser
-        .fill("[data-test=login-username]", &opts.admin_username)
-        .await;
-    browser
-        .fill("[data-test=login-password]", "not-the-password")
-        .await;
-    browser.click("[data-test=login-submit]").await;
+    submit_sign_in(&browser, &opts.admin_username, "not-the-password").await;
     browser
         .wait_for_text("[data-test=form-error]", "Wrong username or password")
         .await;
 
-    browser
-        .fill("[data-test=login-password]", &opts.admin_password)
-        .await;
-    browser.click("[data-test=login-submit]").await;
+    submit_sign_in(&browser, &opts.admin_username, &opts.admin_password).await;
     browser.wait_for("[data-test=signout]").await;
     browser.wait_for_text("[data-test=page-title]", "Overview").await;
     browser.shot("overview").await;
@@ -209,13 +207,7 @@ async fn a_tenants_page_cannot_run_in_our_origin() {
 
     let opts = node.cp.options().clone();
     browser.goto(&format!("{base}/")).await;
-    browser
-        .fill("[data-test=login-username]", &opts.admin_username)
-        .await;
-    browser
-        .fill("[data-test=login-password]", &opts.admin_password)
-        .await;
-    browser.click("[data-test=login-submit]").await;
+    submit_sign_in(&browser, &opts.admin_username, &opts.admin_password).await;
     browser.wait_for("[data-test=signout]").await;
 
     browser
@@ -271,13 +263,7 @@ async fn a_tenants_page_cannot_run_in_our_origin() {
     let other_host = node.create_host(other["id"].as_str().unwrap()).await;
     browser.click("[data-test=signout]").await;
     browser.wait_for("[data-test=login-form]").await;
-    browser
-        .fill("[data-test=login-username]", owner["username"].as_str().unwrap())
-        .await;
-    browser
-        .fill("[data-test=login-password]", "owner-password-1")
-        .await;
-    browser.click("[data-test=login-submit]").await;
+    submit_sign_in(&browser, owner["username"].as_str().unwrap(), "owner-password-1").await;
     let card = browser.wait_for_text("[data-test=my-host]", &host.short_id).await;
     assert!(!card.contains(&other_host.short_id));
     let cards = browser

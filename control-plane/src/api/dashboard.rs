@@ -68,7 +68,12 @@ async fn stats(State(state): State<AppState>, Admin(_): Admin) -> ApiResult<Json
 
 /// Agents heard from within three heartbeats.
 pub async fn live_agents(state: &AppState) -> Result<i64, sqlx::Error> {
-    let horizon = chrono::Duration::seconds(i64::try_from(3 * crate::tasks::HEARTBEAT_SECS).unwrap_or(15));
-    let since = UtcTime::from(UtcTime::now().0 - horizon);
+    let since = agents_live_since(UtcTime::now());
     Ok(i64::try_from(db::nodes::live(&state.db, since).await?.len()).unwrap_or(i64::MAX))
+}
+
+/// The oldest heartbeat of an agent that still counts as connected at `now`: three heartbeats ago.
+pub fn agents_live_since(now: UtcTime) -> UtcTime {
+    let horizon = chrono::Duration::seconds(i64::try_from(3 * crate::tasks::HEARTBEAT_SECS).unwrap_or(15));
+    UtcTime::from(now.0 - horizon)
 }

@@ -68,8 +68,7 @@ async fn list_nodes(
 ) -> ApiResult<Paginated<NodeView>> {
     let page = page.resolve()?;
     let (rows, total) = db::nodes::list(&state.db, page).await?;
-    let horizon = chrono::Duration::seconds(i64::try_from(3 * crate::tasks::HEARTBEAT_SECS).unwrap_or(15));
-    let since = UtcTime::from(UtcTime::now().0 - horizon);
+    let since = super::dashboard::agents_live_since(UtcTime::now());
     let data = rows
         .into_iter()
         .map(|row| NodeView {

@@ -91,8 +91,10 @@ async fn own_task_events(
         impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>> + use<>,
     >,
 > {
+    // Subscribed before the task is read, so no change between the two is missed.
+    let updates = state.task_updates.subscribe();
     let task = own_task_or_404(&state, &me.user.id, task_id).await?;
-    Ok(super::tasks::progress_stream(&state, task))
+    Ok(super::tasks::progress_stream(&state, updates, task))
 }
 
 async fn own_host_or_404(state: &AppState, user_id: &str, host_id: Uuid) -> ApiResult<Host> {

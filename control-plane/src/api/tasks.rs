@@ -110,42 +110,39 @@ async fn task_events(
     Admin(_): Admin,
     Path(task_id): Path<Uuid>,
 ) -> ApiResult<Sse<impl futures::Stream<Item = Result<Event, std::convert::Infallible>> + use<>>> {
+    // Subscribe before reading the row so no change between the two is missed.
+    let updates = state.task_updates.subscribe();
     let current = db::tasks::get(&state.db, &task_id.to_string())
         .await?
         .ok_or_else(|| ApiError::not_found("task"))?;
-    Ok(progress_stream(&state, current))
+    Ok(progress_stream(&state, updates, current))
 }
 
-/// The `task` events of one task, from `current` (as just read) until it finishes.
+/// The `task` events of one task, from `current` until it finishes. `updates` must have been
+/// subscribed before `current` was read, so that no change between the two is missed.
 pub fn progress_stream(
     state: &AppState,
+    updates: tokio::sync::broadcast::Receiver<Task>,
     current: Task,
 ) -> Sse<impl futures::Stream<Item = Result<Event, std::convert::Infallible>> + use<>> {
     use tokio::sync::broadcast::error::RecvError;
 
-    // Changes broadcast after `current` was read carry a later `updated_at`; earlier ones are skipped.
-    // Subscribing after the read could miss one in between, so the first event is re-read below.
-    let updates = state.task_updates.subscribe();
     let to_event = |t: &Task| {
         Event::default()
             .event("task")
             .json_data(t)
             .unwrap_or_else(|_| Event::default())
     };
-    let id = current.id.clone();
+    let first = to_event(&current);
+    let finished = current.status.is_finished();
+    let id = current.id;
     let seen = current.updated_at;
     let db = state.db.clone();
     let stream = futures::stream::unfold(
-        (Some(current), false, updates, id, db),
+        (Some(first), finished, updates, id, db),
         move |(pending, finished, mut updates, id, db)| async move {
-            if let Some(task) = pending {
-                // The row again, now that the subscription is open: nothing between is lost.
-                let task = match db::tasks::get(&db, &id).await {
-                    Ok(Some(fresh)) => fresh,
-                    _ => task,
-                };
-                let done = task.status.is_finished();
-                return Some((Ok(to_event(&task)), (None, done, updates, id, db)));
+            if let Some(event) = pending {
+                return Some((Ok(event), (None, finished, updates, id, db)));
             }
             if finished {
                 return None;

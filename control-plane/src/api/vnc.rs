@@ -106,23 +106,23 @@ fn role_of(scope: Scope) -> Role {
 async fn authorize(state: &AppState, parts: &Parts, scope: Scope, host_id: Uuid) -> ApiResult<(Actor, Host)> {
     let ip = auth::client_ip(parts, state.settings.trust_forwarded_for).map(|ip| ip.to_string());
     let now = UtcTime::now();
-    let user = if let Some(token) = auth::bearer(parts) {
+    // A token or the dashboard's session names the account; its role must be this route's.
+    let account = if let Some(token) = auth::bearer(parts) {
         let (user, _) = auth::authenticate(state, token, now)
             .await?
             .ok_or_else(ApiError::unauthorized)?;
-        if user.role != role_of(scope) {
-            return Err(ApiError::forbidden());
-        }
-        user
-    } else if let Some((user, _)) = auth::web_session(state, &parts.headers, now).await? {
-        if user.role != role_of(scope) {
-            return Err(ApiError::forbidden());
-        }
-        user
+        Some(user)
     } else {
-        cookie_user(state, parts, scope, host_id, now)
+        auth::web_session(state, &parts.headers, now)
             .await?
-            .ok_or_else(ApiError::unauthorized)?
+            .map(|(user, _)| user)
+    };
+    let user = match account {
+        Some(user) if user.role != role_of(scope) => return Err(ApiError::forbidden()),
+        Some(user) => user,
+        None => cookie_user(state, parts, scope, host_id, now)
+            .await?
+            .ok_or_else(ApiError::unauthorized)?,
     };
     let host = host_for(state, scope, &user, host_id).await?;
     let actor = Actor {
