@@ -174,7 +174,7 @@ async fn a_tenants_page_cannot_run_in_our_origin() {
     use cloud_cli_proxy_tests::fixtures::unique;
     use cloud_cli_proxy_tests::hosts::CREATE_LIMIT;
 
-    let Some(browser) = Browser::start().await else {
+    let Some(mut browser) = Browser::start().await else {
         return;
     };
     let node = cloud_cli_proxy_tests::Node::embedded(&[]).await;
@@ -232,9 +232,12 @@ async fn a_tenants_page_cannot_run_in_our_origin() {
     // The desktop in the page: the dashboard's own viewer, through the proxy's WebSocket, draws the
     // host's screen (whatever the tenant did to the host's web pages).
     browser.goto(&format!("{base}/#/hosts/{}/desktop", host.id)).await;
+    // The VNC server starts after sshd, and later still on a busy machine; the viewer retries.
+    browser.set_wait(Duration::from_secs(90));
     browser
         .wait_for("[data-test=desktop-viewer][data-state=connected]")
         .await;
+    browser.set_wait(cloud_cli_proxy_tests::browser::WAIT);
     let drawn = eventually(Duration::from_secs(30), "the desktop to be drawn", || async {
         let v = browser
             .exec_js(
