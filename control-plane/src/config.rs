@@ -105,6 +105,15 @@ pub struct Config {
     #[arg(long, env = "HANDOFF_TTL_SECS", default_value_t = 120)]
     pub handoff_ttl_secs: u64,
 
+    /// `host:port` of the SSH gateway the dashboard's terminal logs in through. Defaults to the
+    /// embedded gateway; without one and without this, the terminal is off.
+    #[arg(long, env = "TERMINAL_GATEWAY_ADDR")]
+    pub terminal_gateway_addr: Option<String>,
+    /// How long a terminal's shell waits for its browser to come back after the connection drops,
+    /// in seconds (10-3600).
+    #[arg(long, env = "TERMINAL_RESUME_SECS", default_value_t = 300)]
+    pub terminal_resume_secs: u64,
+
     /// Extra listener for the access routes only (`/entry/{short_id}`, `/v1/entry/…`,
     /// `/v1/bootstrap/…`), e.g. `:80` so short links work without a port. Off when unset.
     #[arg(long, env = "ENTRY_ADDR")]
@@ -188,6 +197,18 @@ impl Config {
             Err(format!(
                 "HANDOFF_TTL_SECS must be 10 to 3600 seconds, not {}",
                 self.handoff_ttl_secs
+            ))
+        }
+    }
+
+    /// The terminal's resume time after its range check; `Err` carries the one line to print.
+    pub fn checked_terminal_resume(&self) -> Result<Duration, String> {
+        if (10..=3600).contains(&self.terminal_resume_secs) {
+            Ok(Duration::from_secs(self.terminal_resume_secs))
+        } else {
+            Err(format!(
+                "TERMINAL_RESUME_SECS must be 10 to 3600 seconds, not {}",
+                self.terminal_resume_secs
             ))
         }
     }

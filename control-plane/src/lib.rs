@@ -12,6 +12,7 @@ pub mod extract;
 pub mod hosts;
 pub mod tasks;
 pub mod telemetry;
+pub mod terminal;
 pub mod vnc;
 pub mod web;
 
@@ -98,6 +99,8 @@ pub struct AppState {
     pub stopping: tokio_util::sync::CancellationToken,
     /// How hosts' web VNC is reached.
     pub vnc: vnc::Proxy,
+    /// The dashboard's terminal: where it logs in, and the shells open now.
+    pub terminals: Arc<terminal::Terminals>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -156,6 +159,10 @@ impl AppState {
             gateway_token,
             stopping: tokio_util::sync::CancellationToken::new(),
             vnc: vnc::Proxy::new(config.vnc_port).map_err(StartError::VncClient)?,
+            terminals: Arc::new(terminal::Terminals::new(
+                terminal_gateway(config, ssh_port),
+                config.checked_terminal_resume().map_err(StartError::Config)?,
+            )),
         })
     }
 }
@@ -282,6 +289,18 @@ impl EmbeddedGateway {
     }
 }
 
+/// The gateway the terminal logs in through: `TERMINAL_GATEWAY_ADDR`, else the embedded one.
+fn terminal_gateway(config: &Config, ssh_port: u16) -> Option<String> {
+    match &config.terminal_gateway_addr {
+        Some(addr) => Some(addr.clone()),
+        None if config.embedded_ssh_proxy => {
+            let listen = SocketAddr::new(config.ssh_proxy_addr.0.ip(), ssh_port);
+            Some(format!("{}:{ssh_port}", loopback_host(listen)))
+        }
+        None => None,
+    }
+}
+
 /// The address to dial this process on from inside it.
 fn loopback_host(addr: SocketAddr) -> String {
     match addr.ip() {
@@ -333,7 +352,8 @@ pub async fn run(
     let state = AppState::init(&config, addr.port(), ssh_port).await?;
     if let Some(gateway) = &gateway {
         let line = gateway.keys.client_public_line()?;
-        db::gateways::upsert(&state.db, "embedded", &line, db::UtcTime::now())
+        let host_key = gateway.keys.host_public_line()?;
+        db::gateways::upsert(&state.db, "embedded", &line, Some(&host_key), db::UtcTime::now())
             .await
             .map_err(|e| StartError::Config(format!("cannot record the SSH gateway key: {e}")))?;
     }

@@ -86,6 +86,11 @@ impl Keys {
     pub fn client_public_line(&self) -> Result<String, Error> {
         Ok(self.client.public_key().to_openssh()?)
     }
+
+    /// OpenSSH line of the host key (what SSH clients see).
+    pub fn host_public_line(&self) -> Result<String, Error> {
+        Ok(self.host.public_key().to_openssh()?)
+    }
 }
 
 fn load_or_create(path: &Path, comment: &str) -> Result<PrivateKey, Error> {

@@ -74,6 +74,7 @@ pub async fn run(
     let register = wire::gateway::Register {
         name: config.gateway_name(),
         client_key: keys.client_public_line()?,
+        host_key: Some(keys.host_public_line()?),
     };
     let addr = listener.local_addr().map_err(Error::Listener)?;
     let mut workers = workers::Workers::start(contexts, server_config, DRAIN).map_err(Error::Listener)?;

@@ -61,7 +61,11 @@ impl Connection {
         match self.ctx.control_plane.auth(&req).await {
             Ok(AuthReply::Allowed(target)) => {
                 if verified {
-                    tracing::info!(connection = %self.id, login, host = %target.short_id, "login accepted");
+                    tracing::info!(connection = %self.id, login, host = %target.short_id, web = target.web.is_some(), "login accepted");
+                    // A dashboard terminal: the control plane is the peer, the browser the client.
+                    if let Some(ip) = target.web.as_ref().and_then(|w| w.client_ip.clone()) {
+                        self.client_ip = ip;
+                    }
                     self.target = Some(target);
                 }
                 Auth::Accept
@@ -160,6 +164,7 @@ impl Connection {
                 .started
                 .map_or(0, |t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)),
             error,
+            web: target.web.clone(),
         };
         let cp = self.ctx.control_plane.clone();
         // A connection dropped while its worker shuts down has no runtime left to report from.

@@ -261,6 +261,56 @@ async fn a_tenants_page_cannot_run_in_our_origin() {
         "CSP violations on the desktop: {violations:?}"
     );
 
+    // The terminal in the page: a shell on the host, typed into and read back as a person would.
+    browser
+        .goto(&format!("{base}/#/hosts/{}/terminal", host.id))
+        .await;
+    browser.set_wait(Duration::from_secs(60));
+    browser
+        .wait_for("[data-test=terminal-viewer][data-state=connected]")
+        .await;
+    browser.set_wait(cloud_cli_proxy_tests::browser::WAIT);
+    browser
+        .key(
+            ".xterm-helper-textarea",
+            &format!("echo typed-$((40+2)); whoami{}", Key::Enter),
+        )
+        .await;
+    // xterm.js draws on a canvas; its screen-reader rows hold the same text.
+    let screen = browser
+        .wait_for_text(".xterm-accessibility-tree", "typed-42")
+        .await;
+    let linux_user = cloud_cli_proxy_tests::hosts::linux_user(owner["username"].as_str().unwrap());
+    assert!(screen.contains(&linux_user), "{screen}");
+    browser.shot("terminal").await;
+    // Reconnecting (a new socket) resumes the same shell, which kept its state.
+    browser
+        .key(
+            ".xterm-helper-textarea",
+            &format!("kept=still-here{}", Key::Enter),
+        )
+        .await;
+    browser.click("[data-test=terminal-reconnect]").await;
+    browser.set_wait(Duration::from_secs(60));
+    browser
+        .wait_for("[data-test=terminal-viewer][data-state=connected]")
+        .await;
+    browser.set_wait(cloud_cli_proxy_tests::browser::WAIT);
+    browser
+        .key(
+            ".xterm-helper-textarea",
+            &format!("echo \"$kept\"-resumed{}", Key::Enter),
+        )
+        .await;
+    browser
+        .wait_for_text(".xterm-accessibility-tree", "still-here-resumed")
+        .await;
+    let violations = browser.violations().await;
+    assert!(
+        violations.is_empty(),
+        "CSP violations on the terminal: {violations:?}"
+    );
+
     // The tenant signs in on the same page and sees their own host, never another tenant's.
     let (other, _) = node.admin.tenant(&unique("other"), "other-password-1").await;
     let other_host = node.create_host(other["id"].as_str().unwrap()).await;

@@ -385,6 +385,10 @@ pub mod gateway {
         pub name: String,
         /// OpenSSH public key line of the gateway's client key.
         pub client_key: String,
+        /// OpenSSH public key line of the key the gateway answers SSH clients with: the control
+        /// plane's terminal logs in only through a gateway presenting a registered one.
+        #[serde(default)]
+        pub host_key: Option<String>,
     }
 
     /// `POST /v1/gateway/auth`: may this login, with this credential, open a session?
@@ -448,6 +452,20 @@ pub mod gateway {
         pub status: String,
         /// `ip:port` of the host's sshd, when known.
         pub address: Option<String>,
+        /// Set when the control plane logged in for the dashboard's terminal: the session is a web
+        /// session, and its events name the browser rather than the control plane.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub web: Option<WebLogin>,
+    }
+
+    /// A login the control plane made on behalf of a browser (the dashboard's terminal).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct WebLogin {
+        /// The browser's address.
+        pub client_ip: Option<String>,
+        /// The account that opened the terminal: the host's owner, or an operator.
+        pub opened_by: String,
     }
 
     /// `POST /v1/gateway/events`: sessions, for the audit log.
@@ -469,6 +487,9 @@ pub mod gateway {
         /// Why a session could not start or ended abnormally.
         #[serde(default)]
         pub error: Option<String>,
+        /// A session of the dashboard's terminal (from the login's `Target::web`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub web: Option<WebLogin>,
     }
 
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -258,7 +258,16 @@ async fn create_ssh_secret(
     let ttl =
         chrono::Duration::from_std(state.settings.handoff_ttl).unwrap_or(chrono::Duration::seconds(120));
     let expires_at = UtcTime::from(now.0 + ttl);
-    db::handoffs::create(&mut **tx, &host.id, &user.id, &secret, expires_at, now).await?;
+    db::handoffs::create(
+        &mut **tx,
+        &host.id,
+        &user.id,
+        &secret,
+        &db::handoffs::Purpose::Entry,
+        expires_at,
+        now,
+    )
+    .await?;
     Ok((secret, expires_at))
 }
 

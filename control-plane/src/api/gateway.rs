@@ -8,7 +8,9 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use utoipa_axum::{router::OpenApiRouter, routes};
-use wire::gateway::{AuthReply, AuthRequest, Credential, Register, SessionEvent, SessionEventKind, Target};
+use wire::gateway::{
+    AuthReply, AuthRequest, Credential, Register, SessionEvent, SessionEventKind, Target, WebLogin,
+};
 
 use crate::AppState;
 use crate::auth::password;
@@ -57,7 +59,15 @@ async fn register(
     let line = key
         .to_openssh()
         .map_err(|_| ApiError::internal("cannot encode a public key"))?;
-    db::gateways::upsert(&state.db, &req.name, &line, UtcTime::now()).await?;
+    let host_key = match &req.host_key {
+        Some(host_key) => Some(
+            ssh_key::PublicKey::from_openssh(host_key)
+                .and_then(|k| k.to_openssh())
+                .map_err(|_| ApiError::invalid("host_key", "not an OpenSSH public key"))?,
+        ),
+        None => None,
+    };
+    db::gateways::upsert(&state.db, &req.name, &line, host_key.as_deref(), UtcTime::now()).await?;
     tracing::debug!(gateway = %req.name, "ssh gateway registered");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -175,17 +185,18 @@ async fn auth(
         Some(u) => pick_host(db::hosts::of_user(&state.db, &u.id).await?, short),
         None => Err(Refusal::UnknownUser),
     };
+    let mut handoff = None;
     let proven = match (&req.credential, &user) {
         (Credential::Password { password: given }, None) => {
             password::verify_async(given.clone(), state.decoy_hash.to_string()).await;
             false
         }
         (Credential::Password { password: given }, Some(u)) => {
-            let handoff = match &host {
+            handoff = match &host {
                 Ok(h) => db::handoffs::redeem(&state.db, &h.id, given, now).await?,
-                Err(_) => false,
+                Err(_) => None,
             };
-            handoff || password::verify_async(given.clone(), u.password_hash.clone()).await || {
+            handoff.is_some() || password::verify_async(given.clone(), u.password_hash.clone()).await || {
                 match &host {
                     Ok(h) => password::verify_async(given.clone(), h.ssh_password_hash.clone()).await,
                     Err(_) => false,
@@ -226,16 +237,30 @@ async fn auth(
     let (Some(user), Ok(host)) = (user, host) else {
         return Err(ApiError::internal("login accepted without a user and a host"));
     };
+    // A dashboard terminal's login: the control plane is the peer; the browser is the client.
+    let web = match handoff {
+        Some(db::handoffs::Purpose::WebTerminal { client_ip, opened_by }) => {
+            Some(WebLogin { client_ip, opened_by })
+        }
+        _ => None,
+    };
     if !probe {
         state.limiter.succeeded(username);
+        let mut details = serde_json::json!({
+            "method": method,
+            "login": login,
+            "connection_id": req.connection_id,
+        });
+        if let Some(web) = &web {
+            details["via"] = "web".into();
+            details["opened_by"] = web.opened_by.clone().into();
+            details["gateway_peer"] = req.client_ip.clone().into();
+            actor.ip.clone_from(&web.client_ip);
+        }
         let event = NewEvent::success("ssh.login_succeeded")
             .user(&user.id)
             .host(&host.id)
-            .details(serde_json::json!({
-                "method": method,
-                "login": login,
-                "connection_id": req.connection_id,
-            }));
+            .details(details);
         db::events::record(&state.db, &actor, event, now).await?;
     }
     Ok(Json(AuthReply::Allowed(Target {
@@ -246,6 +271,7 @@ async fn auth(
         linux_user: super::agent::linux_user(Some(&user.username)),
         status: host.status.as_str().to_owned(),
         address: host.address.clone(),
+        web,
     })))
 }
 
@@ -274,16 +300,18 @@ async fn session_event(
     } else {
         NewEvent::success(kind)
     };
-    event = event
-        .user(&req.user_id)
-        .host(&req.host_id)
-        .details(serde_json::json!({
-            "connection_id": req.connection_id,
-            "bytes_in": req.bytes_in,
-            "bytes_out": req.bytes_out,
-            "duration_ms": req.duration_ms,
-            "error": req.error,
-        }));
+    let mut details = serde_json::json!({
+        "connection_id": req.connection_id,
+        "bytes_in": req.bytes_in,
+        "bytes_out": req.bytes_out,
+        "duration_ms": req.duration_ms,
+        "error": req.error,
+    });
+    if let Some(web) = &req.web {
+        details["via"] = "web".into();
+        details["opened_by"] = web.opened_by.clone().into();
+    }
+    event = event.user(&req.user_id).host(&req.host_id).details(details);
     let actor = Actor {
         id: Some(req.user_id.clone()),
         name: None,

@@ -16,6 +16,7 @@ pub mod nodes;
 pub mod portal;
 pub mod ssh_keys;
 pub mod tasks;
+pub mod terminal;
 pub mod users;
 pub mod vnc;
 
@@ -81,6 +82,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(nodes::router())
         .merge(portal::router())
         .merge(vnc::router())
+        .merge(terminal::router())
         .merge(agent::router())
         .merge(access::router())
 }

@@ -1,7 +1,8 @@
 // The web terminal: xterm.js on the control plane's terminal WebSocket
 // (subprotocol ccp-terminal.v1). The first frame opens a shell, or resumes
-// the last one after a drop; binary frames carry UTF-8 both ways; resize
-// and exit/error are small JSON text frames.
+// the last one after a drop from the number of bytes already received (the
+// server keeps a buffer per shell); binary frames carry UTF-8 both ways;
+// resize and exit/error are small JSON text frames.
 
 import { h, icon, replace, debounce } from './dom.js';
 import { get, enc } from './api.js';
@@ -52,6 +53,8 @@ export function mountTerminal(container, { scope, hostId, title = 'Terminal', ba
   let term = null;
   let ws = null;
   let sessionId = null; // the shell to resume; not a credential on its own
+  let received = 0; // bytes of the shell's output written to the terminal
+  let takenOver = false;
   let ready = false;
   let attempt = 0;
   let retryTimer = null;
@@ -133,8 +136,12 @@ export function mountTerminal(container, { scope, hostId, title = 'Terminal', ba
   function connect({ fresh = false } = {}) {
     if (destroyed) return;
     clearTimeout(retryTimer);
-    if (fresh) sessionId = null;
+    if (fresh) {
+      sessionId = null;
+      received = 0;
+    }
     exited = false;
+    takenOver = false;
     ready = false;
     resumeFailed = false;
     const resuming = !!sessionId;
@@ -152,7 +159,7 @@ export function mountTerminal(container, { scope, hostId, title = 'Terminal', ba
     sock.addEventListener('open', () => {
       if (ws !== sock) return;
       const { cols, rows } = size();
-      sock.send(JSON.stringify(resuming ? { type: 'resume', session: sessionId, cols, rows } : { type: 'open', cols, rows }));
+      sock.send(JSON.stringify(resuming ? { type: 'resume', session: sessionId, offset: received, cols, rows } : { type: 'open', cols, rows }));
     });
     sock.addEventListener('message', (ev) => {
       if (ws !== sock) return;
@@ -166,6 +173,7 @@ export function mountTerminal(container, { scope, hostId, title = 'Terminal', ba
         onControl(msg, resuming);
         return;
       }
+      received += ev.data.byteLength;
       const text = decoder.decode(new Uint8Array(ev.data), { stream: true });
       if (text && term) term.write(text);
     });
@@ -181,6 +189,10 @@ export function mountTerminal(container, { scope, hostId, title = 'Terminal', ba
   function onControl(msg, resuming) {
     switch (msg.type) {
       case 'ready':
+        if (resuming && typeof msg.offset === 'number' && msg.offset > received && term) {
+          term.write('\r\n\x1b[2m[some output was lost while disconnected]\x1b[0m\r\n');
+        }
+        if (typeof msg.offset === 'number') received = msg.offset;
         sessionId = msg.session || sessionId;
         ready = true;
         everReady = true;
@@ -198,6 +210,12 @@ export function mountTerminal(container, { scope, hostId, title = 'Terminal', ba
         setState('disconnected', `Shell exited (status ${msg.status ?? '?'})`, { overlayMsg: `The shell exited with status ${msg.status ?? '?'}.`, button: 'Start a new shell' });
         break;
       case 'error':
+        if (msg.code === 'taken_over') {
+          // Another window has this shell now; reconnecting on our own would take it back.
+          takenOver = true;
+          setState('disconnected', 'Opened in another window', { overlayMsg: 'This shell was opened in another window.', button: 'Use it here' });
+          break;
+        }
         if (resuming && !ready) {
           // The shell to resume is gone (expired, or the host restarted).
           resumeFailed = true;
@@ -212,7 +230,7 @@ export function mountTerminal(container, { scope, hostId, title = 'Terminal', ba
   }
 
   async function onClose(wasReady, ev) {
-    if (destroyed || exited) return;
+    if (destroyed || exited || takenOver) return;
     if (resumeFailed) {
       if (term) term.write('\r\n\x1b[2m[the previous shell is gone; starting a new one]\x1b[0m\r\n');
       attempt = 0;
@@ -307,7 +325,9 @@ export function mountTerminal(container, { scope, hostId, title = 'Terminal', ba
   setState('connecting', 'Loading the terminal…', { spin: true });
   loadXterm().then((Terminal) => {
     if (destroyed) return;
-    term = new Terminal({ cursorBlink: true, fontFamily: FONT, fontSize: 14, scrollback: 5000, theme: { background: '#101318', foreground: '#e6e9ef', cursor: '#93c5fd' } });
+    // screenReaderMode keeps the visible rows as text for assistive technology (the canvas alone is
+    // opaque to it).
+    term = new Terminal({ cursorBlink: true, fontFamily: FONT, fontSize: 14, scrollback: 5000, screenReaderMode: true, theme: { background: '#101318', foreground: '#e6e9ef', cursor: '#93c5fd' } });
     term.open(termHost);
     fit();
     term.on('data', (data) => {
