@@ -278,6 +278,6 @@ export async function egressFormPage(ctx) {
 
   paintHead();
   paintExtra();
-  ctx.view.append(head, extra, card(orig ? 'Settings' : null, form, { test: 'egress-form-card' }),
-    orig ? alert('info', 'Changes reach bound hosts at their next start.') : null);
+  ctx.view.append(head, extra, card(orig ? 'Settings' : null, form, { test: 'egress-form-card' }));
+  if (orig) ctx.view.append(alert('info', 'Changes reach bound hosts at their next start.'));
 }

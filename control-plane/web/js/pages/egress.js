@@ -94,10 +94,9 @@ export async function egressPage(ctx) {
           cell: (e) => {
             const test = button('Test', { small: true, icon: 'test', test: 'egress-test' });
             test.addEventListener('click', () => runEgressTest(test, e, { onDone: () => l.reload({ quiet: true }) }));
-            const edit = linkButton('Edit', `#/egress/${enc(e.id)}`, { small: true, icon: 'edit', test: 'egress-edit' });
             const remove = button('Delete', { small: true, kind: 'danger-soft', icon: 'trash', test: 'egress-delete' });
             remove.addEventListener('click', () => deleteEgress(remove, e, () => l.reload({ quiet: true })));
-            return [test, edit, remove];
+            return [test, remove];
           },
         },
       ],

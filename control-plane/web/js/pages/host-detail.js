@@ -17,7 +17,7 @@ export async function hostDetailPage(ctx) {
   const head = h('div');
   const errSlot = h('div');
   const secretSlot = h('div');
-  const progress = h('div', { class: 'stack', 'data-test': 'task-slot' });
+  const progress = h('div', { class: 'stack task-slot', 'data-test': 'task-slot' });
   const infoCard = h('div');
   const accessCard = h('div');
   const egressBody = h('div', null, loading());
