@@ -7,7 +7,9 @@
 //! network time), two catch-alls stop whatever a new version adds: `--host-resolver-rules` makes
 //! every name other than `localhost` unresolvable without asking DNS, and `--proxy-server` sends all
 //! non-loopback traffic (an IP literal included) to a closed loopback port. Loopback is never
-//! proxied, so the server under test is reached directly. Debian's `/usr/bin/chromium` is a shell
+//! proxied, so the server under test is reached directly. [`Browser::start_reaching`] lets a page
+//! also reach a few given addresses (containers on a network the caller created) past both
+//! catch-alls, and nothing else. Debian's `/usr/bin/chromium` is a shell
 //! launcher that adds Google API keys and remote extensions from `/etc/chromium.d`; the harness runs
 //! the binary behind it so the flags below are the whole story. `HOME` and the XDG directories point
 //! into the browser's temporary directory, so nothing is written to the real home (crash-report
@@ -21,7 +23,7 @@
 //! read what the current document recorded.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -104,9 +106,10 @@ const CHROMIUM_ARGS: &[&str] = &[
     "--password-store=basic",
     "--disable-features=OptimizationHints,OptimizationHintsFetching,OptimizationTargetPrediction,\
      Translate,MediaRouter,DialMediaRouteProvider,AutofillServerCommunication,NetworkTimeServiceQuerying",
-    // The catch-alls (see the module documentation).
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
 ];
+
+/// The first catch-all (see the module documentation): no name resolves but these.
+const RESOLVER_RULES: &str = "MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1";
 
 /// Records CSP violations and uncaught errors of the document into a global the harness reads.
 /// Installed before any page script runs; `error` events of failed resource loads are not
@@ -223,6 +226,12 @@ impl Browser {
     /// Like [`Browser::start`] with a page of `(width, height)` CSS pixels (`innerWidth` and
     /// `innerHeight`, and the size of screenshots), e.g. [`NARROW_WINDOW`].
     pub async fn start_with(window: (u32, u32)) -> Option<Self> {
+        Self::start_reaching(window, &[]).await
+    }
+
+    /// Like [`Browser::start_with`], and pages may also reach `direct` (e.g. a container on a
+    /// network the caller created) without going through the dead proxy.
+    pub async fn start_reaching(window: (u32, u32), direct: &[IpAddr]) -> Option<Self> {
         let (driver_bin, chromium) = match (chromedriver_bin(), chromium_bin()) {
             (Ok(d), Ok(c)) => (d, c),
             (Err(why), _) | (_, Err(why)) => {
@@ -244,7 +253,16 @@ impl Browser {
         let driver = Driver::start(&driver_bin, home.path()).await;
         let profile = home.path().join("profile");
         let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|a| (*a).to_owned()).collect();
+        let mut rules = RESOLVER_RULES.to_owned();
+        for ip in direct {
+            rules.push_str(&format!(", EXCLUDE {ip}"));
+        }
+        args.push(format!("--host-resolver-rules={rules}"));
         args.push(format!("--proxy-server={DEAD_PROXY}"));
+        if !direct.is_empty() {
+            let list: Vec<String> = direct.iter().map(IpAddr::to_string).collect();
+            args.push(format!("--proxy-bypass-list={}", list.join(";")));
+        }
         args.push(format!("--window-size={},{}", window.0, window.1));
         args.push(format!("--user-data-dir={}", profile.display()));
         let caps = json!({
