@@ -5,12 +5,18 @@
 //
 // mount() is used by the dashboard route (#/hosts/<id>/desktop) and by the
 // standalone page desktop.html.
+//
+// Diagnostic: the viewer element's data-frames is the number of framebuffer
+// updates completed on the current connection (0 at each connect), written
+// at most every 250 ms; `cloud-cli-proxy-bench dashboard` reads it to measure
+// frames per second.
 
 import { h, icon, replace } from './dom.js';
 import { get, enc } from './api.js';
 
 const RFB_URL = '/ui/vendor/novnc/core/rfb.js';
 const BACKOFF = [1000, 2000, 4000, 8000, 15000, 30000];
+const FRAMES_EVERY_MS = 250;
 
 function wsUrl(path) {
   return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${path}`;
@@ -23,6 +29,31 @@ function toggle(label, ic, pressed, test, title) {
 
 function tool(label, ic, test, title) {
   return h('button', { type: 'button', class: 'btn btn-secondary btn-sm', 'data-test': test, title: title || label, 'aria-label': label }, icon(ic), h('span', { class: 'label-text' }, label));
+}
+
+/**
+ * Counts the framebuffer updates `rfb` completes into `el.dataset.frames`.
+ * noVNC 1.3's RFB calls its display's flip() once at the end of each
+ * FramebufferUpdate (the display itself calls it again only when its
+ * viewport changes size). Returns a function that stops the counting.
+ */
+function countFrames(rfb, el) {
+  const display = rfb._display;
+  if (!display || typeof display.flip !== 'function') return () => {};
+  const flip = display.flip;
+  let frames = 0;
+  let shown = 0;
+  display.flip = function countedFlip(...args) {
+    frames += 1;
+    return flip.apply(this, args);
+  };
+  el.dataset.frames = '0';
+  const timer = setInterval(() => {
+    if (frames === shown) return;
+    shown = frames;
+    el.dataset.frames = String(frames);
+  }, FRAMES_EVERY_MS);
+  return () => clearInterval(timer);
 }
 
 /**
@@ -40,6 +71,7 @@ export function mount(container, { scope, hostId, backHref, backLabel = 'Back', 
   let scale = false;
   let resize = true;
   let everConnected = false;
+  let stopCounting = () => {};
 
   const statusText = h('span', { 'data-test': 'desktop-status' }, 'Connecting…');
   const statusIcon = h('span', { class: 'spinner spinner-xs' });
@@ -113,6 +145,8 @@ export function mount(container, { scope, hostId, backHref, backLabel = 'Back', 
       return;
     }
     const mine = rfb;
+    stopCounting();
+    stopCounting = countFrames(rfb, viewer);
     rfb.scaleViewport = scale;
     rfb.resizeSession = resize;
     rfb.focusOnClick = true;
@@ -142,6 +176,7 @@ export function mount(container, { scope, hostId, backHref, backLabel = 'Back', 
 
   async function onDisconnect(clean) {
     rfb = null;
+    stopCounting();
     if (destroyed) return;
     if (userClosed) {
       setState('disconnected', 'Disconnected', { overlayMsg: 'You disconnected.', showRetry: true });
@@ -260,6 +295,7 @@ export function mount(container, { scope, hostId, backHref, backLabel = 'Back', 
   return {
     destroy() {
       destroyed = true;
+      stopCounting();
       clearTimeout(retryTimer);
       clearInterval(countdown);
       document.removeEventListener('fullscreenchange', onFs);
