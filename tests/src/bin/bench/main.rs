@@ -1,7 +1,9 @@
-//! `cloud-cli-proxy-bench hosts|ssh|egress`: how long a host takes to become usable (`hosts`,
-//! below), what the SSH gateway costs against a direct connection (`ssh`, in `ssh.rs`), and what an
-//! egress tunnel costs a host against the node's direct path, with the time to recover from a
-//! killed tunnel (`egress`, in `egress.rs`, whose bulk server runs as `egress-sink`).
+//! `cloud-cli-proxy-bench hosts|ssh|egress|dashboard`: how long a host takes to become usable
+//! (`hosts`, below), what the SSH gateway costs against a direct connection (`ssh`, in `ssh.rs`),
+//! what an egress tunnel costs a host against the node's direct path, with the time to recover from
+//! a killed tunnel (`egress`, in `egress.rs`, whose bulk server runs as `egress-sink`), and how the
+//! dashboard's pages compare with the API calls they make and its desktop with noVNC straight to
+//! the host (`dashboard`, in `dashboard.rs`).
 //!
 //! Starts a control plane with its embedded agent on a temporary database, then measures:
 //!
@@ -16,7 +18,8 @@
 //!
 //! `cargo run -p cloud-cli-proxy-tests --release --bin cloud-cli-proxy-bench -- hosts [--sequential N]
 //! [--burst N]`, `… -- ssh [--mib N] [--logins N]`, `… -- egress [--mib N] [--rounds N] [--kills N]`
-//! (root). The control plane binary is taken from `CCP_BIN_DIR` (default `target/debug`; build it
+//! (root), `… -- dashboard [--runs N] [--hosts N] [--seconds N] [--rounds N]` (root, chromium). The
+//! control plane binary is taken from `CCP_BIN_DIR` (default `target/debug`; build it
 //! with `cargo build --workspace --bins`).
 #![allow(
     clippy::print_stdout,
@@ -29,6 +32,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+mod dashboard;
 mod egress;
 mod ssh;
 
@@ -64,10 +68,11 @@ fn parse_args() -> anyhow::Result<Args> {
         Some("-h" | "--help") | None => {
             bail!(
                 "usage: cloud-cli-proxy-bench hosts [--sequential N] [--burst N] | ssh [--mib N] [--logins N] \
-                 | egress [--mib N] [--rounds N] [--kills N]"
+                 | egress [--mib N] [--rounds N] [--kills N] \
+                 | dashboard [--runs N] [--hosts N] [--seconds N] [--rounds N]"
             )
         }
-        Some(other) => bail!("unknown benchmark `{other}` (known: hosts, ssh, egress)"),
+        Some(other) => bail!("unknown benchmark `{other}` (known: hosts, ssh, egress, dashboard)"),
     }
     while let Some(flag) = args.next() {
         let value = args
@@ -283,6 +288,7 @@ async fn main() -> anyhow::Result<()> {
         Some("ssh") => return ssh::main(std::env::args().skip(2).collect()).await,
         Some("egress") => return egress::main(std::env::args().skip(2).collect()).await,
         Some("egress-sink") => return egress::sink(std::env::args().skip(2).collect()).await,
+        Some("dashboard") => return dashboard::main(std::env::args().skip(2).collect()).await,
         _ => {}
     }
     let args = parse_args()?;
