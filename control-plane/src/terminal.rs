@@ -243,10 +243,6 @@ impl Terminals {
         self.gateway.is_some()
     }
 
-    pub fn resume_for(&self) -> Duration {
-        self.resume_for
-    }
-
     /// The shell `id`, if it is `account_id`'s on `host_id`. Anything else looks like a shell
     /// that ended: nobody learns of another account's shells.
     pub fn find(&self, id: &str, account_id: &str, host_id: &str) -> Option<Arc<Shell>> {
@@ -337,7 +333,6 @@ impl Terminals {
 /// Trusts the gateway only if it shows the host key of a registered gateway.
 struct GatewayKey {
     db: db::Pool,
-    known: bool,
 }
 
 impl client::Handler for GatewayKey {
@@ -350,10 +345,9 @@ impl client::Handler for GatewayKey {
         let Ok(line) = key.to_openssh() else {
             return Ok(false);
         };
-        self.known = db::gateways::knows_host_key(&self.db, &line)
+        Ok(db::gateways::knows_host_key(&self.db, &line)
             .await
-            .unwrap_or(false);
-        Ok(self.known)
+            .unwrap_or(false))
     }
 }
 
@@ -374,7 +368,7 @@ async fn connect(
         .await
         .map_err(|e| unreachable(e.to_string()))?;
     let _ = stream.set_nodelay(true);
-    let checker = GatewayKey { db, known: false };
+    let checker = GatewayKey { db };
     let mut handle = match client::connect_stream(config, stream, checker).await {
         Ok(h) => h,
         Err(russh::Error::UnknownKey) => return Err(OpenError::UnknownGatewayKey),

@@ -16,11 +16,11 @@ use std::time::Duration;
 use cloud_cli_proxy_tests::browser::{Browser, Key};
 use cloud_cli_proxy_tests::{ControlPlane, Options, assert_error, eventually};
 
-/// Types a username and password into the sign-in form and sends it.
-async fn submit_sign_in(browser: &Browser, username: &str, password: &str) {
-    browser.fill("[data-test=login-username]", username).await;
-    browser.fill("[data-test=login-password]", password).await;
-    browser.click("[data-test=login-submit]").await;
+/// Waits up to `limit` (longer than the harness's usual wait) for an element matching `css`.
+async fn wait_long(browser: &mut Browser, css: &str, limit: Duration) {
+    browser.set_wait(limit);
+    browser.wait_for(css).await;
+    browser.set_wait(cloud_cli_proxy_tests::browser::WAIT);
 }
 
 /// Serves, on `localhost` (another site than the control plane's `127.0.0.1`), a page whose script
@@ -78,12 +78,12 @@ async fn operator_signs_in_creates_a_user_and_signs_out() {
     browser.wait_for("[data-test=login-form]").await;
     browser.shot("sign-in").await;
     // A wrong password: the API's message on the page, still the sign-in form.
-    submit_sign_in(&browser, &opts.admin_username, "not-the-password").await;
+    browser.sign_in(&opts.admin_username, "not-the-password").await;
     browser
         .wait_for_text("[data-test=form-error]", "Wrong username or password")
         .await;
 
-    submit_sign_in(&browser, &opts.admin_username, &opts.admin_password).await;
+    browser.sign_in(&opts.admin_username, &opts.admin_password).await;
     browser.wait_for("[data-test=signout]").await;
     browser.wait_for_text("[data-test=page-title]", "Overview").await;
     browser.shot("overview").await;
@@ -207,7 +207,7 @@ async fn a_tenants_page_cannot_run_in_our_origin() {
 
     let opts = node.cp.options().clone();
     browser.goto(&format!("{base}/")).await;
-    submit_sign_in(&browser, &opts.admin_username, &opts.admin_password).await;
+    browser.sign_in(&opts.admin_username, &opts.admin_password).await;
     browser.wait_for("[data-test=signout]").await;
 
     browser
@@ -233,11 +233,12 @@ async fn a_tenants_page_cannot_run_in_our_origin() {
     // host's screen (whatever the tenant did to the host's web pages).
     browser.goto(&format!("{base}/#/hosts/{}/desktop", host.id)).await;
     // The VNC server starts after sshd, and later still on a busy machine; the viewer retries.
-    browser.set_wait(Duration::from_secs(90));
-    browser
-        .wait_for("[data-test=desktop-viewer][data-state=connected]")
-        .await;
-    browser.set_wait(cloud_cli_proxy_tests::browser::WAIT);
+    wait_long(
+        &mut browser,
+        "[data-test=desktop-viewer][data-state=connected]",
+        Duration::from_secs(90),
+    )
+    .await;
     let drawn = eventually(Duration::from_secs(30), "the desktop to be drawn", || async {
         let v = browser
             .exec_js(
@@ -276,11 +277,12 @@ async fn a_tenants_page_cannot_run_in_our_origin() {
     browser
         .goto(&format!("{base}/#/hosts/{}/terminal", host.id))
         .await;
-    browser.set_wait(Duration::from_secs(60));
-    browser
-        .wait_for("[data-test=terminal-viewer][data-state=connected]")
-        .await;
-    browser.set_wait(cloud_cli_proxy_tests::browser::WAIT);
+    wait_long(
+        &mut browser,
+        "[data-test=terminal-viewer][data-state=connected]",
+        Duration::from_secs(60),
+    )
+    .await;
     browser
         .key(
             ".xterm-helper-textarea",
@@ -302,11 +304,12 @@ async fn a_tenants_page_cannot_run_in_our_origin() {
         )
         .await;
     browser.click("[data-test=terminal-reconnect]").await;
-    browser.set_wait(Duration::from_secs(60));
-    browser
-        .wait_for("[data-test=terminal-viewer][data-state=connected]")
-        .await;
-    browser.set_wait(cloud_cli_proxy_tests::browser::WAIT);
+    wait_long(
+        &mut browser,
+        "[data-test=terminal-viewer][data-state=connected]",
+        Duration::from_secs(60),
+    )
+    .await;
     browser
         .key(
             ".xterm-helper-textarea",
@@ -327,7 +330,9 @@ async fn a_tenants_page_cannot_run_in_our_origin() {
     let other_host = node.create_host(other["id"].as_str().unwrap()).await;
     browser.click("[data-test=signout]").await;
     browser.wait_for("[data-test=login-form]").await;
-    submit_sign_in(&browser, owner["username"].as_str().unwrap(), "owner-password-1").await;
+    browser
+        .sign_in(owner["username"].as_str().unwrap(), "owner-password-1")
+        .await;
     let card = browser.wait_for_text("[data-test=my-host]", &host.short_id).await;
     assert!(!card.contains(&other_host.short_id));
     let cards = browser

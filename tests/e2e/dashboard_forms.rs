@@ -23,13 +23,7 @@ use serde_json::{Value, json};
 /// Signs in through the form as the operator and waits for the overview.
 async fn sign_in(browser: &Browser, base: &str, opts: &Options) {
     browser.goto(&format!("{base}/")).await;
-    browser
-        .fill("[data-test=login-username]", &opts.admin_username)
-        .await;
-    browser
-        .fill("[data-test=login-password]", &opts.admin_password)
-        .await;
-    browser.click("[data-test=login-submit]").await;
+    browser.sign_in(&opts.admin_username, &opts.admin_password).await;
     browser.wait_for_text("[data-test=page-title]", "Overview").await;
 }
 
@@ -715,13 +709,7 @@ async fn the_pages_work_on_a_narrow_screen() {
     assert_fits(&browser, "sign-in").await;
     browser.shot("sign-in").await;
     let opts = node.cp.options();
-    browser
-        .fill("[data-test=login-username]", &opts.admin_username)
-        .await;
-    browser
-        .fill("[data-test=login-password]", &opts.admin_password)
-        .await;
-    browser.click("[data-test=login-submit]").await;
+    browser.sign_in(&opts.admin_username, &opts.admin_password).await;
     browser.wait_for_text("[data-test=page-title]", "Overview").await;
     // The overview's cards are painted once their data is in.
     browser.wait_for("[data-test=hosts-count-running]").await;

@@ -437,6 +437,13 @@ impl Browser {
         .await
     }
 
+    /// Types a username and password into the dashboard's sign-in form and sends it.
+    pub async fn sign_in(&self, username: &str, password: &str) {
+        self.fill("[data-test=login-username]", username).await;
+        self.fill("[data-test=login-password]", password).await;
+        self.click("[data-test=login-submit]").await;
+    }
+
     /// The rendered text of the first element matching `css`, once there is one.
     pub async fn text(&self, css: &str) -> String {
         self.until(&format!("text({css:?})"), async || match self.find(css).await {

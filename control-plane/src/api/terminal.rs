@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts as _, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::Response;
 use futures::{SinkExt as _, StreamExt as _};
 use serde::Deserialize;
@@ -91,15 +91,7 @@ async fn upgrade(
     host: Option<Host>,
 ) -> ApiResult<Response> {
     let host = host.ok_or_else(|| ApiError::not_found("host"))?;
-    let origin = parts.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let host_header = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    if !auth::browser::origin_allowed(origin, host_header, &state.settings.public_base_url) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
-            "WebSocket from another site",
-        ));
-    }
+    auth::browser::check_websocket_origin(&parts.headers, &state.settings.public_base_url)?;
     let offered = parts
         .headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)

@@ -392,15 +392,7 @@ async fn websocket(
     host: Host,
     ip: std::net::IpAddr,
 ) -> ApiResult<Response> {
-    let origin = parts.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let host_header = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    if !auth::browser::origin_allowed(origin, host_header, &state.settings.public_base_url) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
-            "WebSocket from another site",
-        ));
-    }
+    auth::browser::check_websocket_origin(&parts.headers, &state.settings.public_base_url)?;
     let upgrade = WebSocketUpgrade::from_request_parts(parts, &state)
         .await
         .map_err(|r| ApiError::bad_request("bad_request", r.body_text()))?;

@@ -8,12 +8,14 @@
 //! preflight, which this server never grants, and the cookie is `SameSite=Strict` as well, so each
 //! of the three defences alone stops a forged request.
 
-use axum::http::header::COOKIE;
-use axum::http::{HeaderMap, Method};
+use axum::http::header::{self, COOKIE};
+use axum::http::{HeaderMap, Method, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
 
 /// The session cookie over plain HTTP.
 pub const COOKIE_NAME: &str = "ccp_session";
@@ -135,6 +137,21 @@ pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, public_base_url:
             .iter()
             .any(|candidate| normalize_origin(candidate) == origin)
     })
+}
+
+/// Refuses a WebSocket upgrade whose `Origin` is not ours (see [`origin_allowed`]).
+pub fn check_websocket_origin(headers: &HeaderMap, public_base_url: &str) -> Result<(), ApiError> {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if origin_allowed(origin, host, public_base_url) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "WebSocket from another site",
+        ))
+    }
 }
 
 /// `scheme://host[:port]` in lower case, without a path or the scheme's default port.

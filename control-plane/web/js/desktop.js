@@ -13,10 +13,10 @@
 
 import { h, icon, replace } from './dom.js';
 import { get, enc } from './api.js';
+import { countFrames } from './frames.js';
 
 const RFB_URL = '/ui/vendor/novnc/core/rfb.js';
 const BACKOFF = [1000, 2000, 4000, 8000, 15000, 30000];
-const FRAMES_EVERY_MS = 250;
 
 function wsUrl(path) {
   return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${path}`;
@@ -29,31 +29,6 @@ function toggle(label, ic, pressed, test, title) {
 
 function tool(label, ic, test, title) {
   return h('button', { type: 'button', class: 'btn btn-secondary btn-sm', 'data-test': test, title: title || label, 'aria-label': label }, icon(ic), h('span', { class: 'label-text' }, label));
-}
-
-/**
- * Counts the framebuffer updates `rfb` completes into `el.dataset.frames`.
- * noVNC 1.3's RFB calls its display's flip() once at the end of each
- * FramebufferUpdate (the display itself calls it again only when its
- * viewport changes size). Returns a function that stops the counting.
- */
-function countFrames(rfb, el) {
-  const display = rfb._display;
-  if (!display || typeof display.flip !== 'function') return () => {};
-  const flip = display.flip;
-  let frames = 0;
-  let shown = 0;
-  display.flip = function countedFlip(...args) {
-    frames += 1;
-    return flip.apply(this, args);
-  };
-  el.dataset.frames = '0';
-  const timer = setInterval(() => {
-    if (frames === shown) return;
-    shown = frames;
-    el.dataset.frames = String(frames);
-  }, FRAMES_EVERY_MS);
-  return () => clearInterval(timer);
 }
 
 /**

@@ -344,13 +344,7 @@ async fn pages(args: &Args) -> anyhow::Result<PageFigures> {
 pub(super) async fn sign_in(browser: &Browser, cp: &ControlPlane) {
     browser.wait_for("[data-test=login-form]").await;
     let opts = cp.options();
-    browser
-        .fill("[data-test=login-username]", &opts.admin_username)
-        .await;
-    browser
-        .fill("[data-test=login-password]", &opts.admin_password)
-        .await;
-    browser.click("[data-test=login-submit]").await;
+    browser.sign_in(&opts.admin_username, &opts.admin_password).await;
     browser.wait_for("[data-test=hosts-by-status]").await;
 }
 

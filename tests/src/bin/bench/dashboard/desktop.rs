@@ -287,8 +287,8 @@ async fn vnc_secret(cp: &ControlPlane, host_id: &str) -> anyhow::Result<String> 
 }
 
 /// The direct path's page on a loopback port of its own: the page, its script and style, its
-/// configuration (the host's address and VNC secret, the canvas size), and noVNC's files read from
-/// `control-plane/web/vendor/novnc/` on disk. Stops when dropped.
+/// configuration (the host's address and VNC secret, the canvas size), and noVNC's files and the
+/// viewer's frame counter read from `control-plane/web/` on disk. Stops when dropped.
 struct DirectPage {
     url: String,
     task: tokio::task::JoinHandle<()>,
@@ -297,7 +297,8 @@ struct DirectPage {
 impl DirectPage {
     async fn serve(config: Value) -> anyhow::Result<Self> {
         use axum::routing::get;
-        let novnc = docker::workspace_root().join("control-plane/web/vendor/novnc");
+        let web = docker::workspace_root().join("control-plane/web");
+        let (novnc, js) = (web.join("vendor/novnc"), web.join("js"));
         let app = axum::Router::new()
             .route("/", get(|| async { Html(DIRECT_HTML) }))
             .route(
@@ -309,11 +310,14 @@ impl DirectPage {
                 get(|| async { ([(header::CONTENT_TYPE, "text/css")], DIRECT_CSS) }),
             )
             .route("/config.json", get(move || async move { axum::Json(config) }))
+            // The dashboard viewer's own frame counter, so both paths count alike.
+            .route(
+                "/frames.js",
+                get(move || file(js.clone(), "frames.js".to_owned())),
+            )
             .route(
                 "/novnc/{*path}",
-                get(move |axum::extract::Path(path): axum::extract::Path<String>| {
-                    vendored(novnc.clone(), path)
-                }),
+                get(move |axum::extract::Path(path): axum::extract::Path<String>| file(novnc.clone(), path)),
             );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -335,8 +339,9 @@ impl Drop for DirectPage {
     }
 }
 
-/// A file of the vendored noVNC; scripts as JavaScript (module scripts need the type).
-async fn vendored(root: PathBuf, path: String) -> Response {
+/// A file under `root` (noVNC's, or the dashboard's frame counter); scripts as JavaScript (module
+/// scripts need the type).
+async fn file(root: PathBuf, path: String) -> Response {
     let rel = std::path::Path::new(&path);
     if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
         return StatusCode::NOT_FOUND.into_response();

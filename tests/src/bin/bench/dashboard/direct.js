@@ -1,11 +1,11 @@
 // The baseline of `cloud-cli-proxy-bench dashboard`: noVNC's RFB client straight to the host's
 // websockify, logging in to its VNC server with the host's secret, in a page of the bench's own
 // origin. Everything else is as in the dashboard's viewer (control-plane/web/js/desktop.js): the
-// same options, the same size of the target element, and the same frame count in data-frames.
+// same options, the same size of the target element, and the same frame count in data-frames
+// (control-plane/web/js/frames.js, served from disk).
 
 import RFB from '/novnc/core/rfb.js';
-
-const FRAMES_EVERY_MS = 250;
+import { countFrames } from '/frames.js';
 
 const config = await (await fetch('/config.json', { cache: 'no-store' })).json();
 const screen = document.getElementById('screen');
@@ -22,21 +22,8 @@ rfb.resizeSession = true;
 rfb.focusOnClick = true;
 rfb.viewOnly = false;
 
-// As desktop.js counts: one display.flip() per completed FramebufferUpdate.
-const display = rfb._display;
-const flip = display.flip;
-let frames = 0;
-let shown = 0;
-display.flip = function countedFlip(...args) {
-  frames += 1;
-  return flip.apply(this, args);
-};
-screen.dataset.frames = '0';
-setInterval(() => {
-  if (frames === shown) return;
-  shown = frames;
-  screen.dataset.frames = String(frames);
-}, FRAMES_EVERY_MS);
+// Counted as the dashboard's viewer counts (the same module).
+countFrames(rfb, screen);
 
 rfb.addEventListener('connect', () => {
   screen.dataset.state = 'connected';
