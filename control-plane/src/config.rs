@@ -59,13 +59,26 @@ pub struct Config {
     #[arg(long, env = "TOKEN_TTL_SECS", default_value_t = 12 * 3600)]
     pub token_ttl_secs: u64,
 
-    /// Failed logins allowed per client IP within the window before further attempts get 429.
+    /// Failed sign-ins allowed per client address (IPv6: per /64) within the window, whatever the
+    /// account, before further attempts from it get 429.
     #[arg(long, env = "LOGIN_MAX_FAILURES_PER_IP", default_value_t = 30)]
     pub login_max_failures_per_ip: u32,
 
-    /// Failed logins allowed per account within the window before further attempts get 429.
+    /// Failed sign-ins allowed per account from one client address within the window, before that
+    /// address gets 429 for that account.
     #[arg(long, env = "LOGIN_MAX_FAILURES_PER_ACCOUNT", default_value_t = 5)]
     pub login_max_failures_per_account: u32,
+
+    /// Failed sign-ins allowed per account from all the clients it does not know, within the
+    /// window; past it, only clients the account signed in from before (their address, or a
+    /// browser's device cookie) may still try.
+    #[arg(long, env = "LOGIN_MAX_FAILURES_PER_ACCOUNT_TOTAL", default_value_t = 20)]
+    pub login_max_failures_per_account_total: u32,
+
+    /// Password checks (argon2id, 19 MiB each) run at once; further sign-ins wait up to 5 s in a
+    /// queue of 32 per slot, then get 429. 0: one per CPU.
+    #[arg(long, env = "PASSWORD_CHECK_SLOTS", default_value_t = 0)]
+    pub password_check_slots: usize,
 
     /// Length of the login rate-limit window, in seconds.
     #[arg(long, env = "LOGIN_WINDOW_SECS", default_value_t = 900)]

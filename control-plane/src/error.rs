@@ -101,6 +101,18 @@ impl ApiError {
         }
     }
 
+    /// Every password-check slot is taken: come back shortly.
+    pub fn busy(retry_after_secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(retry_after_secs.max(1)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                "too many sign-ins at once, retry shortly",
+            )
+        }
+    }
+
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
     }

@@ -84,6 +84,8 @@ pub struct AppState {
     pub db: db::Pool,
     pub keys: Arc<auth::Keys>,
     pub limiter: Arc<auth::ratelimit::LoginLimiter>,
+    /// Runs the password checks of every sign-in, a bounded number at once.
+    pub verifier: Arc<auth::password::Verifier>,
     pub settings: Arc<Settings>,
     /// Verified against for unknown usernames so that they cost as much as a wrong password.
     pub decoy_hash: Arc<str>,
@@ -137,6 +139,10 @@ impl AppState {
                 .map_err(StartError::Config)?,
         };
         let decoy = tokio::task::spawn_blocking(auth::password::decoy_hash).await?;
+        let check_slots = match config.password_check_slots {
+            0 => std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            n => n,
+        };
         let agent_token = machine_token(config.agent_token.as_ref(), "AGENT_TOKEN", config.embedded_agent)?;
         let gateway_token = machine_token(
             config.gateway_token.as_ref(),
@@ -146,10 +152,16 @@ impl AppState {
         Ok(Self {
             db,
             keys: Arc::new(auth::Keys::new(secret.expose(), config.token_ttl())),
-            limiter: Arc::new(auth::ratelimit::LoginLimiter::new(
-                config.login_max_failures_per_ip,
-                config.login_max_failures_per_account,
-                Duration::from_secs(config.login_window_secs),
+            limiter: Arc::new(auth::ratelimit::LoginLimiter::new(auth::ratelimit::Limits {
+                per_ip: config.login_max_failures_per_ip,
+                per_account_client: config.login_max_failures_per_account,
+                per_account: config.login_max_failures_per_account_total,
+                window: Duration::from_secs(config.login_window_secs),
+            })),
+            verifier: Arc::new(auth::password::Verifier::new(
+                check_slots,
+                check_slots * 32,
+                Duration::from_secs(5),
             )),
             settings: Arc::new(settings),
             decoy_hash: decoy.into(),

@@ -3,18 +3,17 @@
 //! SSH secrets. Every attempt, refused or not, leaves an audit event.
 
 use std::net::IpAddr;
-use std::time::Instant;
-
-use axum::http::StatusCode;
 
 use super::{Plan, SECRET_LEN, SESSION_TTL};
 use crate::AppState;
+use crate::auth::login;
 use crate::auth::password;
+use crate::auth::policy::{Decision, HostPick, Refusal, Way};
 use crate::db::bootstrap::{NewSession, Session};
 use crate::db::events::{Actor, NewEvent};
 use crate::db::hosts::Host;
 use crate::db::tasks::TaskKind;
-use crate::db::users::{Status, User};
+use crate::db::users::User;
 use crate::db::{self, UtcTime};
 use crate::error::{ApiError, ApiResult};
 use crate::hosts;
@@ -41,51 +40,6 @@ impl Flow {
     }
 }
 
-/// Why an attempt was refused: recorded in the event; the client learns it only once the password
-/// was right (disabled, expired, no host), so the answers never tell which accounts exist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    RateLimited,
-    UnknownUser,
-    UnknownLink,
-    WrongPassword,
-    Disabled,
-    Expired,
-    NoHost,
-}
-
-impl Refusal {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::RateLimited => "rate_limited",
-            Self::UnknownUser => "unknown_user",
-            Self::UnknownLink => "unknown_link",
-            Self::WrongPassword => "wrong_password",
-            Self::Disabled => "disabled",
-            Self::Expired => "expired",
-            Self::NoHost => "no_host",
-        }
-    }
-
-    fn error(self) -> ApiError {
-        match self {
-            Self::RateLimited => ApiError::internal("rate limits answer before refusals"),
-            Self::UnknownUser | Self::UnknownLink | Self::WrongPassword => ApiError::unauthorized(),
-            Self::Disabled => ApiError::new(
-                StatusCode::FORBIDDEN,
-                "account_disabled",
-                "this account is disabled",
-            ),
-            Self::Expired => ApiError::new(
-                StatusCode::FORBIDDEN,
-                "account_expired",
-                "this account has expired",
-            ),
-            Self::NoHost => ApiError::new(StatusCode::NOT_FOUND, "no_host", "this account has no host"),
-        }
-    }
-}
-
 /// One password attempt on the bootstrap or entry route.
 #[derive(Debug)]
 pub struct Attempt {
@@ -97,6 +51,8 @@ pub struct Attempt {
     pub user: Option<User>,
     /// The host of an entry link.
     pub short_id: Option<String>,
+    /// Whether the account has the host the flow opens.
+    pub host: HostPick,
     pub password: String,
 }
 
@@ -106,6 +62,13 @@ impl Attempt {
             id: None,
             name: Some(self.account.clone()),
             ip: self.ip.map(|i| i.to_string()),
+        }
+    }
+
+    fn way(&self) -> Way {
+        match self.flow {
+            Flow::Bootstrap => Way::Bootstrap,
+            Flow::Entry => Way::Entry,
         }
     }
 }
@@ -125,44 +88,29 @@ pub async fn refuse(
     if let Err(e) = db::events::record(&state.db, &attempt.actor(), event, UtcTime::now()).await {
         return e.into();
     }
-    refusal.error()
+    login::answer(attempt.way(), refusal)
 }
 
-/// Checks the attempt's password under the sign-in limits (shared with `/v1/auth/login`, so
-/// guesses add up across every route that takes a password). `Ok` only for the right password of a
-/// usable account.
+/// Checks the attempt under the sign-in policy (whose limits every route that takes a password
+/// shares). `Ok` only for the right password of a usable account that has the host.
 pub async fn authenticate(state: &AppState, attempt: &Attempt) -> ApiResult<User> {
-    let ip_text = attempt
-        .ip
-        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-    if let Err(wait) = state.limiter.check(&ip_text, &attempt.account, Instant::now()) {
-        let user_id = attempt.user.as_ref().map(|u| u.id.as_str());
-        refuse(state, attempt, user_id, Refusal::RateLimited).await;
-        return Err(ApiError::rate_limited(wait.as_secs() + 1));
-    }
-    let stored = attempt
-        .user
-        .as_ref()
-        .map_or_else(|| state.decoy_hash.to_string(), |u| u.password_hash.clone());
-    let password_ok = password::verify_async(attempt.password.clone(), stored).await;
-    let now = UtcTime::now();
-    let refusal = match &attempt.user {
-        None if attempt.flow == Flow::Entry => Some(Refusal::UnknownLink),
-        None => Some(Refusal::UnknownUser),
-        Some(_) if !password_ok => Some(Refusal::WrongPassword),
-        Some(u) if u.status != Status::Active => Some(Refusal::Disabled),
-        Some(u) if u.is_expired(now) => Some(Refusal::Expired),
-        Some(_) => None,
+    let facts = login::Facts {
+        way: attempt.way(),
+        ip: attempt.ip,
+        account_key: &attempt.account,
+        user: attempt.user.as_ref(),
+        host: attempt.host,
+        device_known: false,
     };
-    match (refusal, &attempt.user) {
-        (None, Some(user)) => {
-            state.limiter.succeeded(&attempt.account);
-            Ok(user.clone())
-        }
-        (refusal, user) => {
-            state.limiter.failed(&ip_text, &attempt.account, Instant::now());
+    let given = login::Given::Password {
+        password: &attempt.password,
+        host_hash: None,
+    };
+    match (login::check(state, facts, given, None).await?, &attempt.user) {
+        (Decision::Grant, Some(user)) => Ok(user.clone()),
+        (Decision::Grant, None) => Err(ApiError::internal("an access login granted without an account")),
+        (Decision::Refuse(refusal), user) => {
             let user_id = user.as_ref().map(|u| u.id.as_str());
-            let refusal = refusal.unwrap_or(Refusal::UnknownUser);
             Err(refuse(state, attempt, user_id, refusal).await)
         }
     }

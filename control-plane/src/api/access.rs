@@ -12,9 +12,11 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::access::script::{self, Mode};
-use crate::access::session::{self, Attempt, Flow, Refusal};
+use crate::access::session::{self, Attempt, Flow};
 use crate::access::{self, Progress, SessionStatus};
 use crate::auth::ClientIp;
+use crate::auth::policy::HostPick;
+use crate::auth::ratelimit::{Outcome, client_key};
 use crate::db::bootstrap::Session;
 use crate::db::events::{Actor, NewEvent};
 use crate::db::hosts::{Host, HostStatus};
@@ -163,17 +165,22 @@ async fn create_session(
     // Bounded so a huge username cannot bloat the limiter or the log.
     let account: String = req.username.chars().take(64).collect();
     let user = db::users::get_by_username(&state.db, &account).await?;
+    let host = match &user {
+        Some(u) => db::hosts::first_of_user(&state.db, &u.id).await?,
+        None => None,
+    };
     let attempt = Attempt {
         flow: Flow::Bootstrap,
         ip,
         account,
         user,
         short_id: None,
+        host: if host.is_some() { HostPick::Found } else { HostPick::NoHost },
         password: req.password,
     };
     let user = session::authenticate(&state, &attempt).await?;
-    let Some(host) = db::hosts::first_of_user(&state.db, &user.id).await? else {
-        return Err(session::refuse(&state, &attempt, Some(&user.id), Refusal::NoHost).await);
+    let Some(host) = host else {
+        return Err(ApiError::internal("a bootstrap login passed without a host"));
     };
     let opened = session::open(&state, &attempt, &user, &host, false).await?;
     Ok(no_store(
@@ -213,6 +220,7 @@ async fn entry_auth(
         account,
         user,
         short_id: Some(short_id),
+        host: HostPick::Found,
         password: req.password,
     };
     let user = session::authenticate(&state, &attempt).await?;
@@ -301,23 +309,20 @@ async fn handoff(
         return Ok(no_store(StatusCode::OK, answer));
     };
     let secret = secret.to_str().unwrap_or_default();
-    let ip_text = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
     let limit_key = format!("session:{}", session.id);
     let actor = Actor {
         id: Some(user.id.clone()),
         name: Some(user.username.clone()),
         ip: ip.map(|i| i.to_string()),
     };
-    if let Err(wait) = state
+    let ticket = state
         .limiter
-        .check(&ip_text, &limit_key, std::time::Instant::now())
-    {
-        return Err(ApiError::rate_limited(wait.as_secs() + 1));
-    }
+        .admit(&client_key(ip), &limit_key, false, std::time::Instant::now())
+        .map_err(|wait| ApiError::rate_limited(wait.as_secs() + 1))?;
     if db::handoffs::hash(secret) != session.secret_hash {
         state
             .limiter
-            .failed(&ip_text, &limit_key, std::time::Instant::now());
+            .settle(ticket, Outcome::Guess, std::time::Instant::now());
         let event = NewEvent::failure("access.handoff_refused")
             .user(&user.id)
             .host(&host.id)
@@ -325,6 +330,9 @@ async fn handoff(
         db::events::record(&state.db, &actor, event, UtcTime::now()).await?;
         return Err(ApiError::unauthorized());
     }
+    state
+        .limiter
+        .settle(ticket, Outcome::NotAGuess, std::time::Instant::now());
     if !user.is_usable(UtcTime::now()) {
         let code = if user.status == db::users::Status::Active {
             "account_expired"

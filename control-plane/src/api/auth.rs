@@ -1,8 +1,6 @@
 //! Sign-in (`/v1/auth/login`, `/v1/admin/login`), the dashboard's browser session
 //! (`/v1/auth/session`), and `/v1/auth/me`.
 
-use std::time::Instant;
-
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -11,7 +9,9 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::AppState;
-use crate::auth::{self, ClientIp, Credential, Principal, browser, password};
+use crate::auth::login;
+use crate::auth::policy::{Decision, HostPick, Way};
+use crate::auth::{self, ClientIp, Credential, Principal, browser};
 use crate::db::events::{Actor, NewEvent};
 use crate::db::users::{Role, User};
 use crate::db::{self, UtcTime};
@@ -25,6 +25,10 @@ use super::users::UserView;
 pub struct LoginRequest {
     pub username: String,
     pub password: String,
+    /// The current six-digit code of the account's authenticator app, or one of its recovery
+    /// codes; needed once the account enrolled a second factor (`totp_required` otherwise).
+    #[serde(default)]
+    pub totp_code: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -62,7 +66,7 @@ async fn login(
     ClientIp(ip): ClientIp,
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
-    token_for(&state, sign_in(&state, ip, req, Via::Api).await?)
+    token_for(&state, sign_in(&state, ip, None, req, Way::Api).await?)
 }
 
 /// Same as `/v1/auth/login`; kept for clients of the older path.
@@ -74,7 +78,7 @@ async fn admin_login(
     ClientIp(ip): ClientIp,
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
-    token_for(&state, sign_in(&state, ip, req, Via::Api).await?)
+    token_for(&state, sign_in(&state, ip, None, req, Way::Api).await?)
 }
 
 fn token_for(state: &AppState, user: User) -> ApiResult<Json<LoginResponse>> {
@@ -101,9 +105,10 @@ fn session_expiry(state: &AppState, now: UtcTime) -> UtcTime {
 async fn session_create(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<Response> {
-    let user = sign_in(&state, ip, req, Via::Dashboard).await?;
+    let user = sign_in(&state, ip, Some(&headers), req, Way::Dashboard).await?;
     let now = UtcTime::now();
     // Expired rows go whenever a new one comes, so the table stays the size of the live sessions.
     db::web_sessions::delete_expired(&state.db, now).await?;
@@ -131,7 +136,13 @@ async fn session_create(
         csrf_token,
         expires_at,
     };
-    with_cookie(Json(body).into_response(), &cookie)
+    let mut response = with_cookie(Json(body).into_response(), &cookie)?;
+    let device = browser::device_cookie(state.keys.device_cookie_key(), &user.id, state.settings.serves_tls());
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&device).map_err(ApiError::internal)?,
+    );
+    Ok(response)
 }
 
 /// The signed-in browser's account and CSRF token; `401` when the cookie opens no session.
@@ -187,121 +198,76 @@ fn with_cookie(mut response: Response, cookie: &str) -> ApiResult<Response> {
     Ok(response)
 }
 
-/// Where a sign-in came from, recorded in its event.
-#[derive(Debug, Clone, Copy)]
-enum Via {
-    Api,
-    Dashboard,
-}
-
-impl Via {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Api => "api",
-            Self::Dashboard => "dashboard",
-        }
-    }
-}
-
-/// Why a sign-in failed; recorded in the event, never told to the client.
-#[derive(Debug, Clone, Copy)]
-enum Refusal {
-    RateLimited,
-    UnknownUser,
-    WrongPassword,
-    Disabled,
-    Expired,
-}
-
-impl Refusal {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::RateLimited => "rate_limited",
-            Self::UnknownUser => "unknown_user",
-            Self::WrongPassword => "wrong_password",
-            Self::Disabled => "disabled",
-            Self::Expired => "expired",
-        }
-    }
-}
-
-/// Checks a username and password under the sign-in limits and records the attempt; the account
-/// when it may sign in.
+/// Checks a username and password (and the second factor, once enrolled) under the sign-in
+/// policy and records the attempt; the account when it may sign in.
 async fn sign_in(
     state: &AppState,
     ip: Option<std::net::IpAddr>,
+    headers: Option<&HeaderMap>,
     req: LoginRequest,
-    via: Via,
+    way: Way,
 ) -> ApiResult<User> {
-    let ip_text = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
     let now = UtcTime::now();
-    let actor = Actor {
-        id: None,
-        name: Some(req.username.clone()),
-        ip: ip.map(|i| i.to_string()),
-    };
     // Bounded so a huge username cannot bloat the limiter or the log.
     let account: String = req.username.chars().take(64).collect();
-
-    if let Err(wait) = state.limiter.check(&ip_text, &account, Instant::now()) {
-        record_refusal(state, &actor, None, Refusal::RateLimited, now).await?;
-        return Err(ApiError::rate_limited(wait.as_secs() + 1));
-    }
-
-    let user = db::users::get_by_username(&state.db, &account).await?;
-    let stored_hash = user
-        .as_ref()
-        .map_or_else(|| state.decoy_hash.to_string(), |u| u.password_hash.clone());
-    let password_ok = password::verify_async(req.password, stored_hash).await;
-
-    let refusal = match &user {
-        None => Some(Refusal::UnknownUser),
-        Some(_) if !password_ok => Some(Refusal::WrongPassword),
-        Some(u) if u.status != db::users::Status::Active => Some(Refusal::Disabled),
-        Some(u) if u.is_expired(now) => Some(Refusal::Expired),
-        Some(_) => None,
-    };
-    let user = match (refusal, user) {
-        (None, Some(user)) => user,
-        (refusal, user) => {
-            state.limiter.failed(&ip_text, &account, Instant::now());
-            let refusal = refusal.unwrap_or(Refusal::UnknownUser);
-            record_refusal(state, &actor, user.map(|u| u.id), refusal, now).await?;
-            return Err(ApiError::unauthorized());
-        }
-    };
-
-    state.limiter.succeeded(&account);
     let actor = Actor {
-        id: Some(user.id.clone()),
-        ..actor
+        id: None,
+        name: Some(account.clone()),
+        ip: ip.map(|i| i.to_string()),
     };
-    db::events::record(
-        &state.db,
-        &actor,
-        NewEvent::success("auth.login_succeeded")
-            .user(&user.id)
-            .details(serde_json::json!({ "via": via.as_str() })),
-        now,
-    )
-    .await?;
-    Ok(user)
+    let user = db::users::get_by_username(&state.db, &account).await?;
+    let device_known = match (headers, &user) {
+        (Some(headers), Some(u)) => browser::knows_device(headers, state.keys.device_cookie_key(), &u.id),
+        _ => false,
+    };
+    let facts = login::Facts {
+        way,
+        ip,
+        account_key: &account,
+        user: user.as_ref(),
+        host: HostPick::NotAsked,
+        device_known,
+    };
+    let given = login::Given::Password {
+        password: &req.password,
+        host_hash: None,
+    };
+    let decision = login::check(state, facts, given, req.totp_code.as_deref()).await?;
+    match (decision, user) {
+        (Decision::Grant, Some(user)) => {
+            let actor = Actor {
+                id: Some(user.id.clone()),
+                ..actor
+            };
+            db::events::record(
+                &state.db,
+                &actor,
+                NewEvent::success("auth.login_succeeded")
+                    .user(&user.id)
+                    .details(serde_json::json!({ "via": via(way), "second_factor": user.totp_enabled })),
+                now,
+            )
+            .await?;
+            Ok(user)
+        }
+        (Decision::Refuse(refusal), user) => {
+            let mut event = NewEvent::failure("auth.login_failed")
+                .details(serde_json::json!({ "reason": refusal.as_str(), "via": via(way) }));
+            event.user_id = user.map(|u| u.id);
+            tracing::info!(reason = refusal.as_str(), "sign-in refused");
+            db::events::record(&state.db, &actor, event, now).await?;
+            Err(login::answer(way, refusal))
+        }
+        (Decision::Grant, None) => Err(ApiError::internal("a sign-in granted without an account")),
+    }
 }
 
-async fn record_refusal(
-    state: &AppState,
-    actor: &Actor,
-    user_id: Option<String>,
-    refusal: Refusal,
-    now: UtcTime,
-) -> Result<(), ApiError> {
-    let mut event = NewEvent::failure("auth.login_failed").details(serde_json::json!({
-        "reason": refusal.as_str(),
-    }));
-    event.user_id = user_id;
-    tracing::info!(reason = refusal.as_str(), "sign-in refused");
-    db::events::record(&state.db, actor, event, now).await?;
-    Ok(())
+/// The `via` of a sign-in's event.
+fn via(way: Way) -> &'static str {
+    match way {
+        Way::Dashboard => "dashboard",
+        _ => "api",
+    }
 }
 
 /// The account behind the token.

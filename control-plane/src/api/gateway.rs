@@ -2,8 +2,6 @@
 //! Every login decision is made here, so all gateways share one policy, one set of rate limits
 //! (shared with the API's sign-in) and one audit log.
 
-use std::time::Instant;
-
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -13,7 +11,9 @@ use wire::gateway::{
 };
 
 use crate::AppState;
-use crate::auth::password;
+use crate::auth::login::{self, Given};
+use crate::auth::policy::{Decision, HostPick, Refusal, Way};
+use crate::auth;
 use crate::db::events::{Actor, NewEvent};
 use crate::db::hosts::{Host, HostStatus};
 use crate::db::users::User;
@@ -72,38 +72,6 @@ async fn register(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Why a login was refused: recorded in the event and told to the gateway, never to the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
-    RateLimited,
-    BadLogin,
-    UnknownUser,
-    WrongPassword,
-    UnknownKey,
-    Disabled,
-    Expired,
-    NoHost,
-    NoSuchHost,
-    AmbiguousHost,
-}
-
-impl Refusal {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::RateLimited => "rate_limited",
-            Self::BadLogin => "bad_login",
-            Self::UnknownUser => "unknown_user",
-            Self::WrongPassword => "wrong_password",
-            Self::UnknownKey => "unknown_key",
-            Self::Disabled => "disabled",
-            Self::Expired => "expired",
-            Self::NoHost => "no_host",
-            Self::NoSuchHost => "no_such_host",
-            Self::AmbiguousHost => "ambiguous_host",
-        }
-    }
-}
-
 /// `user` or `user+shortid`.
 fn parse_login(login: &str) -> Option<(&str, Option<&str>)> {
     let (user, short) = match login.split_once('+') {
@@ -116,14 +84,14 @@ fn parse_login(login: &str) -> Option<(&str, Option<&str>)> {
 }
 
 /// The host a login names: the one given by short id, else the user's only host.
-fn pick_host(hosts: Vec<Host>, short: Option<&str>) -> Result<Host, Refusal> {
+fn pick_host(hosts: Vec<Host>, short: Option<&str>) -> Result<Host, HostPick> {
     let mut live = hosts.into_iter().filter(|h| h.status != HostStatus::Deleting);
     match short {
-        Some(short) => live.find(|h| h.short_id == short).ok_or(Refusal::NoSuchHost),
+        Some(short) => live.find(|h| h.short_id == short).ok_or(HostPick::NoSuchHost),
         None => {
-            let first = live.next().ok_or(Refusal::NoHost)?;
+            let first = live.next().ok_or(HostPick::NoHost)?;
             match live.next() {
-                Some(_) => Err(Refusal::AmbiguousHost),
+                Some(_) => Err(HostPick::Ambiguous),
                 None => Ok(first),
             }
         }
@@ -170,65 +138,70 @@ async fn auth(
         db::events::record(&state.db, &actor, event, now).await?;
         return Ok(Json(denied(Refusal::BadLogin)));
     };
-    if let Err(wait) = state.limiter.check(&req.client_ip, username, Instant::now()) {
+    let ip = req.client_ip.parse().ok();
+    let user = db::users::get_by_username(&state.db, username).await?;
+    let host = match &user {
+        Some(u) => pick_host(db::hosts::of_user(&state.db, &u.id).await?, short),
+        None => Err(HostPick::NotAsked),
+    };
+    let pick = match &host {
+        Ok(_) => HostPick::Found,
+        Err(pick) => *pick,
+    };
+    // A single-use secret from the access scripts or the dashboard's terminal travels as the
+    // password; it is looked up (cheaply) first, once the address is not held back.
+    let mut handoff = None;
+    if let (Credential::Password { password: given }, Ok(h)) = (&req.credential, &host)
+        && state
+            .limiter
+            .check_ip(&auth::ratelimit::client_key(ip), std::time::Instant::now())
+            .is_ok()
+    {
+        handoff = db::handoffs::redeem(&state.db, &h.id, given, now).await?;
+    }
+    let (way, given) = match (&req.credential, &handoff) {
+        (_, Some(db::handoffs::Purpose::WebTerminal { .. })) => (Way::WebTerminal, Given::Secret(true)),
+        (_, Some(db::handoffs::Purpose::Entry)) => (Way::SshPassword, Given::Secret(true)),
+        (Credential::Password { password }, None) => (
+            Way::SshPassword,
+            Given::Password {
+                password,
+                host_hash: host.as_ref().ok().map(|h| h.ssh_password_hash.as_str()),
+            },
+        ),
+        (Credential::PublicKey { public_key, verified }, None) => {
+            let known = match (&user, ssh_key::PublicKey::from_openssh(public_key)) {
+                (Some(u), Ok(key)) => {
+                    let fingerprint = key.fingerprint(ssh_key::HashAlg::Sha256).to_string();
+                    db::ssh_keys::has_fingerprint(&state.db, &u.id, &fingerprint).await?
+                }
+                _ => false,
+            };
+            (Way::SshKey, Given::Key { known, signed: *verified })
+        }
+    };
+    let facts = login::Facts {
+        way,
+        ip,
+        account_key: username,
+        user: user.as_ref(),
+        host: pick,
+        device_known: false,
+    };
+    let decision = login::check(&state, facts, given, None).await?;
+    if let Decision::Refuse(refusal) = decision
+        && let Some(wait) = refusal.retry_after()
+    {
         if !probe {
-            let event = refuse(Refusal::RateLimited, None, None);
+            let event = refuse(refusal, user.as_ref(), None);
             db::events::record(&state.db, &actor, event, now).await?;
         }
         return Ok(Json(AuthReply::RateLimited {
             retry_after_secs: wait.as_secs() + 1,
         }));
     }
-
-    let user = db::users::get_by_username(&state.db, username).await?;
-    let host = match &user {
-        Some(u) => pick_host(db::hosts::of_user(&state.db, &u.id).await?, short),
-        None => Err(Refusal::UnknownUser),
-    };
-    let mut handoff = None;
-    let proven = match (&req.credential, &user) {
-        (Credential::Password { password: given }, None) => {
-            password::verify_async(given.clone(), state.decoy_hash.to_string()).await;
-            false
-        }
-        (Credential::Password { password: given }, Some(u)) => {
-            handoff = match &host {
-                Ok(h) => db::handoffs::redeem(&state.db, &h.id, given, now).await?,
-                Err(_) => None,
-            };
-            handoff.is_some() || password::verify_async(given.clone(), u.password_hash.clone()).await || {
-                match &host {
-                    Ok(h) => password::verify_async(given.clone(), h.ssh_password_hash.clone()).await,
-                    Err(_) => false,
-                }
-            }
-        }
-        (Credential::PublicKey { public_key, .. }, Some(u)) => {
-            match ssh_key::PublicKey::from_openssh(public_key) {
-                Ok(key) => {
-                    let fingerprint = key.fingerprint(ssh_key::HashAlg::Sha256).to_string();
-                    db::ssh_keys::has_fingerprint(&state.db, &u.id, &fingerprint).await?
-                }
-                Err(_) => false,
-            }
-        }
-        (Credential::PublicKey { .. }, None) => false,
-    };
-
-    let refusal = match (&user, proven, &host) {
-        (None, _, _) => Some(Refusal::UnknownUser),
-        (Some(_), false, _) if method == "password" => Some(Refusal::WrongPassword),
-        (Some(_), false, _) => Some(Refusal::UnknownKey),
-        (Some(u), true, _) if u.status != db::users::Status::Active => Some(Refusal::Disabled),
-        (Some(u), true, _) if u.is_expired(now) => Some(Refusal::Expired),
-        (Some(_), true, Err(r)) => Some(*r),
-        (Some(_), true, Ok(_)) => None,
-    };
     actor.id = user.as_ref().map(|u| u.id.clone());
-    if let Some(refusal) = refusal {
-        if method == "password" && matches!(refusal, Refusal::UnknownUser | Refusal::WrongPassword) {
-            state.limiter.failed(&req.client_ip, username, Instant::now());
-        }
+    if let Decision::Refuse(refusal) = decision {
         let event = refuse(refusal, user.as_ref(), host.as_ref().ok());
         db::events::record(&state.db, &actor, event, now).await?;
         tracing::info!(reason = refusal.as_str(), method, "ssh login refused");
@@ -245,7 +218,6 @@ async fn auth(
         _ => None,
     };
     if !probe {
-        state.limiter.succeeded(username);
         let mut details = serde_json::json!({
             "method": method,
             "login": login,

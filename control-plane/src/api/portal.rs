@@ -107,7 +107,7 @@ async fn own_host_or_404(state: &AppState, user_id: &str, host_id: Uuid) -> ApiR
 #[utoipa::path(post, path = "/v1/user/change-password", tag = "portal", security(("bearer" = [])),
     request_body = ChangePassword,
     responses((status = 204), (status = 400, body = crate::error::ErrorBody),
-              (status = 401, body = crate::error::ErrorBody)))]
+              (status = 401, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
 async fn change_password(
     State(state): State<AppState>,
     Tenant(me): Tenant,
@@ -115,7 +115,25 @@ async fn change_password(
 ) -> ApiResult<StatusCode> {
     super::users::validate_password("new_password", &req.new_password)?;
     let now = UtcTime::now();
-    if !password::verify_async(req.old_password, me.user.password_hash.clone()).await {
+    // Under the sign-in limits and the bounded verifier: a stolen session must not be a way to
+    // guess the password fast.
+    let client = crate::auth::ratelimit::client_key(me.ip);
+    let ticket = state
+        .limiter
+        .admit(&client, &me.user.username, true, std::time::Instant::now())
+        .map_err(|wait| ApiError::rate_limited(wait.as_secs() + 1))?;
+    let right = state
+        .verifier
+        .verify(req.old_password, vec![me.user.password_hash.clone()])
+        .await
+        .map_err(|busy| ApiError::busy(busy.retry_after.as_secs()))?;
+    let outcome = if right {
+        crate::auth::ratelimit::Outcome::NotAGuess
+    } else {
+        crate::auth::ratelimit::Outcome::Guess
+    };
+    state.limiter.settle(ticket, outcome, std::time::Instant::now());
+    if !right {
         let event = NewEvent::failure("user.password_change_failed").user(&me.user.id);
         db::events::record(&state.db, &me.actor(), event, now).await?;
         return Err(ApiError {

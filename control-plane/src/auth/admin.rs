@@ -59,7 +59,11 @@ pub async fn ensure(db: &Pool, username: &str, password: Option<&Secret>) -> Res
         Some(user) if user.role != Role::Admin => return Err(AdminError::TenantName(username.to_owned())),
         Some(user) => {
             let Some(password) = password else { return Ok(()) };
-            if password::verify_async(password.expose().to_owned(), user.password_hash.clone()).await {
+            let (given, stored) = (password.expose().to_owned(), user.password_hash.clone());
+            if tokio::task::spawn_blocking(move || password::verify(&given, &stored))
+                .await
+                .unwrap_or(false)
+            {
                 return Ok(());
             }
             let hash = password::hash_async(password.expose().to_owned()).await?;

@@ -12,6 +12,7 @@ use axum::http::header::{self, COOKIE};
 use axum::http::{HeaderMap, Method, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -71,6 +72,47 @@ pub fn set_cookie(secret: &str, max_age_secs: i64, secure: bool) -> String {
 /// The `Set-Cookie` value that makes the browser forget the session cookie.
 pub fn clear_cookie(secure: bool) -> String {
     set_cookie("", 0, secure)
+}
+
+/// The cookie by which a browser that signed in to an account before is known to it again, so
+/// failures from elsewhere do not hold it back (`auth::ratelimit`). It opens nothing by itself.
+pub const DEVICE_COOKIE_NAME: &str = "ccp_device";
+/// How long a browser stays known, in seconds (90 days, as `ratelimit::KNOWN_FOR`).
+const DEVICE_COOKIE_MAX_AGE: u64 = 90 * 24 * 3600;
+
+fn device_mac(key: &[u8], user_id: &str, device: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    mac.update(user_id.as_bytes());
+    mac.update(b"\n");
+    mac.update(device.as_bytes());
+    hex::encode(&mac.finalize().into_bytes()[..16])
+}
+
+/// `Set-Cookie` marking this browser as one that signed in to `user_id`: a random device id and
+/// a MAC binding it to the account.
+pub fn device_cookie(key: &[u8], user_id: &str, secure: bool) -> String {
+    let device = random_token();
+    let value = format!("{device}.{}", device_mac(key, user_id, &device));
+    let secure = if secure { "; Secure" } else { "" };
+    format!(
+        "{DEVICE_COOKIE_NAME}={value}; Path=/v1/auth/; Max-Age={DEVICE_COOKIE_MAX_AGE}; HttpOnly; SameSite=Strict{secure}"
+    )
+}
+
+/// Whether the request carries a device cookie made for `user_id`.
+pub fn knows_device(headers: &HeaderMap, key: &[u8], user_id: &str) -> bool {
+    cookie_values(headers, DEVICE_COOKIE_NAME).iter().any(|value| {
+        value.split_once('.').is_some_and(|(device, mac)| {
+            let want = device_mac(key, user_id, device);
+            want.len() == mac.len()
+                && want
+                    .bytes()
+                    .zip(mac.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        })
+    })
 }
 
 /// Methods that change nothing, so need no CSRF token.

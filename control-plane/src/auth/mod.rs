@@ -3,8 +3,11 @@
 
 pub mod admin;
 pub mod browser;
+pub mod login;
 pub mod password;
+pub mod policy;
 pub mod ratelimit;
+pub mod totp;
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -35,6 +38,8 @@ pub struct Keys {
     token_mac_key: Vec<u8>,
     /// Signs VNC session cookies (`vnc::cookie`); derived apart so no cookie passes for a token.
     vnc_cookie_key: Vec<u8>,
+    /// Signs the dashboard's device cookies (`browser::device_cookie`).
+    device_cookie_key: Vec<u8>,
     pub session_ttl: std::time::Duration,
 }
 
@@ -61,6 +66,8 @@ impl Keys {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
             .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
         let mut cookie_mac = mac.clone();
+        let mut device_mac = mac.clone();
+        device_mac.update(b"cloud-cli-proxy device-cookie v1");
         mac.update(b"cloud-cli-proxy api-token v1");
         cookie_mac.update(b"cloud-cli-proxy vnc-cookie v1");
         Self {
@@ -68,12 +75,17 @@ impl Keys {
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             token_mac_key: mac.finalize().into_bytes().to_vec(),
             vnc_cookie_key: cookie_mac.finalize().into_bytes().to_vec(),
+            device_cookie_key: device_mac.finalize().into_bytes().to_vec(),
             session_ttl,
         }
     }
 
     pub fn vnc_cookie_key(&self) -> &[u8] {
         &self.vnc_cookie_key
+    }
+
+    pub fn device_cookie_key(&self) -> &[u8] {
+        &self.device_cookie_key
     }
 
     /// A session token for `user`, valid for the configured lifetime from `now`.
@@ -332,6 +344,7 @@ mod tests {
             token_version: 3,
             created_at: UtcTime::now(),
             updated_at: UtcTime::now(),
+            totp_enabled: false,
         }
     }
 

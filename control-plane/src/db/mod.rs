@@ -12,6 +12,7 @@ pub mod hosts;
 pub mod nodes;
 pub mod ssh_keys;
 pub mod tasks;
+pub mod totp;
 pub mod time;
 pub mod users;
 pub mod web_sessions;

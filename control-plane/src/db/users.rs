@@ -33,6 +33,8 @@ pub struct User {
     pub token_version: i64,
     pub created_at: UtcTime,
     pub updated_at: UtcTime,
+    /// A second factor (TOTP) is enrolled and confirmed.
+    pub totp_enabled: bool,
 }
 
 impl User {
@@ -73,8 +75,8 @@ pub async fn mark_expiry_handled(
     Ok(())
 }
 
-const COLUMNS: &str =
-    "id, username, password_hash, role, status, expires_at, token_version, created_at, updated_at";
+const COLUMNS: &str = "id, username, password_hash, role, status, expires_at, token_version, created_at, \
+     updated_at, totp_enabled_at IS NOT NULL AS totp_enabled";
 
 pub fn username_key(username: &str) -> String {
     username.to_lowercase()
