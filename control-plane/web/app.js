@@ -26,12 +26,14 @@ const NAV = {
     ['events', 'Events', 'events', 'nav-events'],
     ['tokens', 'API tokens', 'key', 'nav-tokens'],
     ['infra', 'Nodes & gateways', 'nodes', 'nav-infra'],
+    ['security', 'Two-factor sign-in', 'lock', 'nav-security'],
   ],
   user: [
     ['hosts', 'My hosts', 'hosts', 'nav-hosts'],
     ['keys', 'SSH keys', 'key', 'nav-keys'],
     ['tokens', 'API tokens', 'shield', 'nav-tokens'],
     ['password', 'Change password', 'lock', 'nav-password'],
+    ['security', 'Two-factor sign-in', 'shield', 'nav-security'],
   ],
 };
 
@@ -53,6 +55,7 @@ const ROUTES = {
     ['events', 'events.js', 'eventsPage'],
     ['tokens', 'tokens.js', 'tokensPage'],
     ['infra', 'infra.js', 'infraPage'],
+    ['security', 'security.js', 'securityPage'],
   ],
   user: [
     ['hosts', 'portal.js', 'myHostsPage'],
@@ -62,6 +65,7 @@ const ROUTES = {
     ['keys', 'portal.js', 'myKeysPage'],
     ['tokens', 'tokens.js', 'tokensPage'],
     ['password', 'portal.js', 'passwordPage'],
+    ['security', 'security.js', 'securityPage'],
   ],
 };
 

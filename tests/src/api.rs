@@ -109,6 +109,18 @@ impl Api {
         }
     }
 
+    /// The same server, reached from the loopback address `local` (any of 127.0.0.0/8), so tests
+    /// can sign in as several clients. Keeps cookies, like a browser.
+    pub fn from_address(&self, local: std::net::IpAddr) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .no_proxy()
+            .local_address(local)
+            .build()
+            .expect("HTTP client");
+        Self { http, ..self.clone() }
+    }
+
     /// The same client, also sending `name: value` with every request.
     pub fn with_header(&self, name: &str, value: &str) -> Self {
         let mut headers = self.headers.clone();
@@ -172,6 +184,11 @@ impl Api {
 
     pub async fn delete(&self, path: &str) -> Resp {
         self.send(Method::DELETE, path, Body::None).await
+    }
+
+    /// `DELETE` with a JSON body (routes that ask for a password before removing something).
+    pub async fn delete_json(&self, path: &str, body: impl Into<Option<Value>>) -> Resp {
+        self.send(Method::DELETE, path, json_body(body)).await
     }
 
     pub async fn post(&self, path: &str, body: impl Into<Option<Value>>) -> Resp {

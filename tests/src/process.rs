@@ -328,6 +328,22 @@ impl ControlPlane {
         self.logs.text()
     }
 
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
+    /// A line of the process's `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM` — the peak).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let pid = self.pid().expect("the control plane runs");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+    }
+
     /// An anonymous client.
     pub fn api(&self) -> Api {
         Api::new(self.base_url())

@@ -10,6 +10,7 @@ pub const USER: &[&str] = &[
     "expired",
     "created_at",
     "updated_at",
+    "totp_enabled",
 ];
 pub const SSH_KEY: &[&str] = &[
     "id",

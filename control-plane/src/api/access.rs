@@ -175,7 +175,11 @@ async fn create_session(
         account,
         user,
         short_id: None,
-        host: if host.is_some() { HostPick::Found } else { HostPick::NoHost },
+        host: if host.is_some() {
+            HostPick::Found
+        } else {
+            HostPick::NoHost
+        },
         password: req.password,
     };
     let user = session::authenticate(&state, &attempt).await?;

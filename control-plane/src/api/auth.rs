@@ -137,7 +137,11 @@ async fn session_create(
         expires_at,
     };
     let mut response = with_cookie(Json(body).into_response(), &cookie)?;
-    let device = browser::device_cookie(state.keys.device_cookie_key(), &user.id, state.settings.serves_tls());
+    let device = browser::device_cookie(
+        state.keys.device_cookie_key(),
+        &user.id,
+        state.settings.serves_tls(),
+    );
     response.headers_mut().append(
         header::SET_COOKIE,
         HeaderValue::from_str(&device).map_err(ApiError::internal)?,

@@ -11,9 +11,9 @@ use wire::gateway::{
 };
 
 use crate::AppState;
+use crate::auth;
 use crate::auth::login::{self, Given};
 use crate::auth::policy::{Decision, HostPick, Refusal, Way};
-use crate::auth;
 use crate::db::events::{Actor, NewEvent};
 use crate::db::hosts::{Host, HostStatus};
 use crate::db::users::User;
@@ -177,7 +177,13 @@ async fn auth(
                 }
                 _ => false,
             };
-            (Way::SshKey, Given::Key { known, signed: *verified })
+            (
+                Way::SshKey,
+                Given::Key {
+                    known,
+                    signed: *verified,
+                },
+            )
         }
     };
     let facts = login::Facts {

@@ -17,6 +17,7 @@ pub mod portal;
 pub mod ssh_keys;
 pub mod tasks;
 pub mod terminal;
+pub mod totp;
 pub mod users;
 pub mod vnc;
 
@@ -69,6 +70,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .merge(auth::router())
+        .merge(totp::router())
         .merge(api_tokens::router())
         .merge(users::router())
         .merge(ssh_keys::router())
@@ -123,6 +125,12 @@ fn finish(router: Router<AppState>, max_body_bytes: usize) -> Router<AppState> {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            std::sync::Arc::new(tokio::sync::Semaphore::new(
+                crate::auth::login::SIGN_INS_IN_FLIGHT,
+            )),
+            crate::auth::login::gate,
+        ))
         .layer(axum::middleware::map_response(crate::web::security_headers))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {

@@ -115,35 +115,22 @@ async fn change_password(
 ) -> ApiResult<StatusCode> {
     super::users::validate_password("new_password", &req.new_password)?;
     let now = UtcTime::now();
-    // Under the sign-in limits and the bounded verifier: a stolen session must not be a way to
-    // guess the password fast.
-    let client = crate::auth::ratelimit::client_key(me.ip);
-    let ticket = state
-        .limiter
-        .admit(&client, &me.user.username, true, std::time::Instant::now())
-        .map_err(|wait| ApiError::rate_limited(wait.as_secs() + 1))?;
-    let right = state
-        .verifier
-        .verify(req.old_password, vec![me.user.password_hash.clone()])
-        .await
-        .map_err(|busy| ApiError::busy(busy.retry_after.as_secs()))?;
-    let outcome = if right {
-        crate::auth::ratelimit::Outcome::NotAGuess
-    } else {
-        crate::auth::ratelimit::Outcome::Guess
-    };
-    state.limiter.settle(ticket, outcome, std::time::Instant::now());
-    if !right {
-        let event = NewEvent::failure("user.password_change_failed").user(&me.user.id);
-        db::events::record(&state.db, &me.actor(), event, now).await?;
-        return Err(ApiError {
-            field: Some("old_password".into()),
-            ..ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "the old password is wrong",
-            )
-        });
+    if let Err(e) =
+        crate::auth::login::recheck_password(&state, &me.user, me.ip, req.old_password, "old_password").await
+    {
+        if e.status == StatusCode::UNAUTHORIZED {
+            let event = NewEvent::failure("user.password_change_failed").user(&me.user.id);
+            db::events::record(&state.db, &me.actor(), event, now).await?;
+            return Err(ApiError {
+                field: Some("old_password".into()),
+                ..ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "the old password is wrong",
+                )
+            });
+        }
+        return Err(e);
     }
     let hash = password::hash_async(req.new_password)
         .await

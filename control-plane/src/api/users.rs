@@ -32,6 +32,8 @@ pub struct UserView {
     pub created_at: UtcTime,
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: UtcTime,
+    /// A second factor (TOTP) is on: sign-ins by API and dashboard ask for a code.
+    pub totp_enabled: bool,
 }
 
 impl UserView {
@@ -45,6 +47,7 @@ impl UserView {
             expired: u.is_expired(now),
             created_at: u.created_at,
             updated_at: u.updated_at,
+            totp_enabled: u.totp_enabled,
         }
     }
 }

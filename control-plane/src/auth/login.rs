@@ -173,3 +173,73 @@ pub fn answer(way: Way, refusal: Refusal) -> ApiError {
         _ => ApiError::unauthorized(),
     }
 }
+
+/// Checks the signed-in caller's password again before a sensitive change (a new password, the
+/// second factor), under the same limits and bounded verifier as a sign-in, so a stolen session
+/// is no faster way to guess it. `field` names the password in the error.
+pub async fn recheck_password(
+    state: &AppState,
+    user: &User,
+    ip: Option<IpAddr>,
+    password: String,
+    field: &str,
+) -> ApiResult<()> {
+    let ticket = state
+        .limiter
+        .admit(&client_key(ip), &user.username, true, Instant::now())
+        .map_err(|wait| ApiError::rate_limited(wait.as_secs() + 1))?;
+    let right = state
+        .verifier
+        .verify(password, vec![user.password_hash.clone()])
+        .await
+        .map_err(|busy| ApiError::busy(busy.retry_after.as_secs()))?;
+    let outcome = if right { Outcome::NotAGuess } else { Outcome::Guess };
+    state.limiter.settle(ticket, outcome, Instant::now());
+    if right {
+        Ok(())
+    } else {
+        Err(ApiError {
+            field: Some(field.into()),
+            ..ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the password is wrong")
+        })
+    }
+}
+
+/// Sign-ins handled at once by one process; past it, a sign-in is answered 429 `busy` before its
+/// handler even starts. With the password-check slots this bounds the memory a burst of sign-ins
+/// can take: a request waiting here holds a few KiB, where one in its handler holds its whole
+/// state (lookups, the check, the audit write).
+pub const SIGN_INS_IN_FLIGHT: usize = 64;
+
+/// Whether a request is a sign-in: a password (or single-use secret) that anyone may send.
+fn is_sign_in(method: &axum::http::Method, path: &str) -> bool {
+    if method != axum::http::Method::POST {
+        return false;
+    }
+    matches!(
+        path,
+        "/v1/auth/login"
+            | "/v1/admin/login"
+            | "/v1/auth/session"
+            | "/v1/bootstrap/sessions"
+            | "/v1/gateway/auth"
+    ) || path
+        .strip_prefix("/v1/entry/")
+        .is_some_and(|rest| rest.ends_with("/auth"))
+}
+
+/// Middleware: lets at most [`SIGN_INS_IN_FLIGHT`] sign-ins through at once.
+pub async fn gate(
+    axum::extract::State(gate): axum::extract::State<std::sync::Arc<tokio::sync::Semaphore>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    if !is_sign_in(req.method(), req.uri().path()) {
+        return next.run(req).await;
+    }
+    match gate.try_acquire_owned() {
+        Ok(_permit) => next.run(req).await,
+        Err(_) => ApiError::busy(1).into_response(),
+    }
+}

@@ -25,6 +25,53 @@ pub fn hash(password: &str) -> Result<String, HashError> {
         .map_err(|e| HashError(e.to_string()))
 }
 
+/// Whether `password` matches `phc`, computed in `memory` (reused from check to check, so a
+/// thread that checks passwords keeps one block instead of the allocator keeping several); a hash
+/// whose parameters need more memory than `memory` holds is checked the ordinary way.
+pub fn verify_in(memory: &mut Vec<argon2::Block>, password: &str, phc: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) = (Algorithm::try_from(parsed.algorithm), Params::try_from(&parsed))
+    else {
+        return false;
+    };
+    let version = parsed
+        .version
+        .map_or(Ok(Version::V0x13), Version::try_from)
+        .unwrap_or(Version::V0x13);
+    if params.block_count() > memory.len() {
+        if params.block_count() > CHECK_BLOCKS {
+            return verify(password, phc);
+        }
+        memory.resize(params.block_count(), argon2::Block::default());
+    }
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    let blocks = params.block_count();
+    let computed = Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+        password.as_bytes(),
+        salt,
+        &mut out,
+        &mut memory[..blocks],
+    );
+    computed.is_ok()
+        && out
+            .iter()
+            .zip(expected.as_bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Blocks (1 KiB each) of the parameters [`hasher`] uses.
+const CHECK_BLOCKS: usize = 19 * 1024;
+
 /// Whether `password` matches `phc`. A malformed stored hash never matches.
 pub fn verify(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|parsed| hasher().verify_password(password.as_bytes(), &parsed).is_ok())
@@ -49,12 +96,30 @@ pub struct Busy {
 /// `slots` of them bound the memory that sign-ins can take, whatever the number of requests; a
 /// check waits for a slot up to `deadline`, and at most `queue` checks wait at once — past
 /// either, the sign-in is answered 429 at once instead of piling up.
+///
+/// The checks run on `slots` threads of their own rather than the blocking pool: the allocator
+/// keeps a freed 19 MiB block in the arena of the thread that used it, so checks spread over the
+/// blocking pool's many threads would leave one block behind per thread (hundreds of MiB after a
+/// burst); on a fixed set of threads the blocks kept are at most `slots`.
 #[derive(Debug)]
 pub struct Verifier {
     slots: tokio::sync::Semaphore,
     waiting: std::sync::atomic::AtomicUsize,
     queue: usize,
     deadline: std::time::Duration,
+    jobs: std::sync::mpsc::SyncSender<Job>,
+}
+
+struct Job {
+    password: String,
+    hashes: Vec<String>,
+    answer: tokio::sync::oneshot::Sender<bool>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
+    }
 }
 
 /// Memory one argon2id check takes, in bytes (the `m` parameter of [`hasher`]).
@@ -62,11 +127,38 @@ pub const CHECK_MEMORY: u64 = 19 * 1024 * 1024;
 
 impl Verifier {
     pub fn new(slots: usize, queue: usize, deadline: std::time::Duration) -> Self {
+        let slots = slots.max(1);
+        let (jobs, inbox) = std::sync::mpsc::sync_channel::<Job>(slots);
+        let inbox = std::sync::Arc::new(std::sync::Mutex::new(inbox));
+        for i in 0..slots {
+            let inbox = inbox.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("password-check-{i}"))
+                .spawn(move || {
+                    let mut memory = Vec::new();
+                    loop {
+                        let job = match inbox.lock() {
+                            Ok(inbox) => inbox.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        let matched = job
+                            .hashes
+                            .iter()
+                            .any(|h| verify_in(&mut memory, &job.password, h));
+                        let _ = job.answer.send(matched);
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a password-check thread");
+            }
+        }
         Self {
-            slots: tokio::sync::Semaphore::new(slots.max(1)),
+            slots: tokio::sync::Semaphore::new(slots),
             waiting: std::sync::atomic::AtomicUsize::new(0),
             queue,
             deadline,
+            jobs,
         }
     }
 
@@ -92,9 +184,17 @@ impl Verifier {
                 }
             }
         };
-        let matched = tokio::task::spawn_blocking(move || hashes.iter().any(|h| verify(&password, h)))
-            .await
-            .unwrap_or(false);
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        // Holding a permit, a thread is free: the channel (as long as the slots) never blocks.
+        let sent = self.jobs.try_send(Job {
+            password,
+            hashes,
+            answer,
+        });
+        let matched = match sent {
+            Ok(()) => answered.await.unwrap_or(false),
+            Err(_) => return Err(busy),
+        };
         drop(permit);
         Ok(matched)
     }
@@ -140,7 +240,10 @@ mod tests {
     async fn the_verifier_bounds_how_many_check_at_once() {
         let h = hash("right").unwrap();
         let v = std::sync::Arc::new(Verifier::new(1, 2, std::time::Duration::from_secs(30)));
-        assert_eq!(v.verify("right".into(), vec!["junk".into(), h.clone()]).await, Ok(true));
+        assert_eq!(
+            v.verify("right".into(), vec!["junk".into(), h.clone()]).await,
+            Ok(true)
+        );
         assert_eq!(v.verify("wrong".into(), vec![h.clone()]).await, Ok(false));
         // One slot, two waiting at most: of ten at once, seven are turned away without waiting.
         let all: Vec<_> = (0..10)
@@ -166,6 +269,29 @@ mod tests {
         let second = v.verify("wrong".into(), vec![h]).await;
         assert_eq!(first.await.unwrap(), Ok(false));
         assert!(second.is_err());
+    }
+
+    #[test]
+    fn verifying_in_reused_memory_agrees() {
+        let h = hash("correct horse").unwrap();
+        let mut memory = Vec::new();
+        for _ in 0..2 {
+            assert!(verify_in(&mut memory, "correct horse", &h));
+            assert!(!verify_in(&mut memory, "wrong horse", &h));
+        }
+        assert_eq!(memory.len(), CHECK_BLOCKS);
+        assert!(!verify_in(&mut memory, "x", "not-a-hash"));
+        // Other parameters (a hash made elsewhere) still verify.
+        let small = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(64, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"pw", &SaltString::generate(&mut OsRng))
+        .unwrap()
+        .to_string();
+        assert!(verify_in(&mut memory, "pw", &small));
+        assert!(!verify_in(&mut memory, "pX", &small));
     }
 
     #[test]

@@ -126,8 +126,12 @@ pub struct Attempt {
 /// business (`auth::login`), and never which accounts exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    RateLimited { retry_after: Duration },
-    Busy { retry_after: Duration },
+    RateLimited {
+        retry_after: Duration,
+    },
+    Busy {
+        retry_after: Duration,
+    },
     /// An SSH login name that is not `user` or `user+shortid`.
     BadLogin,
     UnknownUser,
@@ -292,7 +296,8 @@ mod tests {
             } else {
                 Status::Active
             },
-            expires_at: (state == State::Expired).then(|| UtcTime::from(now().0 - chrono::Duration::hours(1))),
+            expires_at: (state == State::Expired)
+                .then(|| UtcTime::from(now().0 - chrono::Duration::hours(1))),
             second_factor: state == State::SecondFactorEnrolled,
         };
         let right = state != State::PasswordChangedOld;
@@ -403,7 +408,11 @@ mod tests {
             ] {
                 let mut a = attempt(way, State::Active);
                 a.host = pick;
-                assert_eq!(decide(&a), want.map_or(Decision::Grant, Decision::Refuse), "{way:?}");
+                assert_eq!(
+                    decide(&a),
+                    want.map_or(Decision::Grant, Decision::Refuse),
+                    "{way:?}"
+                );
                 // Without the proof, the host's absence is not told.
                 a.proof = match a.proof {
                     Proof::Key(_) => Proof::Key(false),

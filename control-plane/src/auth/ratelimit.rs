@@ -8,8 +8,10 @@
 //!   holding the account's device cookie) is not held by it, so failures from elsewhere never keep
 //!   the owner out.
 //!
-//! An attempt is counted when it is admitted, before its proof is checked, so concurrent attempts
-//! cannot slip past a limit; an attempt that turns out not to be a guess is forgiven afterwards.
+//! The per-address and account-wide windows count an attempt when it is admitted, before its proof
+//! is checked, so concurrent attempts cannot slip past them; an attempt that turns out not to be a
+//! guess is forgiven afterwards. The (account, address) window counts failures as they settle, so
+//! one client's right password sent on many connections at once is never refused by it.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -121,7 +123,7 @@ pub struct Ticket {
     ip: String,
     pair: String,
     account: String,
-    /// Counted in the account-wide window too (the client was not known).
+    /// Counted in the account-wide window (the client was not known).
     account_wide: bool,
     at: Instant,
 }
@@ -205,8 +207,11 @@ impl LoginLimiter {
         if let Some(wait) = waits.into_iter().flatten().max() {
             return Err(wait);
         }
+        // The address's and the account's windows count the attempt now, so a burst cannot slip
+        // past them. The (account, address) window counts it once it failed: one client's right
+        // password sent on many connections at once (parallel SSH sessions) must not trip it, and
+        // a burst of guesses is still held by the other two.
         state.per_ip.add(ip, now);
-        state.per_pair.add(&pair, now);
         if !known {
             state.per_account.add(&account, now);
         }
@@ -229,6 +234,7 @@ impl LoginLimiter {
     pub fn settle(&self, ticket: Ticket, outcome: Outcome, now: Instant) {
         let mut state = self.lock();
         if outcome == Outcome::Guess {
+            state.per_pair.add(&ticket.pair, now);
             return;
         }
         state.per_ip.remove(&ticket.ip, ticket.at);
@@ -236,7 +242,6 @@ impl LoginLimiter {
             state.per_account.remove(&ticket.account, ticket.at);
         }
         if outcome == Outcome::NotAGuess {
-            state.per_pair.remove(&ticket.pair, ticket.at);
             return;
         }
         state.per_pair.reset(&ticket.pair);
@@ -365,6 +370,21 @@ mod tests {
         assert!(l.admit("10.0.0.1", "alice", true, t0).is_err());
         // Known clients are forgotten after a while.
         assert!(!l.is_known("alice", "10.0.0.1", t0 + KNOWN_FOR));
+    }
+
+    #[test]
+    fn one_client_may_try_many_at_once() {
+        let l = limiter(30, 3, 20);
+        let t0 = Instant::now();
+        let tickets: Vec<_> = (0..20)
+            .map(|_| l.admit("10.0.0.1", "alice", false, t0).unwrap())
+            .collect();
+        // The account-wide window counts them in flight.
+        assert!(l.admit("10.0.0.2", "alice", false, t0).is_err());
+        for t in tickets {
+            l.settle(t, Outcome::Succeeded, t0);
+        }
+        assert!(l.admit("10.0.0.2", "alice", false, t0).is_ok());
     }
 
     #[test]

@@ -6,8 +6,8 @@ use sha2::{Digest as _, Sha256};
 use totp_rs::{Secret, Totp};
 
 use crate::AppState;
-use crate::db::{self, UtcTime};
 use crate::db::users::User;
+use crate::db::{self, UtcTime};
 use crate::error::ApiResult;
 
 /// The issuer an authenticator app shows beside the account.
@@ -145,7 +145,10 @@ mod tests {
     fn skew_replay_and_form() {
         let t = 1_111_111_109;
         assert!(check(RFC_SECRET, "081804", t + 30, None).is_some(), "a step late");
-        assert!(check(RFC_SECRET, "081804", t + 90, None).is_none(), "three steps late");
+        assert!(
+            check(RFC_SECRET, "081804", t + 90, None).is_none(),
+            "three steps late"
+        );
         let step = check(RFC_SECRET, "081804", t, None).unwrap();
         assert_eq!(check(RFC_SECRET, "081804", t, Some(step)), None, "taken once");
         assert_eq!(check(RFC_SECRET, " 081804 ", t, None), Some(step));
@@ -159,7 +162,10 @@ mod tests {
         let secret = new_secret();
         assert_eq!(secret.len(), 32);
         let uri = uri(&secret, "alice:ops").unwrap();
-        assert!(uri.starts_with("otpauth://totp/cloud-cli-proxy:alice_ops?"), "{uri}");
+        assert!(
+            uri.starts_with("otpauth://totp/cloud-cli-proxy:alice_ops?"),
+            "{uri}"
+        );
         assert!(uri.contains(&format!("secret={secret}")), "{uri}");
         let svg = qr_svg(&uri).unwrap();
         assert!(svg.contains("<svg"), "{svg}");
@@ -174,6 +180,9 @@ mod tests {
         unique.dedup();
         assert_eq!(unique.len(), RECOVERY_CODES);
         assert!(codes.iter().all(|c| c.len() == 11 && c.as_bytes()[5] == b'-'));
-        assert_eq!(recovery_hash(&codes[0]), recovery_hash(&codes[0].to_uppercase().replace('-', " ")));
+        assert_eq!(
+            recovery_hash(&codes[0]),
+            recovery_hash(&codes[0].to_uppercase().replace('-', " "))
+        );
     }
 }

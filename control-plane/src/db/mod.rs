@@ -12,8 +12,8 @@ pub mod hosts;
 pub mod nodes;
 pub mod ssh_keys;
 pub mod tasks;
-pub mod totp;
 pub mod time;
+pub mod totp;
 pub mod users;
 pub mod web_sessions;
 

@@ -125,7 +125,11 @@ pub async fn recovery_codes_left(db: impl SqliteExecutor<'_>, user_id: &str) -> 
 }
 
 /// Removes the second factor and its recovery codes.
-pub async fn remove(db: &mut sqlx::SqliteConnection, user_id: &str, now: UtcTime) -> Result<bool, sqlx::Error> {
+pub async fn remove(
+    db: &mut sqlx::SqliteConnection,
+    user_id: &str,
+    now: UtcTime,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE users SET totp_secret = NULL, totp_enabled_at = NULL, totp_last_step = NULL, updated_at = ? \
          WHERE id = ? AND totp_secret IS NOT NULL",

@@ -103,8 +103,9 @@ export async function currentSession() {
   }
 }
 
-export function signIn(username, password) {
-  return request('POST', '/v1/auth/session', { body: { username, password }, allow401: true });
+export function signIn(username, password, totpCode) {
+  const body = totpCode ? { username, password, totp_code: totpCode } : { username, password };
+  return request('POST', '/v1/auth/session', { body, allow401: true });
 }
 
 export function signOut() {
