@@ -356,3 +356,64 @@ async fn totp_second_factor() {
     assert_eq!(r.status, 204, "{}", r.text);
     anon.post("/v1/auth/login", password).await.expect(200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn totp_in_the_dashboard() {
+    let Some(browser) = cloud_cli_proxy_tests::browser::Browser::start().await else {
+        return;
+    };
+    let cp = ControlPlane::start(Options::new()).await;
+    let admin = cp.admin().await;
+    admin.create_user("dora", "dora-password").await;
+    let base = cp.base_url();
+
+    browser.goto(&format!("{base}/")).await;
+    browser.wait_for("[data-test=login-form]").await;
+    browser.sign_in("dora", "dora-password").await;
+    browser.wait_for("[data-test=signout]").await;
+    browser.click("[data-test=nav-security]").await;
+    browser.wait_for("[data-test=totp-start-form]").await;
+    browser.fill("[data-test=totp-password]", "dora-password").await;
+    browser.click("[data-test=totp-start]").await;
+
+    // The QR code is drawn, and its key is the one the code is computed from.
+    browser.wait_for("[data-test=totp-qr]").await;
+    let drawn = browser
+        .exec_js(
+            "const img = document.querySelector('[data-test=totp-qr]'); return img.complete && img.naturalWidth;",
+            vec![],
+        )
+        .await;
+    assert!(
+        drawn.as_u64().unwrap_or(0) >= 200,
+        "the QR image did not load: {drawn}"
+    );
+    let secret = browser.text("[data-test=totp-secret]").await;
+    browser.shot("totp-enrol").await;
+    browser
+        .fill("[data-test=totp-code]", &totp::code_now(&secret))
+        .await;
+    browser.click("[data-test=totp-confirm]").await;
+    let codes = browser.text("[data-test=totp-recovery-value]").await;
+    assert_eq!(codes.split_whitespace().count(), 10, "{codes}");
+    browser.shot("totp-recovery-codes").await;
+    browser.click("[data-test=totp-codes-saved]").await;
+    browser.wait_for_text("[data-test=totp-codes-left]", "10").await;
+
+    // Signing in again asks for the code after the password.
+    browser.click("[data-test=signout]").await;
+    browser.wait_for("[data-test=login-form]").await;
+    browser.sign_in("dora", "dora-password").await;
+    browser.wait_for("[data-test=login-totp]").await;
+    browser
+        .wait_for_text("[data-test=form-error]", "two-factor")
+        .await;
+    browser.shot("sign-in-code").await;
+    let first = codes.split_whitespace().next().unwrap().to_owned();
+    browser.fill("[data-test=login-password]", "dora-password").await;
+    browser.fill("[data-test=login-totp]", &first).await;
+    browser.click("[data-test=login-submit]").await;
+    browser.wait_for("[data-test=signout]").await;
+    assert!(browser.js_errors().await.is_empty());
+    assert!(browser.violations().await.is_empty());
+}
