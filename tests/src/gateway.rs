@@ -118,6 +118,22 @@ fn auth_options(how: &Login) -> Vec<String> {
 /// `program` (`ssh`, `scp` or `sftp`) with the common and authentication options. For `ssh` the
 /// destination is appended (as `login@127.0.0.1`); `scp` and `sftp` callers add their operands.
 pub fn ssh_command(port: u16, login: &str, how: &Login, program: &str) -> tokio::process::Command {
+    build_command(port, login, how, program, None)
+}
+
+/// `ssh` to the gateway as `login` from the loopback address `from` (any of 127.0.0.0/8), so a test
+/// can log in as several clients.
+pub fn ssh_from(port: u16, login: &str, how: &Login, from: std::net::IpAddr) -> tokio::process::Command {
+    build_command(port, login, how, "ssh", Some(from))
+}
+
+fn build_command(
+    port: u16,
+    login: &str,
+    how: &Login,
+    program: &str,
+    from: Option<std::net::IpAddr>,
+) -> tokio::process::Command {
     let mut cmd = match how {
         Login::Password(password) => {
             let mut c = tokio::process::Command::new("sshpass");
@@ -131,6 +147,9 @@ pub fn ssh_command(port: u16, login: &str, how: &Login, program: &str) -> tokio:
         cmd.env("SSH_AUTH_SOCK", sock);
     }
     cmd.args(common_options(program, port)).args(auth_options(how));
+    if let Some(from) = from {
+        cmd.arg("-b").arg(from.to_string());
+    }
     if program == "ssh" {
         cmd.arg(format!("{login}@127.0.0.1"));
     }

@@ -164,14 +164,19 @@ impl Principal {
     }
 }
 
-/// The caller's address: the socket peer, or the first `X-Forwarded-For` hop when that is trusted.
+/// The caller's address: the socket peer, or, when `X-Forwarded-For` is trusted, the address the
+/// reverse proxy in front of us appended — the last entry of the last such header. Entries before
+/// it were written by the client and could say anything (a proxy that appends keeps them), so
+/// they would let a client pick its own limiter bucket and audit address.
 pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
     if trust_forwarded_for {
         let forwarded = parts
             .headers
-            .get("x-forwarded-for")
+            .get_all("x-forwarded-for")
+            .iter()
+            .next_back()
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.rsplit(',').next())
             .and_then(|v| v.trim().parse().ok());
         if forwarded.is_some() {
             return forwarded;
@@ -346,6 +351,22 @@ mod tests {
             updated_at: UtcTime::now(),
             totp_enabled: false,
         }
+    }
+
+    #[test]
+    fn forwarded_for_takes_the_proxys_entry() {
+        let parts = |values: &[&str]| {
+            let mut req = axum::http::Request::builder();
+            for v in values {
+                req = req.header("x-forwarded-for", *v);
+            }
+            req.body(()).unwrap().into_parts().0
+        };
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip(&parts(&["10.9.9.9, 10.0.0.7"]), true), ip("10.0.0.7"));
+        assert_eq!(client_ip(&parts(&["10.9.9.9", "10.0.0.8"]), true), ip("10.0.0.8"));
+        assert_eq!(client_ip(&parts(&["10.0.0.7"]), false), None);
+        assert_eq!(client_ip(&parts(&["junk"]), true), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use cloud_cli_proxy_tests::fixtures;
-use cloud_cli_proxy_tests::gateway::{Login, output};
+use cloud_cli_proxy_tests::gateway::{Login, output, ssh_from};
 use cloud_cli_proxy_tests::{Node, eventually};
 use serde_json::{Value, json};
 
@@ -90,6 +90,44 @@ async fn refusals_are_recorded_and_limited() {
         limited.iter().any(|e| reason(e) == "rate_limited"),
         "no rate_limited event: {limited:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn strangers_cannot_lock_the_owner_out_of_ssh() {
+    let node = Node::embedded(&[]).await;
+    let erin = node.tenant("erin").await;
+    let port = node.cp.ssh_port();
+    let from = |c: u8| std::net::IpAddr::from([127, 0, 5, c]);
+    let login = |c: u8, password: &str| {
+        let mut cmd = ssh_from(
+            port,
+            &erin.login(),
+            &Login::Password(password.to_owned()),
+            from(c),
+        );
+        cmd.arg("echo in");
+        cmd
+    };
+    // The owner logs in from .2 once: a client the account knows from then on.
+    let out = output(login(2, &erin.password), None, LIMIT).await;
+    assert_eq!(out.stdout.trim(), "in", "{out:?}");
+    // 30 wrong passwords from 30 other addresses: the account-wide limit (20) stops the guessing.
+    for c in 10..40 {
+        assert_eq!(
+            output(login(c, "a-wrong-guess"), None, LIMIT).await.code,
+            Some(255)
+        );
+    }
+    let user = ("user_id", erin.host.user_id.as_str());
+    has_event(&node, "ssh.login_failed", user, |e| reason(e) == "rate_limited").await;
+    // A guessing address, and a new one, are held even with the right password…
+    for c in [10, 99] {
+        let out = output(login(c, &erin.password), None, LIMIT).await;
+        assert_eq!(out.code, Some(255), "from .{c}: {out:?}");
+    }
+    // …the owner's own client is not.
+    let out = output(login(2, &erin.password), None, LIMIT).await;
+    assert_eq!(out.stdout.trim(), "in", "{out:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
