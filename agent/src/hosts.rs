@@ -416,6 +416,7 @@ impl Hosts {
 
         step(progress, 35, "writing the host's secrets").await?;
         let secrets_dir = self.store.write(host_id, &HostSecrets::from(spec))?;
+        self.store.ensure_host_key(host_id)?;
         let egress_dir = self.store.ensure_egress_dir(host_id)?;
         // Whatever was found before is about the old egress; checked again once this is up.
         self.set_egress_health(host_id, None);
@@ -752,6 +753,7 @@ impl Hosts {
             state,
             address,
             egress: self.egress_health(&spec.host_id),
+            ssh_host_key: self.store.host_key(&spec.host_id),
         })
     }
 
@@ -793,6 +795,7 @@ impl Hosts {
             .into_iter()
             .map(|(host_id, seen)| ObservedHost {
                 egress: self.egress_health(&host_id),
+                ssh_host_key: self.store.host_key(&host_id),
                 host_id,
                 state: host_state(seen.host, seen.egress),
                 address: seen.address,

@@ -14,6 +14,11 @@ use des::cipher::{BlockEncrypt as _, KeyInit as _, generic_array::GenericArray};
 pub const PASSWORD_FILE: &str = "password.hash";
 pub const AUTHORIZED_KEYS_FILE: &str = "authorized_keys";
 pub const VNC_PASSWD_FILE: &str = "vnc.passwd";
+/// The host sshd's private key (OpenSSH PEM), made here once per host and kept across rebuilds;
+/// `host-init` installs it, and the gateways accept no other key from the host.
+pub const HOST_KEY_FILE: &str = "ssh_host_ed25519_key";
+/// Its public half, beside the secrets directory (never mounted): what the agent reports.
+const HOST_KEY_PUB_FILE: &str = "ssh_host_ed25519_key.pub";
 /// The tunnel runtime's configuration, in [`Store::egress_dir`] (its status file sits beside it).
 pub use crate::egress::CONFIG_FILE as EGRESS_CONFIG_FILE;
 /// Present while the host is meant to be stopped: the reconciler never starts such a host.
@@ -27,6 +32,8 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("host key: {0}")]
+    HostKey(String),
 }
 
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
@@ -109,6 +116,45 @@ impl Store {
             }
         }
         Ok(dir)
+    }
+
+    /// The host's SSH host key: made (ed25519) on first use, then the same for the host's whole
+    /// life, rebuilds included, so the gateways can pin it. Answers the public key's OpenSSH line.
+    pub fn ensure_host_key(&self, host_id: &str) -> Result<String, Error> {
+        if let Some(public) = self.host_key(host_id) {
+            let private = self.secrets_dir(host_id).join(HOST_KEY_FILE);
+            if private.exists() {
+                return Ok(public);
+            }
+        }
+        let dir = self.secrets_dir(host_id);
+        create_private_dir(&dir)?;
+        for parent in [self.host_dir(host_id), self.root.clone()] {
+            set_mode(&parent, 0o700)?;
+        }
+        let key = ssh_key::PrivateKey::random(&mut ssh_key::rand_core::OsRng, ssh_key::Algorithm::Ed25519)
+            .map_err(|e| Error::HostKey(e.to_string()))?;
+        let pem = key
+            .to_openssh(ssh_key::LineEnding::LF)
+            .map_err(|e| Error::HostKey(e.to_string()))?;
+        let public = key
+            .public_key()
+            .to_openssh()
+            .map_err(|e| Error::HostKey(e.to_string()))?;
+        write_private(&dir.join(HOST_KEY_FILE), pem.as_bytes())?;
+        write_private(
+            &self.host_dir(host_id).join(HOST_KEY_PUB_FILE),
+            format!("{public}\n").as_bytes(),
+        )?;
+        Ok(public)
+    }
+
+    /// The host key's public line, when the host has one.
+    pub fn host_key(&self, host_id: &str) -> Option<String> {
+        std::fs::read_to_string(self.host_dir(host_id).join(HOST_KEY_PUB_FILE))
+            .ok()
+            .map(|line| line.trim().to_owned())
+            .filter(|line| !line.is_empty())
     }
 
     /// `<root>/<host_id>/egress`: the tunnel runtime's directory, bind-mounted into the egress

@@ -143,11 +143,22 @@ pub async fn report_result(
         &current,
         &result.lease,
         finish,
-        observed.map(|o| o.state),
-        observed.and_then(|o| o.address.as_deref()),
+        Observed {
+            state: observed.map(|o| o.state),
+            address: observed.and_then(|o| o.address.as_deref()),
+            host_key: observed.and_then(|o| o.ssh_host_key.as_deref()),
+        },
         now,
     )
     .await
+}
+
+/// What the agent saw of the host as the task ended.
+#[derive(Debug, Clone, Copy, Default)]
+struct Observed<'a> {
+    state: Option<wire::ContainerState>,
+    address: Option<&'a str>,
+    host_key: Option<&'a str>,
 }
 
 async fn apply_finish(
@@ -155,10 +166,14 @@ async fn apply_finish(
     task: &Task,
     lease: &str,
     finish: Finish,
-    observed: Option<wire::ContainerState>,
-    address: Option<&str>,
+    observed: Observed<'_>,
     now: UtcTime,
 ) -> Result<Option<Task>, sqlx::Error> {
+    let Observed {
+        state: observed,
+        address,
+        host_key,
+    } = observed;
     let mut tx = state.db.begin().await?;
     let Some(done) = db::tasks::finish(&mut *tx, &task.id, lease, &finish, now).await? else {
         return Ok(None);
@@ -190,8 +205,23 @@ async fn apply_finish(
     .details(serde_json::json!({
         "task_id": task.id, "kind": task.kind, "attempt": task.attempts, "error": done.error,
     }));
-    event.user_id = host.and_then(|h| h.user_id);
+    event.user_id = host.as_ref().and_then(|h| h.user_id.clone());
     db::events::record(&mut *tx, &system(), event, now).await?;
+    if let (Some(key), Some(host)) = (host_key, &host) {
+        // Only a create or a rebuild may bring a new key; a different one at any other time is a
+        // different machine answering for the host, and the pin stays (the gateways refuse it).
+        let may_change = matches!(task.kind, TaskKind::Create | TaskKind::Rebuild);
+        if db::hosts::pin_host_key(&mut tx, &host.id, key, may_change).await? == db::hosts::Pin::Refused {
+            tracing::warn!(host_id = %host.id, "the agent reported another SSH host key; the pin stays");
+            let mut event = NewEvent::failure("host.ssh_host_key_changed")
+                .host(&host.id)
+                .details(
+                    serde_json::json!({ "task_id": task.id, "reported": key, "pinned": host.ssh_host_key }),
+                );
+            event.user_id = host.user_id.clone();
+            db::events::record(&mut *tx, &system(), event, now).await?;
+        }
+    }
     tx.commit().await?;
     let _ = state.task_updates.send(done.clone());
     if matches!(finish, Finish::Retry { .. }) {
@@ -225,7 +255,7 @@ async fn take_back(
     for task in attempts {
         let Some(lease) = task.lease.clone() else { continue };
         let finish = after_failure(task.attempts, task.max_attempts, true, reason.to_owned(), now);
-        if apply_finish(state, &task, &lease, finish, None, None, now)
+        if apply_finish(state, &task, &lease, finish, Observed::default(), now)
             .await?
             .is_some()
         {

@@ -66,7 +66,7 @@ impl Connection {
                     if let Some(ip) = target.web.as_ref().and_then(|w| w.client_ip.clone()) {
                         self.client_ip = ip;
                     }
-                    self.target = Some(target);
+                    self.target = Some(*target);
                 }
                 Auth::Accept
             }
@@ -104,6 +104,7 @@ impl Connection {
                 port: self.ctx.host_ssh_port,
                 linux_user: target.linux_user.clone(),
                 timeout: self.ctx.host_connect_timeout,
+                host_key: target.host_key.clone(),
             };
             let connect = upstream::connect(
                 dial,

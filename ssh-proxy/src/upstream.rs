@@ -24,6 +24,10 @@ pub enum Error {
     Timeout(Duration),
     #[error("the host's sshd refused the gateway's key")]
     Refused,
+    #[error("the host presented an SSH host key other than its pinned one")]
+    HostKeyMismatch,
+    #[error("the host's pinned key is not an OpenSSH public key")]
+    BadHostKey,
     #[error("cannot reach the host: {0}")]
     Ssh(#[from] russh::Error),
     #[error("the gateway is stopping")]
@@ -37,6 +41,8 @@ pub struct Dial {
     pub port: u16,
     pub linux_user: String,
     pub timeout: Duration,
+    /// The host's pinned key (OpenSSH line); `None`: any key (a host no agent reported one for).
+    pub host_key: Option<String>,
 }
 
 pub async fn connect(
@@ -49,6 +55,12 @@ pub async fn connect(
 ) -> Result<Handle<Upstream>, Error> {
     let address = dial.address.ok_or(Error::NoAddress)?;
     let ip: IpAddr = address.parse().map_err(|_| Error::BadAddress(address.clone()))?;
+    let pinned = match &dial.host_key {
+        Some(line) => Some(russh::keys::PublicKey::from_openssh(line).map_err(|_| Error::BadHostKey)?),
+        None => None,
+    };
+    // The client's key preference puts ed25519 first, the type agents make, so sshd presents the
+    // pinned key.
     let login = async {
         let mut wait = RETRY_FIRST;
         loop {
@@ -56,6 +68,7 @@ pub async fn connect(
                 down: down.clone(),
                 sides: sides.clone(),
                 stats: stats.clone(),
+                pinned: pinned.clone(),
             };
             match login_once(&config, (ip, dial.port), handler, &dial.linux_user, &key).await {
                 // A reset or refusal while sshd is busy (or still starting) is worth another try
@@ -87,7 +100,11 @@ async fn login_once(
     let stream = TcpStream::connect(addr).await.map_err(russh::Error::from)?;
     stream.set_nodelay(config.nodelay).map_err(russh::Error::from)?;
     let stream = BufReader::with_capacity(crate::READ_BUFFER, stream);
-    let mut handle = client::connect_stream(config.clone(), stream, handler).await?;
+    let mut handle = match client::connect_stream(config.clone(), stream, handler).await {
+        Ok(handle) => handle,
+        Err(russh::Error::UnknownKey) => return Err(Error::HostKeyMismatch),
+        Err(e) => return Err(e.into()),
+    };
     let auth = handle
         .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key.clone(), None))
         .await?;
@@ -119,19 +136,26 @@ pub struct Upstream {
     down: server::Handle,
     sides: Sides,
     stats: Arc<Stats>,
+    pinned: Option<russh::keys::PublicKey>,
 }
 
 impl client::Handler for Upstream {
     type Error = russh::Error;
 
-    /// Host keys are made per container and change on rebuild; the gateway reaches hosts only over
-    /// the node's own bridge, where no tenant can take another host's address (no NET_ADMIN), so
-    /// the address is what identifies the host.
+    /// The host must present its pinned key: an address alone can point at another host (a stale
+    /// address after containers were renumbered), and the gateway logs in there as the tenant.
     async fn check_server_key(
         &mut self,
-        _key: &russh::keys::PublicKeyOrCertificate,
+        key: &russh::keys::PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
-        Ok(true)
+        let Some(pinned) = &self.pinned else {
+            return Ok(true);
+        };
+        let presented = match key {
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => key.key_data(),
+            russh::keys::PublicKeyOrCertificate::Certificate(cert) => cert.public_key(),
+        };
+        Ok(presented == pinned.key_data())
     }
 
     async fn server_channel_open_forwarded_tcpip(

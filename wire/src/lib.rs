@@ -52,6 +52,10 @@ pub struct ObservedHost {
     pub state: ContainerState,
     /// IP of the host on the node's host network, for the gateways.
     pub address: Option<String>,
+    /// The host sshd's key (OpenSSH public key line), made by the agent and kept across
+    /// rebuilds; the control plane pins it and the gateways accept no other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_host_key: Option<String>,
     /// For a bound, running host: its egress as last checked from inside its namespace.
     #[serde(default)]
     pub egress: Option<EgressHealth>,
@@ -433,7 +437,7 @@ pub mod gateway {
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(tag = "decision", rename_all = "snake_case", deny_unknown_fields)]
     pub enum AuthReply {
-        Allowed(Target),
+        Allowed(Box<Target>),
         Denied { reason: String },
         RateLimited { retry_after_secs: u64 },
     }
@@ -452,6 +456,10 @@ pub mod gateway {
         pub status: String,
         /// `ip:port` of the host's sshd, when known.
         pub address: Option<String>,
+        /// The host sshd's pinned key (OpenSSH public key line): the gateway refuses a host that
+        /// presents another. `None` for a host no agent has reported a key for yet.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub host_key: Option<String>,
         /// Set when the control plane logged in for the dashboard's terminal: the session is a web
         /// session, and its events name the browser rather than the control plane.
         #[serde(default, skip_serializing_if = "Option::is_none")]

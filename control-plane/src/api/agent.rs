@@ -148,6 +148,12 @@ async fn heartbeat(
         }
         let seen = req.observed.iter().find(|o| o.host_id == host.id);
         record_egress_health(&state, host, seen.and_then(|o| o.egress.as_ref()), now).await?;
+        // Hosts made before keys were pinned get theirs at the first report; a pinned key changes
+        // only through a create or rebuild task's result.
+        if let (None, Some(key)) = (&host.ssh_host_key, seen.and_then(|o| o.ssh_host_key.as_deref())) {
+            let mut conn = state.db.acquire().await?;
+            db::hosts::pin_host_key(&mut conn, &host.id, key, false).await?;
+        }
         let repair = match (host.status, seen.map(|o| o.state)) {
             (HostStatus::Running, Some(wire::ContainerState::Stopped | wire::ContainerState::Created)) => {
                 Some(TaskKind::Start)

@@ -241,7 +241,7 @@ async fn auth(
             .details(details);
         db::events::record(&state.db, &actor, event, now).await?;
     }
-    Ok(Json(AuthReply::Allowed(Target {
+    Ok(Json(AuthReply::Allowed(Box::new(Target {
         user_id: user.id.clone(),
         username: user.username.clone(),
         host_id: host.id.clone(),
@@ -249,8 +249,9 @@ async fn auth(
         linux_user: super::agent::linux_user(Some(&user.username)),
         status: host.status.as_str().to_owned(),
         address: host.address.clone(),
+        host_key: host.ssh_host_key.clone(),
         web,
-    })))
+    }))))
 }
 
 fn denied(refusal: Refusal) -> AuthReply {

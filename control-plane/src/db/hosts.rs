@@ -66,13 +66,15 @@ pub struct Host {
     pub address: Option<String>,
     /// JSON of `wire::EgressHealth`, as the agent last reported it.
     pub egress_health: Option<String>,
+    /// The host sshd's pinned key (OpenSSH line), once its agent reported one.
+    pub ssh_host_key: Option<String>,
     pub created_at: UtcTime,
     pub updated_at: UtcTime,
 }
 
 const SELECT: &str = "SELECT h.id, h.short_id, h.user_id, u.username, h.name, h.status, h.memory_mb, \
     h.cpu_millis, h.pids_limit, h.ssh_password_hash, h.node_id, h.container_id, h.last_error, \
-    b.egress_ip_id, h.password_crypt, h.vnc_secret, h.address, h.egress_health, h.created_at, h.updated_at \
+    b.egress_ip_id, h.password_crypt, h.vnc_secret, h.address, h.egress_health, h.ssh_host_key, h.created_at, h.updated_at \
     FROM hosts h LEFT JOIN users u ON u.id = h.user_id LEFT JOIN bindings b ON b.host_id = h.id";
 
 pub struct NewHost<'a> {
@@ -284,6 +286,42 @@ pub async fn set_outcome(
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// What became of a reported host key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pin {
+    /// Stored: the first one, or a new one where a change was allowed.
+    Pinned,
+    /// The same as the pinned one.
+    Same,
+    /// Another key than the pinned one, where no change is allowed: the pin stays.
+    Refused,
+}
+
+/// Pins `key` as the host's sshd key; a different key replaces a pinned one only when
+/// `may_change` (the result of a create or rebuild).
+pub async fn pin_host_key(
+    db: &mut sqlx::SqliteConnection,
+    id: &str,
+    key: &str,
+    may_change: bool,
+) -> Result<Pin, sqlx::Error> {
+    let current: Option<Option<String>> = sqlx::query_scalar("SELECT ssh_host_key FROM hosts WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut *db)
+        .await?;
+    let pin = match current.flatten() {
+        Some(pinned) if pinned == key => return Ok(Pin::Same),
+        Some(_) if !may_change => return Ok(Pin::Refused),
+        _ => Pin::Pinned,
+    };
+    sqlx::query("UPDATE hosts SET ssh_host_key = ? WHERE id = ?")
+        .bind(key)
+        .bind(id)
+        .execute(&mut *db)
+        .await?;
+    Ok(pin)
 }
 
 pub async fn delete(db: impl SqliteExecutor<'_>, id: &str) -> Result<bool, sqlx::Error> {

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use cloud_cli_proxy_tests::fixtures;
 use cloud_cli_proxy_tests::gateway::{Login, output, ssh_from};
 use cloud_cli_proxy_tests::{Node, eventually};
+use cloud_cli_proxy_tests::{docker, fixtures};
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -127,6 +127,64 @@ async fn strangers_cannot_lock_the_owner_out_of_ssh() {
     }
     // …the owner's own client is not.
     let out = output(login(2, &erin.password), None, LIMIT).await;
+    assert_eq!(out.stdout.trim(), "in", "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_gateway_reaches_only_the_host_with_the_pinned_key() {
+    let node = Node::embedded(&[]).await;
+    let fay = node.tenant("fay").await;
+    let pw = Login::Password(fay.password.clone());
+    let login = || {
+        let mut cmd = node.gateway_ssh(&fay.login(), &pw);
+        cmd.arg("echo in");
+        cmd
+    };
+    let out = output(login(), None, LIMIT).await;
+    assert_eq!(out.stdout.trim(), "in", "{out:?}");
+    // The key the agent made is in the host, and kept in the agent's files (never in the image).
+    let container = node.host_container(&fay.host.short_id);
+    let served = docker::exec_root(
+        &container,
+        &[
+            "ssh-keygen",
+            "-y",
+            "-f",
+            "/etc/ssh/host-keys/ssh_host_ed25519_key",
+        ],
+    )
+    .await;
+    let kept =
+        std::fs::read_to_string(node.host_files(&fay.host.id).join("ssh_host_ed25519_key.pub")).unwrap();
+    let fields = |line: &str| line.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    assert_eq!(fields(&served.stdout), fields(&kept), "{served:?}");
+
+    // Root in the host (the tenant) gives sshd another key: whatever answers at the host's
+    // address is no longer the pinned host, and the gateway does not log in there.
+    let swap = "rm -f /etc/ssh/host-keys/ssh_host_ed25519_key* && \
+        ssh-keygen -q -t ed25519 -N '' -C '' -f /etc/ssh/host-keys/ssh_host_ed25519_key && \
+        pkill -HUP -x sshd";
+    let r = docker::exec_root(&container, &["bash", "-c", swap]).await;
+    assert!(r.success(), "{r:?}");
+    let user = ("user_id", fay.host.user_id.as_str());
+    let refused = eventually(LIMIT, "the gateway refuses the changed host key", || async {
+        let out = output(login(), None, LIMIT).await;
+        (!out.stdout.contains("in")).then_some(out)
+    })
+    .await;
+    assert_ne!(refused.code, Some(0), "{refused:?}");
+    has_event(&node, "ssh.session_failed", user, |e| {
+        e["details"]["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("host key"))
+    })
+    .await;
+
+    // A rebuild puts the pinned key back (the agent keeps it), and logins work again.
+    let task = node.host_action(&fay.host.id, "rebuild").await;
+    node.task_succeeded(&task, Duration::from_secs(180), "rebuild")
+        .await;
+    let out = output(login(), None, LIMIT).await;
     assert_eq!(out.stdout.trim(), "in", "{out:?}");
 }
 
