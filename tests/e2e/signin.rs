@@ -414,6 +414,28 @@ async fn totp_in_the_dashboard() {
     browser.fill("[data-test=login-totp]", &first).await;
     browser.click("[data-test=login-submit]").await;
     browser.wait_for("[data-test=signout]").await;
+
+    // The operator resets it from the user's page; then the password alone signs dora in.
+    browser.click("[data-test=signout]").await;
+    browser.wait_for("[data-test=login-form]").await;
+    let opts = cp.options().clone();
+    browser.sign_in(&opts.admin_username, &opts.admin_password).await;
+    browser.wait_for("[data-test=signout]").await;
+    let users = admin.get("/v1/admin/users?q=dora").await;
+    let id = users.expect(200)["data"][0]["id"].as_str().unwrap().to_owned();
+    browser.goto(&format!("{base}/#/users/{id}")).await;
+    browser.wait_for_text("[data-test=user-totp]", "on").await;
+    browser.click("[data-test=user-reset-totp]").await;
+    browser.click("[data-test=confirm-ok]").await;
+    browser.wait_for_text("[data-test=user-totp]", "off").await;
+    browser.shot("totp-reset").await;
+    cp.api()
+        .post(
+            "/v1/auth/login",
+            json!({"username": "dora", "password": "dora-password"}),
+        )
+        .await
+        .expect(200);
     assert!(browser.js_errors().await.is_empty());
     assert!(browser.violations().await.is_empty());
 }

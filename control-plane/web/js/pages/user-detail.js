@@ -78,15 +78,34 @@ export async function userDetailPage(ctx) {
         }
       });
     });
+    // For someone who lost the phone and the recovery codes of their second factor.
+    const resetTotp = user.totp_enabled ? button('Reset two-factor', { icon: 'shield', test: 'user-reset-totp' }) : null;
+    if (resetTotp) {
+      resetTotp.addEventListener('click', async () => {
+        const ok = await confirmDialog({ title: 'Reset two-factor sign-in', message: `Turn off two-factor sign-in for ${user.username}? They sign in with the password alone until they set it up again.`, confirmLabel: 'Reset', danger: true });
+        if (!ok) return;
+        await busy(resetTotp, async () => {
+          try {
+            await del(`/v1/admin/users/${enc(id)}/totp`);
+            user = { ...user, totp_enabled: false };
+            toast(`Two-factor sign-in is off for ${user.username}.`);
+            paint();
+          } catch (err) {
+            toast(describeError(err), 'error');
+          }
+        });
+      });
+    }
     replace(head, pageHeader(user.username, {
       back: '#/users',
       subtitle: h('span', { class: 'row' }, userStatus(user), h('span', { class: 'muted' }, 'tenant account'), shortId(user.id)),
-      actions: [toggle, expiry, rotate, remove],
+      actions: [toggle, expiry, rotate, resetTotp, remove].filter(Boolean),
     }));
     replace(account, card('Account', dl([
       ['Username', h('strong', null, user.username)],
       ['Status', userStatus(user)],
       ['Expires', user.expires_at ? h('span', null, fmtTime(user.expires_at), ' ', h('span', { class: 'muted' }, '(', timeAgo(user.expires_at), ')')) : h('span', { class: 'muted' }, 'never')],
+      ['Two-factor sign-in', h('span', { 'data-test': 'user-totp' }, user.totp_enabled ? 'on' : 'off')],
       ['Created', fmtTime(user.created_at)],
       ['Updated', fmtTime(user.updated_at)],
       ['ID', h('code', { class: 'mono' }, user.id)],
