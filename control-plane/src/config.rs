@@ -16,9 +16,22 @@ use clap::{Parser, ValueEnum};
     about = "cloud-cli-proxy control plane"
 )]
 pub struct Config {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Database URL. `sqlite://PATH` (created if missing, WAL mode).
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://cloud-cli-proxy.db")]
     pub database_url: String,
+
+    /// File holding the key that seals secrets in the database (32 random bytes, mode 0600). Created
+    /// on the first start when missing. Defaults to `secrets.key` beside the SQLite database. Back it
+    /// up with the database: without it the stored tunnel keys and passwords cannot be opened.
+    #[arg(long, env = "SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<std::path::PathBuf>,
+
+    /// Days audit events are kept; older ones are deleted by the scheduler (0 keeps them forever).
+    #[arg(long, env = "EVENT_RETENTION_DAYS", default_value_t = 90)]
+    pub event_retention_days: u32,
 
     /// Username of the operator account.
     #[arg(long, env = "ADMIN_USERNAME", default_value = "admin")]
@@ -170,7 +183,33 @@ pub struct Config {
     pub egress_probe_dns_name: String,
 }
 
+/// One-off maintenance commands; without one the server runs.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Seal every stored secret under a new key and replace the key file with it. Stop the control
+    /// plane first; it reads `DATABASE_URL` and `SECRETS_KEY_FILE` like the server.
+    RotateSecretsKey,
+}
+
 impl Config {
+    /// The secrets key file: `SECRETS_KEY_FILE`, else `secrets.key` in the SQLite database's folder.
+    pub fn secrets_key_path(&self) -> std::path::PathBuf {
+        if let Some(path) = &self.secrets_key_file {
+            return path.clone();
+        }
+        let url = &self.database_url;
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        let path = path.split('?').next().unwrap_or_default();
+        let dir = match std::path::Path::new(path).parent() {
+            Some(dir) if !path.is_empty() && path != ":memory:" => dir.to_path_buf(),
+            _ => std::path::PathBuf::new(),
+        };
+        dir.join("secrets.key")
+    }
+
     /// The egress probe targets after their checks; `Err` carries the one line to print.
     pub fn egress_probe(&self) -> Result<wire::ProbeTargets, String> {
         for (name, url) in [
@@ -358,6 +397,36 @@ mod tests {
         let set = Config::parse_from(base.iter().chain(&["--vnc-port", "5999"]));
         assert_eq!(set.vnc_port, 5999);
         assert!(Config::try_parse_from(base.iter().chain(&["--vnc-port", "0"])).is_err());
+    }
+
+    #[test]
+    fn secrets_key_file_defaults_beside_the_database() {
+        let with = |args: &[&str]| {
+            Config::parse_from(["cp"].iter().chain(args))
+                .secrets_key_path()
+                .display()
+                .to_string()
+        };
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--database-url", "sqlite:///var/lib/ccp/db.sqlite"],
+                "/var/lib/ccp/secrets.key",
+            ),
+            (
+                &["--database-url", "sqlite://data/x.db?mode=rwc"],
+                "data/secrets.key",
+            ),
+            (&["--database-url", "sqlite:x.db"], "secrets.key"),
+            (&["--database-url", "sqlite::memory:"], "secrets.key"),
+            (&["--secrets-key-file", "/etc/k"], "/etc/k"),
+        ];
+        for (args, want) in cases {
+            assert_eq!(with(args), *want, "{args:?}");
+        }
+        assert!(matches!(
+            Config::parse_from(["cp", "rotate-secrets-key"]).command,
+            Some(Command::RotateSecretsKey)
+        ));
     }
 
     #[test]

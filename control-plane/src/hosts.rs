@@ -37,16 +37,21 @@ pub fn is_short_id(s: &str) -> bool {
 /// How a user reaches a host.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Access {
-    /// The short link of the host.
+    /// The short link of the host (its id changes when the link is rotated).
     pub entry_url: String,
     /// One line to paste into a terminal: asks for the password and opens a shell in the host.
     pub entry_command: String,
     /// Plain SSH through the gateway; the login name picks the host (`user+shortid`).
     pub ssh_command: Option<String>,
+    /// The entry link is switched off: it answers like an unknown link.
+    pub entry_disabled: bool,
+    /// When the entry link stops working, if it has an expiry.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub entry_expires_at: Option<UtcTime>,
 }
 
 pub fn access(settings: &Settings, host: &Host) -> Access {
-    let entry_url = format!("{}/entry/{}", settings.public_base_url, host.short_id);
+    let entry_url = format!("{}/entry/{}", settings.public_base_url, host.entry_id);
     let entry_command = format!("curl -sSf {entry_url} | bash");
     let ssh_command = host.username.as_ref().map(|user| {
         let ssh_host = if settings.ssh_host.contains(':') {
@@ -60,6 +65,8 @@ pub fn access(settings: &Settings, host: &Host) -> Access {
         entry_url,
         entry_command,
         ssh_command,
+        entry_disabled: host.entry_disabled,
+        entry_expires_at: host.entry_expires_at,
     }
 }
 

@@ -10,6 +10,7 @@ pub mod egress;
 pub mod error;
 pub mod extract;
 pub mod hosts;
+pub mod secrets;
 pub mod tasks;
 pub mod telemetry;
 pub mod terminal;
@@ -48,6 +49,8 @@ pub enum StartError {
     Serve(#[source] std::io::Error),
     #[error("VNC proxy client: {0}")]
     VncClient(#[source] reqwest::Error),
+    #[error(transparent)]
+    Secrets(#[from] secrets::Error),
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -69,6 +72,8 @@ pub struct Settings {
     pub egress_probe: wire::ProbeTargets,
     /// `WEB_DIR`: the dashboard's files read from here instead of the built-in copy.
     pub web_dir: Option<std::path::PathBuf>,
+    /// `EVENT_RETENTION_DAYS`: audit events older than this are deleted (0 keeps them).
+    pub event_retention_days: u32,
 }
 
 impl Settings {
@@ -103,6 +108,8 @@ pub struct AppState {
     pub vnc: vnc::Proxy,
     /// The dashboard's terminal: where it logs in, and the shells open now.
     pub terminals: Arc<terminal::Terminals>,
+    /// Seals and opens the secrets kept in the database.
+    pub secrets: Arc<secrets::SecretsKey>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -118,6 +125,7 @@ impl AppState {
     pub async fn init(config: &Config, bound_port: u16, ssh_port: u16) -> Result<Self, StartError> {
         let secret = config.checked_jwt_secret().map_err(StartError::Config)?;
         let db = db::connect(&config.database_url).await?;
+        let secrets = secrets::prepare(&db, &config.secrets_key_path()).await?;
         auth::admin::ensure(&db, &config.admin_username, config.admin_password.as_ref()).await?;
         let public_base_url = config.public_base_url(bound_port);
         access::script::check_base_url(&public_base_url).map_err(|e| StartError::Config(e.to_string()))?;
@@ -137,6 +145,7 @@ impl AppState {
                 .map(web::check_web_dir)
                 .transpose()
                 .map_err(StartError::Config)?,
+            event_retention_days: config.event_retention_days,
         };
         let decoy = tokio::task::spawn_blocking(auth::password::decoy_hash).await?;
         let check_slots = match config.password_check_slots {
@@ -175,6 +184,7 @@ impl AppState {
                 terminal_gateway(config, ssh_port),
                 config.checked_terminal_resume().map_err(StartError::Config)?,
             )),
+            secrets: Arc::new(secrets),
         })
     }
 }

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use control_plane::config::Command;
 use control_plane::{Config, telemetry};
 
 #[tokio::main]
@@ -11,6 +12,9 @@ async fn main() -> ExitCode {
     if let Err(line) = telemetry::init(config.log_format, &config.log_level) {
         eprintln!("cloud-cli-proxy-control-plane: {line}");
         return ExitCode::from(2);
+    }
+    if let Some(Command::RotateSecretsKey) = config.command {
+        return rotate_secrets_key(&config).await;
     }
     // Checked before binding so a bad secret never leaves a half-started server behind.
     if let Err(line) = config.checked_jwt_secret() {
@@ -31,6 +35,39 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cloud-cli-proxy-control-plane: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `rotate-secrets-key`: one line on stdout saying what changed, or one line on stderr saying why not.
+#[expect(clippy::print_stdout, reason = "the command's answer is its output")]
+async fn rotate_secrets_key(config: &Config) -> ExitCode {
+    let path = config.secrets_key_path();
+    let result = async {
+        let db = control_plane::db::connect(&config.database_url)
+            .await
+            .map_err(|e| e.to_string())?;
+        let rotated = control_plane::secrets::rotate(&db, &path)
+            .await
+            .map_err(|e| e.to_string());
+        db.close().await;
+        rotated
+    }
+    .await;
+    match result {
+        Ok(r) => {
+            println!(
+                "rotated the secrets key {} -> {} ({} values re-sealed); {} now holds the new key",
+                r.old_key_id,
+                r.new_key_id,
+                r.moved,
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(line) => {
+            eprintln!("cloud-cli-proxy-control-plane: rotate-secrets-key: {line}");
             ExitCode::FAILURE
         }
     }

@@ -327,11 +327,26 @@ pub async fn purge_access_secrets(state: &AppState) -> Result<u64, sqlx::Error> 
     Ok(handoffs + sessions)
 }
 
-/// Runs the lease recovery, the purge of expired access secrets and the expiry scanner until
-/// `shutdown`.
+/// The oldest event time kept at `now` with a retention of `days` (`None`: keep every event).
+pub fn event_cutoff(now: UtcTime, days: u32) -> Option<UtcTime> {
+    (days > 0).then(|| UtcTime::from(now.0 - chrono::Duration::days(i64::from(days))))
+}
+
+/// Deletes the audit events older than `EVENT_RETENTION_DAYS`.
+pub async fn purge_old_events(state: &AppState, now: UtcTime) -> Result<u64, sqlx::Error> {
+    match event_cutoff(now, state.settings.event_retention_days) {
+        Some(cutoff) => db::events::purge_before(&state.db, cutoff).await,
+        None => Ok(0),
+    }
+}
+
+/// Runs the lease recovery, the purge of expired access secrets, the expiry scanner and the audit
+/// log's retention until `shutdown`.
 pub async fn run_scheduler(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Retention is measured in days: once a minute is plenty, and keeps the delete off the hot loop.
+    let mut next_event_purge = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -355,12 +370,33 @@ pub async fn run_scheduler(state: AppState, mut shutdown: tokio::sync::watch::Re
             Ok(n) => tracing::info!(hosts = n, "stopping hosts of expired accounts"),
             Err(e) => tracing::error!(error = ?e, "expiry scan failed"),
         }
+        if tokio::time::Instant::now() >= next_event_purge {
+            next_event_purge = tokio::time::Instant::now() + Duration::from_secs(60);
+            match purge_old_events(&state, UtcTime::now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(events = n, "deleted audit events past their retention"),
+                Err(e) => tracing::error!(error = %e, "audit event retention failed"),
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_retention_cutoff() {
+        let now = UtcTime::from(chrono::DateTime::from_timestamp(1_000_000_000, 0).unwrap());
+        let cases = [
+            (0, None),
+            (1, Some(1_000_000_000 - 86_400)),
+            (90, Some(1_000_000_000 - 90 * 86_400)),
+        ];
+        for (days, want) in cases {
+            assert_eq!(event_cutoff(now, days).map(|t| t.0.timestamp()), want, "{days}");
+        }
+    }
 
     #[test]
     fn failures_back_off_then_give_up() {

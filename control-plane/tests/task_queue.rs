@@ -28,7 +28,11 @@ async fn host(state: &AppState, name: &str) -> String {
         pids_limit: 256,
         ssh_password_hash: "x",
         password_crypt: "x",
-        vnc_secret: "x",
+        vnc_secret: &control_plane::secrets::Sealed::seal(
+            &state.secrets,
+            control_plane::secrets::field::HOST_VNC_SECRET,
+            "x",
+        ),
     };
     db::hosts::insert(&state.db, new, now).await.expect("host")
 }

@@ -176,7 +176,11 @@ impl Fixture {
             pids_limit: 256,
             ssh_password_hash: "x",
             password_crypt: "x",
-            vnc_secret: SECRET,
+            vnc_secret: &control_plane::secrets::Sealed::seal(
+                &state.secrets,
+                control_plane::secrets::field::HOST_VNC_SECRET,
+                SECRET,
+            ),
         };
         let host_id = db::hosts::insert(&state.db, new, now).await.unwrap();
         db::hosts::set_outcome(
@@ -479,12 +483,26 @@ async fn hosts_that_cannot_answer() {
     let now = UtcTime::now();
 
     // A wrong secret in the database: the VNC server refuses the proxy, the browser gets 502.
-    sqlx::query("UPDATE hosts SET vnc_secret = 'wrong' WHERE id = ?")
+    let wrong = control_plane::secrets::Sealed::seal(
+        &f.state.secrets,
+        control_plane::secrets::field::HOST_VNC_SECRET,
+        "wrong",
+    );
+    sqlx::query("UPDATE hosts SET vnc_secret = ? WHERE id = ?")
+        .bind(&wrong)
         .bind(&f.host_id)
         .execute(&f.state.db)
         .await
         .unwrap();
     assert_eq!(ws_status(f.ws(&f.path("admin", "/websockify"), &auth).await), 502);
+    // A secret that does not open under the key (stored in clear behind the server's back) is our
+    // fault, not the host's: 500, and nothing is sent to the VNC server.
+    sqlx::query("UPDATE hosts SET vnc_secret = 'in-clear' WHERE id = ?")
+        .bind(&f.host_id)
+        .execute(&f.state.db)
+        .await
+        .unwrap();
+    assert_eq!(ws_status(f.ws(&f.path("admin", "/websockify"), &auth).await), 500);
 
     db::hosts::set_outcome(&f.state.db, &f.host_id, HostStatus::Stopped, None, None, now)
         .await

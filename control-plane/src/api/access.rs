@@ -210,7 +210,11 @@ async fn entry_auth(
     if !hosts::is_short_id(&short_id) {
         return Err(ApiError::not_found("entry link"));
     }
-    let host = db::hosts::get_by_short_id(&state.db, &short_id).await?;
+    // A switched-off, expired or rotated-away link finds no host, so it is refused exactly like a
+    // link that never existed: same password check against a decoy, same 401.
+    let host = db::hosts::get_by_entry_id(&state.db, &short_id)
+        .await?
+        .filter(|h| h.entry_open(UtcTime::now()));
     let user = match host.as_ref().and_then(|h| h.user_id.as_deref()) {
         Some(user_id) => db::users::get(&state.db, user_id).await?,
         None => None,

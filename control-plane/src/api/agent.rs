@@ -321,6 +321,10 @@ async fn next_assignment(state: &AppState, node_id: &str) -> ApiResult<Option<Re
                 continue;
             }
         };
+        let vnc_secret = host
+            .vnc_secret
+            .open(&state.secrets, crate::secrets::field::HOST_VNC_SECRET)
+            .map_err(|e| ApiError::internal(format_args!("host {}: VNC secret: {e}", host.id)))?;
         let assignment = wire::Assignment {
             task_id: task.id.clone(),
             lease: task.lease.clone().unwrap_or_default(),
@@ -340,7 +344,7 @@ async fn next_assignment(state: &AppState, node_id: &str) -> ApiResult<Option<Re
                 pids_limit: u64::try_from(host.pids_limit).unwrap_or(0),
                 password_crypt: host.password_crypt.clone(),
                 authorized_keys: db::gateways::client_keys(&state.db).await?,
-                vnc_secret: host.vnc_secret.clone(),
+                vnc_secret,
                 egress,
             },
         };
@@ -360,7 +364,13 @@ async fn bound_egress(
     let Some(egress) = db::egress_ips::get(&state.db, &binding.egress_ip_id).await? else {
         return Ok(Ok(None));
     };
-    Ok(crate::egress::spec::of(&egress, Some(&binding), state.settings.egress_dns_server).map(Some))
+    Ok(crate::egress::spec::of(
+        &egress,
+        Some(&binding),
+        &state.secrets,
+        state.settings.egress_dns_server,
+    )
+    .map(Some))
 }
 
 fn wire_kind(kind: TaskKind) -> wire::TaskKind {
@@ -451,7 +461,7 @@ async fn next_egress_test(state: &AppState, node_id: &str) -> ApiResult<Option<R
         let egress = db::egress_ips::get(&state.db, &test.egress_ip_id).await?;
         let spec = egress
             .as_ref()
-            .map(|e| crate::egress::spec::of(e, None, state.settings.egress_dns_server));
+            .map(|e| crate::egress::spec::of(e, None, &state.secrets, state.settings.egress_dns_server));
         let Some(Ok(egress)) = spec else {
             // Checked when queued; gone or changed since: the waiting request answers for it.
             db::egress_tests::expire(&state.db, &test.id, now).await?;

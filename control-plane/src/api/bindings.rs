@@ -17,6 +17,7 @@ use crate::db::{self, UtcTime};
 use crate::egress::wireguard;
 use crate::error::{ApiError, ApiResult, is_unique_violation};
 use crate::extract::{Json, Path, Query};
+use crate::secrets::{Sealed, SecretsKey, field};
 
 use super::{PageQuery, Paginated, parse_id};
 
@@ -44,13 +45,17 @@ pub struct BindingView {
     pub created_at: UtcTime,
 }
 
-impl From<&Binding> for BindingView {
-    fn from(b: &Binding) -> Self {
+impl BindingView {
+    fn new(b: &Binding, secrets: &SecretsKey) -> Self {
         Self {
             id: b.id.clone(),
             host_id: b.host_id.clone(),
             egress_ip_id: b.egress_ip_id.clone(),
-            wg_public_key: b.wg_private_key.as_deref().and_then(wireguard::public_key_of),
+            wg_public_key: wireguard::public_key_of_sealed(
+                secrets,
+                field::BINDING_WG_PRIVATE_KEY,
+                b.wg_private_key.as_ref(),
+            ),
             wg_peer_address: b.wg_peer_address.clone(),
             created_at: b.created_at,
         }
@@ -108,12 +113,18 @@ async fn create_binding(
         ),
         None => None,
     };
-    let private_key = wireguard_egress.then(|| wireguard::generate_keypair().0);
+    let private_key = wireguard_egress.then(|| {
+        Sealed::seal(
+            &state.secrets,
+            field::BINDING_WG_PRIVATE_KEY,
+            &wireguard::generate_keypair().0,
+        )
+    });
     let inserted = db::bindings::insert(
         &mut *tx,
         &host.id,
         &egress.id,
-        private_key.as_deref(),
+        private_key.as_ref(),
         peer_address.as_deref(),
         now,
     )
@@ -135,7 +146,10 @@ async fn create_binding(
     event.user_id = host.user_id.clone();
     db::events::record(&mut *tx, &admin.actor(), event, now).await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(BindingView::from(&binding))))
+    Ok((
+        StatusCode::CREATED,
+        Json(BindingView::new(&binding, &state.secrets)),
+    ))
 }
 
 /// Lists bindings.
@@ -154,7 +168,7 @@ async fn list_bindings(
     };
     let (rows, total) = db::bindings::list(&state.db, &filter, page).await?;
     Ok(Paginated::new(
-        rows.iter().map(BindingView::from).collect(),
+        rows.iter().map(|b| BindingView::new(b, &state.secrets)).collect(),
         page,
         total,
     ))
@@ -171,7 +185,7 @@ async fn get_binding(
 ) -> ApiResult<Json<BindingView>> {
     db::bindings::get(&state.db, &binding_id.to_string())
         .await?
-        .map(|b| Json(BindingView::from(&b)))
+        .map(|b| Json(BindingView::new(&b, &state.secrets)))
         .ok_or_else(|| ApiError::not_found("binding"))
 }
 
@@ -200,14 +214,19 @@ async fn rotate_binding_wg_key(
             "only a binding to a WireGuard egress IP has a key pair to rotate",
         ));
     }
-    let old_public = binding
-        .wg_private_key
-        .as_deref()
-        .and_then(wireguard::public_key_of);
-    let key = wireguard::generate_keypair().0;
+    let old_public = wireguard::public_key_of_sealed(
+        &state.secrets,
+        field::BINDING_WG_PRIVATE_KEY,
+        binding.wg_private_key.as_ref(),
+    );
+    let key = Sealed::seal(
+        &state.secrets,
+        field::BINDING_WG_PRIVATE_KEY,
+        &wireguard::generate_keypair().0,
+    );
     db::bindings::set_wg_key(&mut *tx, &binding.id, &key).await?;
     binding.wg_private_key = Some(key);
-    let view = BindingView::from(&binding);
+    let view = BindingView::new(&binding, &state.secrets);
     let owner = db::hosts::get(&mut *tx, &binding.host_id)
         .await?
         .and_then(|h| h.user_id);

@@ -15,9 +15,11 @@ use crate::db::egress_ips::{EgressIp, TunnelType};
 use crate::db::events::NewEvent;
 use crate::db::{self, UtcTime};
 use crate::egress::proxy::{self, ConfigError, MASK};
+use crate::egress::secrets::Opened;
 use crate::egress::wireguard;
 use crate::error::{ApiError, ApiResult, is_unique_violation};
 use crate::extract::{Json, Path, Query};
+use crate::secrets::{Sealed, SecretsKey, field};
 
 use super::{PageQuery, Paginated};
 
@@ -57,11 +59,16 @@ pub struct EgressView {
 }
 
 impl EgressView {
-    fn new(e: &EgressIp) -> Self {
-        let proxy_config = e
-            .proxy_config
-            .as_deref()
-            .and_then(|raw| serde_json::from_str(raw).ok());
+    fn new(e: &EgressIp, key: &SecretsKey) -> Self {
+        let proxy_config = e.proxy_config.as_ref().and_then(|sealed| {
+            sealed
+                .open(key, field::EGRESS_PROXY_CONFIG)
+                .inspect_err(
+                    |error| tracing::error!(%error, egress_ip_id = %e.id, "proxy_config does not open"),
+                )
+                .ok()
+                .and_then(|raw| serde_json::from_str(&raw).ok())
+        });
         Self {
             id: e.id.clone(),
             label: e.label.clone(),
@@ -74,7 +81,11 @@ impl EgressView {
             wg_allowed_ips: e.wg_allowed_ips.clone(),
             wg_dns_server: e.wg_dns_server.clone(),
             wg_peer_address: e.wg_peer_address.clone(),
-            wg_client_public_key: e.wg_private_key.as_deref().and_then(wireguard::public_key_of),
+            wg_client_public_key: wireguard::public_key_of_sealed(
+                key,
+                field::EGRESS_WG_PRIVATE_KEY,
+                e.wg_private_key.as_ref(),
+            ),
             proxy_config: proxy_config.as_ref().map(proxy::mask_value),
             dns_server: e.dns_server.clone(),
             observed_ip: e.observed_ip.clone(),
@@ -147,7 +158,7 @@ pub struct UpdateEgress {
 }
 
 /// Tells "absent" (`None`) from "null" (`Some(None)`).
-fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+pub(super) fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
@@ -192,8 +203,9 @@ fn ip(field: &str, value: &str) -> ApiResult<String> {
         .map_err(|_| ApiError::invalid(field, format!("{field} must be an IPv4 or IPv6 address")))
 }
 
-/// Checks and normalises a whole row; both create and update end here, so a stored row is always valid.
-fn validate(e: &mut EgressIp) -> ApiResult<()> {
+/// Checks and normalises a whole row with its secrets in clear; both create and update end here, so a
+/// stored row is always valid.
+fn validate(e: &mut EgressIp, secret: &mut Opened) -> ApiResult<()> {
     printable("label", &e.label, 64)?;
     printable("provider", &e.provider, 64)?;
     e.ip_address = ip("ip_address", &e.ip_address)?;
@@ -202,7 +214,7 @@ fn validate(e: &mut EgressIp) -> ApiResult<()> {
     }
     match e.tunnel_type {
         TunnelType::Wireguard => {
-            if e.proxy_config.is_some() {
+            if secret.proxy_config.is_some() {
                 return Err(ApiError::invalid(
                     "proxy_config",
                     "proxy_config is only for tunnel_type `proxy`",
@@ -219,7 +231,7 @@ fn validate(e: &mut EgressIp) -> ApiResult<()> {
                 .as_deref()
                 .ok_or_else(|| required("wg_public_key"))?;
             wireguard::validate_key("wg_public_key", key).map_err(config_error)?;
-            if let Some(psk) = &e.wg_preshared_key {
+            if let Some(psk) = &secret.wg_preshared_key {
                 wireguard::validate_key("wg_preshared_key", psk).map_err(config_error)?;
             }
             let allowed = e.wg_allowed_ips.as_deref().unwrap_or("0.0.0.0/0, ::/0");
@@ -243,7 +255,7 @@ fn validate(e: &mut EgressIp) -> ApiResult<()> {
             let wg_fields = [
                 ("wg_endpoint", &e.wg_endpoint),
                 ("wg_public_key", &e.wg_public_key),
-                ("wg_preshared_key", &e.wg_preshared_key),
+                ("wg_preshared_key", &secret.wg_preshared_key),
                 ("wg_allowed_ips", &e.wg_allowed_ips),
                 ("wg_dns_server", &e.wg_dns_server),
                 ("wg_peer_address", &e.wg_peer_address),
@@ -254,7 +266,7 @@ fn validate(e: &mut EgressIp) -> ApiResult<()> {
                     format!("{field} is only for tunnel_type `wireguard`"),
                 ));
             }
-            let raw = e
+            let raw = secret
                 .proxy_config
                 .as_deref()
                 .ok_or_else(|| required("proxy_config"))?;
@@ -262,8 +274,8 @@ fn validate(e: &mut EgressIp) -> ApiResult<()> {
                 .map_err(|_| ApiError::invalid("proxy_config", "not a JSON object"))?;
             let parsed = proxy::parse(&value).map_err(config_error)?;
             let canonical = serde_json::to_string(&parsed).map_err(ApiError::internal)?;
-            e.proxy_config = Some(canonical);
-            e.wg_private_key = None;
+            secret.proxy_config = Some(canonical);
+            secret.wg_private_key = None;
         }
     }
     Ok(())
@@ -290,8 +302,11 @@ async fn create_egress(
     Json(req): Json<CreateEgress>,
 ) -> ApiResult<(StatusCode, Json<EgressView>)> {
     let now = UtcTime::now();
-    let proxy_config = req.proxy_config.as_ref().map(serde_json::Value::to_string);
-    let wg_private_key = (req.tunnel_type == TunnelType::Wireguard).then(|| wireguard::generate_keypair().0);
+    let mut secret = Opened {
+        wg_preshared_key: req.wg_preshared_key,
+        wg_private_key: (req.tunnel_type == TunnelType::Wireguard).then(|| wireguard::generate_keypair().0),
+        proxy_config: req.proxy_config.as_ref().map(serde_json::Value::to_string),
+    };
     let mut row = EgressIp {
         id: db::new_id(),
         label: req.label,
@@ -300,12 +315,12 @@ async fn create_egress(
         provider: req.provider.unwrap_or_else(|| "manual".to_owned()),
         wg_endpoint: req.wg_endpoint,
         wg_public_key: req.wg_public_key,
-        wg_preshared_key: req.wg_preshared_key,
+        wg_preshared_key: None,
         wg_allowed_ips: req.wg_allowed_ips,
         wg_dns_server: req.wg_dns_server,
         wg_peer_address: req.wg_peer_address,
-        wg_private_key,
-        proxy_config,
+        wg_private_key: None,
+        proxy_config: None,
         dns_server: req.dns_server,
         observed_ip: None,
         last_test_at: None,
@@ -314,7 +329,8 @@ async fn create_egress(
         updated_at: now,
         bound_hosts: 0,
     };
-    validate(&mut row)?;
+    validate(&mut row, &mut secret)?;
+    secret.seal_into(&mut row, &state.secrets);
     let mut tx = state.db.begin().await?;
     match db::egress_ips::insert(&mut *tx, &row).await {
         Ok(()) => {}
@@ -331,7 +347,7 @@ async fn create_egress(
     }));
     db::events::record(&mut *tx, &admin.actor(), event, now).await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(EgressView::new(&row))))
+    Ok((StatusCode::CREATED, Json(EgressView::new(&row, &state.secrets))))
 }
 
 /// Lists egress IPs.
@@ -346,7 +362,7 @@ async fn list_egress(
     let page = page.resolve()?;
     let (rows, total) = db::egress_ips::list(&state.db, filter.tunnel_type, page).await?;
     Ok(Paginated::new(
-        rows.iter().map(EgressView::new).collect(),
+        rows.iter().map(|e| EgressView::new(e, &state.secrets)).collect(),
         page,
         total,
     ))
@@ -361,7 +377,10 @@ async fn get_egress(
     Admin(_): Admin,
     Path(ip_id): Path<Uuid>,
 ) -> ApiResult<Json<EgressView>> {
-    Ok(Json(EgressView::new(&egress_or_404(&state, ip_id).await?)))
+    Ok(Json(EgressView::new(
+        &egress_or_404(&state, ip_id).await?,
+        &state.secrets,
+    )))
 }
 
 /// Changes only the fields sent. Bound hosts pick the change up when they are next started.
@@ -376,6 +395,7 @@ async fn update_egress(
     Json(req): Json<UpdateEgress>,
 ) -> ApiResult<Json<EgressView>> {
     let mut row = egress_or_404(&state, ip_id).await?;
+    let mut secret = Opened::of(&row, &state.secrets).map_err(ApiError::internal)?;
     let before_type = row.tunnel_type;
     let mut changed: Vec<&str> = Vec::new();
     macro_rules! set {
@@ -400,13 +420,14 @@ async fn update_egress(
         // Switching kind drops the settings of the old kind; the new ones must come in the same request.
         row.wg_endpoint = None;
         row.wg_public_key = None;
-        row.wg_preshared_key = None;
         row.wg_allowed_ips = None;
         row.wg_dns_server = None;
         row.wg_peer_address = None;
-        row.proxy_config = None;
-        row.wg_private_key =
-            (row.tunnel_type == TunnelType::Wireguard).then(|| wireguard::generate_keypair().0);
+        secret = Opened {
+            wg_private_key: (row.tunnel_type == TunnelType::Wireguard)
+                .then(|| wireguard::generate_keypair().0),
+            ..Opened::default()
+        };
     }
     if let Some(v) = req.wg_endpoint {
         set!(wg_endpoint, v)
@@ -417,7 +438,8 @@ async fn update_egress(
     if let Some(v) = req.wg_preshared_key {
         // The mask sent back unchanged keeps the stored key.
         if v.as_deref() != Some(MASK) {
-            set!(wg_preshared_key, v)
+            secret.wg_preshared_key = v;
+            changed.push("wg_preshared_key");
         }
     }
     if let Some(v) = req.wg_allowed_ips {
@@ -433,14 +455,16 @@ async fn update_egress(
         set!(dns_server, v)
     }
     if let Some(patch) = req.proxy_config {
-        let stored: serde_json::Value = row
+        let stored: serde_json::Value = secret
             .proxy_config
             .as_deref()
             .and_then(|raw| serde_json::from_str(raw).ok())
             .unwrap_or_else(|| serde_json::json!({}));
-        set!(proxy_config, Some(proxy::merge(&stored, &patch).to_string()))
+        secret.proxy_config = Some(proxy::merge(&stored, &patch).to_string());
+        changed.push("proxy_config");
     }
-    validate(&mut row)?;
+    validate(&mut row, &mut secret)?;
+    secret.seal_into(&mut row, &state.secrets);
     let now = UtcTime::now();
     row.updated_at = now;
     let mut tx = state.db.begin().await?;
@@ -459,7 +483,7 @@ async fn update_egress(
     db::events::record(&mut *tx, &admin.actor(), event, now).await?;
     tx.commit().await?;
     let row = egress_or_404(&state, ip_id).await?;
-    Ok(Json(EgressView::new(&row)))
+    Ok(Json(EgressView::new(&row, &state.secrets)))
 }
 
 /// Deletes an egress IP; refused with 409 while any host is bound to it.
@@ -515,18 +539,26 @@ async fn rotate_wg_key(
             "only a WireGuard egress IP has a key pair to rotate",
         ));
     }
-    let old_public = row.wg_private_key.as_deref().and_then(wireguard::public_key_of);
-    row.wg_private_key = Some(wireguard::generate_keypair().0);
+    let old_public = wireguard::public_key_of_sealed(
+        &state.secrets,
+        field::EGRESS_WG_PRIVATE_KEY,
+        row.wg_private_key.as_ref(),
+    );
+    let (private, new_public) = wireguard::generate_keypair();
+    row.wg_private_key = Some(Sealed::seal(
+        &state.secrets,
+        field::EGRESS_WG_PRIVATE_KEY,
+        &private,
+    ));
     row.updated_at = now;
     db::egress_ips::update(&mut *tx, &row).await?;
-    let new_public = row.wg_private_key.as_deref().and_then(wireguard::public_key_of);
     let event = NewEvent::success("egress_ip.wg_key_rotated").details(serde_json::json!({
         "egress_ip_id": row.id, "label": row.label,
         "old_public_key": old_public, "new_public_key": new_public,
     }));
     db::events::record(&mut *tx, &admin.actor(), event, now).await?;
     tx.commit().await?;
-    Ok(Json(EgressView::new(&row)))
+    Ok(Json(EgressView::new(&row, &state.secrets)))
 }
 
 /// The outcome of `POST /v1/admin/egress-ips/{ip_id}/test`.
@@ -601,7 +633,7 @@ async fn test_egress(
 ) -> ApiResult<Json<TestResult>> {
     let started = std::time::Instant::now();
     let row = egress_or_404(&state, ip_id).await?;
-    crate::egress::spec::of(&row, None, state.settings.egress_dns_server)
+    crate::egress::spec::of(&row, None, &state.secrets, state.settings.egress_dns_server)
         .map_err(|e| ApiError::conflict("egress_incomplete", e.to_string()))?;
     let now = UtcTime::now();
     let live_since = UtcTime::from(now.0 - chrono::Duration::seconds(60));

@@ -211,7 +211,11 @@ async fn create_host(
     let ssh_password = password::generate(20);
     let (hash, crypt) = password_hashes(&ssh_password).await?;
     // TigerVNC's VncAuth uses 8 characters; the port is reachable only from the node's gateway.
-    let vnc_secret = password::generate(8);
+    let vnc_secret = crate::secrets::Sealed::seal(
+        &state.secrets,
+        crate::secrets::field::HOST_VNC_SECRET,
+        &password::generate(8),
+    );
     let now = UtcTime::now();
     let actor = admin.actor();
     let mut tx = state.db.begin().await?;

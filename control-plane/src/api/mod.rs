@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bindings;
 pub mod dashboard;
 pub mod egress_ips;
+pub mod entry_links;
 pub mod events;
 pub mod gateway;
 pub mod health;
@@ -76,6 +77,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(ssh_keys::router())
         .merge(egress_ips::router())
         .merge(hosts::router())
+        .merge(entry_links::router())
         .merge(bindings::router())
         .merge(tasks::router())
         .merge(gateway::router())

@@ -52,6 +52,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(own_delete))
 }
 
+/// Most keys one user may hold: each goes into every login check and host, so the list stays short.
+pub const MAX_KEYS_PER_USER: i64 = 50;
+
 /// Longest accepted key line: an RSA-16384 key fits with room for a comment.
 const MAX_KEY_LEN: usize = 8192;
 
@@ -135,6 +138,12 @@ async fn store_key(
 ) -> ApiResult<SshKey> {
     let now = UtcTime::now();
     let mut tx = state.db.begin().await?;
+    if db::ssh_keys::count_for_user(&mut *tx, user_id).await? >= MAX_KEYS_PER_USER {
+        return Err(ApiError::conflict(
+            "too_many_ssh_keys",
+            format!("a user may hold at most {MAX_KEYS_PER_USER} SSH keys: delete one first"),
+        ));
+    }
     let new = NewKey {
         user_id,
         name,

@@ -108,9 +108,23 @@ async fn authorize(state: &AppState, parts: &Parts, scope: Scope, host_id: Uuid)
     let now = UtcTime::now();
     // A token or the dashboard's session names the account; its role must be this route's.
     let account = if let Some(token) = auth::bearer(parts) {
-        let (user, _) = auth::authenticate(state, token, now)
+        let (user, credential) = auth::authenticate(state, token, now)
             .await?
             .ok_or_else(ApiError::unauthorized)?;
+        // A desktop is driven, not read: `read` tokens are refused even on these GET routes.
+        if matches!(
+            credential,
+            auth::Credential::ApiToken {
+                scope: db::api_tokens::Scope::Read,
+                ..
+            }
+        ) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                "this API token has the `read` scope: it cannot open a desktop",
+            ));
+        }
         Some(user)
     } else {
         auth::web_session(state, &parts.headers, now)
@@ -396,10 +410,14 @@ async fn websocket(
     let upgrade = WebSocketUpgrade::from_request_parts(parts, &state)
         .await
         .map_err(|r| ApiError::bad_request("bad_request", r.body_text()))?;
+    let vnc_secret = host
+        .vnc_secret
+        .open(&state.secrets, crate::secrets::field::HOST_VNC_SECRET)
+        .map_err(|e| ApiError::internal(format_args!("host {}: VNC secret: {e}", host.id)))?;
     // Authenticated to the VNC server before answering 101, so a failure is a plain JSON error.
     let upstream = state
         .vnc
-        .open(ip, &host.vnc_secret)
+        .open(ip, &vnc_secret)
         .await
         .map_err(|e| upstream_error(&e))?;
     let response = upgrade

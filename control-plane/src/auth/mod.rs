@@ -138,6 +138,8 @@ pub enum Credential {
     Session,
     ApiToken {
         token_id: String,
+        scope: db::api_tokens::Scope,
+        expires_at: UtcTime,
     },
     /// The dashboard's session cookie (`browser`); the row's id, to end it on sign-out.
     WebSession {
@@ -230,7 +232,12 @@ pub async fn authenticate(
             return Ok(None);
         }
         db::api_tokens::touch(&state.db, &row.id, now).await?;
-        return Ok(Some((user, Credential::ApiToken { token_id: row.id })));
+        let credential = Credential::ApiToken {
+            token_id: row.id,
+            scope: row.scope,
+            expires_at: row.expires_at,
+        };
+        return Ok(Some((user, credential)));
     }
     let Some(claims) = state.keys.decode_session(token) else {
         return Ok(None);
@@ -268,6 +275,32 @@ pub async fn web_session(
     Ok(None)
 }
 
+/// Whether a request with this method may be made with a credential of `scope`. A `read` token may
+/// only read: `GET` and `HEAD`, and no WebSocket (a terminal or a desktop is not a read).
+pub fn scope_allows(scope: db::api_tokens::Scope, method: &axum::http::Method, upgrade: bool) -> bool {
+    use axum::http::Method;
+    match scope {
+        db::api_tokens::Scope::Full => true,
+        db::api_tokens::Scope::Read => (method == Method::GET || method == Method::HEAD) && !upgrade,
+    }
+}
+
+/// 403 when the credential's scope does not cover the request.
+pub fn check_scope(credential: &Credential, parts: &Parts) -> Result<(), ApiError> {
+    let Credential::ApiToken { scope, .. } = credential else {
+        return Ok(());
+    };
+    if scope_allows(*scope, &parts.method, parts.headers.contains_key(header::UPGRADE)) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            "this API token has the `read` scope: it may only make GET requests",
+        ))
+    }
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
@@ -278,7 +311,10 @@ impl FromRequestParts<AppState> for Principal {
         let now = UtcTime::now();
         if let Some(token) = bearer(parts) {
             return match authenticate(state, token, now).await? {
-                Some((user, credential)) => Ok(Principal { user, credential, ip }),
+                Some((user, credential)) => {
+                    check_scope(&credential, parts)?;
+                    Ok(Principal { user, credential, ip })
+                }
                 None => Err(ApiError::unauthorized()),
             };
         }
@@ -351,6 +387,33 @@ mod tests {
             updated_at: UtcTime::now(),
             totp_enabled: false,
         }
+    }
+
+    #[test]
+    fn read_tokens_only_read() {
+        use axum::http::Method;
+        use db::api_tokens::Scope::{Full, Read};
+        let cases = [
+            (Read, Method::GET, false, true),
+            (Read, Method::HEAD, false, true),
+            (Read, Method::GET, true, false),
+            (Read, Method::POST, false, false),
+            (Read, Method::PATCH, false, false),
+            (Read, Method::PUT, false, false),
+            (Read, Method::DELETE, false, false),
+            (Read, Method::OPTIONS, false, false),
+            (Full, Method::POST, false, true),
+            (Full, Method::DELETE, false, true),
+            (Full, Method::GET, true, true),
+        ];
+        for (scope, method, upgrade, want) in cases {
+            assert_eq!(
+                scope_allows(scope, &method, upgrade),
+                want,
+                "{scope:?} {method} {upgrade}"
+            );
+        }
+        assert!(Read < Full);
     }
 
     #[test]

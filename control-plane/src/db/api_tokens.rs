@@ -1,10 +1,24 @@
 //! Personal API tokens: long random secrets for scripts, stored only as keyed hashes.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::SqliteExecutor;
 use utoipa::ToSchema;
 
 use super::{Page, UtcTime};
+
+/// What a token may do. Ordered: a wider scope compares greater.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type, ToSchema,
+)]
+#[sqlx(type_name = "TEXT", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Only reads: `GET` requests.
+    Read,
+    /// Everything its owner may do.
+    #[default]
+    Full,
+}
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
 pub struct ApiToken {
@@ -21,35 +35,44 @@ pub struct ApiToken {
     pub last_used_at: Option<UtcTime>,
     #[schema(value_type = Option<String>, format = DateTime)]
     pub revoked_at: Option<UtcTime>,
+    pub scope: Scope,
     /// The account's `token_version` at creation; a password change makes the token stale.
     #[serde(skip)]
     pub token_version: i64,
 }
 
 const COLUMNS: &str =
-    "id, user_id, name, prefix, created_at, expires_at, last_used_at, revoked_at, token_version";
+    "id, user_id, name, prefix, created_at, expires_at, last_used_at, revoked_at, token_version, scope";
+
+/// A token about to be stored.
+#[derive(Debug)]
+pub struct NewToken<'a> {
+    pub name: &'a str,
+    pub token_hash: &'a str,
+    pub prefix: &'a str,
+    pub scope: Scope,
+    pub expires_at: UtcTime,
+}
 
 pub async fn insert(
     db: impl SqliteExecutor<'_>,
     user: &super::users::User,
-    name: &str,
-    token_hash: &str,
-    prefix: &str,
-    expires_at: UtcTime,
+    new: NewToken<'_>,
     now: UtcTime,
 ) -> Result<ApiToken, sqlx::Error> {
     sqlx::query_as(&format!(
-        "INSERT INTO api_tokens (id, user_id, name, token_hash, prefix, token_version, created_at, expires_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
+        "INSERT INTO api_tokens (id, user_id, name, token_hash, prefix, token_version, created_at, expires_at, \
+         scope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
     ))
     .bind(super::new_id())
     .bind(&user.id)
-    .bind(name)
-    .bind(token_hash)
-    .bind(prefix)
+    .bind(new.name)
+    .bind(new.token_hash)
+    .bind(new.prefix)
     .bind(user.token_version)
     .bind(now)
-    .bind(expires_at)
+    .bind(new.expires_at)
+    .bind(new.scope)
     .fetch_one(db)
     .await
 }
@@ -91,6 +114,21 @@ pub async fn list_for_user(
         .fetch_one(db)
         .await?;
     Ok((rows, total))
+}
+
+/// Tokens of a user that still work at `now`: neither revoked nor expired.
+pub async fn count_live(
+    db: impl SqliteExecutor<'_>,
+    user_id: &str,
+    now: UtcTime,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM api_tokens WHERE user_id = ? AND revoked_at IS NULL AND expires_at > ?",
+    )
+    .bind(user_id)
+    .bind(now)
+    .fetch_one(db)
+    .await
 }
 
 /// Revokes a token of `user_id`; `None` when there is no such token of theirs.

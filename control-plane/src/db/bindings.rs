@@ -3,15 +3,16 @@
 use sqlx::SqliteExecutor;
 
 use super::{Page, UtcTime};
+use crate::secrets::Sealed;
 
-/// The stored row; `wg_private_key` is a secret the API never shows (see the API's binding view).
+/// The stored row; `wg_private_key` is a sealed secret the API never shows (see the API's binding view).
 #[derive(Clone, sqlx::FromRow)]
 pub struct Binding {
     pub id: String,
     pub host_id: String,
     pub egress_ip_id: String,
     /// The host's own WireGuard key pair (WireGuard egress IPs only).
-    pub wg_private_key: Option<String>,
+    pub wg_private_key: Option<Sealed>,
     /// The host's tunnel address, when it differs from the egress IP's `wg_peer_address`.
     pub wg_peer_address: Option<String>,
     pub created_at: UtcTime,
@@ -34,7 +35,7 @@ pub async fn insert(
     db: impl SqliteExecutor<'_>,
     host_id: &str,
     egress_ip_id: &str,
-    wg_private_key: Option<&str>,
+    wg_private_key: Option<&Sealed>,
     wg_peer_address: Option<&str>,
     now: UtcTime,
 ) -> Result<Binding, sqlx::Error> {
@@ -56,7 +57,7 @@ pub async fn insert(
 pub async fn set_wg_key(
     db: impl SqliteExecutor<'_>,
     id: &str,
-    wg_private_key: &str,
+    wg_private_key: &Sealed,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE bindings SET wg_private_key = ? WHERE id = ?")
         .bind(wg_private_key)

@@ -5,6 +5,7 @@ use sqlx::SqliteExecutor;
 use utoipa::ToSchema;
 
 use super::{Page, UtcTime};
+use crate::secrets::Sealed;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, ToSchema)]
 #[sqlx(type_name = "TEXT", rename_all = "lowercase")]
@@ -14,8 +15,8 @@ pub enum TunnelType {
     Proxy,
 }
 
-/// The stored row. Secrets (`wg_preshared_key`, `wg_private_key`, secrets inside `proxy_config`) are
-/// here in full; the API layer masks them.
+/// The stored row. Secrets (`wg_preshared_key`, `wg_private_key`, and `proxy_config` as a whole, as it
+/// carries passwords) are sealed; the API layer opens them only to mask them or to hand them to an agent.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EgressIp {
     pub id: String,
@@ -25,13 +26,13 @@ pub struct EgressIp {
     pub provider: String,
     pub wg_endpoint: Option<String>,
     pub wg_public_key: Option<String>,
-    pub wg_preshared_key: Option<String>,
+    pub wg_preshared_key: Option<Sealed>,
     pub wg_allowed_ips: Option<String>,
     pub wg_dns_server: Option<String>,
     pub wg_peer_address: Option<String>,
-    pub wg_private_key: Option<String>,
-    /// sing-box outbound JSON.
-    pub proxy_config: Option<String>,
+    pub wg_private_key: Option<Sealed>,
+    /// sing-box outbound JSON, sealed.
+    pub proxy_config: Option<Sealed>,
     pub dns_server: Option<String>,
     pub observed_ip: Option<String>,
     pub last_test_at: Option<UtcTime>,

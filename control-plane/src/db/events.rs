@@ -82,12 +82,60 @@ pub struct Event {
     pub details: serde_json::Value,
 }
 
+/// Longest `actor_name` and `ip` kept, in characters; anything longer is cut and marked.
+pub const MAX_NAME_CHARS: usize = 128;
+/// Longest string inside `details` kept, in characters.
+pub const MAX_DETAIL_STRING_CHARS: usize = 512;
+/// Largest `details` document kept whole, in bytes of JSON.
+pub const MAX_DETAILS_BYTES: usize = 8 * 1024;
+/// Appended where text was cut.
+pub const TRUNCATED: &str = "…[truncated]";
+
+/// `s` cut to `max` characters, marked when cut.
+pub fn bounded_text(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        None => s.into(),
+        Some((end, _)) => format!("{}{TRUNCATED}", &s[..end]).into(),
+    }
+}
+
+/// `details` with every string cut to [`MAX_DETAIL_STRING_CHARS`] and, when the document is still
+/// larger than [`MAX_DETAILS_BYTES`], replaced by a marker and the start of its JSON. The audit log
+/// stays bounded whatever a request carries, and recording never fails because of size.
+pub fn bounded_details(details: serde_json::Value) -> String {
+    fn cut(v: serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            Value::String(s) => Value::String(bounded_text(&s, MAX_DETAIL_STRING_CHARS).into_owned()),
+            Value::Array(items) => Value::Array(items.into_iter().map(cut).collect()),
+            Value::Object(map) => Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| (bounded_text(&k, MAX_NAME_CHARS).into_owned(), cut(v)))
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+    let text = cut(details).to_string();
+    if text.len() <= MAX_DETAILS_BYTES {
+        return text;
+    }
+    serde_json::json!({
+        "truncated": true,
+        "original_bytes": text.len(),
+        "preview": bounded_text(&text, 1024),
+    })
+    .to_string()
+}
+
 pub async fn record(
     db: impl SqliteExecutor<'_>,
     actor: &Actor,
     event: NewEvent,
     now: UtcTime,
 ) -> Result<(), sqlx::Error> {
+    let actor_name = actor.name.as_deref().map(|n| bounded_text(n, MAX_NAME_CHARS));
+    let ip = actor.ip.as_deref().map(|n| bounded_text(n, MAX_NAME_CHARS));
     sqlx::query(
         "INSERT INTO events (id, created_at, type, outcome, actor_id, actor_name, user_id, host_id, ip, details) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -97,11 +145,11 @@ pub async fn record(
     .bind(event.kind)
     .bind(event.outcome)
     .bind(&actor.id)
-    .bind(&actor.name)
+    .bind(actor_name)
     .bind(event.user_id)
     .bind(event.host_id)
-    .bind(&actor.ip)
-    .bind(event.details.to_string())
+    .bind(ip)
+    .bind(bounded_details(event.details))
     .execute(db)
     .await?;
     Ok(())
@@ -175,4 +223,67 @@ pub async fn list(db: &super::Pool, filter: &Filter, page: Page) -> Result<(Vec<
         .await?;
     let total: i64 = bind_filter!(sqlx::query_scalar(&count)).fetch_one(db).await?;
     Ok((rows, total))
+}
+
+/// Deletes events older than `cutoff`, a batch at a time so the writer lock is never held long.
+/// Returns how many went.
+pub async fn purge_before(db: &super::Pool, cutoff: UtcTime) -> Result<u64, sqlx::Error> {
+    const BATCH: i64 = 1000;
+    let mut total = 0;
+    loop {
+        let done = sqlx::query(
+            "DELETE FROM events WHERE seq IN \
+             (SELECT seq FROM events WHERE created_at < ? ORDER BY seq LIMIT ?)",
+        )
+        .bind(cutoff)
+        .bind(BATCH)
+        .execute(db)
+        .await?
+        .rows_affected();
+        total += done;
+        if done < BATCH as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_cut_on_characters_and_marked() {
+        let cases = [
+            ("", 3, ""),
+            ("abc", 3, "abc"),
+            ("abcd", 3, "abc…[truncated]"),
+            ("ééééé", 2, "éé…[truncated]"),
+        ];
+        for (input, max, want) in cases {
+            assert_eq!(bounded_text(input, max), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn details_stay_valid_json_and_bounded() {
+        use serde_json::{Value, json};
+        let small = json!({"a": 1, "b": ["x", {"c": "y"}]});
+        assert_eq!(bounded_details(small.clone()), small.to_string());
+
+        let long = "x".repeat(64 * 1024);
+        let one: Value = serde_json::from_str(&bounded_details(json!({"name": long}))).unwrap();
+        let kept = one["name"].as_str().unwrap();
+        assert!(kept.ends_with(TRUNCATED));
+        assert_eq!(
+            kept.chars().count(),
+            MAX_DETAIL_STRING_CHARS + TRUNCATED.chars().count()
+        );
+
+        let many: Vec<String> = (0..100).map(|i| format!("{i}{}", "y".repeat(400))).collect();
+        let text = bounded_details(json!({ "items": many }));
+        assert!(text.len() <= MAX_DETAILS_BYTES, "{}", text.len());
+        let marker: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(marker["truncated"], true);
+        assert!(marker["original_bytes"].as_u64().unwrap() > MAX_DETAILS_BYTES as u64);
+    }
 }

@@ -5,6 +5,7 @@ use sqlx::SqliteExecutor;
 use utoipa::ToSchema;
 
 use super::{Page, UtcTime};
+use crate::secrets::Sealed;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, ToSchema)]
 #[sqlx(type_name = "TEXT", rename_all = "lowercase")]
@@ -61,7 +62,8 @@ pub struct Host {
     pub egress_ip_id: Option<String>,
     /// crypt(3) hash of the SSH password, for the container's account.
     pub password_crypt: String,
-    pub vnc_secret: String,
+    /// Sealed.
+    pub vnc_secret: Sealed,
     /// Where the gateways reach the host (reported by its agent).
     pub address: Option<String>,
     /// JSON of `wire::EgressHealth`, as the agent last reported it.
@@ -70,11 +72,23 @@ pub struct Host {
     pub ssh_host_key: Option<String>,
     pub created_at: UtcTime,
     pub updated_at: UtcTime,
+    /// The id in the host's entry link `/entry/{entry_id}`; the short id until first rotated.
+    pub entry_id: String,
+    pub entry_disabled: bool,
+    pub entry_expires_at: Option<UtcTime>,
+}
+
+impl Host {
+    /// Whether the entry link opens at `now`. A closed link answers exactly like an unknown one.
+    pub fn entry_open(&self, now: UtcTime) -> bool {
+        !self.entry_disabled && self.entry_expires_at.is_none_or(|at| now < at)
+    }
 }
 
 const SELECT: &str = "SELECT h.id, h.short_id, h.user_id, u.username, h.name, h.status, h.memory_mb, \
     h.cpu_millis, h.pids_limit, h.ssh_password_hash, h.node_id, h.container_id, h.last_error, \
-    b.egress_ip_id, h.password_crypt, h.vnc_secret, h.address, h.egress_health, h.ssh_host_key, h.created_at, h.updated_at \
+    b.egress_ip_id, h.password_crypt, h.vnc_secret, h.address, h.egress_health, h.ssh_host_key, h.created_at, \
+    h.updated_at, COALESCE(h.entry_id, h.short_id) AS entry_id, h.entry_disabled, h.entry_expires_at \
     FROM hosts h LEFT JOIN users u ON u.id = h.user_id LEFT JOIN bindings b ON b.host_id = h.id";
 
 pub struct NewHost<'a> {
@@ -86,7 +100,7 @@ pub struct NewHost<'a> {
     pub pids_limit: i64,
     pub ssh_password_hash: &'a str,
     pub password_crypt: &'a str,
-    pub vnc_secret: &'a str,
+    pub vnc_secret: &'a Sealed,
 }
 
 /// Inserts a host in `pending`; returns its id.
@@ -97,11 +111,12 @@ pub async fn insert(
 ) -> Result<String, sqlx::Error> {
     let id = super::new_id();
     sqlx::query(
-        "INSERT INTO hosts (id, short_id, user_id, name, status, memory_mb, cpu_millis, pids_limit, \
+        "INSERT INTO hosts (id, short_id, entry_id, user_id, name, status, memory_mb, cpu_millis, pids_limit, \
          ssh_password_hash, password_crypt, vnc_secret, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&id)
+    .bind(h.short_id)
     .bind(h.short_id)
     .bind(h.user_id)
     .bind(h.name)
@@ -125,7 +140,7 @@ pub async fn get(db: impl SqliteExecutor<'_>, id: &str) -> Result<Option<Host>, 
         .await
 }
 
-/// A host by its short id.
+/// A host by its short id (its SSH login and container names; entry links use [`get_by_entry_id`]).
 pub async fn get_by_short_id(
     db: impl SqliteExecutor<'_>,
     short_id: &str,
@@ -134,6 +149,52 @@ pub async fn get_by_short_id(
         .bind(short_id)
         .fetch_optional(db)
         .await
+}
+
+/// The host whose entry link is `/entry/{entry_id}`, open or not.
+pub async fn get_by_entry_id(
+    db: impl SqliteExecutor<'_>,
+    entry_id: &str,
+) -> Result<Option<Host>, sqlx::Error> {
+    sqlx::query_as(&format!("{SELECT} WHERE h.entry_id = ?"))
+        .bind(entry_id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Gives the host a new entry link id; the old one stops resolving at once. A clash with another
+/// host's link is a unique violation the caller retries.
+pub async fn set_entry_id(
+    db: impl SqliteExecutor<'_>,
+    id: &str,
+    entry_id: &str,
+    now: UtcTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE hosts SET entry_id = ?, updated_at = ? WHERE id = ?")
+        .bind(entry_id)
+        .bind(now)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Switches the entry link on or off and sets (or clears) its expiry.
+pub async fn set_entry_state(
+    db: impl SqliteExecutor<'_>,
+    id: &str,
+    disabled: bool,
+    expires_at: Option<UtcTime>,
+    now: UtcTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE hosts SET entry_disabled = ?, entry_expires_at = ?, updated_at = ? WHERE id = ?")
+        .bind(disabled)
+        .bind(expires_at)
+        .bind(now)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
 /// Every host of a user, oldest first.

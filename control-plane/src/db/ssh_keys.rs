@@ -72,6 +72,14 @@ pub async fn list_for_user(
 }
 
 /// Deletes a key of `user_id`; false when that user has no such key.
+/// How many keys a user has.
+pub async fn count_for_user(db: impl SqliteExecutor<'_>, user_id: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM ssh_keys WHERE user_id = ?")
+        .bind(user_id)
+        .fetch_one(db)
+        .await
+}
+
 pub async fn delete(db: impl SqliteExecutor<'_>, user_id: &str, id: &str) -> Result<bool, sqlx::Error> {
     let done = sqlx::query("DELETE FROM ssh_keys WHERE id = ? AND user_id = ?")
         .bind(id)

@@ -4,5 +4,6 @@
 pub mod proxy;
 mod proxy_outbounds;
 mod proxy_tls;
+pub mod secrets;
 pub mod spec;
 pub mod wireguard;

@@ -1,10 +1,12 @@
 //! What an agent needs to run an egress IP's tunnel: the stored row turned into a
 //! [`wire::EgressSpec`], secrets included (it goes only to agents, over their authenticated API).
+//! This is where the sealed tunnel secrets are opened.
 
 use std::net::Ipv4Addr;
 
 use crate::db::bindings::Binding;
 use crate::db::egress_ips::{EgressIp, TunnelType};
+use crate::secrets::{Sealed, SecretsKey, field};
 
 /// Why an egress IP cannot be run as it is stored.
 #[derive(Debug, thiserror::Error)]
@@ -20,11 +22,18 @@ pub struct Unusable {
 pub fn of(
     e: &EgressIp,
     binding: Option<&Binding>,
+    key: &SecretsKey,
     default_dns: Ipv4Addr,
 ) -> Result<wire::EgressSpec, Unusable> {
     let unusable = |reason: &str| Unusable {
         label: e.label.clone(),
         reason: reason.to_owned(),
+    };
+    let open = |sealed: Option<&Sealed>, name: &str| {
+        sealed
+            .map(|s| s.open(key, name))
+            .transpose()
+            .map_err(|err| unusable(&format!("{name}: {err}")))
     };
     let (dns_server, tunnel) = match e.tunnel_type {
         TunnelType::Wireguard => {
@@ -49,11 +58,13 @@ pub fn of(
             let tunnel = wire::Tunnel::Wireguard(wire::WireguardSpec {
                 endpoint: need(&e.wg_endpoint, "wg_endpoint")?,
                 peer_public_key: need(&e.wg_public_key, "wg_public_key")?,
-                preshared_key: e.wg_preshared_key.clone().filter(|k| !k.is_empty()),
+                preshared_key: open(e.wg_preshared_key.as_ref(), field::EGRESS_WG_PRESHARED_KEY)?
+                    .filter(|k| !k.is_empty()),
                 private_key: need(
-                    &binding
-                        .and_then(|b| b.wg_private_key.clone())
-                        .or_else(|| e.wg_private_key.clone()),
+                    &match binding.and_then(|b| b.wg_private_key.as_ref()) {
+                        Some(own) => open(Some(own), field::BINDING_WG_PRIVATE_KEY)?,
+                        None => open(e.wg_private_key.as_ref(), field::EGRESS_WG_PRIVATE_KEY)?,
+                    },
                     "the generated key pair",
                 )?,
                 allowed_ips,
@@ -67,12 +78,10 @@ pub fn of(
             (e.wg_dns_server.as_deref(), tunnel)
         }
         TunnelType::Proxy => {
-            let raw = e
-                .proxy_config
-                .as_deref()
+            let raw = open(e.proxy_config.as_ref(), field::EGRESS_PROXY_CONFIG)?
                 .ok_or_else(|| unusable("proxy_config is not set"))?;
             let outbound: serde_json::Value =
-                serde_json::from_str(raw).map_err(|_| unusable("proxy_config is not JSON"))?;
+                serde_json::from_str(&raw).map_err(|_| unusable("proxy_config is not JSON"))?;
             (e.dns_server.as_deref(), wire::Tunnel::Proxy { outbound })
         }
     };
@@ -95,6 +104,14 @@ mod tests {
     use super::*;
     use crate::db::UtcTime;
 
+    fn key() -> SecretsKey {
+        SecretsKey::new(&[5; 32])
+    }
+
+    fn sealed(name: &str, plain: &str) -> Option<Sealed> {
+        Some(Sealed::seal(&key(), name, plain))
+    }
+
     fn row(tunnel_type: TunnelType) -> EgressIp {
         let now = UtcTime::now();
         EgressIp {
@@ -109,8 +126,11 @@ mod tests {
             wg_allowed_ips: Some("0.0.0.0/0, ::/0".into()),
             wg_dns_server: Some("10.64.0.1".into()),
             wg_peer_address: Some("10.64.0.2/32".into()),
-            wg_private_key: Some("private".into()),
-            proxy_config: Some(r#"{"type":"socks","server":"198.18.6.6","server_port":1080}"#.into()),
+            wg_private_key: sealed(field::EGRESS_WG_PRIVATE_KEY, "private"),
+            proxy_config: sealed(
+                field::EGRESS_PROXY_CONFIG,
+                r#"{"type":"socks","server":"198.18.6.6","server_port":1080}"#,
+            ),
             dns_server: None,
             observed_ip: None,
             last_test_at: None,
@@ -125,7 +145,7 @@ mod tests {
 
     #[test]
     fn wireguard_routes_ipv4_only_and_uses_its_dns_server() {
-        let spec = of(&row(TunnelType::Wireguard), None, DEFAULT_DNS).unwrap();
+        let spec = of(&row(TunnelType::Wireguard), None, &key(), DEFAULT_DNS).unwrap();
         assert_eq!(spec.dns_server, "10.64.0.1");
         let wire::Tunnel::Wireguard(wg) = spec.tunnel else {
             panic!("not wireguard")
@@ -140,11 +160,11 @@ mod tests {
             id: "b1".into(),
             host_id: "h1".into(),
             egress_ip_id: "e1".into(),
-            wg_private_key: Some("host-private".into()),
+            wg_private_key: sealed(field::BINDING_WG_PRIVATE_KEY, "host-private"),
             wg_peer_address: Some("10.64.0.7/32".into()),
             created_at: UtcTime::now(),
         };
-        let spec = of(&row(TunnelType::Wireguard), Some(&binding), DEFAULT_DNS).unwrap();
+        let spec = of(&row(TunnelType::Wireguard), Some(&binding), &key(), DEFAULT_DNS).unwrap();
         let wire::Tunnel::Wireguard(wg) = spec.tunnel else {
             panic!("not wireguard")
         };
@@ -157,7 +177,7 @@ mod tests {
             wg_peer_address: None,
             ..binding
         };
-        let spec = of(&row(TunnelType::Wireguard), Some(&older), DEFAULT_DNS).unwrap();
+        let spec = of(&row(TunnelType::Wireguard), Some(&older), &key(), DEFAULT_DNS).unwrap();
         let wire::Tunnel::Wireguard(wg) = spec.tunnel else {
             panic!("not wireguard")
         };
@@ -169,7 +189,7 @@ mod tests {
 
     #[test]
     fn proxy_falls_back_to_the_default_dns_server() {
-        let spec = of(&row(TunnelType::Proxy), None, DEFAULT_DNS).unwrap();
+        let spec = of(&row(TunnelType::Proxy), None, &key(), DEFAULT_DNS).unwrap();
         assert_eq!(spec.dns_server, "198.18.9.9");
         assert!(
             matches!(spec.tunnel, wire::Tunnel::Proxy { ref outbound } if outbound["server_port"] == 1080)
@@ -181,16 +201,37 @@ mod tests {
         let mut e = row(TunnelType::Wireguard);
         e.wg_peer_address = None;
         assert!(
-            of(&e, None, DEFAULT_DNS)
+            of(&e, None, &key(), DEFAULT_DNS)
                 .unwrap_err()
                 .to_string()
                 .contains("wg_peer_address")
         );
         let mut e = row(TunnelType::Wireguard);
         e.wg_allowed_ips = Some("::/0".into());
-        assert!(of(&e, None, DEFAULT_DNS).is_err());
+        assert!(of(&e, None, &key(), DEFAULT_DNS).is_err());
         let mut e = row(TunnelType::Proxy);
         e.dns_server = Some("resolver.test".into());
-        assert!(of(&e, None, DEFAULT_DNS).is_err());
+        assert!(of(&e, None, &key(), DEFAULT_DNS).is_err());
+    }
+
+    #[test]
+    fn secrets_sealed_under_another_key_or_column_make_it_unusable() {
+        let mut e = row(TunnelType::Wireguard);
+        e.wg_preshared_key = Some(Sealed::seal(
+            &SecretsKey::new(&[6; 32]),
+            field::EGRESS_WG_PRESHARED_KEY,
+            "k",
+        ));
+        let err = of(&e, None, &key(), DEFAULT_DNS).unwrap_err().to_string();
+        assert!(err.contains("wg_preshared_key"), "{err}");
+        let mut e = row(TunnelType::Proxy);
+        e.proxy_config = sealed(field::HOST_VNC_SECRET, "{}");
+        assert!(of(&e, None, &key(), DEFAULT_DNS).is_err());
+        let mut e = row(TunnelType::Wireguard);
+        e.wg_preshared_key = sealed(field::EGRESS_WG_PRESHARED_KEY, "psk");
+        let wire::Tunnel::Wireguard(wg) = of(&e, None, &key(), DEFAULT_DNS).unwrap().tunnel else {
+            panic!("not wireguard")
+        };
+        assert_eq!(wg.preshared_key.as_deref(), Some("psk"));
     }
 }

@@ -181,6 +181,22 @@ pub fn public_key_of(private_b64: &str) -> Option<String> {
     Some(STANDARD.encode(public.as_bytes()))
 }
 
+/// The public half of a sealed private key. A key that does not open shows as no key, and the
+/// failure is logged: a view must not fail over a value it only summarises.
+pub fn public_key_of_sealed(
+    key: &crate::secrets::SecretsKey,
+    field: &str,
+    sealed: Option<&crate::secrets::Sealed>,
+) -> Option<String> {
+    match sealed?.open(key, field) {
+        Ok(private) => public_key_of(&private),
+        Err(error) => {
+            tracing::error!(%error, field, "a stored WireGuard private key does not open");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

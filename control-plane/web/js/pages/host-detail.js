@@ -2,7 +2,7 @@
 // recent tasks, and its egress binding and health.
 
 import { h, replace, fmtTime, timeAgo, badge, shortId } from '../dom.js';
-import { get, post, del, enc, ApiError } from '../api.js';
+import { get, post, patch, del, enc, ApiError } from '../api.js';
 import { pageHeader, card, button, dl, dialog, field, formBanner, onSubmit, formValue, toast, busy, describeError, confirmDialog, secretBox, table, errorBox, loading, copyLine, empty } from '../ui.js';
 import { takeFlash } from '../flash.js';
 import { accessBlock, healthBlock, runTask, followTask, openButtons, statusLine, lastError, TRANSITIONAL } from '../hostview.js';
@@ -130,8 +130,63 @@ export async function hostDetailPage(ctx) {
       ['Updated', h('span', null, timeAgo(host.updated_at))],
       ['ID', h('code', { class: 'mono' }, host.id)],
     ]), { test: 'host-info' }));
-    replace(accessCard, card('Access', accessBlock(host), { test: 'host-access' }));
+    replace(accessCard, card('Access', h('div', { class: 'stack' }, accessBlock(host), entryLinkControls()), { test: 'host-access' }));
     loadEgress();
+  }
+
+  /** The entry link's state and its switch, rotation and expiry. */
+  function entryLinkControls() {
+    const a = host.access || {};
+    const expired = a.entry_expires_at && new Date(a.entry_expires_at).getTime() <= Date.now();
+    const state = a.entry_disabled ? 'disabled' : expired ? 'expired' : 'active';
+    const save = async (btn, body, done) => busy(btn, async () => {
+      try {
+        await patch(`${base}/entry-link`, body);
+        toast(done);
+        refresh();
+      } catch (err) {
+        toast(describeError(err), 'error');
+      }
+    });
+    const toggle = button(a.entry_disabled ? 'Enable link' : 'Disable link', { small: true, test: 'entry-toggle' });
+    toggle.addEventListener('click', () => save(toggle, { enabled: !!a.entry_disabled }, a.entry_disabled ? 'Entry link enabled.' : 'Entry link disabled.'));
+    const rotate = button('Rotate link', { small: true, icon: 'refresh', test: 'entry-rotate' });
+    rotate.addEventListener('click', async () => {
+      const ok = await confirmDialog({ title: 'Rotate entry link', message: 'Issue a new entry link? The current one stops working at once.', confirmLabel: 'Rotate' });
+      if (!ok) return;
+      await busy(rotate, async () => {
+        try {
+          await post(`${base}/entry-link/rotate`);
+          toast('New entry link issued.');
+          refresh();
+        } catch (err) {
+          toast(describeError(err), 'error');
+        }
+      });
+    });
+    const expiry = button('Set expiry', { small: true, icon: 'events', test: 'entry-expiry' });
+    expiry.addEventListener('click', () => {
+      const form = h('form', { novalidate: true, 'data-test': 'entry-expiry-form' },
+        formBanner(),
+        field({ label: 'Link works until', name: 'expires_at', type: 'datetime-local', hint: 'Your local time. Leave empty for no expiry.', test: 'entry-expiry-at' }),
+        h('div', { class: 'dialog-actions' },
+          button('Cancel', { onClick: () => d.close() }),
+          button('Save', { kind: 'primary', type: 'submit', test: 'entry-expiry-submit' })));
+      onSubmit(form, async (fd) => {
+        const raw = formValue(fd, 'expires_at');
+        await patch(`${base}/entry-link`, { expires_at: raw ? new Date(raw).toISOString() : null });
+        d.close();
+        toast(raw ? 'Entry link expiry set.' : 'Entry link expiry removed.');
+        refresh();
+      });
+      const d = dialog({ title: 'Entry link expiry', body: form, test: 'entry-expiry-dialog' });
+    });
+    return h('div', { class: 'stack', 'data-test': 'entry-link' },
+      dl([
+        ['Entry link', badge(state, { test: 'entry-state' })],
+        ['Expires', a.entry_expires_at ? h('span', { title: fmtTime(a.entry_expires_at) }, fmtTime(a.entry_expires_at)) : 'never'],
+      ]),
+      h('div', { class: 'row' }, toggle, rotate, expiry));
   }
 
   async function loadTasks() {

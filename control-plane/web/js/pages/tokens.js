@@ -30,6 +30,7 @@ export async function tokensPage(ctx) {
       columns: [
         { label: 'Name', cell: (t) => h('span', { class: 'cell-main' }, t.name) },
         { label: 'Token', cell: (t) => h('code', { class: 'mono' }, `${t.prefix || ''}…`) },
+        { label: 'Scope', cell: (t) => badge(t.scope || 'full', { test: 'token-scope' }) },
         { label: 'State', cell: tokenState },
         { label: 'Expires', class: 'nowrap', cell: (t) => h('span', { title: fmtTime(t.expires_at) }, timeAgo(t.expires_at)) },
         { label: 'Last used', class: 'nowrap', cell: (t) => (t.last_used_at ? timeAgo(t.last_used_at) : h('span', { class: 'muted' }, 'never')) },
@@ -65,12 +66,13 @@ export async function tokensPage(ctx) {
     const form = h('form', { novalidate: true, 'data-test': 'token-form' },
       formBanner(),
       field({ label: 'Name', name: 'name', required: true, placeholder: 'ci', test: 'token-name' }),
+      field({ label: 'Scope', name: 'scope', type: 'select', options: [['full', 'Full: everything your account may do'], ['read', 'Read: GET requests only']], test: 'token-scope-select' }),
       field({ label: 'Valid for (days)', name: 'expires_in_days', type: 'number', min: 1, max: 365, value: 30, inputmode: 'numeric', hint: '1 to 365.', test: 'token-days' }),
       h('div', { class: 'dialog-actions' },
         button('Cancel', { onClick: () => d.close() }),
         button('Create token', { kind: 'primary', type: 'submit', test: 'token-submit' })));
     onSubmit(form, async (fd) => {
-      const body = { name: formValue(fd, 'name') };
+      const body = { name: formValue(fd, 'name'), scope: formValue(fd, 'scope') || 'full' };
       const days = intOrUndef(fd.get('expires_in_days'));
       if (days !== undefined) body.expires_in_days = days;
       const created = await post('/v1/auth/api-tokens', body);
@@ -85,7 +87,7 @@ export async function tokensPage(ctx) {
   });
 
   ctx.view.append(
-    pageHeader('API tokens', { subtitle: `Personal tokens of ${ctx.user.username} for scripts; they act with your role.`, actions: newBtn }),
+    pageHeader('API tokens', { subtitle: `Personal tokens of ${ctx.user.username} for scripts; they act with your role (read tokens only read).`, actions: newBtn }),
     secretSlot,
     card(null, l.el, { class: 'card-flush' }),
   );

@@ -1,0 +1,126 @@
+//! Secrets at rest: the values the database must not hold in clear (WireGuard private and preshared
+//! keys, proxy configurations with their passwords, hosts' VNC secrets) are sealed under the key in
+//! the secrets key file, and opened only where they are used: handed to an agent, or read to mask
+//! them for the API.
+
+pub mod envelope;
+pub mod keyfile;
+pub mod reseal;
+
+use std::path::{Path, PathBuf};
+
+pub use envelope::{OpenError, SecretsKey};
+pub use keyfile::KeyFileError;
+pub use reseal::ResealError;
+
+/// The AAD of each sealed column: a value only opens in the column it was sealed for.
+pub mod field {
+    pub const EGRESS_WG_PRIVATE_KEY: &str = "egress_ips.wg_private_key";
+    pub const EGRESS_WG_PRESHARED_KEY: &str = "egress_ips.wg_preshared_key";
+    pub const EGRESS_PROXY_CONFIG: &str = "egress_ips.proxy_config";
+    pub const BINDING_WG_PRIVATE_KEY: &str = "bindings.wg_private_key";
+    pub const HOST_VNC_SECRET: &str = "hosts.vnc_secret";
+}
+
+/// A secret as stored: sealed text that needs the key to open. Keeping it a type of its own means a
+/// sealed value can never be used where the secret itself is expected.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::Type)]
+#[sqlx(transparent)]
+pub struct Sealed(String);
+
+impl Sealed {
+    pub fn seal(key: &SecretsKey, field: &str, plain: &str) -> Self {
+        Self(key.seal(field, plain))
+    }
+
+    pub fn open(&self, key: &SecretsKey, field: &str) -> Result<String, OpenError> {
+        key.open(field, &self.0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    KeyFile(#[from] KeyFileError),
+    #[error(transparent)]
+    Reseal(#[from] ResealError),
+    #[error(
+        "{pending} is left from an interrupted rotation and is not a usable key ({source}); \
+         move it away and start again"
+    )]
+    Pending {
+        pending: PathBuf,
+        #[source]
+        source: KeyFileError,
+    },
+}
+
+/// At start: loads the key (creating it on the very first start), rolls back a rotation that was
+/// interrupted, and seals any secret an older version stored in clear. Refuses to go on when a secret
+/// is under a key it does not have, so a database restored without its key file fails loudly here
+/// rather than at the first tunnel.
+pub async fn prepare(db: &crate::db::Pool, path: &Path) -> Result<SecretsKey, Error> {
+    let (key, created) = keyfile::load_or_create(path)?;
+    if created {
+        tracing::info!(path = %path.display(), key_id = key.id(), "created the secrets key file");
+    }
+    let pending = keyfile::pending_path(path);
+    let retiring = match keyfile::load(&pending) {
+        Ok(next) => vec![next],
+        Err(KeyFileError::Missing { .. }) => Vec::new(),
+        Err(source) => return Err(Error::Pending { pending, source }),
+    };
+    let done = reseal::reseal(db, &key, &retiring).await?;
+    if !retiring.is_empty() {
+        // The rotation stopped before its new key was moved into place: every row is back under
+        // the key file's key, so the half-made key is no longer needed.
+        std::fs::remove_file(&pending).map_err(|source| KeyFileError::Io {
+            path: pending.clone(),
+            source,
+        })?;
+        tracing::warn!(
+            moved = done.moved,
+            "rolled back an interrupted secrets key rotation; run rotate-secrets-key again"
+        );
+    }
+    if done.sealed > 0 {
+        tracing::info!(
+            sealed = done.sealed,
+            key_id = key.id(),
+            "sealed secrets stored in clear"
+        );
+    }
+    Ok(key)
+}
+
+/// What a rotation did.
+#[derive(Debug, Clone)]
+pub struct Rotated {
+    pub old_key_id: String,
+    pub new_key_id: String,
+    pub moved: u64,
+}
+
+/// Replaces the key: a new one is written beside the file (`<file>.new`), every secret is moved onto
+/// it in one transaction, and then it takes the file's place. The control plane must be stopped:
+/// a running one still holds the old key. A crash before the last step is rolled back by the next
+/// start ([`prepare`]); after it, the old key is gone and nothing needs it.
+pub async fn rotate(db: &crate::db::Pool, path: &Path) -> Result<Rotated, Error> {
+    let old = keyfile::load(path)?;
+    // Plain values an older version left are sealed under the old key first, so one pass below moves all.
+    reseal::reseal(db, &old, &[]).await?;
+    let pending = keyfile::pending_path(path);
+    keyfile::write_new(&pending, &keyfile::generate())?;
+    let new = keyfile::load(&pending)?;
+    let done = reseal::reseal(db, &new, std::slice::from_ref(&old)).await?;
+    std::fs::rename(&pending, path).map_err(|source| KeyFileError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    keyfile::sync_dir(path)?;
+    Ok(Rotated {
+        old_key_id: old.id().to_owned(),
+        new_key_id: new.id().to_owned(),
+        moved: done.moved,
+    })
+}

@@ -1,0 +1,160 @@
+//! Moves every secret column onto one key: plain text left by an older version is sealed, values
+//! under a key being retired are opened and sealed again. Runs in one transaction, so a crash leaves
+//! either every row moved or none.
+
+use std::collections::HashMap;
+
+use super::envelope::{OpenError, SecretsKey, key_id_of};
+
+/// Every column holding a secret, as `(table, column)`; the AAD of a value is `table.column`.
+pub const COLUMNS: &[(&str, &str)] = &[
+    ("egress_ips", "wg_private_key"),
+    ("egress_ips", "wg_preshared_key"),
+    ("egress_ips", "proxy_config"),
+    ("bindings", "wg_private_key"),
+    ("hosts", "vnc_secret"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResealError {
+    #[error(
+        "{table}.{column} of row {id} is sealed under key {found}, which is neither the key file's key \
+         ({current}) nor one being retired: this database belongs with another secrets key file"
+    )]
+    UnknownKey {
+        table: &'static str,
+        column: &'static str,
+        id: String,
+        found: String,
+        current: String,
+    },
+    #[error("{table}.{column} of row {id} does not open: {source}")]
+    Open {
+        table: &'static str,
+        column: &'static str,
+        id: String,
+        #[source]
+        source: OpenError,
+    },
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// How many values a pass changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Resealed {
+    /// Plain text found and sealed.
+    pub sealed: u64,
+    /// Sealed under a retired key, moved to the target key.
+    pub moved: u64,
+}
+
+/// What to do with one stored value. Pure, so the rules are tested without a database.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step<'k> {
+    Keep,
+    SealPlain,
+    Move(&'k SecretsKey),
+    Unknown(String),
+}
+
+pub fn step<'k>(value: &str, target: &SecretsKey, retiring: &'k [SecretsKey]) -> Step<'k> {
+    match key_id_of(value) {
+        None => Step::SealPlain,
+        Some(id) if id == target.id() => Step::Keep,
+        Some(id) => retiring
+            .iter()
+            .find(|k| k.id() == id)
+            .map_or_else(|| Step::Unknown(id.to_owned()), Step::Move),
+    }
+}
+
+/// Seals or re-seals every secret so that all of them are under `target`; `retiring` are the keys
+/// values may still be under.
+pub async fn reseal(
+    db: &crate::db::Pool,
+    target: &SecretsKey,
+    retiring: &[SecretsKey],
+) -> Result<Resealed, ResealError> {
+    let mut tx = db.begin().await?;
+    let mut done = Resealed::default();
+    for &(table, column) in COLUMNS {
+        let field = format!("{table}.{column}");
+        let rows: Vec<(String, String)> = sqlx::query_as(&format!(
+            "SELECT id, {column} FROM {table} WHERE {column} IS NOT NULL"
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut updates = HashMap::new();
+        for (id, value) in rows {
+            let plain = match step(&value, target, retiring) {
+                Step::Keep => continue,
+                Step::SealPlain => {
+                    done.sealed += 1;
+                    value
+                }
+                Step::Move(old) => {
+                    done.moved += 1;
+                    old.open(&field, &value).map_err(|source| ResealError::Open {
+                        table,
+                        column,
+                        id: id.clone(),
+                        source,
+                    })?
+                }
+                Step::Unknown(found) => {
+                    return Err(ResealError::UnknownKey {
+                        table,
+                        column,
+                        id,
+                        found,
+                        current: target.id().to_owned(),
+                    });
+                }
+            };
+            updates.insert(id, target.seal(&field, &plain));
+        }
+        for (id, sealed) in updates {
+            sqlx::query(&format!("UPDATE {table} SET {column} = ? WHERE id = ?"))
+                .bind(sealed)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_value_goes_to_the_target_key() {
+        let target = SecretsKey::new(&[1; 32]);
+        let old = SecretsKey::new(&[2; 32]);
+        let stranger = SecretsKey::new(&[3; 32]);
+        let retiring = [old.clone()];
+        let f = "hosts.vnc_secret";
+        let cases = [
+            ("plain", "hunter2".to_owned(), Step::SealPlain),
+            ("empty plain", String::new(), Step::SealPlain),
+            ("json plain", "{\"password\":\"p\"}".to_owned(), Step::SealPlain),
+            ("current", target.seal(f, "x"), Step::Keep),
+            ("retiring", old.seal(f, "x"), Step::Move(&retiring[0])),
+            (
+                "stranger",
+                stranger.seal(f, "x"),
+                Step::Unknown(stranger.id().to_owned()),
+            ),
+        ];
+        for (name, value, want) in cases {
+            assert_eq!(step(&value, &target, &retiring), want, "{name}");
+        }
+        assert_eq!(
+            step(&old.seal(f, "x"), &target, &[]),
+            Step::Unknown(old.id().to_owned())
+        );
+    }
+}
