@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Online backup of the control plane's SQLite database.
+# Online backup of the control plane's SQLite database and of the key that seals the secrets in it.
 #
 # Safe to run while the control plane is serving: the copy is written by `VACUUM INTO`, which reads one
 # consistent snapshot (WAL mode lets the server keep writing meanwhile). The copy is checked with
@@ -15,6 +15,10 @@
 #                   unset, the DATABASE_URL line of $CLOUD_CLI_PROXY_ENV_FILE (default
 #                   /etc/cloud-cli-proxy/control-plane.env) is used, else
 #                   sqlite:///var/lib/cloud-cli-proxy/cloud-cli-proxy.db
+#   SECRETS_KEY_FILE  the secrets key file; same lookup as DATABASE_URL, else secrets.key beside the
+#                   database. It is copied beside the backup as cloud-cli-proxy-STAMP.key (mode 0600):
+#                   the tunnel keys, proxy passwords and VNC secrets in the database are sealed with it,
+#                   so a backup without its key cannot give them back. Keep both, and keep them safe.
 #
 # Progress goes to stderr; the path of the new backup is the last line on stdout.
 #
@@ -53,18 +57,22 @@ env_file_value() {
     printf '%s' "$value"
 }
 
-# The database URL: the environment, then the service's env file, then the packaged default.
-database_url() {
-    local env_file=${CLOUD_CLI_PROXY_ENV_FILE:-/etc/cloud-cli-proxy/control-plane.env} url=""
-    if [[ -n ${DATABASE_URL:-} ]]; then
-        printf '%s' "$DATABASE_URL"
+# The value of a setting: the environment, then the service's env file, then DEFAULT.
+setting() {
+    local key=$1 default=$2 env_file=${CLOUD_CLI_PROXY_ENV_FILE:-/etc/cloud-cli-proxy/control-plane.env} value=""
+    if [[ -n ${!key:-} ]]; then
+        printf '%s' "${!key}"
         return
     fi
     if [[ -e $env_file ]]; then
-        [[ -r $env_file ]] || die "$EXIT_CONFIG" "cannot read $env_file (run as root, or set DATABASE_URL)"
-        url=$(env_file_value "$env_file" DATABASE_URL)
+        [[ -r $env_file ]] || die "$EXIT_CONFIG" "cannot read $env_file (run as root, or set $key)"
+        value=$(env_file_value "$env_file" "$key")
     fi
-    printf '%s' "${url:-$DEFAULT_DATABASE_URL}"
+    printf '%s' "${value:-$default}"
+}
+
+database_url() {
+    setting DATABASE_URL "$DEFAULT_DATABASE_URL"
 }
 
 # File path named by a SQLite URL. Anything else is refused; only the scheme is echoed because other
@@ -146,6 +154,20 @@ main() {
     chmod 0600 -- "$scratch/snapshot.db.gz"
     sync -- "$scratch/snapshot.db.gz" 2>/dev/null || true
 
+    # The key matches the snapshot unless a key rotation ran in the seconds between them; rotations
+    # are run by hand with the service stopped, so schedule backups away from them.
+    local key have_key=false
+    key=$(setting SECRETS_KEY_FILE "$(dirname -- "$db")/secrets.key")
+    if [[ -e $key ]]; then
+        [[ -r $key ]] || die "$EXIT_FAILED" "secrets key $key is not readable (run as root or as the service user)"
+        cp -- "$key" "$scratch/snapshot.key" || die "$EXIT_FAILED" "cannot copy $key"
+        chmod 0600 -- "$scratch/snapshot.key"
+        sync -- "$scratch/snapshot.key" 2>/dev/null || true
+        have_key=true
+    else
+        log "warning: no secrets key at $key: the backup holds no key (set SECRETS_KEY_FILE if it lives elsewhere)"
+    fi
+
     # link(2) never replaces an existing file, so two runs within the same second cannot collide.
     local stamp dest n=0
     stamp=$(date -u +%Y%m%dT%H%M%SZ)
@@ -156,13 +178,18 @@ main() {
         dest="$backup_dir/$PREFIX$stamp-$n.db.gz"
     done
     log "wrote $dest ($(du -h -- "$dest" | cut -f1))"
+    if $have_key; then
+        # Named after the backup it belongs to; a stale key of that name (its backup gone) is replaced.
+        ln -f -- "$scratch/snapshot.key" "${dest%.db.gz}.key" || die "$EXIT_FAILED" "cannot create ${dest%.db.gz}.key"
+        log "wrote ${dest%.db.gz}.key (the secrets key: keep it with the backup)"
+    fi
 
     # RETENTION_DAYS=0 drops the age test: every backup but the one just written goes.
     local age=() old
     [[ $retention_days -eq 0 ]] || age=(-mmin "+$((retention_days * 24 * 60))")
     while IFS= read -r -d '' old; do
         log "retention: removing $old"
-        rm -f -- "$old"
+        rm -f -- "$old" "${old%.db.gz}.key"
     done < <(find "$backup_dir" -maxdepth 1 -type f -name "$PREFIX*.db.gz" ! -name "${dest##*/}" "${age[@]}" -print0)
 
     printf '%s\n' "$dest"

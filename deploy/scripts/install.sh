@@ -14,6 +14,8 @@
 #   - writes /etc/cloud-cli-proxy/control-plane.env with a fresh ADMIN_JWT_SECRET and ADMIN_PASSWORD
 #     when that file does not exist yet (the password is printed this one time), and leaves it alone
 #     otherwise;
+#   - creates the secrets key /var/lib/cloud-cli-proxy/secrets.key (32 random bytes, mode 0600, owned
+#     by the service user) when it does not exist yet, and never replaces one;
 #   - installs the systemd units, reloads systemd, enables the control plane and the daily backup
 #     timer, and (re)starts the control plane so a new binary takes over.
 # The SSH gateway and agent units are installed but not enabled.
@@ -133,6 +135,22 @@ main() {
         render_env_file "$example" "$(generate_secret)" "$admin_password" >"$staged"
         chmod 0600 -- "$staged"
         mv -T -- "$staged" "$ENV_FILE"
+    fi
+
+    # The key that seals the secrets in the database. Made here so it exists, with the right owner and
+    # mode, before the first start; the control plane would make one too, but only as itself.
+    local key=$STATE_DIR/secrets.key
+    if [[ -e $key ]]; then
+        log "keeping $key"
+    else
+        log "creating $key"
+        install -d -m 0700 -o "$SERVICE_USER" -g "$SERVICE_USER" "$STATE_DIR"
+        local staged_key
+        staged_key=$(mktemp "$STATE_DIR/.secrets.key.XXXXXX")
+        head -c 32 /dev/urandom >"$staged_key"
+        chmod 0600 -- "$staged_key"
+        chown "$SERVICE_USER:$SERVICE_USER" -- "$staged_key"
+        mv -T -- "$staged_key" "$key"
     fi
 
     local unit

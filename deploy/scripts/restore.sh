@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Restore the control plane's SQLite database from a backup made by backup.sh.
+# Restore the control plane's SQLite database from a backup made by backup.sh, with its secrets key.
 #
-# Usage:  deploy/scripts/restore.sh BACKUP_FILE [--force]
+# Usage:  deploy/scripts/restore.sh BACKUP_FILE [--force] [--key KEY_FILE]
+#
+# The secrets key is taken from KEY_FILE, else from the file backup.sh wrote beside the backup
+# (cloud-cli-proxy-STAMP.key for cloud-cli-proxy-STAMP.db.gz), and installed as SECRETS_KEY_FILE (mode
+# 0600). Without a key the database is restored alone, and the control plane refuses to start unless
+# the key already in place is the one its secrets were sealed with.
 #
 # BACKUP_FILE is a `.db.gz` from backup.sh or a plain SQLite file. It is unpacked next to the target,
 # must pass `PRAGMA integrity_check`, and then replaces the target in one rename, with mode 0600 and the
@@ -17,6 +22,8 @@
 #                       or a plain PATH. When unset, the DATABASE_URL line of $CLOUD_CLI_PROXY_ENV_FILE
 #                       (default /etc/cloud-cli-proxy/control-plane.env) is used, else
 #                       sqlite:///var/lib/cloud-cli-proxy/cloud-cli-proxy.db
+#   SECRETS_KEY_FILE    where the key goes; same lookup as DATABASE_URL, else secrets.key beside the
+#                       database
 #   CONTROL_PLANE_UNIT  the systemd unit checked for activity (default cloud-cli-proxy-control-plane)
 #
 # Progress goes to stderr; the restored database path is the last line on stdout.
@@ -61,18 +68,22 @@ env_file_value() {
     printf '%s' "$value"
 }
 
-# The database URL: the environment, then the service's env file, then the packaged default.
-database_url() {
-    local env_file=${CLOUD_CLI_PROXY_ENV_FILE:-/etc/cloud-cli-proxy/control-plane.env} url=""
-    if [[ -n ${DATABASE_URL:-} ]]; then
-        printf '%s' "$DATABASE_URL"
+# The value of a setting: the environment, then the service's env file, then DEFAULT.
+setting() {
+    local key=$1 default=$2 env_file=${CLOUD_CLI_PROXY_ENV_FILE:-/etc/cloud-cli-proxy/control-plane.env} value=""
+    if [[ -n ${!key:-} ]]; then
+        printf '%s' "${!key}"
         return
     fi
     if [[ -e $env_file ]]; then
-        [[ -r $env_file ]] || die "$EXIT_CONFIG" "cannot read $env_file (run as root, or set DATABASE_URL)"
-        url=$(env_file_value "$env_file" DATABASE_URL)
+        [[ -r $env_file ]] || die "$EXIT_CONFIG" "cannot read $env_file (run as root, or set $key)"
+        value=$(env_file_value "$env_file" "$key")
     fi
-    printf '%s' "${url:-$DEFAULT_DATABASE_URL}"
+    printf '%s' "${value:-$default}"
+}
+
+database_url() {
+    setting DATABASE_URL "$DEFAULT_DATABASE_URL"
 }
 
 # File path named by a SQLite URL. Anything else is refused; only the scheme is echoed because other
@@ -96,19 +107,27 @@ require_tool() {
 }
 
 staged=""
+staged_key=""
 cleanup() {
     if [[ -n $staged ]]; then rm -f -- "$staged" "$staged-wal" "$staged-shm" "$staged-journal"; fi
+    if [[ -n $staged_key ]]; then rm -f -- "$staged_key"; fi
 }
 
 main() {
-    local backup="" force=false arg
+    local backup="" force=false arg key_from="" want_key=false
     for arg in "$@"; do
+        if $want_key; then
+            key_from=$arg
+            want_key=false
+            continue
+        fi
         case $arg in
             -h | --help)
                 usage
                 return 0
                 ;;
             --force) force=true ;;
+            --key) want_key=true ;;
             -*) die "$EXIT_CONFIG" "unknown option $arg (usage: restore.sh BACKUP_FILE [--force])" ;;
             *)
                 [[ -z $backup ]] || die "$EXIT_CONFIG" "one backup file at a time (usage: restore.sh BACKUP_FILE [--force])"
@@ -116,6 +135,7 @@ main() {
                 ;;
         esac
     done
+    ! $want_key || die "$EXIT_CONFIG" "--key needs a file"
     [[ -n $backup ]] || die "$EXIT_CONFIG" "no backup file given (usage: restore.sh BACKUP_FILE [--force])"
 
     require_tool sqlite3 sqlite3
@@ -133,6 +153,26 @@ main() {
     dir=$(dirname -- "$db")
     [[ -d $dir ]] || die "$EXIT_CONFIG" "directory $dir of the database does not exist"
     [[ ! -d $db ]] || die "$EXIT_CONFIG" "$db is a directory"
+
+    local key_to
+    key_to=$(setting SECRETS_KEY_FILE "$dir/secrets.key")
+    if [[ -z $key_from ]]; then
+        local beside=${backup%.gz}
+        beside="${beside%.db}.key"
+        [[ ! -f $beside ]] || key_from=$beside
+    else
+        [[ -f $key_from && -r $key_from ]] || die "$EXIT_NO_BACKUP" "key $key_from does not exist or is not readable"
+    fi
+    if [[ -n $key_from ]]; then
+        [[ $(stat -c %s -- "$key_from") -eq 32 ]] || die "$EXIT_FAILED" "$key_from is not a secrets key (it must hold 32 bytes)"
+        if [[ -e $key_to ]] && ! cmp -s -- "$key_from" "$key_to" && ! $force; then
+            die "$EXIT_REFUSED" "$key_to holds another key: pass --force to replace it"
+        fi
+    elif [[ -e $key_to ]]; then
+        log "warning: no key beside $backup; keeping $key_to, which must be the key the backup's secrets were sealed with"
+    else
+        log "warning: no key beside $backup and none at $key_to: the control plane will not start if the backup holds sealed secrets (pass --key)"
+    fi
 
     log "the control plane must be stopped while its database is replaced"
     local unit=${CONTROL_PLANE_UNIT:-cloud-cli-proxy-control-plane}
@@ -187,6 +227,23 @@ main() {
     mv -f -T -- "$staged" "$db" || die "$EXIT_FAILED" "cannot move the restored database into place"
     staged=""
     sync -- "$dir" 2>/dev/null || true
+
+    if [[ -n $key_from ]]; then
+        local key_dir
+        key_dir=$(dirname -- "$key_to")
+        mkdir -p -- "$key_dir" || die "$EXIT_FAILED" "cannot create $key_dir"
+        staged_key=$(mktemp "$key_dir/.restore-key.XXXXXX") || die "$EXIT_FAILED" "cannot write to $key_dir"
+        cat -- "$key_from" >"$staged_key" || die "$EXIT_FAILED" "cannot read $key_from"
+        chmod 0600 -- "$staged_key"
+        if [[ $EUID -eq 0 ]]; then
+            chown --reference="$db" -- "$staged_key" || die "$EXIT_FAILED" "cannot set the owner of the restored key"
+        fi
+        sync -- "$staged_key" 2>/dev/null || true
+        mv -f -T -- "$staged_key" "$key_to" || die "$EXIT_FAILED" "cannot move the restored key into place"
+        staged_key=""
+        sync -- "$key_dir" 2>/dev/null || true
+        log "restored the secrets key to $key_to"
+    fi
 
     log "restored $db from $backup; start the control plane again (systemctl start $unit)"
     printf '%s\n' "$db"

@@ -134,5 +134,39 @@ expect_status "restore refuses while the control plane is active" 6 \
 expect_status "restore --force goes ahead while it is active" 0 \
     env PATH="$work/fakebin:$PATH" DATABASE_URL="$target" "$restore" "$latest" --force
 
+# The secrets key travels with the backup: beside it, 0600, the same bytes; restore puts it back.
+keyed=$work/keyed/cloud-cli-proxy.db
+mkdir -p "$work/keyed" "$work/keyed-backups"
+sqlite3 "$keyed" 'CREATE TABLE a(b); INSERT INTO a VALUES (1);'
+(umask 077 && head -c 32 /dev/urandom >"$work/keyed/secrets.key")
+expect_status "backup with a secrets key" 0 env DATABASE_URL="$keyed" BACKUP_DIR="$work/keyed-backups" "$backup"
+kb=$out
+check "the key is copied beside the backup" cmp -s "$work/keyed/secrets.key" "${kb%.db.gz}.key"
+check "the copied key is mode 0600" test "$(stat -c %a "${kb%.db.gz}.key")" = 600
+(umask 077 && head -c 32 /dev/urandom >"$work/other.key")
+expect_status "SECRETS_KEY_FILE names the key to back up" 0 \
+    env DATABASE_URL="$keyed" SECRETS_KEY_FILE="$work/other.key" BACKUP_DIR="$work/keyed-backups" "$backup"
+check "the named key is the one copied" cmp -s "$work/other.key" "${out%.db.gz}.key"
+old_kb=$work/keyed-backups/cloud-cli-proxy-20000101T000000Z
+cp "$kb" "$old_kb.db.gz" && cp "${kb%.db.gz}.key" "$old_kb.key" && touch -d '2000-01-01' "$old_kb.db.gz" "$old_kb.key"
+expect_status "backup with retention and keys" 0 env DATABASE_URL="$keyed" BACKUP_DIR="$work/keyed-backups" "$backup"
+check "retention removes an old backup's key with it" test ! -e "$old_kb.key" -a ! -e "$old_kb.db.gz"
+
+fresh=$work/fresh/cloud-cli-proxy.db
+mkdir -p "$work/fresh"
+expect_status "restore brings the key back" 0 env DATABASE_URL="$fresh" "$restore" "$kb"
+check "the restored key is the backed-up one" cmp -s "$work/keyed/secrets.key" "$work/fresh/secrets.key"
+check "the restored key is mode 0600" test "$(stat -c %a "$work/fresh/secrets.key")" = 600
+(umask 077 && head -c 32 /dev/urandom >"$work/fresh/secrets.key")
+rm -f "$fresh"
+expect_status "restore refuses to replace another key without --force" 6 env DATABASE_URL="$fresh" "$restore" "$kb"
+expect_status "restore --force replaces the key" 0 env DATABASE_URL="$fresh" "$restore" "$kb" --force
+check "the key was replaced" cmp -s "$work/keyed/secrets.key" "$work/fresh/secrets.key"
+expect_status "restore --key takes a key from elsewhere" 0 \
+    env DATABASE_URL="$fresh" SECRETS_KEY_FILE="$work/fresh/named.key" "$restore" --force "$kb" --key "$work/other.key"
+check "--key and SECRETS_KEY_FILE are honoured" cmp -s "$work/other.key" "$work/fresh/named.key"
+printf 'short' >"$work/short.key"
+expect_status "restore refuses a key of the wrong length" 5 env DATABASE_URL="$fresh" "$restore" --force "$kb" --key "$work/short.key"
+
 printf 'backup-restore: %d passed, %d failed\n' "$passes" "$failures"
 [[ $failures -eq 0 ]]

@@ -96,6 +96,12 @@ pub fn write_new(path: &Path, key: &[u8; KEY_LEN]) -> Result<(), KeyFileError> {
     sync_dir(path)
 }
 
+/// Gives `to` the owner and group of `from`.
+pub fn copy_owner(from: &Path, to: &Path) -> Result<(), KeyFileError> {
+    let meta = fs::metadata(from).map_err(io(from))?;
+    std::os::unix::fs::chown(to, Some(meta.uid()), Some(meta.gid())).map_err(io(to))
+}
+
 /// Flushes the directory entry of `path`, so a rename or creation survives a crash.
 pub fn sync_dir(path: &Path) -> Result<(), KeyFileError> {
     let dir = match path.parent() {

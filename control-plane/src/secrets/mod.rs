@@ -111,6 +111,9 @@ pub async fn rotate(db: &crate::db::Pool, path: &Path) -> Result<Rotated, Error>
     reseal::reseal(db, &old, &[]).await?;
     let pending = keyfile::pending_path(path);
     keyfile::write_new(&pending, &keyfile::generate())?;
+    // Run as root, the new file would be root's: it takes the owner of the key it replaces, so the
+    // service can still read it.
+    keyfile::copy_owner(path, &pending)?;
     let new = keyfile::load(&pending)?;
     let done = reseal::reseal(db, &new, std::slice::from_ref(&old)).await?;
     std::fs::rename(&pending, path).map_err(|source| KeyFileError::Io {
