@@ -48,6 +48,9 @@ pub async fn connect(url: &str) -> Result<Pool, Error> {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
+        // Deleted and overwritten content is zeroed, not left in free space: a secret replaced by
+        // its sealed form (or a rotated key's ciphertext) must not linger in the file.
+        .pragma("secure_delete", "on")
         .busy_timeout(Duration::from_secs(10));
     let pool = SqlitePoolOptions::new()
         .max_connections(8)

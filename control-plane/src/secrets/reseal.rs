@@ -123,6 +123,11 @@ pub async fn reseal(
         }
     }
     tx.commit().await?;
+    if done != Resealed::default() {
+        // The old values are zeroed in the pages (secure_delete) but the main file still holds
+        // them until a checkpoint copies the new pages over; do it now and empty the log.
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(db).await?;
+    }
     Ok(done)
 }
 
