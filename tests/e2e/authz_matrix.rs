@@ -190,6 +190,9 @@ const DOC_ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/admin/tasks/{}/cancel"),
     ("POST", "/v1/admin/hosts/{}/vnc-session"),
     ("POST", "/v1/user/hosts/{}/vnc-session"),
+    ("GET", "/v1/admin/hosts/{}/entry-link"),
+    ("PATCH", "/v1/admin/hosts/{}/entry-link"),
+    ("POST", "/v1/admin/hosts/{}/entry-link/rotate"),
 ];
 
 /// `/a/{x}/b/{y}` → `/a/{}/b/{}`.

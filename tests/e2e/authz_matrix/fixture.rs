@@ -377,6 +377,11 @@ impl Fixture {
             ("POST", "/v1/admin/hosts/{}/vnc-session" | "/v1/user/hosts/{}/vnc-session") => {
                 (self.path(route), None, 200)
             }
+            // The entry link: a new id at once, not a task.
+            ("POST", "/v1/admin/hosts/{}/entry-link/rotate") => (self.path(route), None, 200),
+            ("PATCH", "/v1/admin/hosts/{}/entry-link") => {
+                (self.path(route), Some(json!({"enabled": true})), 200)
+            }
             ("POST", s) if s.starts_with("/v1/admin/hosts/{}/") => (self.path(route), None, 202),
             ("DELETE", "/v1/admin/hosts/{}") => (
                 format!("/v1/admin/hosts/{}", id(&self.fresh_host().await)),
