@@ -342,6 +342,25 @@ async fn secrets_are_sealed_survive_backup_and_restore_and_move_to_a_new_key() {
     );
     let restored_key = fresh.path().join("secrets.key");
     assert_eq!(mode(&restored_key), 0o600);
+
+    // The same backup restored without its key: the start is refused, and no key is made up.
+    let keyless = tempfile::tempdir().unwrap();
+    let keyless_backup = keyless.path().join("copy.db.gz");
+    std::fs::copy(&backup, &keyless_backup).unwrap();
+    let keyless_db = keyless.path().join("restored.db");
+    run(
+        &script("restore.sh"),
+        &[keyless_backup.to_str().unwrap()],
+        &[("DATABASE_URL", format!("sqlite://{}", keyless_db.display()))],
+    );
+    let (status, logs) = ControlPlane::start_failing(options().db(&keyless_db)).await;
+    assert!(!status.success());
+    assert!(
+        logs.contains("does not exist, but the database holds secrets sealed under key"),
+        "the refusal says what is missing: {logs}"
+    );
+    assert!(!keyless.path().join("secrets.key").exists());
+
     let mut restored = ControlPlane::start(options().db(&restored_db)).await;
     let admin = restored.admin().await;
     for host in [&setup.wg_host, &setup.proxy_host] {

@@ -45,6 +45,11 @@ pub enum Error {
     #[error(transparent)]
     Reseal(#[from] ResealError),
     #[error(
+        "secrets key file {path} does not exist, but the database holds secrets sealed under key \
+         {key_id}: put back the key file that belongs with it (backups keep it beside the .db.gz)"
+    )]
+    MissingKey { path: PathBuf, key_id: String },
+    #[error(
         "{pending} is left from an interrupted rotation and is not a usable key ({source}); \
          move it away and start again"
     )]
@@ -60,6 +65,16 @@ pub enum Error {
 /// is under a key it does not have, so a database restored without its key file fails loudly here
 /// rather than at the first tunnel.
 pub async fn prepare(db: &crate::db::Pool, path: &Path) -> Result<SecretsKey, Error> {
+    // A fresh key for a database that already holds sealed values would open none of them: say so
+    // instead of making one.
+    if let Err(KeyFileError::Missing { .. }) = keyfile::load(path)
+        && let Some(key_id) = reseal::first_key_id(db).await?
+    {
+        return Err(Error::MissingKey {
+            path: path.to_owned(),
+            key_id,
+        });
+    }
     let (key, created) = keyfile::load_or_create(path)?;
     if created {
         tracing::info!(path = %path.display(), key_id = key.id(), "created the secrets key file");

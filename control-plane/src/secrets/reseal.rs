@@ -69,6 +69,21 @@ pub fn step<'k>(value: &str, target: &SecretsKey, retiring: &'k [SecretsKey]) ->
     }
 }
 
+/// The key id of some sealed value in the database, if any is sealed.
+pub async fn first_key_id(db: &crate::db::Pool) -> Result<Option<String>, ResealError> {
+    for &(table, column) in COLUMNS {
+        let value: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT {column} FROM {table} WHERE {column} LIKE 'ccp1.%' LIMIT 1"
+        ))
+        .fetch_optional(db)
+        .await?;
+        if let Some(id) = value.as_deref().and_then(key_id_of) {
+            return Ok(Some(id.to_owned()));
+        }
+    }
+    Ok(None)
+}
+
 /// Seals or re-seals every secret so that all of them are under `target`; `retiring` are the keys
 /// values may still be under.
 pub async fn reseal(
