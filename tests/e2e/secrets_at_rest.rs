@@ -28,6 +28,8 @@ struct Secrets {
     binding_private_key: String,
     socks_password: String,
     shadowsocks_password: String,
+    /// A started TOTP enrolment's secret.
+    totp_secret: String,
     /// VNC secret of each host, by host id.
     vnc: Vec<(String, String)>,
 }
@@ -40,6 +42,9 @@ impl Secrets {
             self.socks_password.as_str(),
             self.shadowsocks_password.as_str(),
         ];
+        if !self.totp_secret.is_empty() {
+            v.push(self.totp_secret.as_str());
+        }
         v.extend(self.vnc.iter().map(|(_, s)| s.as_str()));
         v
     }
@@ -85,6 +90,11 @@ async fn populate(admin: &Api) -> Setup {
         }))
         .await;
     let user = admin.create_user("sealed", "sealed-password").await;
+    let enrolment = cp_login(admin, "sealed", "sealed-password")
+        .await
+        .post("/v1/auth/totp", json!({"password": "sealed-password"}))
+        .await;
+    let totp_secret = enrolment.str("secret");
     let wg_host = id(&admin.create_host(&id(&user)).await);
     let proxy_host = id(&admin.create_host(&id(&user)).await);
     for (host, egress) in [(&wg_host, id(&wg)), (&proxy_host, id(&socks))] {
@@ -105,9 +115,15 @@ async fn populate(admin: &Api) -> Setup {
             wg_preshared_key: psk,
             socks_password,
             shadowsocks_password: ss_password,
+            totp_secret,
             ..Secrets::default()
         },
     }
+}
+
+/// A client of the same server signed in as `username`.
+async fn cp_login(admin: &Api, username: &str, password: &str) -> Api {
+    admin.anonymous().login_as(username, password).await
 }
 
 /// The agent link, as a node agent uses it.
@@ -310,6 +326,7 @@ async fn secrets_are_sealed_survive_backup_and_restore_and_move_to_a_new_key() {
     assert_eq!(first.socks_password, setup.put_in.socks_password);
     let mut everything = first.clone();
     everything.shadowsocks_password = setup.put_in.shadowsocks_password.clone();
+    everything.totp_secret = setup.put_in.totp_secret.clone();
     assert_nowhere_in_clear(cp.db_path(), &everything);
     assert_eq!(key_ids(cp.db_path()).len(), 1, "one key seals everything");
 

@@ -15,6 +15,7 @@ use crate::db::events::NewEvent;
 use crate::db::{self, UtcTime};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path};
+use crate::secrets::{Sealed, field};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -100,7 +101,8 @@ async fn start(
     let otpauth_uri = totp::uri(&secret, &me.user.username).map_err(ApiError::internal)?;
     let qr_svg = totp::qr_svg(&otpauth_uri).map_err(ApiError::internal)?;
     let now = UtcTime::now();
-    if !db::totp::start(&state.db, &me.user.id, &secret, now).await? {
+    let sealed = Sealed::seal(&state.secrets, field::USER_TOTP_SECRET, &secret);
+    if !db::totp::start(&state.db, &me.user.id, &sealed, now).await? {
         return Err(enabled_already());
     }
     let event = NewEvent::success("user.totp_started").user(&me.user.id);
@@ -140,7 +142,11 @@ async fn confirm(
     if enrolment.enabled_at.is_some() {
         return Err(enabled_already());
     }
-    let step = totp::confirm_step(&enrolment, &req.code, now)
+    let secret = enrolment
+        .secret
+        .open(&state.secrets, field::USER_TOTP_SECRET)
+        .map_err(ApiError::internal)?;
+    let step = totp::confirm_step(&secret, &req.code, now)
         .ok_or_else(|| ApiError::invalid("code", "not the app's current six-digit code"))?;
     let codes = totp::new_recovery_codes();
     let hashes: Vec<String> = codes.iter().map(|c| totp::recovery_hash(c)).collect();

@@ -105,7 +105,11 @@ pub async fn redeem(state: &AppState, user: &User, code: &str, now: UtcTime) -> 
     if enrolment.enabled_at.is_none() {
         return Ok(false);
     }
-    if let Some(step) = check(&enrolment.secret, code, unix_secs(now), enrolment.last_step) {
+    let secret = enrolment
+        .secret
+        .open(&state.secrets, crate::secrets::field::USER_TOTP_SECRET)
+        .map_err(|e| crate::error::ApiError::internal(format_args!("TOTP secret of {}: {e}", user.id)))?;
+    if let Some(step) = check(&secret, code, unix_secs(now), enrolment.last_step) {
         return Ok(db::totp::take_step(&state.db, &user.id, step).await?);
     }
     if code.len() > 32 {
@@ -114,9 +118,9 @@ pub async fn redeem(state: &AppState, user: &User, code: &str, now: UtcTime) -> 
     Ok(db::totp::use_recovery_code(&state.db, &user.id, &recovery_hash(code), now).await?)
 }
 
-/// The step a code proves for a started (not yet confirmed) enrolment.
-pub fn confirm_step(enrolment: &db::totp::Enrolment, code: &str, now: UtcTime) -> Option<i64> {
-    check(&enrolment.secret, code, unix_secs(now), None)
+/// The step a code proves for a started (not yet confirmed) enrolment with this (opened) secret.
+pub fn confirm_step(secret: &str, code: &str, now: UtcTime) -> Option<i64> {
+    check(secret, code, unix_secs(now), None)
 }
 
 #[cfg(test)]

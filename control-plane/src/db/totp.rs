@@ -3,12 +3,13 @@
 use sqlx::SqliteExecutor;
 
 use super::UtcTime;
+use crate::secrets::Sealed;
 
 /// What is stored of an account's second factor.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Enrolment {
-    /// Base32, as in the otpauth URI.
-    pub secret: String,
+    /// Base32, as in the otpauth URI; sealed.
+    pub secret: Sealed,
     pub enabled_at: Option<UtcTime>,
     pub last_step: Option<i64>,
 }
@@ -27,7 +28,7 @@ pub async fn get(db: impl SqliteExecutor<'_>, user_id: &str) -> Result<Option<En
 pub async fn start(
     db: impl SqliteExecutor<'_>,
     user_id: &str,
-    secret: &str,
+    secret: &Sealed,
     now: UtcTime,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(

@@ -1,7 +1,7 @@
 //! Secrets at rest: the values the database must not hold in clear (WireGuard private and preshared
-//! keys, proxy configurations with their passwords, hosts' VNC secrets) are sealed under the key in
-//! the secrets key file, and opened only where they are used: handed to an agent, or read to mask
-//! them for the API.
+//! keys, proxy configurations with their passwords, hosts' VNC secrets, accounts' TOTP secrets) are
+//! sealed under the key in the secrets key file, and opened only where they are used: handed to an
+//! agent, checking a second-factor code, or read to mask them for the API.
 
 pub mod envelope;
 pub mod keyfile;
@@ -20,6 +20,7 @@ pub mod field {
     pub const EGRESS_PROXY_CONFIG: &str = "egress_ips.proxy_config";
     pub const BINDING_WG_PRIVATE_KEY: &str = "bindings.wg_private_key";
     pub const HOST_VNC_SECRET: &str = "hosts.vnc_secret";
+    pub const USER_TOTP_SECRET: &str = "users.totp_secret";
 }
 
 /// A secret as stored: sealed text that needs the key to open. Keeping it a type of its own means a

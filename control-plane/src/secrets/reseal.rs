@@ -13,6 +13,7 @@ pub const COLUMNS: &[(&str, &str)] = &[
     ("egress_ips", "proxy_config"),
     ("bindings", "wg_private_key"),
     ("hosts", "vnc_secret"),
+    ("users", "totp_secret"),
 ];
 
 #[derive(Debug, thiserror::Error)]
