@@ -2,8 +2,9 @@
 //! the page, the overview paints, a user is created through the form (bad input shows the field's
 //! error and writes nothing), the session cookie is out of the page's reach, every response carries
 //! the dashboard's policy and nothing violates it, a forged form from another site changes nothing,
-//! and signing out ends the session on the server. With a real host (Docker, the host image): a
-//! tenant's hostile page served through the VNC proxy does not run in our origin.
+//! and signing out ends the session on the server; a host's entry link is switched off and on,
+//! rotated and given an expiry (then none) with the host page's buttons. With a real host (Docker,
+//! the host image): a tenant's hostile page served through the VNC proxy does not run in our origin.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -356,4 +357,94 @@ async fn a_tenants_page_cannot_run_in_our_origin() {
         "no operator pages for a tenant"
     );
     browser.shot("tenant-hosts").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_switches_off_rotates_and_expires_an_entry_link_from_the_host_page() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let cp = ControlPlane::start(Options::new()).await;
+    let base = cp.base_url();
+    let opts = cp.options().clone();
+    let admin = cp.admin().await;
+    let user = admin.create_user("linked", "linked-password").await;
+    let host = admin.create_host(user["id"].as_str().unwrap()).await;
+    let host_id = host["id"].as_str().unwrap().to_owned();
+    let short_id = host["short_id"].as_str().unwrap().to_owned();
+    let link = |admin: cloud_cli_proxy_tests::Api| {
+        let path = format!("/v1/admin/hosts/{host_id}/entry-link");
+        async move { admin.get(&path).await.expect(200).clone() }
+    };
+
+    browser.goto(&format!("{base}/")).await;
+    browser.sign_in(&opts.admin_username, &opts.admin_password).await;
+    browser.wait_for_text("[data-test=page-title]", "Overview").await;
+    browser.goto(&format!("{base}/#/hosts/{host_id}")).await;
+    browser.wait_for_text("[data-test=entry-state]", "Active").await;
+    browser
+        .wait_for_text("[data-test=access-entry-url]", &format!("/entry/{short_id}"))
+        .await;
+
+    browser.click("[data-test=entry-toggle]").await;
+    browser.wait_for_text("[data-test=entry-state]", "Disabled").await;
+    assert_eq!(link(admin.clone()).await["enabled"], false);
+    browser.shot("entry-link-disabled").await;
+    browser.click("[data-test=entry-toggle]").await;
+    browser.wait_for_text("[data-test=entry-state]", "Active").await;
+    assert_eq!(link(admin.clone()).await["enabled"], true);
+
+    browser.click("[data-test=entry-rotate]").await;
+    browser.click("[data-test=confirm-ok]").await;
+    let rotated = eventually(Duration::from_secs(15), "a new entry id", || {
+        let admin = admin.clone();
+        let short_id = short_id.clone();
+        async move {
+            let id = link(admin).await["entry_id"].as_str().unwrap().to_owned();
+            (id != short_id).then_some(id)
+        }
+    })
+    .await;
+    browser
+        .wait_for_text("[data-test=access-entry-url]", &format!("/entry/{rotated}"))
+        .await;
+
+    // An expiry an hour ahead, typed as the page's local time, then removed again.
+    browser.click("[data-test=entry-expiry]").await;
+    browser.wait_for("[data-test=entry-expiry-at]").await;
+    browser
+        .exec_js(
+            "const d = new Date(Date.now() + 3600e3);\
+             const p = (n) => String(n).padStart(2, '0');\
+             document.querySelector('[data-test=entry-expiry-at]').value =\
+               `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;",
+            vec![],
+        )
+        .await;
+    browser.click("[data-test=entry-expiry-submit]").await;
+    let expires = eventually(Duration::from_secs(15), "the expiry to be stored", || {
+        let admin = admin.clone();
+        async move { link(admin).await["expires_at"].as_str().map(str::to_owned) }
+    })
+    .await;
+    let at = chrono::DateTime::parse_from_rfc3339(&expires).unwrap();
+    let ahead = at.signed_duration_since(chrono::Utc::now()).num_minutes();
+    assert!(
+        (58..=60).contains(&ahead),
+        "expiry {expires} is {ahead} minutes ahead"
+    );
+    browser.wait_gone("[data-test=entry-expiry-dialog]").await;
+    browser.click("[data-test=entry-expiry]").await;
+    browser.wait_for("[data-test=entry-expiry-at]").await;
+    browser.click("[data-test=entry-expiry-submit]").await;
+    eventually(Duration::from_secs(15), "the expiry to be removed", || {
+        let admin = admin.clone();
+        async move { link(admin).await["expires_at"].is_null().then_some(()) }
+    })
+    .await;
+
+    let violations = browser.violations().await;
+    assert!(violations.is_empty(), "CSP violations: {violations:?}");
+    let errors = browser.js_errors().await;
+    assert!(errors.is_empty(), "JS errors: {errors:?}");
 }

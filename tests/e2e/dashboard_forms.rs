@@ -179,7 +179,8 @@ impl EgressForms<'_> {
         self.browser.shot(&format!("{what}-page")).await;
     }
 
-    /// A column of the stored row (secrets in clear), read from the database.
+    /// A column of the stored row, read from the database; secret columns are stored sealed and
+    /// opened here with the control plane's key file.
     async fn stored(&self, id: &str, column: &str) -> Option<String> {
         let pool = sqlx::SqlitePool::connect(&format!("{}?mode=ro", self.cp.database_url()))
             .await
@@ -190,7 +191,16 @@ impl EgressForms<'_> {
             .await
             .unwrap();
         pool.close().await;
-        row.0
+        let sealed = ["wg_preshared_key", "wg_private_key", "proxy_config"].contains(&column);
+        row.0.map(|raw| {
+            if !sealed {
+                return raw;
+            }
+            let key_file = self.cp.db_path().parent().unwrap().join("secrets.key");
+            let key = control_plane::secrets::keyfile::load(&key_file).unwrap();
+            key.open(&format!("egress_ips.{column}"), &raw)
+                .unwrap_or_else(|e| panic!("{column} is not sealed under the key file's key: {e}"))
+        })
     }
 
     async fn stored_proxy(&self, id: &str) -> Value {

@@ -274,16 +274,22 @@ struct Reading {
     canvas: (u64, u64),
 }
 
-/// The host's VNC secret, from the control plane's database.
+/// The host's VNC secret, from the control plane's database (stored sealed; opened with the key
+/// file beside it).
 async fn vnc_secret(cp: &ControlPlane, host_id: &str) -> anyhow::Result<String> {
+    use control_plane::secrets::{field, keyfile};
+
     let pool = sqlx::SqlitePool::connect(&format!("{}?mode=ro", cp.database_url())).await?;
-    let (secret,): (String,) = sqlx::query_as("SELECT vnc_secret FROM hosts WHERE id = ?")
+    let (sealed,): (String,) = sqlx::query_as("SELECT vnc_secret FROM hosts WHERE id = ?")
         .bind(host_id)
         .fetch_one(&pool)
         .await
         .context("the host's vnc_secret")?;
     pool.close().await;
-    Ok(secret)
+    let dir = cp.db_path().parent().context("the database's folder")?;
+    let key = keyfile::load(&dir.join("secrets.key")).context("the secrets key")?;
+    key.open(field::HOST_VNC_SECRET, &sealed)
+        .context("open the host's vnc_secret")
 }
 
 /// The direct path's page on a loopback port of its own: the page, its script and style, its
