@@ -110,6 +110,8 @@ pub struct AppState {
     pub terminals: Arc<terminal::Terminals>,
     /// Seals and opens the secrets kept in the database.
     pub secrets: Arc<secrets::SecretsKey>,
+    /// The shared lock on the key file, held while this state lives.
+    pub secrets_lock: Arc<secrets::Prepared>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -125,7 +127,7 @@ impl AppState {
     pub async fn init(config: &Config, bound_port: u16, ssh_port: u16) -> Result<Self, StartError> {
         let secret = config.checked_jwt_secret().map_err(StartError::Config)?;
         let db = db::connect(&config.database_url).await?;
-        let secrets = secrets::prepare(&db, &config.secrets_key_path()).await?;
+        let prepared = secrets::prepare(&db, &config.secrets_key_path()).await?;
         auth::admin::ensure(&db, &config.admin_username, config.admin_password.as_ref()).await?;
         let public_base_url = config.public_base_url(bound_port);
         access::script::check_base_url(&public_base_url).map_err(|e| StartError::Config(e.to_string()))?;
@@ -184,7 +186,8 @@ impl AppState {
                 terminal_gateway(config, ssh_port),
                 config.checked_terminal_resume().map_err(StartError::Config)?,
             )),
-            secrets: Arc::new(secrets),
+            secrets: Arc::new(prepared.key.clone()),
+            secrets_lock: Arc::new(prepared),
         })
     }
 }

@@ -393,6 +393,20 @@ async fn secrets_are_sealed_survive_backup_and_restore_and_move_to_a_new_key() {
         "the restored control plane hands out the same secrets"
     );
 
+    // Rotation is refused while a control plane runs with the key.
+    let refused = Command::new(control_plane_bin())
+        .arg("rotate-secrets-key")
+        .env_clear()
+        .env("DATABASE_URL", format!("sqlite://{}", restored_db.display()))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("a control plane is running with it: stop it first"),
+        "{said}"
+    );
+
     // Rotation, with the control plane stopped.
     restored.stop().await;
     let old_key = std::fs::read(&restored_key).unwrap();

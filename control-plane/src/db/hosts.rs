@@ -140,17 +140,6 @@ pub async fn get(db: impl SqliteExecutor<'_>, id: &str) -> Result<Option<Host>, 
         .await
 }
 
-/// A host by its short id (its SSH login and container names; entry links use [`get_by_entry_id`]).
-pub async fn get_by_short_id(
-    db: impl SqliteExecutor<'_>,
-    short_id: &str,
-) -> Result<Option<Host>, sqlx::Error> {
-    sqlx::query_as(&format!("{SELECT} WHERE h.short_id = ?"))
-        .bind(short_id)
-        .fetch_optional(db)
-        .await
-}
-
 /// The host whose entry link is `/entry/{entry_id}`, open or not.
 pub async fn get_by_entry_id(
     db: impl SqliteExecutor<'_>,

@@ -21,6 +21,8 @@ pub enum KeyFileError {
     WrongLength { path: PathBuf, len: u64 },
     #[error("secrets key file {path} does not exist")]
     Missing { path: PathBuf },
+    #[error("secrets key file {path} is in use: {holder}")]
+    InUse { path: PathBuf, holder: &'static str },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
@@ -111,6 +113,30 @@ pub fn sync_dir(path: &Path) -> Result<(), KeyFileError> {
     fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
+/// A lock on the key file held for as long as the returned file is open. Servers share it; a
+/// rotation needs it alone, so it never runs under a server still holding the old key, and a server
+/// never starts in the middle of one.
+pub fn lock(path: &Path, exclusive: bool) -> Result<fs::File, KeyFileError> {
+    let file = fs::File::open(path).map_err(io(path))?;
+    let taken = if exclusive {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match taken {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(KeyFileError::InUse {
+            path: path.to_owned(),
+            holder: if exclusive {
+                "a control plane is running with it: stop it first"
+            } else {
+                "rotate-secrets-key is running"
+            },
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(io(path)(e)),
+    }
+}
+
 /// Where a rotation keeps the next key until the database is moved onto it.
 pub fn pending_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -157,6 +183,21 @@ mod tests {
             let err = load_or_create(&path).unwrap_err();
             assert!(matches!(err, KeyFileError::WrongLength { .. }), "{len}: {err}");
         }
+    }
+
+    #[test]
+    fn servers_share_the_lock_and_a_rotation_needs_it_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.key");
+        write_new(&path, &[1; KEY_LEN]).unwrap();
+        let server = lock(&path, false).unwrap();
+        let replica = lock(&path, false).unwrap();
+        assert!(matches!(lock(&path, true), Err(KeyFileError::InUse { .. })));
+        drop((server, replica));
+        let rotation = lock(&path, true).unwrap();
+        assert!(matches!(lock(&path, false), Err(KeyFileError::InUse { .. })));
+        drop(rotation);
+        assert!(lock(&path, false).is_ok());
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub enum Error {
 /// interrupted, and seals any secret an older version stored in clear. Refuses to go on when a secret
 /// is under a key it does not have, so a database restored without its key file fails loudly here
 /// rather than at the first tunnel.
-pub async fn prepare(db: &crate::db::Pool, path: &Path) -> Result<SecretsKey, Error> {
+pub async fn prepare(db: &crate::db::Pool, path: &Path) -> Result<Prepared, Error> {
     // A fresh key for a database that already holds sealed values would open none of them: say so
     // instead of making one.
     if let Err(KeyFileError::Missing { .. }) = keyfile::load(path)
@@ -77,6 +77,7 @@ pub async fn prepare(db: &crate::db::Pool, path: &Path) -> Result<SecretsKey, Er
         });
     }
     let (key, created) = keyfile::load_or_create(path)?;
+    let lock = keyfile::lock(path, false)?;
     if created {
         tracing::info!(path = %path.display(), key_id = key.id(), "created the secrets key file");
     }
@@ -89,11 +90,19 @@ pub async fn prepare(db: &crate::db::Pool, path: &Path) -> Result<SecretsKey, Er
     let done = reseal::reseal(db, &key, &retiring).await?;
     if !retiring.is_empty() {
         // The rotation stopped before its new key was moved into place: every row is back under
-        // the key file's key, so the half-made key is no longer needed.
-        std::fs::remove_file(&pending).map_err(|source| KeyFileError::Io {
-            path: pending.clone(),
-            source,
-        })?;
+        // the key file's key, so the half-made key is no longer needed (a replica starting at the
+        // same moment may have removed it already).
+        match std::fs::remove_file(&pending) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(KeyFileError::Io {
+                    path: pending.clone(),
+                    source,
+                }
+                .into());
+            }
+        }
         tracing::warn!(
             moved = done.moved,
             "rolled back an interrupted secrets key rotation; run rotate-secrets-key again"
@@ -106,7 +115,14 @@ pub async fn prepare(db: &crate::db::Pool, path: &Path) -> Result<SecretsKey, Er
             "sealed secrets stored in clear"
         );
     }
-    Ok(key)
+    Ok(Prepared { key, _lock: lock })
+}
+
+/// The key a server runs with, and its shared lock on the key file (released when dropped).
+#[derive(Debug)]
+pub struct Prepared {
+    pub key: SecretsKey,
+    _lock: std::fs::File,
 }
 
 /// What a rotation did.
@@ -119,10 +135,12 @@ pub struct Rotated {
 
 /// Replaces the key: a new one is written beside the file (`<file>.new`), every secret is moved onto
 /// it in one transaction, and then it takes the file's place. The control plane must be stopped:
-/// a running one still holds the old key. A crash before the last step is rolled back by the next
+/// a running one still holds the old key (and its lock on the key file, so this refuses). A crash before the last step is rolled back by the next
 /// start ([`prepare`]); after it, the old key is gone and nothing needs it.
 pub async fn rotate(db: &crate::db::Pool, path: &Path) -> Result<Rotated, Error> {
     let old = keyfile::load(path)?;
+    // Held to the end: no server runs with the old key meanwhile, and none starts half-way.
+    let _alone = keyfile::lock(path, true)?;
     // Plain values an older version left are sealed under the old key first, so one pass below moves all.
     reseal::reseal(db, &old, &[]).await?;
     let pending = keyfile::pending_path(path);
