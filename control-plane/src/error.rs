@@ -82,6 +82,11 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "csrf_failed", message)
     }
 
+    /// 403 for an API token whose scope does not cover the request.
+    pub fn insufficient_scope(message: &'static str) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "insufficient_scope", message)
+    }
+
     pub fn not_found(what: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }

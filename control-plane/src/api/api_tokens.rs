@@ -45,9 +45,7 @@ pub fn mint_refusal(credential: &Credential, scope: Scope, expires_at: UtcTime) 
         return None;
     };
     if scope > *own_scope {
-        return Some(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "insufficient_scope",
+        return Some(ApiError::insufficient_scope(
             "an API token cannot make a token with a wider scope than its own",
         ));
     }

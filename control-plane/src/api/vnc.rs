@@ -119,9 +119,7 @@ async fn authorize(state: &AppState, parts: &Parts, scope: Scope, host_id: Uuid)
                 ..
             }
         ) {
-            return Err(ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                "insufficient_scope",
+            return Err(ApiError::insufficient_scope(
                 "this API token has the `read` scope: it cannot open a desktop",
             ));
         }

@@ -293,9 +293,7 @@ pub fn check_scope(credential: &Credential, parts: &Parts) -> Result<(), ApiErro
     if scope_allows(*scope, &parts.method, parts.headers.contains_key(header::UPGRADE)) {
         Ok(())
     } else {
-        Err(ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "insufficient_scope",
+        Err(ApiError::insufficient_scope(
             "this API token has the `read` scope: it may only make GET requests",
         ))
     }

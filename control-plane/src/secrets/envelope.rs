@@ -73,8 +73,8 @@ impl SecretsKey {
         self.seal_with_nonce(field, plain, nonce)
     }
 
-    /// [`seal`](Self::seal) with the nonce given, for tests.
-    pub fn seal_with_nonce(&self, field: &str, plain: &str, nonce: [u8; NONCE_LEN]) -> String {
+    /// [`seal`](Self::seal) with the nonce given, so tests can fix it.
+    fn seal_with_nonce(&self, field: &str, plain: &str, nonce: [u8; NONCE_LEN]) -> String {
         let payload = Payload {
             msg: plain.as_bytes(),
             aad: field.as_bytes(),
