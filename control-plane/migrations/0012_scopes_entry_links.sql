@@ -1,5 +1,5 @@
--- API token scopes: `read` tokens may only read (GET); `full` ones act as their owner, as every token
--- made before scopes existed did.
+-- API token scopes: `read` tokens may only read (GET); `full` ones act as their owner. Tokens already
+-- issued become `full`, so they keep doing what they did.
 ALTER TABLE api_tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'full' CHECK (scope IN ('read', 'full'));
 
 -- Entry short links: the id in `/entry/{id}` is kept apart from the host's short id (which also names

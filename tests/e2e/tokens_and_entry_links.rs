@@ -28,7 +28,7 @@ async fn read_tokens_only_read_and_tokens_never_outgrow_their_maker() {
     let admin = cp.admin().await;
     let (_, alice) = admin.tenant("alice", "alice-password").await;
 
-    // Without a scope a token is `full`, as before scopes existed.
+    // Without a scope a token is `full`: a client that never names one keeps working.
     let full = mint(&alice, json!({"name": "ci", "expires_in_days": 2})).await;
     assert_eq!(full.expect(201)["scope"], "full");
     let full = cp.api().with_token(token_of(&full));
