@@ -91,7 +91,7 @@ async fn enrolment_keys_are_single_use_expire_and_revoke() {
     let r = enrolment::enrol(&anon, "agent", &key, "node-one").await;
     assert_eq!(r.status, 201, "{}", r.text);
     let again = enrolment::enrol(&anon, "agent", &key, "node-two").await;
-    assert_error(&again, 401, "invalid_enrolment_key");
+    assert_error(&again, 401, "unauthorized");
     let list = admin.get("/v1/admin/enrolment-keys").await;
     let listed = list.expect(200).clone();
     assert!(
@@ -108,10 +108,10 @@ async fn enrolment_keys_are_single_use_expire_and_revoke() {
 
     // A made-up key, and a gateway key offered by an agent, are refused alike.
     let made_up = enrolment::enrol(&anon, "agent", "ccpk_made-up", "node-three").await;
-    assert_error(&made_up, 401, "invalid_enrolment_key");
+    assert_error(&made_up, 401, "unauthorized");
     let gateway_key = enrolment::key(&admin, "gateway", 1).await;
     let wrong_kind = enrolment::enrol(&anon, "agent", &gateway_key, "node-three").await;
-    assert_error(&wrong_kind, 401, "invalid_enrolment_key");
+    assert_error(&wrong_kind, 401, "unauthorized");
 
     // A revoked key enrols nothing.
     let key = enrolment::key(&admin, "agent", 5).await;
@@ -122,7 +122,7 @@ async fn enrolment_keys_are_single_use_expire_and_revoke() {
     let r = admin.delete(&format!("/v1/admin/enrolment-keys/{key_id}")).await;
     assert_eq!(r.status, 204, "{}", r.text);
     let revoked = enrolment::enrol(&anon, "agent", &key, "node-four").await;
-    assert_error(&revoked, 401, "invalid_enrolment_key");
+    assert_error(&revoked, 401, "unauthorized");
 
     // An expired key enrols nothing: one made to expire in a second, tried once it has.
     let soon = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339();
@@ -142,7 +142,7 @@ async fn enrolment_keys_are_single_use_expire_and_revoke() {
     })
     .await;
     let expired = enrolment::enrol(&anon, "agent", &key, "node-five").await;
-    assert_error(&expired, 401, "invalid_enrolment_key");
+    assert_error(&expired, 401, "unauthorized");
 
     // Bad requests name the field; the refusals are in the audit log.
     let r = admin

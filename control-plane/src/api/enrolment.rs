@@ -186,7 +186,7 @@ async fn revoke_key(
 fn refused() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
-        "invalid_enrolment_key",
+        "unauthorized",
         "unknown, expired, revoked or used-up enrolment key",
     )
 }
