@@ -15,9 +15,20 @@ pub struct Config {
     #[arg(long, env = "CONTROL_PLANE_URL")]
     pub control_plane_url: String,
 
-    /// Shared secret authenticating this agent to the control plane (never logged).
-    #[arg(long, env = "AGENT_TOKEN", hide_env_values = true)]
-    pub agent_token: String,
+    /// An enrolment key of kind `agent` (from `POST /v1/admin/enrolment-keys`), used once: the node
+    /// trades it for a credential of its own, kept in `<AGENT_STATE_DIR>/<node>/credential` (0600)
+    /// and used from then on. Not needed once that file exists.
+    #[arg(long, env = "ENROLMENT_KEY", hide_env_values = true)]
+    pub enrolment_key: Option<String>,
+
+    /// No longer used: set, the agent refuses to start and says to use `ENROLMENT_KEY`.
+    #[arg(long, env = "AGENT_TOKEN", hide = true, hide_env_values = true)]
+    pub agent_token: Option<String>,
+
+    /// The node's credential handed over in process by a control plane that embeds the agent
+    /// (never a flag: it would show in the process list).
+    #[arg(skip)]
+    pub credential: Option<String>,
 
     /// Name of this node; two agents on one machine need two names. Default: the machine's hostname.
     #[arg(long, env = "NODE_NAME", default_value_t = default_node_name())]
@@ -122,10 +133,12 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
 
 impl Config {
     /// A configuration with every default, for embedding the agent (and for tests).
-    pub fn new(control_plane_url: impl Into<String>, agent_token: impl Into<String>) -> Self {
+    pub fn new(control_plane_url: impl Into<String>) -> Self {
         Self {
             control_plane_url: control_plane_url.into(),
-            agent_token: agent_token.into(),
+            enrolment_key: None,
+            agent_token: None,
+            credential: None,
             node_name: default_node_name(),
             state_dir: PathBuf::from("/var/lib/cloud-cli-proxy/agent"),
             host_image: "cloud-cli-proxy/host:latest".into(),
@@ -177,6 +190,11 @@ impl Config {
         find_program(&self.sing_box_bin)
     }
 
+    /// Where the node keeps the credential it got at enrolment.
+    pub fn credential_file(&self) -> PathBuf {
+        self.state_dir.join(&self.node_name).join("credential")
+    }
+
     /// The control plane URL without a trailing slash.
     pub fn base_url(&self) -> &str {
         self.control_plane_url.trim_end_matches('/')
@@ -191,8 +209,15 @@ impl Config {
                 "must be an http:// or https:// URL with a host",
             ));
         }
-        if self.agent_token.trim().is_empty() {
-            return Err(invalid("AGENT_TOKEN", "must not be empty"));
+        if self.agent_token.is_some() {
+            return Err(invalid(
+                "AGENT_TOKEN",
+                "is no longer supported: unset it, create an enrolment key of kind `agent` \
+                 (POST /v1/admin/enrolment-keys) and start the agent once with ENROLMENT_KEY",
+            ));
+        }
+        if self.enrolment_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+            return Err(invalid("ENROLMENT_KEY", "must not be empty when set"));
         }
         if !is_docker_name(&self.node_name) || self.node_name.len() > 40 {
             return Err(invalid(
@@ -229,7 +254,11 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("control_plane_url", &self.control_plane_url)
-            .field("agent_token", &"<redacted>")
+            .field(
+                "enrolment_key",
+                &self.enrolment_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("credential", &self.credential.as_ref().map(|_| "<redacted>"))
             .field("node_name", &self.node_name)
             .field("state_dir", &self.state_dir)
             .field("host_image", &self.host_image)
@@ -293,8 +322,8 @@ mod tests {
         let c = parse(&[
             "--control-plane-url",
             "http://127.0.0.1:8080/",
-            "--agent-token",
-            "t",
+            "--enrolment-key",
+            "k",
             "--node-name",
             "n1",
         ])
@@ -306,7 +335,11 @@ mod tests {
         assert_eq!(c.docker_timeout(), Duration::from_secs(120));
         assert_eq!(c.vnc_port, 6080);
         assert_eq!(c.host_image, "cloud-cli-proxy/host:latest");
-        let n = Config::new("http://127.0.0.1:8080", "t");
+        assert_eq!(
+            c.credential_file(),
+            PathBuf::from("/var/lib/cloud-cli-proxy/agent/n1/credential")
+        );
+        let n = Config::new("http://127.0.0.1:8080");
         assert_eq!(
             (n.max_tasks, n.vnc_port, n.docker_timeout_secs),
             (c.max_tasks, c.vnc_port, 120)
@@ -319,8 +352,6 @@ mod tests {
         let c = parse(&[
             "--control-plane-url",
             "http://h",
-            "--agent-token",
-            "t",
             "--allow-direct-egress",
             "false",
         ])
@@ -329,15 +360,17 @@ mod tests {
     }
 
     #[test]
-    fn debug_redacts_the_token() {
-        let c = Config::new("http://h:1", "super-secret-token");
+    fn debug_redacts_the_secrets() {
+        let mut c = Config::new("http://h:1");
+        c.enrolment_key = Some("super-secret-token".into());
+        c.credential = Some("super-secret-token".into());
         let shown = format!("{c:?}");
         assert!(!shown.contains("super-secret-token") && shown.contains("<redacted>"));
     }
 
     #[test]
     fn validation_names_the_field() {
-        let ok = Config::new("http://127.0.0.1:8080", "t");
+        let ok = Config::new("http://127.0.0.1:8080");
         let cases: Vec<(&str, Config)> = vec![
             (
                 "CONTROL_PLANE_URL",
@@ -356,7 +389,14 @@ mod tests {
             (
                 "AGENT_TOKEN",
                 Config {
-                    agent_token: " ".into(),
+                    agent_token: Some("an-old-shared-token".into()),
+                    ..ok.clone()
+                },
+            ),
+            (
+                "ENROLMENT_KEY",
+                Config {
+                    enrolment_key: Some(" ".into()),
                     ..ok.clone()
                 },
             ),

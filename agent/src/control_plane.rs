@@ -1,5 +1,5 @@
 //! Adapter for the control plane's agent API (`/v1/agent/*`): JSON over HTTP, the agent always
-//! calling out, authenticated by the shared token in [`wire::AGENT_TOKEN_HEADER`]. Every request is
+//! calling out, authenticated by the node's credential in [`wire::AGENT_TOKEN_HEADER`]. Every request is
 //! time-boxed; the claim long-poll gets its wait on top.
 
 use std::time::Duration;
@@ -15,7 +15,7 @@ pub enum Error {
     /// 404 or 409 on a node-scoped call: the control plane does not know this node (id) any more.
     #[error("the control plane does not know this node ({0})")]
     NodeUnknown(StatusCode),
-    #[error("control plane refused the agent token ({0})")]
+    #[error("control plane refused the node's credential ({0}); was the node revoked?")]
     Unauthorized(StatusCode),
     #[error("control plane answered {status}: {body}")]
     Status { status: StatusCode, body: String },
@@ -97,7 +97,7 @@ impl ControlPlane {
         let response = self
             .http
             .post(url)
-            .header(wire::AGENT_TOKEN_HEADER, &self.token)
+            .header(wire::AGENT_TOKEN_HEADER, self.token.as_str())
             .json(body)
             .timeout(timeout)
             .send()
@@ -132,6 +132,11 @@ impl ControlPlane {
 
     fn required<R>(reply: Option<R>, what: &str) -> Result<R, Error> {
         reply.ok_or_else(|| Error::Decode(format!("{what}: empty reply")))
+    }
+
+    /// Trades an enrolment key for the node's credential (no credential needed for this call).
+    pub async fn enrol(&self, body: &wire::Enrol) -> Result<wire::Enrolled, Error> {
+        Self::required(self.post(&["enrol"], body, self.timeout, false).await?, "enrol")
     }
 
     pub async fn register(&self, body: &wire::Register) -> Result<wire::Registered, Error> {

@@ -298,7 +298,8 @@ impl Hosts {
             TaskKind::Stop => self.stop(spec, progress).await,
             TaskKind::Rebuild => self.rebuild(spec, wipe, progress).await,
             TaskKind::Delete => self.delete(spec, progress).await,
-            TaskKind::RotateSshPassword => self.rotate_ssh_password(spec, progress).await,
+            TaskKind::RotateSshPassword => self.apply_secrets(spec, progress, "password rotated").await,
+            TaskKind::ApplySecrets => self.apply_secrets(spec, progress, "secrets applied").await,
         }
     }
 
@@ -361,11 +362,13 @@ impl Hosts {
         step(progress, 100, "deleted").await
     }
 
-    /// Rewrites the secret files and, if the host runs, applies them inside at once.
-    pub async fn rotate_ssh_password<P: Progress>(
+    /// Rewrites the secret files and, if the host runs, applies them inside at once: a new password,
+    /// or the gateways' keys as they are now (a removed gateway's key leaves the host).
+    pub async fn apply_secrets<P: Progress>(
         &self,
         spec: &HostSpec,
         progress: &mut P,
+        done: &str,
     ) -> Result<(), Error> {
         let names = self.names(&spec.short_id);
         step(progress, 10, "writing the new secrets").await?;
@@ -388,7 +391,7 @@ impl Hosts {
                 });
             }
         }
-        step(progress, 100, "password rotated").await
+        step(progress, 100, done).await
     }
 
     /// Create, start and the second half of rebuild: ensure each piece in order, firewall before

@@ -15,6 +15,7 @@ pub mod docker;
 pub mod egress;
 pub mod egress_health;
 pub mod egress_test;
+pub mod enrol;
 pub mod firewall;
 pub mod hosts;
 pub mod netns;
@@ -46,6 +47,8 @@ pub enum Error {
     ControlPlane(#[from] control_plane::Error),
     #[error("this node cannot firewall hosts: {0}")]
     Firewall(#[from] firewall::Error),
+    #[error("enrolment: {0}")]
+    Enrol(#[from] enrol::Error),
 }
 
 /// Runs the agent until `shutdown` completes: registers (retrying while the control plane is away),
@@ -54,12 +57,13 @@ pub enum Error {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     config.validate()?;
     firewall::preflight(Duration::from_secs(10)).await?;
-    let cp = ControlPlane::new(
-        config.base_url(),
-        &config.agent_token,
-        config.control_plane_timeout(),
-    )?;
     let cancel = CancellationToken::new();
+    tokio::pin!(shutdown);
+    let credential = tokio::select! {
+        credential = enrol::credential(&config, &cancel) => credential?,
+        () = &mut shutdown => return Ok(()),
+    };
+    let cp = ControlPlane::new(config.base_url(), &credential, config.control_plane_timeout())?;
     let agent = {
         let cancel = cancel.clone();
         async move {
@@ -71,10 +75,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 Store::new(&config.state_dir, &config.node_name),
                 settings(&config).await,
             ));
+            // The control plane accepts host addresses only inside this network.
+            let hosts_subnet = match hosts.ensure_network().await {
+                Ok(bridge) => Some(bridge.subnet),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the hosts network; host addresses will be refused");
+                    None
+                }
+            };
             let register = wire::Register {
                 node_name: config.node_name.clone(),
                 agent_version: env!("CARGO_PKG_VERSION").to_owned(),
                 reach_address: config.reach_address.clone(),
+                hosts_subnet,
             };
             let session = Arc::new(Session::new(cp, register, cancel.clone()));
             if !session.register_until_ok().await {

@@ -294,7 +294,8 @@ async fn agent_runs_tasks_for_a_control_plane() {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let mut config = agent::Config::new(url, TOKEN);
+    let mut config = agent::Config::new(url);
+    config.credential = Some(TOKEN.into());
     config.node_name = node.clone();
     config.state_dir = state_dir.path().to_owned();
     config.host_image = IMAGE.into();

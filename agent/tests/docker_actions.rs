@@ -419,7 +419,10 @@ async fn host_lifecycle_against_real_docker() {
 
     // --- rotate the password: live in the running host ------------------------------------------------
     spec.password_crypt = SECOND_HASH.into();
-    hosts.rotate_ssh_password(&spec, &mut progress).await.unwrap();
+    hosts
+        .apply_secrets(&spec, &mut progress, "password rotated")
+        .await
+        .unwrap();
     progress.take();
     let (code, shadow) = exec(&hosts, &names.host, "getent shadow alice | cut -d: -f2").await;
     assert_eq!((code, shadow.trim()), (0, SECOND_HASH));

@@ -101,9 +101,9 @@ pub struct Config {
     #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
 
-    /// Secret node agents present to the control plane (at least 32 characters). Without it only the
-    /// embedded agent can connect.
-    #[arg(long, env = "AGENT_TOKEN", hide_env_values = true)]
+    /// No longer used: each node agent enrols with a key from `POST /v1/admin/enrolment-keys`.
+    /// The control plane refuses to start while it is set, so a forgotten shared secret is noticed.
+    #[arg(long, env = "AGENT_TOKEN", hide = true, hide_env_values = true)]
     pub agent_token: Option<Secret>,
 
     /// Run a node agent inside this process for the local Docker engine. Turn off when agents run
@@ -111,9 +111,9 @@ pub struct Config {
     #[arg(long, env = "EMBEDDED_AGENT", default_value_t = true, action = clap::ArgAction::Set)]
     pub embedded_agent: bool,
 
-    /// Secret SSH gateways present to the control plane (at least 32 characters). Without it only
-    /// the embedded gateway can connect.
-    #[arg(long, env = "GATEWAY_TOKEN", hide_env_values = true)]
+    /// No longer used: each SSH gateway enrols with a key from `POST /v1/admin/enrolment-keys`.
+    /// The control plane refuses to start while it is set.
+    #[arg(long, env = "GATEWAY_TOKEN", hide = true, hide_env_values = true)]
     pub gateway_token: Option<Secret>,
     /// Run the SSH gateway inside this process on `SSH_PROXY_ADDR`. Turn off when gateways run as
     /// their own processes (`cloud-cli-proxy-ssh-proxy`).
@@ -266,6 +266,23 @@ impl Config {
     }
 
     /// The JWT secret after the strength check; `Err` carries the one line to print.
+    /// Refuses the shared machine secrets of earlier versions, naming what replaced them.
+    pub fn check_no_shared_tokens(&self) -> Result<(), String> {
+        for (set, variable) in [
+            (self.agent_token.is_some(), "AGENT_TOKEN"),
+            (self.gateway_token.is_some(), "GATEWAY_TOKEN"),
+        ] {
+            if set {
+                return Err(format!(
+                    "{variable} is no longer supported: unset it, create an enrolment key \
+                     (POST /v1/admin/enrolment-keys or the dashboard's Nodes page) and start each \
+                     separate agent or gateway with ENROLMENT_KEY"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn checked_jwt_secret(&self) -> Result<&Secret, String> {
         let Some(secret) = &self.jwt_secret else {
             return Err(

@@ -104,7 +104,32 @@ fn event_kind(kind: TaskKind) -> &'static str {
         TaskKind::Rebuild => "host.rebuild_requested",
         TaskKind::Delete => "host.delete_requested",
         TaskKind::RotateSshPassword => "host.ssh_password_rotated",
+        TaskKind::ApplySecrets => "host.secrets_refresh_requested",
     }
+}
+
+/// Queues a rewrite of the secret files of every running host, so a change of the gateways' keys
+/// reaches hosts that are up now (the others get the current keys when they next start). Returns
+/// how many were queued.
+pub async fn apply_secrets_everywhere(
+    tx: &mut Tx<'_>,
+    actor: &Actor,
+    reason: &str,
+    now: UtcTime,
+) -> Result<usize, ApiError> {
+    let hosts = db::hosts::running(&mut **tx).await?;
+    for host in &hosts {
+        request(
+            tx,
+            actor,
+            host,
+            TaskKind::ApplySecrets,
+            serde_json::json!({ "reason": reason }),
+            now,
+        )
+        .await?;
+    }
+    Ok(hosts.len())
 }
 
 /// Queues the deletion of every host of a user (when the user is deleted). Returns their ids.

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod egress;
+pub mod enrolment;
 pub mod error;
 pub mod extract;
 pub mod hosts;
@@ -94,14 +95,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Verified against for unknown usernames so that they cost as much as a wrong password.
     pub decoy_hash: Arc<str>,
-    /// The secret agents present; `None` refuses every agent.
-    pub agent_token: Option<Arc<str>>,
     /// Woken whenever a task is queued, so waiting agents claim it at once.
     pub work: Arc<tokio::sync::Notify>,
     /// Every change of a task, for the progress streams.
     pub task_updates: tokio::sync::broadcast::Sender<db::tasks::Task>,
-    /// The secret SSH gateways present; `None` refuses every gateway.
-    pub gateway_token: Option<Arc<str>>,
     /// Cancelled when the server begins to stop, so long polls end at once.
     pub stopping: tokio_util::sync::CancellationToken,
     /// How hosts' web VNC is reached.
@@ -125,6 +122,7 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     /// Opens the database, applies migrations and makes sure the operator account matches the config.
     pub async fn init(config: &Config, bound_port: u16, ssh_port: u16) -> Result<Self, StartError> {
+        config.check_no_shared_tokens().map_err(StartError::Config)?;
         let secret = config.checked_jwt_secret().map_err(StartError::Config)?;
         let db = db::connect(&config.database_url).await?;
         let prepared = secrets::prepare(&db, &config.secrets_key_path()).await?;
@@ -154,12 +152,6 @@ impl AppState {
             0 => std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
             n => n,
         };
-        let agent_token = machine_token(config.agent_token.as_ref(), "AGENT_TOKEN", config.embedded_agent)?;
-        let gateway_token = machine_token(
-            config.gateway_token.as_ref(),
-            "GATEWAY_TOKEN",
-            config.embedded_ssh_proxy,
-        )?;
         Ok(Self {
             db,
             keys: Arc::new(auth::Keys::new(secret.expose(), config.token_ttl())),
@@ -176,10 +168,8 @@ impl AppState {
             )),
             settings: Arc::new(settings),
             decoy_hash: decoy.into(),
-            agent_token,
             work: Arc::new(tokio::sync::Notify::new()),
             task_updates: tokio::sync::broadcast::channel(256).0,
-            gateway_token,
             stopping: tokio_util::sync::CancellationToken::new(),
             vnc: vnc::Proxy::new(config.vnc_port).map_err(StartError::VncClient)?,
             terminals: Arc::new(terminal::Terminals::new(
@@ -192,65 +182,53 @@ impl AppState {
     }
 }
 
-/// The secret a kind of machine caller (agents, gateways) must present: the configured one (32+
-/// characters), else, when that caller runs embedded, a random one that never leaves this process,
-/// else none (every such caller refused).
-fn machine_token(
-    configured: Option<&config::Secret>,
-    variable: &str,
-    embedded: bool,
-) -> Result<Option<Arc<str>>, StartError> {
-    match configured {
-        Some(t) if t.expose().len() >= 32 => Ok(Some(Arc::from(t.expose()))),
-        Some(_) => Err(StartError::Config(format!(
-            "{variable} must be at least 32 characters"
-        ))),
-        None if embedded => Ok(Some(Arc::from(auth::password::generate(48).as_str()))),
-        None => Ok(None),
-    }
-}
-
 /// Runs a node agent in this process against the local Docker engine, talking to this control plane
-/// over loopback with the in-process agent token. It reads the agent's environment variables
-/// (`NODE_NAME`, `AGENT_STATE_DIR`, `HOST_IMAGE`, …) like the standalone agent. A failure to start
-/// it is logged and the control plane carries on: the API works without an agent.
-fn run_embedded_agent(
-    state: &AppState,
-    addr: SocketAddr,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> impl Future<Output = ()> + Send + 'static {
+/// over loopback. It reads the agent's environment variables (`NODE_NAME`, `AGENT_STATE_DIR`,
+/// `HOST_IMAGE`, …) like the standalone agent. Its node is enrolled here at every start with a
+/// fresh credential that never leaves this process, so a one-machine install needs no enrolment
+/// key. A failure to start it is logged and the control plane carries on: the API works without
+/// an agent.
+async fn run_embedded_agent(state: AppState, addr: SocketAddr, mut stop: tokio::sync::watch::Receiver<bool>) {
     use clap::Parser as _;
 
     let url = format!("http://{}:{}", loopback_host(addr), addr.port());
-    let token = state.agent_token.as_deref().unwrap_or_default().to_owned();
     // The agent's port follows the proxy's, so a `--vnc-port` flag (not only `VNC_PORT`) reaches it.
     let vnc_port = state.vnc.port.to_string();
     let config = agent::Config::try_parse_from([
         "cloud-cli-proxy-agent",
         "--control-plane-url",
         &url,
-        "--agent-token",
-        &token,
         "--vnc-port",
         &vnc_port,
     ]);
-    async move {
-        let config = match config {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e.kind(), "embedded agent not started: bad agent configuration");
-                return;
-            }
-        };
-        let shutdown = async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        };
-        match agent::run(config, shutdown).await {
-            Ok(()) => tracing::info!("embedded agent stopped"),
-            Err(e) => tracing::error!(error = %e, "embedded agent not running; host tasks wait for an agent"),
+    let mut config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e.kind(), "embedded agent not started: bad agent configuration");
+            return;
+        }
+    };
+    let credential = enrolment::new_secret(enrolment::CREDENTIAL_PREFIX);
+    let now = db::UtcTime::now();
+    match db::nodes::enrol_embedded(&state.db, &config.node_name, &enrolment::hash(&credential), now).await {
+        Ok(node) => tracing::info!(node = %node.name, node_id = %node.id, "embedded node enrolled"),
+        Err(e) => {
+            tracing::error!(error = %e, "embedded agent not started: cannot enrol its node");
+            return;
         }
     }
+    config.credential = Some(credential);
+    let shutdown = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    match agent::run(config, shutdown).await {
+        Ok(()) => tracing::info!("embedded agent stopped"),
+        Err(e) => tracing::error!(error = %e, "embedded agent not running; host tasks wait for an agent"),
+    }
 }
+
+/// The name the gateway in this process is enrolled under.
+const EMBEDDED_GATEWAY: &str = "embedded";
 
 /// The SSH gateway in this process: its keys are made (or loaded) and its client key recorded
 /// before the embedded agent can build a host, so every host trusts it from the start.
@@ -277,33 +255,51 @@ impl EmbeddedGateway {
         self.listener.local_addr().ok().map(|a| a.port())
     }
 
+    /// Enrols the gateway with a fresh credential (which never leaves this process) and records
+    /// its keys; answers the credential.
+    async fn enrol(&self, state: &AppState) -> Result<String, StartError> {
+        let line = self.keys.client_public_line()?;
+        let host_key = self.keys.host_public_line()?;
+        let credential = enrolment::new_secret(enrolment::CREDENTIAL_PREFIX);
+        let now = db::UtcTime::now();
+        let recorded = async {
+            let mut tx = state.db.begin().await?;
+            db::gateways::enrol_embedded(&mut *tx, EMBEDDED_GATEWAY, &enrolment::hash(&credential), now)
+                .await?;
+            db::gateways::register(&mut tx, EMBEDDED_GATEWAY, &line, Some(&host_key), now).await?;
+            tx.commit().await
+        };
+        recorded
+            .await
+            .map_err(|e| StartError::Config(format!("cannot record the SSH gateway key: {e}")))?;
+        Ok(credential)
+    }
+
     fn run(
         self,
-        state: &AppState,
+        credential: String,
         api: SocketAddr,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) -> impl Future<Output = ()> + Send + 'static {
         use clap::Parser as _;
 
         let url = format!("http://{}:{}", loopback_host(api), api.port());
-        let token = state.gateway_token.as_deref().unwrap_or_default().to_owned();
         let config = ssh_proxy::Config::try_parse_from([
             "cloud-cli-proxy-ssh-proxy",
             "--control-plane-url",
             &url,
-            "--gateway-token",
-            &token,
             "--name",
-            "embedded",
+            EMBEDDED_GATEWAY,
         ]);
         async move {
-            let config = match config {
+            let mut config = match config {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e.kind(), "embedded SSH gateway not started: bad configuration");
                     return;
                 }
             };
+            config.credential = Some(credential);
             let shutdown = async move {
                 let _ = stop.wait_for(|stopped| *stopped).await;
             };
@@ -375,13 +371,10 @@ pub async fn run(
         .and_then(EmbeddedGateway::port)
         .unwrap_or(config.ssh_proxy_addr.0.port());
     let state = AppState::init(&config, addr.port(), ssh_port).await?;
-    if let Some(gateway) = &gateway {
-        let line = gateway.keys.client_public_line()?;
-        let host_key = gateway.keys.host_public_line()?;
-        db::gateways::upsert(&state.db, "embedded", &line, Some(&host_key), db::UtcTime::now())
-            .await
-            .map_err(|e| StartError::Config(format!("cannot record the SSH gateway key: {e}")))?;
-    }
+    let gateway_credential = match &gateway {
+        Some(gateway) => Some(gateway.enrol(&state).await?),
+        None => None,
+    };
     let app = api::router(state.clone(), config.max_body_bytes);
     let entry = match config.entry_addr {
         Some(entry_addr) => Some(
@@ -394,7 +387,11 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(tasks::run_scheduler(state.clone(), stop_rx.clone()));
     let embedded_agent = if config.embedded_agent {
-        Some(tokio::spawn(run_embedded_agent(&state, addr, stop_rx.clone())))
+        Some(tokio::spawn(run_embedded_agent(
+            state.clone(),
+            addr,
+            stop_rx.clone(),
+        )))
     } else {
         None
     };
@@ -407,7 +404,9 @@ pub async fn run(
         ))),
         None => None,
     };
-    let embedded_gateway = gateway.map(|g| tokio::spawn(g.run(&state, addr, stop_rx.clone())));
+    let embedded_gateway = gateway
+        .zip(gateway_credential)
+        .map(|(g, credential)| tokio::spawn(g.run(credential, addr, stop_rx.clone())));
     tracing::info!(%addr, ssh_port, public_base_url = %state.settings.public_base_url, "control plane listening");
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown({

@@ -67,7 +67,9 @@ pub fn host_status_after(
             Some(HostStatus::Running)
         }
         (TaskKind::Stop, Finish::Succeeded) => Some(HostStatus::Stopped),
-        (TaskKind::RotateSshPassword, Finish::Succeeded) => Some(from_docker(HostStatus::Running)),
+        (TaskKind::RotateSshPassword | TaskKind::ApplySecrets, Finish::Succeeded) => {
+            Some(from_docker(HostStatus::Running))
+        }
         (TaskKind::Create, Finish::Failed { .. }) => Some(from_docker(HostStatus::Error)),
         (_, Finish::Retry { .. }) => Some(from_docker(HostStatus::Error)),
         (_, _) => Some(from_docker(HostStatus::Error)),

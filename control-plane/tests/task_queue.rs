@@ -52,9 +52,12 @@ async fn enqueue(state: &AppState, host_id: &str, kind: TaskKind) -> String {
 }
 
 async fn node(state: &AppState, name: &str) -> String {
-    db::nodes::register(&state.db, name, "test", None, UtcTime::now())
+    let credential = control_plane::enrolment::new_secret(control_plane::enrolment::CREDENTIAL_PREFIX);
+    let hash = control_plane::enrolment::hash(&credential);
+    db::nodes::enrol(&state.db, name, &hash, UtcTime::now())
         .await
         .expect("node")
+        .expect("a free name")
         .id
 }
 

@@ -18,9 +18,17 @@ pub struct Config {
     /// Base URL of the control plane's API, e.g. `http://127.0.0.1:8080`.
     #[arg(long, env = "CONTROL_PLANE_URL", default_value = "http://127.0.0.1:8080")]
     pub control_plane_url: String,
-    /// Secret shared with the control plane (its `GATEWAY_TOKEN`), at least 32 characters.
-    #[arg(long, env = "GATEWAY_TOKEN", hide_env_values = true, default_value = "")]
-    pub gateway_token: String,
+    /// An enrolment key of kind `gateway` (from `POST /v1/admin/enrolment-keys`), used once: the
+    /// gateway trades it for a credential of its own, kept in `<SSH_PROXY_STATE_DIR>/credential`
+    /// (0600) and used from then on. Not needed once that file exists.
+    #[arg(long, env = "ENROLMENT_KEY", hide_env_values = true)]
+    pub enrolment_key: Option<String>,
+    /// No longer used: set, the gateway refuses to start and says to use `ENROLMENT_KEY`.
+    #[arg(long, env = "GATEWAY_TOKEN", hide = true, hide_env_values = true)]
+    pub gateway_token: Option<String>,
+    /// The credential handed over in process by a control plane that embeds the gateway.
+    #[arg(skip)]
+    pub credential: Option<String>,
     /// Where the gateway keeps its SSH host key and the client key it logs in to hosts with.
     #[arg(
         long,
@@ -66,10 +74,15 @@ impl std::fmt::Debug for Config {
 impl Config {
     /// The one line to print when the configuration cannot work.
     pub fn validate(&self) -> Result<(), String> {
-        if self.gateway_token.chars().count() < 32 {
+        if self.gateway_token.is_some() {
             return Err(
-                "GATEWAY_TOKEN must be set to the control plane's gateway token (32+ characters)".into(),
+                "GATEWAY_TOKEN is no longer supported: unset it, create an enrolment key of kind \
+                 `gateway` (POST /v1/admin/enrolment-keys) and start the gateway once with ENROLMENT_KEY"
+                    .into(),
             );
+        }
+        if self.enrolment_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+            return Err("ENROLMENT_KEY must not be empty when set".into());
         }
         if !(self.control_plane_url.starts_with("http://") || self.control_plane_url.starts_with("https://"))
         {
@@ -129,12 +142,14 @@ mod tests {
     }
 
     #[test]
-    fn token_is_required_and_hidden() {
-        let weak = Config::try_parse_from(["x", "--gateway-token", "short"]).unwrap();
-        assert!(weak.validate().is_err());
-        let token = "t".repeat(40);
-        let ok = Config::try_parse_from(["x", "--gateway-token", &token]).unwrap();
+    fn the_old_token_is_refused_and_the_key_hidden() {
+        let old = Config::try_parse_from(["x", "--gateway-token", &"t".repeat(40)]).unwrap();
+        assert!(old.validate().unwrap_err().contains("ENROLMENT_KEY"));
+        let key = "ccpk_secretsecret";
+        let ok = Config::try_parse_from(["x", "--enrolment-key", key]).unwrap();
         assert!(ok.validate().is_ok());
-        assert!(!format!("{ok:?}").contains(&token));
+        assert!(!format!("{ok:?}").contains(key));
+        let empty = Config::try_parse_from(["x", "--enrolment-key", " "]).unwrap();
+        assert!(empty.validate().is_err());
     }
 }

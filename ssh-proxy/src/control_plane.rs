@@ -1,5 +1,5 @@
 //! The gateway's calls to the control plane (`/v1/gateway/…`): registration, login decisions and
-//! session events. Every call carries the gateway token.
+//! session events. Every call but enrolment carries the gateway's credential.
 
 use std::time::Duration;
 
@@ -16,6 +16,18 @@ pub enum Error {
         status: reqwest::StatusCode,
         path: &'static str,
     },
+}
+
+impl Error {
+    /// Worth trying again: the control plane was unreachable or failed, rather than refusing.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Http(_) => true,
+            Error::Status { status, .. } => {
+                status.is_server_error() || *status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            }
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -62,6 +74,11 @@ impl ControlPlane {
                 path,
             })
         }
+    }
+
+    /// Trades an enrolment key for the gateway's credential.
+    pub async fn enrol(&self, req: &wire::Enrol) -> Result<wire::Enrolled, Error> {
+        Ok(self.post("/v1/gateway/enrol", req).await?.json().await?)
     }
 
     pub async fn register(&self, req: &Register) -> Result<(), Error> {

@@ -123,7 +123,7 @@ fn generate(comment: &str) -> Result<PrivateKey, Error> {
 
 /// Writes a new file with mode 0600 under a temporary name, then renames it into place, so that a
 /// crash never leaves a truncated key that would stop the next start.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let io = |action, source| Error::Io {
         action,
         path: path.to_owned(),

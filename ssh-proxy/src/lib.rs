@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod control_plane;
+pub mod enrol;
 pub mod keys;
 pub mod relay;
 mod russh_handler;
@@ -36,6 +37,8 @@ pub enum Error {
     ControlPlane(#[from] control_plane::Error),
     #[error("listener: {0}")]
     Listener(#[source] std::io::Error),
+    #[error("enrolment: {0}")]
+    Enrol(#[from] enrol::Error),
 }
 
 /// What every connection shares.
@@ -56,7 +59,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     config.validate().map_err(Error::Config)?;
-    let control_plane = ControlPlane::new(&config.control_plane_url, &config.gateway_token)?;
+    tokio::pin!(shutdown);
+    let name = config.gateway_name();
+    let credential = tokio::select! {
+        credential = enrol::credential(&config, &name) => credential?,
+        () = &mut shutdown => return Ok(()),
+    };
+    let control_plane = ControlPlane::new(&config.control_plane_url, &credential)?;
     let server_config = Arc::new(server_config(&config, &keys));
     let upstream_config = Arc::new(upstream_config(&config));
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
@@ -64,7 +73,7 @@ pub async fn run(
     for _ in 0..threads {
         // A client per worker: each lives on its own runtime.
         contexts.push(Arc::new(Context {
-            control_plane: ControlPlane::new(&config.control_plane_url, &config.gateway_token)?,
+            control_plane: ControlPlane::new(&config.control_plane_url, &credential)?,
             client_key: keys.client.clone(),
             upstream_config: upstream_config.clone(),
             host_ssh_port: config.host_ssh_port,
@@ -72,7 +81,7 @@ pub async fn run(
         }));
     }
     let register = wire::gateway::Register {
-        name: config.gateway_name(),
+        name,
         client_key: keys.client_public_line()?,
         host_key: Some(keys.host_public_line()?),
     };
@@ -81,7 +90,6 @@ pub async fn run(
     tracing::info!(%addr, name = %register.name, workers = threads, "ssh gateway listening");
     let mut registration = tokio::spawn(keep_registered(control_plane, register));
 
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,

@@ -17,7 +17,7 @@ use std::time::Duration;
 use cloud_cli_proxy_tests::access::{
     FakeAgent, SCRIPT_TOOLS, free_port, handoff_row, pipe_to_bash, reachable, ssh_proxy_addr, tool_dir,
 };
-use cloud_cli_proxy_tests::fixtures::{id, random_alnum};
+use cloud_cli_proxy_tests::fixtures::id;
 use cloud_cli_proxy_tests::terminal::Terminal;
 use cloud_cli_proxy_tests::{Api, ControlPlane, Options};
 use serde_json::json;
@@ -58,16 +58,14 @@ struct Setup {
 }
 
 async fn setup(extra: &[(&str, &str)]) -> Setup {
-    let token = random_alnum(40);
     let (opts, base) = reachable(Options::new());
     let (mut opts, _) = ssh_proxy_addr(opts);
-    opts = opts.env("AGENT_TOKEN", &token);
     for (k, v) in extra {
         opts = opts.env(k, v);
     }
     let cp = ControlPlane::start(opts).await;
     let admin = cp.admin().await;
-    let agent = FakeAgent::register(&cp, &token).await;
+    let agent = FakeAgent::register(&cp).await;
     Setup {
         cp,
         admin,
@@ -305,15 +303,13 @@ async fn entry_links_work_on_the_entry_listener_alone() {
     // ENTRY_ADDR on a free port, and PUBLIC_BASE_URL naming it, as `:80` would in production.
     let entry_port = free_port();
     let entry_base = format!("http://127.0.0.1:{entry_port}");
-    let token = random_alnum(40);
     let (opts, _) = ssh_proxy_addr(Options::new());
     let opts = opts
         .env("ENTRY_ADDR", format!("127.0.0.1:{entry_port}"))
-        .env("PUBLIC_BASE_URL", &entry_base)
-        .env("AGENT_TOKEN", &token);
+        .env("PUBLIC_BASE_URL", &entry_base);
     let cp = ControlPlane::start(opts).await;
     let admin = cp.admin().await;
-    let agent = FakeAgent::register(&cp, &token).await;
+    let agent = FakeAgent::register(&cp).await;
     let alice = admin.create_user("alice", "alice-password").await;
     let host = admin.create_host(&id(&alice)).await;
     agent.finish_next(&id(&host), true).await;

@@ -123,7 +123,7 @@ pub async fn handoff_row(cp: &ControlPlane, secret: &str) -> Option<(String, boo
 }
 
 /// A stand-in node agent over the agent link: it claims host tasks and ends them as told, so API
-/// tests can bring hosts "up" without Docker. The control plane needs `AGENT_TOKEN`.
+/// tests can bring hosts "up" without Docker. It enrols as a node with a key the admin makes.
 #[derive(Debug)]
 pub struct FakeAgent {
     api: Api,
@@ -131,8 +131,10 @@ pub struct FakeAgent {
 }
 
 impl FakeAgent {
-    pub async fn register(cp: &ControlPlane, token: &str) -> Self {
-        let api = cp.api().with_header("x-agent-token", token);
+    pub async fn register(cp: &ControlPlane) -> Self {
+        let admin = cp.admin().await;
+        let (_, credential) = crate::enrolment::agent(&admin, &cp.api(), "fake-node").await;
+        let api = cp.api().with_header("x-agent-token", &credential);
         let r = api
             .post(
                 "/v1/agent/register",

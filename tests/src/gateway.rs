@@ -232,31 +232,73 @@ impl std::fmt::Debug for GatewayProcess {
 }
 
 impl GatewayProcess {
-    /// Starts a gateway for the control plane at `control_plane_url` with `token`, keeping its keys
-    /// in `state_dir`; waits until it listens and, when `registered`, until it is registered.
-    pub async fn start(control_plane_url: &str, token: &str, state_dir: &Path, registered: bool) -> Self {
+    /// The gateway command: enrolling with `enrolment_key` under `name` unless `state_dir` holds a
+    /// credential already.
+    fn command(
+        control_plane_url: &str,
+        enrolment_key: &str,
+        name: &str,
+        state_dir: &Path,
+    ) -> std::process::Command {
         let bin = crate::process::bin_dir().join("cloud-cli-proxy-ssh-proxy");
         assert!(
             bin.is_file(),
             "{} does not exist: run `cargo build --workspace --bins`",
             bin.display()
         );
-        let mut child = std::process::Command::new(bin)
-            .env_clear()
+        let mut cmd = std::process::Command::new(bin);
+        cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("CONTROL_PLANE_URL", control_plane_url)
-            .env("GATEWAY_TOKEN", token)
+            .env("ENROLMENT_KEY", enrolment_key)
             .env("SSH_PROXY_STATE_DIR", state_dir)
             .env("SSH_PROXY_ADDR", "127.0.0.1:0")
-            .env(
-                "GATEWAY_NAME",
-                format!("test-{}", crate::fixtures::random_alnum(6)),
-            )
+            .env("GATEWAY_NAME", name)
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Runs a gateway that is expected to stop on its own (a refused enrolment) within 30 s;
+    /// answers its exit status and output.
+    pub async fn run_to_exit(
+        control_plane_url: &str,
+        enrolment_key: &str,
+        name: &str,
+        state_dir: &Path,
+    ) -> (std::process::ExitStatus, String) {
+        let mut cmd = Self::command(control_plane_url, enrolment_key, name, state_dir);
+        let child = cmd.spawn().expect("spawn the ssh gateway");
+        let waited = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::task::spawn_blocking(move || child.wait_with_output()),
+        )
+        .await
+        .expect("the gateway to stop within 30 s")
+        .expect("join")
+        .expect("wait for the gateway");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&waited.stdout),
+            String::from_utf8_lossy(&waited.stderr)
+        );
+        (waited.status, text)
+    }
+
+    /// Starts a gateway named `name` for the control plane at `control_plane_url`, enrolling with
+    /// `enrolment_key` unless `state_dir` already holds its credential (and keys); waits until it
+    /// listens and, when `registered`, until it is registered.
+    pub async fn start(
+        control_plane_url: &str,
+        enrolment_key: &str,
+        name: &str,
+        state_dir: &Path,
+        registered: bool,
+    ) -> Self {
+        let mut child = Self::command(control_plane_url, enrolment_key, name, state_dir)
             .spawn()
             .expect("spawn the ssh gateway");
         let logs = crate::process::Logs::default();

@@ -15,6 +15,7 @@ pub mod api;
 pub mod browser;
 pub mod docker;
 pub mod egress;
+pub mod enrolment;
 pub mod fakenet;
 pub mod fixtures;
 pub mod gateway;

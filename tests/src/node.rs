@@ -20,7 +20,7 @@ const AGENT_CONNECT: Duration = Duration::from_secs(90);
 pub enum AgentMode {
     /// Inside the control plane (`EMBEDDED_AGENT=true`).
     Embedded,
-    /// A `cloud-cli-proxy-agent` process with its own `AGENT_TOKEN` (`EMBEDDED_AGENT=false`).
+    /// A `cloud-cli-proxy-agent` process enrolled with a key (`EMBEDDED_AGENT=false`).
     Standalone,
 }
 
@@ -65,8 +65,9 @@ pub struct Node {
     /// The node's hosts bridge (`ccp-hosts-<node>`).
     pub network: String,
     pub image: String,
-    /// `AGENT_TOKEN` of a standalone agent.
-    pub agent_token: String,
+    /// The enrolment key standalone agents of this node start with (several uses, so a test can
+    /// start further agents under other names).
+    pub enrolment_key: String,
     /// Logs of agent processes killed so far.
     dead_agent_logs: String,
     _cleanup: Cleanup,
@@ -115,7 +116,6 @@ impl Node {
             .prefix("ccp-agent-")
             .tempdir()
             .expect("agent state dir");
-        let agent_token = random_alnum(48);
         let mut opts = Options::new();
         match mode {
             AgentMode::Embedded => {
@@ -126,9 +126,7 @@ impl Node {
                     .env("HOST_IMAGE", &image);
             }
             AgentMode::Standalone => {
-                opts = opts
-                    .env("EMBEDDED_AGENT", "false")
-                    .env("AGENT_TOKEN", &agent_token);
+                opts = opts.env("EMBEDDED_AGENT", "false");
             }
         }
         for (k, v) in env {
@@ -136,6 +134,10 @@ impl Node {
         }
         let cp = ControlPlane::start(opts).await;
         let admin = cp.admin().await;
+        let enrolment_key = match mode {
+            AgentMode::Standalone => crate::enrolment::key(&admin, "agent", 10).await,
+            AgentMode::Embedded => String::new(),
+        };
         let mut node = Self {
             agent: None,
             cp,
@@ -144,7 +146,7 @@ impl Node {
             network: format!("ccp-hosts-{name}"),
             name,
             image,
-            agent_token,
+            enrolment_key,
             dead_agent_logs: String::new(),
             _cleanup: cleanup,
             state_dir,
@@ -160,7 +162,7 @@ impl Node {
     pub fn agent_options(&self) -> AgentOptions {
         AgentOptions {
             control_plane_url: self.cp.base_url(),
-            agent_token: self.agent_token.clone(),
+            enrolment_key: self.enrolment_key.clone(),
             node_name: self.name.clone(),
             state_dir: self.state_dir.path().to_path_buf(),
             env: vec![("HOST_IMAGE".into(), self.image.clone())],

@@ -380,7 +380,8 @@ pub fn agent_bin() -> PathBuf {
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
     pub control_plane_url: String,
-    pub agent_token: String,
+    /// `ENROLMENT_KEY`: used by an agent whose state directory holds no credential yet.
+    pub enrolment_key: String,
     pub node_name: String,
     pub state_dir: PathBuf,
     /// Further variables (`HOST_IMAGE`, `HOSTS_NETWORK`, …).
@@ -409,7 +410,7 @@ impl AgentProcess {
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("CONTROL_PLANE_URL", &opts.control_plane_url)
-            .env("AGENT_TOKEN", &opts.agent_token)
+            .env("ENROLMENT_KEY", &opts.enrolment_key)
             .env("NODE_NAME", &opts.node_name)
             .env("AGENT_STATE_DIR", &opts.state_dir)
             .env("RUST_LOG", "info")

@@ -4,8 +4,48 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Header carrying the agent's shared secret (`AGENT_TOKEN`); compared in constant time.
+/// Header carrying the agent's node credential (issued once by `POST /v1/agent/enrol`); the control
+/// plane stores only its hash and takes the node from it.
 pub const AGENT_TOKEN_HEADER: &str = "x-agent-token";
+
+/// `POST /v1/agent/enrol` and `POST /v1/gateway/enrol`: a node or gateway trades an enrolment key,
+/// made by the operator, for a credential of its own. Sent once; the answer is never repeated.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enrol {
+    /// The enrolment key's secret.
+    pub key: String,
+    /// The node's (or gateway's) name, unique among enrolled ones.
+    pub name: String,
+}
+
+impl std::fmt::Debug for Enrol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrol")
+            .field("key", &"<redacted>")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// The answer to an enrolment: the credential to present from now on (in
+/// [`AGENT_TOKEN_HEADER`] or [`GATEWAY_TOKEN_HEADER`]).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enrolled {
+    /// The node's id (agents) or the gateway's name (gateways).
+    pub id: String,
+    pub credential: String,
+}
+
+impl std::fmt::Debug for Enrolled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrolled")
+            .field("id", &self.id)
+            .field("credential", &"<redacted>")
+            .finish()
+    }
+}
 
 /// Labels put on every Docker object the agent creates.
 pub mod labels {
@@ -26,6 +66,10 @@ pub struct Register {
     pub agent_version: String,
     /// Address the SSH gateway and VNC proxy use to reach hosts on this node (`None`: same machine).
     pub reach_address: Option<String>,
+    /// IPv4 subnet of the node's hosts network (`172.18.0.0/16`): the control plane accepts host
+    /// addresses only inside it. Fixed at the first registration after enrolment.
+    #[serde(default)]
+    pub hosts_subnet: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +181,9 @@ pub enum TaskKind {
     Rebuild,
     Delete,
     RotateSshPassword,
+    /// Rewrite the secret files (password, gateway keys, VNC) and apply them in the running host:
+    /// how a removed gateway's key leaves hosts that are already up.
+    ApplySecrets,
 }
 
 /// Everything the agent needs to build or change a host. Secrets travel only as hashes.
@@ -368,7 +415,7 @@ pub enum Outcome {
     Cancelled,
 }
 
-/// Header carrying an SSH gateway's shared secret (`GATEWAY_TOKEN`); compared in constant time.
+/// Header carrying an SSH gateway's credential (issued once by `POST /v1/gateway/enrol`).
 pub const GATEWAY_TOKEN_HEADER: &str = "x-gateway-token";
 
 /// The SSH gateway link: `/v1/gateway/…`, called by SSH gateways. Authentication and routing

@@ -42,8 +42,12 @@ pub fn plan(status: HostStatus, active: Option<&Task>) -> Plan {
         Some((TaskKind::Create | TaskKind::Start | TaskKind::Rebuild, t)) => Plan::Follow(t.id.clone()),
         // A stop that has not happened yet: the start goes in after it.
         Some((TaskKind::Stop, _)) => Plan::Start,
-        Some((TaskKind::RotateSshPassword, _)) | None if status == HostStatus::Running => Plan::Ready,
-        Some((TaskKind::RotateSshPassword, _)) | None => Plan::Start,
+        Some((TaskKind::RotateSshPassword | TaskKind::ApplySecrets, _)) | None
+            if status == HostStatus::Running =>
+        {
+            Plan::Ready
+        }
+        Some((TaskKind::RotateSshPassword | TaskKind::ApplySecrets, _)) | None => Plan::Start,
     }
 }
 

@@ -1,4 +1,5 @@
-//! The agent link: `/v1/agent/…`, called by node agents with the shared `AGENT_TOKEN`.
+//! The agent link: `/v1/agent/…`, called by node agents, each with the credential its node got at
+//! enrolment. The node is always the credential's: an agent sees and changes only its own hosts.
 
 use std::time::{Duration, Instant};
 
@@ -18,37 +19,46 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path};
 use crate::tasks;
 
-/// A caller holding the agent token.
-#[derive(Debug, Clone, Copy)]
-pub struct AgentAuth;
+/// An agent holding the credential of an enrolled node: the node it speaks for.
+#[derive(Debug, Clone)]
+pub struct AgentAuth(pub db::nodes::Node);
 
 impl FromRequestParts<AppState> for AgentAuth {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        shared_secret(parts, wire::AGENT_TOKEN_HEADER, state.agent_token.as_deref()).map(|()| Self)
+        let credential = presented(parts, wire::AGENT_TOKEN_HEADER).ok_or_else(ApiError::unauthorized)?;
+        db::nodes::by_credential(&state.db, &crate::enrolment::hash(credential))
+            .await?
+            .map(Self)
+            .ok_or_else(ApiError::unauthorized)
     }
 }
 
-/// Checks the shared secret a machine caller (agent, gateway) sends in `header`, in constant time.
-/// No configured secret refuses everyone.
-pub(crate) fn shared_secret(parts: &Parts, header: &str, expected: Option<&str>) -> Result<(), ApiError> {
-    let Some(expected) = expected else {
-        return Err(ApiError::unauthorized());
-    };
-    let given = parts
+/// The credential a machine caller (agent, gateway) sends in `header`, if any. It is looked up by
+/// its hash, so no comparison of the secret itself happens here.
+pub(crate) fn presented<'a>(parts: &'a Parts, header: &str) -> Option<&'a str> {
+    parts
         .headers
         .get(header)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized())
-    }
+        .filter(|v| v.starts_with(crate::enrolment::CREDENTIAL_PREFIX))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// A node-scoped request naming another node than the credential's.
+fn wrong_node() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "wrong_node",
+        "this credential belongs to another node",
+    )
+}
+
+fn check_node(auth: &AgentAuth, node_id: &str) -> ApiResult<()> {
+    if auth.0.id == node_id {
+        Ok(())
+    } else {
+        Err(wrong_node())
+    }
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -60,14 +70,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(result))
         .routes(routes!(claim_egress_test))
         .routes(routes!(egress_test_result))
-}
-
-fn unknown_node() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "unknown_node",
-        "this node is not registered; register again",
-    )
 }
 
 fn agent_actor(node: &str) -> Actor {
@@ -84,34 +86,37 @@ fn agent_actor(node: &str) -> Actor {
     responses((status = 200, description = "wire::Registered"), (status = 401, body = crate::error::ErrorBody)))]
 async fn register(
     State(state): State<AppState>,
-    _: AgentAuth,
+    AgentAuth(node): AgentAuth,
     Json(req): Json<wire::Register>,
 ) -> ApiResult<Json<wire::Registered>> {
-    let name = req.node_name.trim();
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-    {
-        return Err(ApiError::invalid(
-            "node_name",
-            "node_name must be 1-64 letters, digits, `.`, `_`, `-`",
-        ));
-    }
+    let subnet = match req.hosts_subnet.as_deref() {
+        Some(text) => Some(
+            crate::enrolment::Subnet::parse_hosts(text)
+                .map_err(|e| ApiError::invalid("hosts_subnet", format!("hosts_subnet {e}")))?
+                .to_string(),
+        ),
+        None => None,
+    };
     let now = UtcTime::now();
     let node = db::nodes::register(
         &state.db,
-        name,
+        &node.id,
         &req.agent_version,
         req.reach_address.as_deref(),
+        subnet.as_deref(),
         now,
     )
-    .await?;
-    let event = NewEvent::success("node.registered").details(
-        serde_json::json!({ "node_id": node.id, "name": node.name, "agent_version": node.agent_version }),
-    );
-    db::events::record(&state.db, &agent_actor(name), event, now).await?;
+    .await?
+    .ok_or_else(ApiError::unauthorized)?;
+    if subnet.is_some() && node.hosts_subnet != subnet {
+        tracing::warn!(node = %node.name, known = ?node.hosts_subnet, reported = ?subnet,
+            "the agent reports another hosts subnet than at its enrolment; the known one stays");
+    }
+    let event = NewEvent::success("node.registered").details(serde_json::json!({
+        "node_id": node.id, "name": node.name, "agent_version": node.agent_version,
+        "hosts_subnet": node.hosts_subnet,
+    }));
+    db::events::record(&state.db, &agent_actor(&node.name), event, now).await?;
     let recovered = tasks::recover_node(&state, &node.id).await?;
     tracing::info!(node = %node.name, node_id = %node.id, recovered, "agent registered");
     Ok(Json(wire::Registered {
@@ -127,14 +132,13 @@ async fn register(
     responses((status = 200, description = "wire::HeartbeatReply"), (status = 404, body = crate::error::ErrorBody)))]
 async fn heartbeat(
     State(state): State<AppState>,
-    _: AgentAuth,
+    auth: AgentAuth,
     Json(req): Json<wire::Heartbeat>,
 ) -> ApiResult<Json<wire::HeartbeatReply>> {
+    check_node(&auth, &req.node_id)?;
     let now = UtcTime::now();
-    if !db::nodes::touch(&state.db, &req.node_id, now).await? {
-        return Err(unknown_node());
-    }
-    let hosts = db::hosts::on_node(&state.db, &req.node_id).await?;
+    db::nodes::touch(&state.db, &auth.0.id, now).await?;
+    let hosts = db::hosts::on_node(&state.db, &auth.0.id).await?;
     let mut desired = Vec::with_capacity(hosts.len());
     let mut repaired = false;
     for host in &hosts {
@@ -240,19 +244,65 @@ async fn record_egress_health(
     Ok(())
 }
 
-/// The account inside the container for an API username: plain lower-case names keep theirs.
+/// Account names of the host image's own users and groups, which a tenant must never get.
+const RESERVED_LINUX_NAMES: &[&str] = &[
+    "root",
+    "daemon",
+    "bin",
+    "sys",
+    "sync",
+    "games",
+    "man",
+    "lp",
+    "mail",
+    "news",
+    "uucp",
+    "proxy",
+    "www-data",
+    "backup",
+    "list",
+    "irc",
+    "gnats",
+    "nobody",
+    "sshd",
+    "messagebus",
+    "systemd-network",
+    "systemd-resolve",
+    "systemd-timesync",
+    "polkitd",
+    "user",
+];
+
+/// The account inside the container for an API username. A lower-cased name that is already a
+/// valid Linux account name (and not one of the image's own) is kept; any other gets `u_` and 24
+/// hex digits of its SHA-256, so two usernames never share an account. (Usernames are unique
+/// without regard to case, so lower-casing joins nothing.) A username chosen to equal another's
+/// derived name is refused when the user is created: see [`linux_user_taken`].
 pub fn linux_user(username: Option<&str>) -> String {
-    let name = username.unwrap_or("user").to_lowercase();
-    let ok = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+    let Some(username) = username else {
+        return "user".to_owned();
+    };
+    let name = username.to_lowercase();
+    let plain = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         && name.len() <= 32
         && name
             .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if ok && name != "root" {
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && !RESERVED_LINUX_NAMES.contains(&name.as_str());
+    if plain {
         name
     } else {
-        "user".to_owned()
+        let digest = crate::enrolment::hash(&name);
+        format!("u_{}", &digest[..24])
     }
+}
+
+/// Whether a new `username` would land in the same Linux account as one of `existing`.
+pub fn linux_user_taken<'a>(username: &str, existing: impl IntoIterator<Item = &'a str>) -> bool {
+    let wanted = linux_user(Some(username));
+    existing
+        .into_iter()
+        .any(|other| !other.eq_ignore_ascii_case(username) && linux_user(Some(other)) == wanted)
 }
 
 /// Waits (up to `wait_secs`, at most 25) for a task this node may run.
@@ -262,13 +312,11 @@ pub fn linux_user(username: Option<&str>) -> String {
               (status = 404, body = crate::error::ErrorBody)))]
 async fn claim(
     State(state): State<AppState>,
-    _: AgentAuth,
+    auth: AgentAuth,
     Json(req): Json<wire::Claim>,
 ) -> ApiResult<Response> {
-    if db::nodes::get(&state.db, &req.node_id).await?.is_none() {
-        return Err(unknown_node());
-    }
-    long_poll(&state, req.wait_secs, || next_assignment(&state, &req.node_id)).await
+    check_node(&auth, &req.node_id)?;
+    long_poll(&state, req.wait_secs, || next_assignment(&state, &auth.0.id)).await
 }
 
 /// Answers `wait_secs` (at most 25) of long polling: `attempt` is tried, and again whenever new work
@@ -381,6 +429,7 @@ fn wire_kind(kind: TaskKind) -> wire::TaskKind {
         TaskKind::Rebuild => wire::TaskKind::Rebuild,
         TaskKind::Delete => wire::TaskKind::Delete,
         TaskKind::RotateSshPassword => wire::TaskKind::RotateSshPassword,
+        TaskKind::ApplySecrets => wire::TaskKind::ApplySecrets,
     }
 }
 
@@ -391,10 +440,11 @@ fn wire_kind(kind: TaskKind) -> wire::TaskKind {
     responses((status = 200, description = "wire::ProgressReply")))]
 async fn progress(
     State(state): State<AppState>,
-    _: AgentAuth,
+    auth: AgentAuth,
     Path(task_id): Path<Uuid>,
     Json(req): Json<wire::Progress>,
 ) -> ApiResult<Json<wire::ProgressReply>> {
+    own_task(&state, &auth, &task_id.to_string()).await?;
     let task = tasks::report_progress(
         &state,
         &task_id.to_string(),
@@ -421,10 +471,33 @@ async fn progress(
     responses((status = 204), (status = 409, body = crate::error::ErrorBody)))]
 async fn result(
     State(state): State<AppState>,
-    _: AgentAuth,
+    auth: AgentAuth,
     Path(task_id): Path<Uuid>,
     Json(req): Json<wire::TaskResult>,
 ) -> ApiResult<StatusCode> {
+    let task = own_task(&state, &auth, &task_id.to_string()).await?;
+    let address = req.observed.as_ref().and_then(|o| o.address.as_deref());
+    if let Some(address) = address
+        && !crate::enrolment::address_allowed(auth.0.hosts_subnet.as_deref(), address)
+    {
+        // The gateways and the VNC proxy dial this address: one outside the node's own network
+        // would send tenants' sessions elsewhere.
+        let event = NewEvent {
+            outcome: db::events::Outcome::Failure,
+            ..NewEvent::success("node.address_refused")
+        }
+        .host(&task.host_id)
+        .details(serde_json::json!({
+            "node_id": auth.0.id, "task_id": task.id, "address": address,
+            "hosts_subnet": auth.0.hosts_subnet,
+        }));
+        db::events::record(&state.db, &agent_actor(&auth.0.name), event, UtcTime::now()).await?;
+        tracing::warn!(node = %auth.0.name, task_id = %task.id, address, "host address outside the node's network refused");
+        return Err(ApiError::invalid(
+            "observed.address",
+            "the host address is not inside this node's hosts network",
+        ));
+    }
     match tasks::report_result(&state, &task_id.to_string(), &req).await? {
         Some(_) => Ok(StatusCode::NO_CONTENT),
         None => Err(ApiError::conflict(
@@ -432,6 +505,14 @@ async fn result(
             "this attempt is no longer current",
         )),
     }
+}
+
+/// The task, if it was claimed by the caller's node; another node's task is not found.
+async fn own_task(state: &AppState, auth: &AgentAuth, task_id: &str) -> ApiResult<db::tasks::Task> {
+    db::tasks::get(&state.db, task_id)
+        .await?
+        .filter(|t| t.node_id.as_deref() == Some(auth.0.id.as_str()))
+        .ok_or_else(|| ApiError::not_found("task"))
 }
 
 /// Long-polls for an egress test to run on this node: 200 with the job (secrets included: agents
@@ -442,13 +523,11 @@ async fn result(
               (status = 404, body = crate::error::ErrorBody)))]
 async fn claim_egress_test(
     State(state): State<AppState>,
-    _: AgentAuth,
+    auth: AgentAuth,
     Json(req): Json<wire::EgressTestClaim>,
 ) -> ApiResult<Response> {
-    if db::nodes::get(&state.db, &req.node_id).await?.is_none() {
-        return Err(unknown_node());
-    }
-    long_poll(&state, req.wait_secs, || next_egress_test(&state, &req.node_id)).await
+    check_node(&auth, &req.node_id)?;
+    long_poll(&state, req.wait_secs, || next_egress_test(&state, &auth.0.id)).await
 }
 
 /// The next egress test for the node; `None` when there is none now.
@@ -486,7 +565,7 @@ async fn next_egress_test(state: &AppState, node_id: &str) -> ApiResult<Option<R
     responses((status = 204), (status = 409, body = crate::error::ErrorBody)))]
 async fn egress_test_result(
     State(state): State<AppState>,
-    _: AgentAuth,
+    AgentAuth(node): AgentAuth,
     Path(test_id): Path<Uuid>,
     Json(req): Json<wire::EgressTestReport>,
 ) -> ApiResult<StatusCode> {
@@ -494,7 +573,10 @@ async fn egress_test_result(
     let Some(test) = db::egress_tests::get(&state.db, &test_id).await? else {
         return Err(ApiError::not_found("egress test"));
     };
-    let node_id = test.node_id.unwrap_or_default();
+    if test.node_id.as_deref() != Some(node.id.as_str()) {
+        return Err(ApiError::not_found("egress test"));
+    }
+    let node_id = node.id;
     let checks = serde_json::to_string(&req.checks).map_err(ApiError::internal)?;
     if db::egress_tests::finish(&state.db, &test_id, &node_id, &checks, db::UtcTime::now()).await? {
         state.work.notify_waiters();
@@ -509,19 +591,59 @@ async fn egress_test_result(
 
 #[cfg(test)]
 mod tests {
+    use super::{linux_user, linux_user_taken};
+
     #[test]
-    fn linux_user_names_are_safe() {
-        assert_eq!(super::linux_user(Some("Alice")), "alice");
-        assert_eq!(super::linux_user(Some("bob.smith")), "user");
-        assert_eq!(super::linux_user(Some("root")), "user");
-        assert_eq!(super::linux_user(Some("9lives")), "user");
-        assert_eq!(super::linux_user(None), "user");
+    fn linux_user_names_are_safe_and_distinct() {
+        let derived = |name: &str| linux_user(Some(name));
+        let cases: &[(&str, &str)] = &[
+            ("alice", "alice"),
+            ("Alice", "alice"),
+            ("bob_2", "bob_2"),
+            ("x-y", "x-y"),
+        ];
+        for &(name, want) in cases {
+            assert_eq!(derived(name), want, "{name}");
+        }
+        // Names that are no valid account, or one of the image's: a derived name each.
+        for name in [
+            "bob.smith",
+            "bob.Smith",
+            "9lives",
+            "root",
+            "user",
+            "sshd",
+            &"a".repeat(40),
+        ] {
+            let got = derived(name);
+            assert!(got.starts_with("u_") && got.len() == 26, "{name} -> {got}");
+            assert!(
+                got.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            );
+        }
+        assert_eq!(derived("bob.smith"), derived("BOB.SMITH"));
+        let distinct = [
+            "bob.smith",
+            "bob.smit",
+            "jane.doe",
+            "9lives",
+            "8lives",
+            "root",
+            "user",
+        ];
+        let names: std::collections::HashSet<String> = distinct.iter().map(|n| derived(n)).collect();
+        assert_eq!(names.len(), distinct.len());
+        assert_eq!(linux_user(None), "user");
     }
 
     #[test]
-    fn token_comparison() {
-        assert!(super::constant_time_eq(b"abc", b"abc"));
-        assert!(!super::constant_time_eq(b"abc", b"abd"));
-        assert!(!super::constant_time_eq(b"abc", b"abcd"));
+    fn a_username_equal_to_another_derived_name_is_taken() {
+        let derived = linux_user(Some("bob.smith"));
+        assert!(linux_user_taken(&derived, ["bob.smith"]));
+        assert!(linux_user_taken("bob.smith", [derived.as_str()]));
+        assert!(!linux_user_taken("jane.doe", ["bob.smith", "alice"]));
+        // The same user (any case) is not a collision with itself.
+        assert!(!linux_user_taken("Alice", ["alice"]));
     }
 }

@@ -1,4 +1,5 @@
-//! The SSH gateway link: `/v1/gateway/…`, called by SSH gateways with the shared `GATEWAY_TOKEN`.
+//! The SSH gateway link: `/v1/gateway/…`, called by SSH gateways, each with the credential it got at
+//! enrolment.
 //! Every login decision is made here, so all gateways share one policy, one set of rate limits
 //! (shared with the API's sign-in) and one audit log.
 
@@ -22,15 +23,19 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::Json;
 use crate::hosts;
 
-/// A caller holding the gateway token.
-#[derive(Debug, Clone, Copy)]
-pub struct GatewayAuth;
+/// A caller holding the credential of an enrolled gateway: that gateway's name.
+#[derive(Debug, Clone)]
+pub struct GatewayAuth(pub String);
 
 impl FromRequestParts<AppState> for GatewayAuth {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        super::agent::shared_secret(parts, wire::GATEWAY_TOKEN_HEADER, state.gateway_token.as_deref())
-            .map(|()| Self)
+        let credential =
+            super::agent::presented(parts, wire::GATEWAY_TOKEN_HEADER).ok_or_else(ApiError::unauthorized)?;
+        db::gateways::by_credential(&state.db, &crate::enrolment::hash(credential))
+            .await?
+            .map(Self)
+            .ok_or_else(ApiError::unauthorized)
     }
 }
 
@@ -42,15 +47,23 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// A gateway announces the key it logs in to hosts with; hosts get it at their next create,
-/// start or rebuild.
+/// start or rebuild. Only the credential's own gateway changes; when its key changed, running hosts
+/// get their keys rewritten, so the old one stops working there.
 #[utoipa::path(post, path = "/v1/gateway/register", tag = "gateway",
     request_body(content = Object, description = "wire::gateway::Register"),
     responses((status = 204), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody)))]
 async fn register(
     State(state): State<AppState>,
-    _: GatewayAuth,
+    GatewayAuth(name): GatewayAuth,
     Json(req): Json<Register>,
 ) -> ApiResult<StatusCode> {
+    if req.name != name {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "wrong_gateway",
+            "this credential belongs to another gateway",
+        ));
+    }
     let key = ssh_key::PublicKey::from_openssh(&req.client_key)
         .map_err(|_| ApiError::invalid("client_key", "not an OpenSSH public key"))?;
     if req.name.is_empty() || req.name.len() > 128 {
@@ -67,8 +80,33 @@ async fn register(
         ),
         None => None,
     };
-    db::gateways::upsert(&state.db, &req.name, &line, host_key.as_deref(), UtcTime::now()).await?;
-    tracing::debug!(gateway = %req.name, "ssh gateway registered");
+    let now = UtcTime::now();
+    let mut tx = state.db.begin().await?;
+    let before = db::gateways::register(&mut tx, &name, &line, host_key.as_deref(), now)
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
+    if before != line {
+        let actor = Actor {
+            id: None,
+            name: Some(format!("gateway:{name}")),
+            ip: None,
+        };
+        let queued = if before.is_empty() {
+            0
+        } else {
+            hosts::apply_secrets_everywhere(&mut tx, &actor, "gateway_key_changed", now).await?
+        };
+        let event = NewEvent::success("gateway.key_registered")
+            .details(serde_json::json!({ "name": name, "hosts_refreshed": queued }));
+        db::events::record(&mut *tx, &actor, event, now).await?;
+        tx.commit().await?;
+        if queued > 0 {
+            state.work.notify_waiters();
+        }
+    } else {
+        tx.commit().await?;
+    }
+    tracing::debug!(gateway = %name, "ssh gateway registered");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bindings;
 pub mod dashboard;
 pub mod egress_ips;
+pub mod enrolment;
 pub mod entry_links;
 pub mod events;
 pub mod gateway;
@@ -84,6 +85,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(events::router())
         .merge(dashboard::router())
         .merge(nodes::router())
+        .merge(enrolment::router())
         .merge(portal::router())
         .merge(vnc::router())
         .merge(terminal::router())

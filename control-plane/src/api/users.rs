@@ -160,6 +160,13 @@ async fn create_user(
         .await
         .map_err(ApiError::internal)?;
     let mut tx = state.db.begin().await?;
+    let existing = db::users::all_usernames(&mut *tx).await?;
+    if crate::api::agent::linux_user_taken(&req.username, existing.iter().map(String::as_str)) {
+        return Err(ApiError::conflict(
+            "linux_user_taken",
+            "this username would share its host account name with an existing user's; choose another",
+        ));
+    }
     let user = match db::users::insert(&mut *tx, &req.username, &hash, Role::User, expires_at, now).await {
         Ok(u) => u,
         Err(e) if is_unique_violation(&e) => {

@@ -382,6 +382,15 @@ pub async fn delete(db: impl SqliteExecutor<'_>, id: &str) -> Result<bool, sqlx:
     Ok(done.rows_affected() > 0)
 }
 
+/// Every running host, on any node.
+pub async fn running(db: impl SqliteExecutor<'_>) -> Result<Vec<Host>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{SELECT} WHERE h.status = 'running' ORDER BY h.created_at"
+    ))
+    .fetch_all(db)
+    .await
+}
+
 /// Every host placed on `node_id`.
 pub async fn on_node(db: impl SqliteExecutor<'_>, node_id: &str) -> Result<Vec<Host>, sqlx::Error> {
     sqlx::query_as(&format!("{SELECT} WHERE h.node_id = ? ORDER BY h.created_at"))

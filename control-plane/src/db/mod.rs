@@ -5,6 +5,7 @@ pub mod bindings;
 pub mod bootstrap;
 pub mod egress_ips;
 pub mod egress_tests;
+pub mod enrolment_keys;
 pub mod events;
 pub mod gateways;
 pub mod handoffs;

@@ -16,33 +16,115 @@ pub struct Node {
     pub registered_at: UtcTime,
     #[schema(value_type = String, format = DateTime)]
     pub last_seen_at: UtcTime,
+    /// When the operator revoked the node's credential; it enrols again with a new key.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub revoked_at: Option<UtcTime>,
+    /// The node's hosts network, as its agent reported it at its first registration.
+    pub hosts_subnet: Option<String>,
 }
 
-const COLUMNS: &str = "id, name, agent_version, reach_address, registered_at, last_seen_at";
+const COLUMNS: &str =
+    "id, name, agent_version, reach_address, registered_at, last_seen_at, revoked_at, hosts_subnet";
 
-/// Registers a node by name, keeping its id across agent restarts.
-pub async fn register(
+/// Enrols a node under `name` with the credential whose hash is given. A name already held by an
+/// enrolled node is refused (`None`); one whose credential was revoked, or a node from before
+/// enrolment, is taken over with its id, so its hosts stay placed on it. Its hosts subnet is
+/// forgotten, to be reported again.
+pub async fn enrol(
     db: impl SqliteExecutor<'_>,
     name: &str,
-    agent_version: &str,
-    reach_address: Option<&str>,
+    credential_hash: &str,
     now: UtcTime,
-) -> Result<Node, sqlx::Error> {
+) -> Result<Option<Node>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "INSERT INTO nodes (id, name, agent_version, reach_address, registered_at, last_seen_at) \
-         VALUES (?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (name) DO UPDATE SET agent_version = excluded.agent_version, \
-           reach_address = excluded.reach_address, last_seen_at = excluded.last_seen_at \
+        "INSERT INTO nodes (id, name, agent_version, reach_address, registered_at, last_seen_at, credential_hash) \
+         VALUES (?, ?, '', NULL, ?, ?, ?) \
+         ON CONFLICT (name) DO UPDATE SET credential_hash = excluded.credential_hash, revoked_at = NULL, \
+           hosts_subnet = NULL, registered_at = excluded.registered_at \
+         WHERE nodes.credential_hash IS NULL \
          RETURNING {COLUMNS}"
     ))
     .bind(super::new_id())
     .bind(name)
+    .bind(now)
+    .bind(now)
+    .bind(credential_hash)
+    .fetch_optional(db)
+    .await
+}
+
+/// Gives the node named `name` a new credential whatever it held before: for the agent embedded
+/// in the control plane, which is enrolled anew at every start.
+pub async fn enrol_embedded(
+    db: impl SqliteExecutor<'_>,
+    name: &str,
+    credential_hash: &str,
+    now: UtcTime,
+) -> Result<Node, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO nodes (id, name, agent_version, reach_address, registered_at, last_seen_at, credential_hash) \
+         VALUES (?, ?, '', NULL, ?, ?, ?) \
+         ON CONFLICT (name) DO UPDATE SET credential_hash = excluded.credential_hash, revoked_at = NULL, \
+           hosts_subnet = NULL \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(super::new_id())
+    .bind(name)
+    .bind(now)
+    .bind(now)
+    .bind(credential_hash)
+    .fetch_one(db)
+    .await
+}
+
+/// The enrolled node holding the credential whose hash is given.
+pub async fn by_credential(
+    db: impl SqliteExecutor<'_>,
+    credential_hash: &str,
+) -> Result<Option<Node>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM nodes WHERE credential_hash = ? AND revoked_at IS NULL"
+    ))
+    .bind(credential_hash)
+    .fetch_optional(db)
+    .await
+}
+
+/// An agent's registration: its version and reach address, and its hosts subnet if none is known
+/// yet (a later, different one is not taken).
+pub async fn register(
+    db: impl SqliteExecutor<'_>,
+    id: &str,
+    agent_version: &str,
+    reach_address: Option<&str>,
+    hosts_subnet: Option<&str>,
+    now: UtcTime,
+) -> Result<Option<Node>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE nodes SET agent_version = ?, reach_address = ?, last_seen_at = ?, \
+           hosts_subnet = COALESCE(hosts_subnet, ?) \
+         WHERE id = ? AND revoked_at IS NULL RETURNING {COLUMNS}"
+    ))
     .bind(agent_version)
     .bind(reach_address)
     .bind(now)
-    .bind(now)
-    .fetch_one(db)
+    .bind(hosts_subnet)
+    .bind(id)
+    .fetch_optional(db)
     .await
+}
+
+/// Revokes the node's credential: the agent is refused from its next request on. False when there
+/// is no such node.
+pub async fn revoke(db: impl SqliteExecutor<'_>, id: &str, now: UtcTime) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE nodes SET credential_hash = NULL, revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 /// Marks the node alive; false when no such node is registered.
@@ -62,10 +144,10 @@ pub async fn get(db: impl SqliteExecutor<'_>, id: &str) -> Result<Option<Node>, 
         .await
 }
 
-/// Nodes heard from since `since`.
+/// Enrolled nodes heard from since `since`.
 pub async fn live(db: impl SqliteExecutor<'_>, since: UtcTime) -> Result<Vec<Node>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM nodes WHERE last_seen_at >= ? ORDER BY name"
+        "SELECT {COLUMNS} FROM nodes WHERE last_seen_at >= ? AND revoked_at IS NULL ORDER BY name"
     ))
     .bind(since)
     .fetch_all(db)
@@ -78,12 +160,15 @@ pub struct NodeWithHosts {
     #[sqlx(flatten)]
     pub node: Node,
     pub hosts: i64,
+    /// Holds a credential.
+    pub enrolled: bool,
 }
 
 /// Nodes by name, with their host counts.
 pub async fn list(db: &super::Pool, page: super::Page) -> Result<(Vec<NodeWithHosts>, i64), sqlx::Error> {
     let rows = sqlx::query_as(
         "SELECT n.id, n.name, n.agent_version, n.reach_address, n.registered_at, n.last_seen_at, \
+         n.revoked_at, n.hosts_subnet, n.credential_hash IS NOT NULL AS enrolled, \
          (SELECT COUNT(*) FROM hosts h WHERE h.node_id = n.id) AS hosts \
          FROM nodes n ORDER BY n.name LIMIT ? OFFSET ?",
     )

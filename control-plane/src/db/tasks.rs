@@ -16,6 +16,8 @@ pub enum TaskKind {
     Rebuild,
     Delete,
     RotateSshPassword,
+    /// Rewrites the host's secret files and applies them (the gateways' keys changed).
+    ApplySecrets,
 }
 
 impl TaskKind {
@@ -27,6 +29,7 @@ impl TaskKind {
             Self::Rebuild => "rebuild",
             Self::Delete => "delete",
             Self::RotateSshPassword => "rotate_ssh_password",
+            Self::ApplySecrets => "apply_secrets",
         }
     }
 }

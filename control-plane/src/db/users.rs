@@ -107,6 +107,13 @@ pub async fn insert(
         .await
 }
 
+/// Every username: a new one is checked against them for the account name it gets in hosts.
+pub async fn all_usernames(db: impl SqliteExecutor<'_>) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT username FROM users")
+        .fetch_all(db)
+        .await
+}
+
 pub async fn get(db: impl SqliteExecutor<'_>, id: &str) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE id = ?"))
         .bind(id)

@@ -1,23 +1,21 @@
 //! The access routes' answers, code by code, against the real binary and a stand-in agent.
 
 use cloud_cli_proxy_tests::access::{FakeAgent, handoff_row, reachable, session_status, ssh_proxy_addr};
-use cloud_cli_proxy_tests::fixtures::{id, random_alnum};
+use cloud_cli_proxy_tests::fixtures::id;
 use cloud_cli_proxy_tests::{ControlPlane, Options, assert_error, assert_keys};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_of_the_access_routes() {
-    let token = random_alnum(40);
     let (opts, base) = reachable(Options::new());
     let (opts, ssh_port) = ssh_proxy_addr(opts);
     let opts = opts
-        .env("AGENT_TOKEN", &token)
         .env("HANDOFF_TTL_SECS", 60)
         .env("LOGIN_MAX_FAILURES_PER_ACCOUNT", 3);
     let cp = ControlPlane::start(opts).await;
     let admin = cp.admin().await;
     let anon = cp.api();
-    let agent = FakeAgent::register(&cp, &token).await;
+    let agent = FakeAgent::register(&cp).await;
     let alice = admin.create_user("alice", "alice-password").await;
     let host = admin.create_host(&id(&alice)).await;
     let short = host["short_id"].as_str().unwrap().to_owned();

@@ -235,6 +235,10 @@ impl Fixture {
                 json!({"old_password": A_PASSWORD, "new_password": "new-pass-123"})
             }
             ("POST", "/v1/bootstrap/sessions") => json!({"username": "usera", "password": A_PASSWORD}),
+            // No account token opens enrolment: only an enrolment key does, and this one is made up.
+            ("POST", "/v1/agent/enrol" | "/v1/gateway/enrol") => {
+                json!({"key": "ccpk_not-a-real-key", "name": "matrix"})
+            }
             _ => return None,
         })
     }
