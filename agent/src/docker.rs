@@ -143,8 +143,7 @@ pub struct ExecOutput {
     pub exit_code: i64,
     /// stdout and stderr together, at most [`EXEC_OUTPUT_MAX`] bytes of them.
     pub output: String,
-    /// The command wrote more than [`EXEC_OUTPUT_MAX`] bytes: the rest was not read, and the
-    /// command was left without anyone reading its output.
+    /// The command wrote more than [`EXEC_OUTPUT_MAX`] bytes: the rest was not read.
     pub truncated: bool,
 }
 
@@ -468,8 +467,8 @@ impl Docker {
             {
                 while let Some(chunk) = stream.next().await {
                     if !keep_output(&mut kept, &chunk?.into_bytes(), EXEC_OUTPUT_MAX) {
-                        // Dropping the stream closes the attachment; a command that goes on
-                        // writing then fails on its closed output instead of being read forever.
+                        // The rest is not read: the command may go on in the tenant's container
+                        // (inside its limits), but nothing of it reaches the agent.
                         truncated = true;
                         break;
                     }
