@@ -141,7 +141,21 @@ pub struct BridgeInfo {
 #[derive(Debug, Clone)]
 pub struct ExecOutput {
     pub exit_code: i64,
+    /// stdout and stderr together, at most [`EXEC_OUTPUT_MAX`] bytes of them.
     pub output: String,
+    /// The command wrote more than [`EXEC_OUTPUT_MAX`] bytes: the rest was not read.
+    pub truncated: bool,
+}
+
+/// Output of a command in a tenant's container kept by [`Docker::exec`]. The tenant controls what
+/// runs there, so the agent keeps no more than a failure message needs, whatever it writes.
+pub const EXEC_OUTPUT_MAX: usize = 64 << 10;
+
+/// Appends what of `chunk` fits in `max` bytes to `kept`; `false` once anything had to be left out.
+fn keep_output(kept: &mut Vec<u8>, chunk: &[u8], max: usize) -> bool {
+    let room = max.saturating_sub(kept.len());
+    kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    chunk.len() <= room
 }
 
 /// A connection to the local Docker engine.
@@ -445,19 +459,26 @@ impl Docker {
             .timed("exec create", self.inner.create_exec(container, config))
             .await?;
         let run = async {
-            let mut output = String::new();
+            let mut kept = Vec::new();
+            let mut truncated = false;
             if let StartExecResults::Attached {
                 output: mut stream, ..
             } = self.inner.start_exec(&created.id, None).await?
             {
                 while let Some(chunk) = stream.next().await {
-                    output.push_str(&String::from_utf8_lossy(&chunk?.into_bytes()));
+                    if !keep_output(&mut kept, &chunk?.into_bytes(), EXEC_OUTPUT_MAX) {
+                        // The rest is not read: the command may go on in the tenant's container
+                        // (inside its limits), but nothing of it reaches the agent.
+                        truncated = true;
+                        break;
+                    }
                 }
             }
             let inspected = self.inner.inspect_exec(&created.id).await?;
             Ok(ExecOutput {
                 exit_code: inspected.exit_code.unwrap_or(-1),
-                output,
+                output: String::from_utf8_lossy(&kept).into_owned(),
+                truncated,
             })
         };
         self.timed("exec", run).await
@@ -593,5 +614,33 @@ mod tests {
             Error::ImageMissing("cloud-cli-proxy/host:latest".into()).to_string(),
             "image cloud-cli-proxy/host:latest is missing: run images/build.sh"
         );
+    }
+
+    #[test]
+    fn exec_output_is_kept_up_to_the_cap() {
+        // Each row: chunk sizes in order, the cap, bytes kept, whether all fitted.
+        let rows: &[(&[usize], usize, usize, bool)] = &[
+            (&[], 8, 0, true),
+            (&[3, 5], 8, 8, true),
+            (&[3, 6], 8, 8, false),
+            (&[9], 8, 8, false),
+            (&[8, 0], 8, 8, true),
+            (&[8, 1], 8, 8, false),
+        ];
+        for (chunks, max, want_kept, want_fits) in rows {
+            let mut kept = Vec::new();
+            let mut fits = true;
+            for size in *chunks {
+                if !keep_output(&mut kept, &vec![b'y'; *size], *max) {
+                    fits = false;
+                    break;
+                }
+            }
+            assert_eq!(
+                (kept.len(), fits),
+                (*want_kept, *want_fits),
+                "{chunks:?} in {max}"
+            );
+        }
     }
 }

@@ -438,6 +438,54 @@ async fn host_lifecycle_against_real_docker() {
         None => eprintln!("note: sshpass missing; checked /etc/shadow only"),
     }
 
+    // --- a tenant's script that writes without end: the agent keeps 64 KiB and moves on ---------------
+    let (code, _) = exec(
+        &hosts,
+        &names.host,
+        "cp -p /usr/local/sbin/host-apply-secrets /root/apply.keep \
+         && printf '#!/bin/sh\nexec yes flood\n' > /usr/local/sbin/host-apply-secrets",
+    )
+    .await;
+    assert_eq!(code, 0);
+    let started = Instant::now();
+    let err = hosts
+        .apply_secrets(&spec, &mut progress, "password rotated")
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the flood was read for {:?}",
+        started.elapsed()
+    );
+    progress.steps.clear();
+    match err {
+        agent::hosts::Error::ApplySecrets { output, .. } => {
+            assert!(
+                output.len() <= agent::docker::EXEC_OUTPUT_MAX,
+                "{} bytes kept",
+                output.len()
+            );
+            assert!(
+                output.starts_with("flood\nflood"),
+                "{:?}",
+                &output[..output.len().min(40)]
+            );
+        }
+        other => panic!("expected a failed secrets script, got {other}"),
+    }
+    let direct = hosts.docker().exec(&names.host, &["yes", "flood"]).await.unwrap();
+    assert!(direct.truncated);
+    assert_eq!(direct.output.len(), agent::docker::EXEC_OUTPUT_MAX);
+    // The writers are the tenant's to stop; ending them keeps the rest of the test quiet.
+    exec(&hosts, &names.host, "pkill -x yes; true").await;
+    let (code, _) = exec(
+        &hosts,
+        &names.host,
+        "mv /root/apply.keep /usr/local/sbin/host-apply-secrets",
+    )
+    .await;
+    assert_eq!(code, 0);
+
     // --- reconciler: a crashed host comes back after its firewall ---------------------------------------
     let desired = [DesiredHost {
         host_id: spec.host_id.clone(),

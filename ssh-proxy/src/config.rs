@@ -4,6 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::admission::Caps;
+use crate::proxy_protocol::{Cidr, Mode};
+
 /// Settings of one SSH gateway. Every flag can also be given by the environment variable beside it.
 #[derive(Clone, clap::Parser)]
 #[command(
@@ -54,6 +57,31 @@ pub struct Config {
     /// Port of sshd inside the hosts.
     #[arg(long, env = "HOST_SSH_PORT", default_value_t = 22)]
     pub host_ssh_port: u16,
+    /// Seconds a client gets from connecting to logging in (its version line, key exchange and
+    /// authentication), like OpenSSH's `LoginGraceTime`; then the connection is closed.
+    #[arg(long, env = "SSH_LOGIN_GRACE_SECS", default_value_t = 30)]
+    pub login_grace_secs: u64,
+    /// Connections not logged in yet that one source (an IPv4 address, an IPv6 /64) may hold; more
+    /// are closed at once.
+    #[arg(long, env = "SSH_MAX_UNAUTHENTICATED_PER_SOURCE", default_value_t = 10)]
+    pub max_unauthenticated_per_source: usize,
+    /// Connections not logged in yet that the gateway holds in all; more are closed at once.
+    #[arg(long, env = "SSH_MAX_UNAUTHENTICATED", default_value_t = 100)]
+    pub max_unauthenticated: usize,
+    /// Channels (sessions, forwarded connections, agent channels) one connection may have open.
+    #[arg(long, env = "SSH_MAX_CHANNELS", default_value_t = 32)]
+    pub max_channels: usize,
+    /// PROXY protocol header expected before SSH on every connection: `off`, `v1`, `v2` or `any`
+    /// (for a TCP load balancer in front; its header's client address is the one reported).
+    #[arg(long, env = "SSH_PROXY_PROTOCOL", value_enum, default_value_t = Mode::Off)]
+    pub proxy_protocol: Mode,
+    /// Balancers allowed to send a PROXY header, as comma-separated networks (`10.0.0.0/8,fd00::1`);
+    /// with the PROXY protocol on, connections from anywhere else are refused.
+    #[arg(long, env = "SSH_PROXY_PROTOCOL_TRUSTED", value_delimiter = ',')]
+    pub proxy_protocol_trusted: Vec<Cidr>,
+    /// Seconds a balancer gets to send the PROXY header.
+    #[arg(long, env = "SSH_PROXY_PROTOCOL_TIMEOUT_SECS", default_value_t = 5)]
+    pub proxy_protocol_timeout_secs: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -67,6 +95,16 @@ impl std::fmt::Debug for Config {
             .field("host_connect_timeout_secs", &self.host_connect_timeout_secs)
             .field("host_ssh_port", &self.host_ssh_port)
             .field("compat_ciphers", &self.compat_ciphers)
+            .field("login_grace_secs", &self.login_grace_secs)
+            .field(
+                "max_unauthenticated_per_source",
+                &self.max_unauthenticated_per_source,
+            )
+            .field("max_unauthenticated", &self.max_unauthenticated)
+            .field("max_channels", &self.max_channels)
+            .field("proxy_protocol", &self.proxy_protocol)
+            .field("proxy_protocol_trusted", &self.proxy_protocol_trusted)
+            .field("proxy_protocol_timeout_secs", &self.proxy_protocol_timeout_secs)
             .finish_non_exhaustive()
     }
 }
@@ -94,7 +132,37 @@ impl Config {
         if self.keepalive_secs == 0 || self.host_connect_timeout_secs == 0 {
             return Err("SSH_KEEPALIVE_SECS and HOST_CONNECT_TIMEOUT_SECS must be positive".into());
         }
+        if self.login_grace_secs == 0 || self.proxy_protocol_timeout_secs == 0 {
+            return Err("SSH_LOGIN_GRACE_SECS and SSH_PROXY_PROTOCOL_TIMEOUT_SECS must be positive".into());
+        }
+        if self.max_unauthenticated_per_source == 0 || self.max_unauthenticated == 0 || self.max_channels == 0
+        {
+            return Err(
+                "SSH_MAX_UNAUTHENTICATED_PER_SOURCE, SSH_MAX_UNAUTHENTICATED and SSH_MAX_CHANNELS must be positive"
+                    .into(),
+            );
+        }
+        if self.proxy_protocol != Mode::Off && self.proxy_protocol_trusted.is_empty() {
+            return Err(
+                "SSH_PROXY_PROTOCOL is on: list the balancers that may send headers in SSH_PROXY_PROTOCOL_TRUSTED".into(),
+            );
+        }
         Ok(())
+    }
+
+    pub fn login_grace(&self) -> Duration {
+        Duration::from_secs(self.login_grace_secs)
+    }
+
+    pub fn proxy_protocol_timeout(&self) -> Duration {
+        Duration::from_secs(self.proxy_protocol_timeout_secs)
+    }
+
+    pub fn unauthenticated_caps(&self) -> Caps {
+        Caps {
+            per_source: self.max_unauthenticated_per_source,
+            total: self.max_unauthenticated,
+        }
     }
 
     pub fn keepalive(&self) -> Duration {
@@ -151,5 +219,32 @@ mod tests {
         assert!(!format!("{ok:?}").contains(key));
         let empty = Config::try_parse_from(["x", "--enrolment-key", " "]).unwrap();
         assert!(empty.validate().is_err());
+    }
+
+    #[test]
+    fn proxy_protocol_needs_trusted_balancers() {
+        let token = "t".repeat(40);
+        let base = ["x", "--gateway-token", token.as_str()];
+        let on = Config::try_parse_from(base.iter().copied().chain(["--proxy-protocol", "v2"])).unwrap();
+        assert!(on.validate().unwrap_err().contains("SSH_PROXY_PROTOCOL_TRUSTED"));
+        let trusted = Config::try_parse_from(base.iter().copied().chain([
+            "--proxy-protocol",
+            "any",
+            "--proxy-protocol-trusted",
+            "10.0.0.0/8,fd00::1",
+        ]))
+        .unwrap();
+        assert!(trusted.validate().is_ok());
+        assert_eq!(trusted.proxy_protocol_trusted.len(), 2);
+        assert!(
+            Config::try_parse_from(
+                base.iter()
+                    .copied()
+                    .chain(["--proxy-protocol-trusted", "10.0.0.1/8"])
+            )
+            .is_err()
+        );
+        let zero = Config::try_parse_from(base.iter().copied().chain(["--max-channels", "0"])).unwrap();
+        assert!(zero.validate().is_err());
     }
 }

@@ -3,10 +3,13 @@
 //! to that host's sshd, which it logs in to with its own key. Runs on its own
 //! (`cloud-cli-proxy-ssh-proxy`) or inside the control plane; any number can run side by side.
 
+pub mod admission;
 pub mod config;
 pub mod control_plane;
 pub mod enrol;
+mod grace;
 pub mod keys;
+pub mod proxy_protocol;
 pub mod relay;
 mod russh_handler;
 pub mod upstream;
@@ -48,6 +51,19 @@ pub(crate) struct Context {
     pub upstream_config: Arc<client::Config>,
     pub host_ssh_port: u16,
     pub host_connect_timeout: Duration,
+    /// Connections not logged in yet, shared by every worker.
+    pub gate: Arc<admission::Gate>,
+    pub login_grace: Duration,
+    pub max_channels: usize,
+    pub proxy_protocol: ProxyProtocol,
+}
+
+/// What the listener expects before SSH.
+#[derive(Debug, Clone)]
+pub(crate) struct ProxyProtocol {
+    pub mode: proxy_protocol::Mode,
+    pub trusted: Arc<[proxy_protocol::Cidr]>,
+    pub timeout: Duration,
 }
 
 /// Registers with the control plane (retrying until it answers or `shutdown`), then serves
@@ -69,6 +85,12 @@ pub async fn run(
     let server_config = Arc::new(server_config(&config, &keys));
     let upstream_config = Arc::new(upstream_config(&config));
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let gate = admission::Gate::new(config.unauthenticated_caps());
+    let proxy = ProxyProtocol {
+        mode: config.proxy_protocol,
+        trusted: config.proxy_protocol_trusted.clone().into(),
+        timeout: config.proxy_protocol_timeout(),
+    };
     let mut contexts = Vec::with_capacity(threads);
     for _ in 0..threads {
         // A client per worker: each lives on its own runtime.
@@ -78,6 +100,10 @@ pub async fn run(
             upstream_config: upstream_config.clone(),
             host_ssh_port: config.host_ssh_port,
             host_connect_timeout: config.host_connect_timeout(),
+            gate: gate.clone(),
+            login_grace: config.login_grace(),
+            max_channels: config.max_channels,
+            proxy_protocol: proxy.clone(),
         }));
     }
     let register = wire::gateway::Register {
@@ -149,7 +175,8 @@ fn server_config(config: &Config, keys: &Keys) -> server::Config {
         max_auth_attempts: 6,
         keepalive_interval: Some(config.keepalive()),
         keepalive_max: 4,
-        // Idle shells are fine; dead peers are found by the keepalives.
+        // Idle shells are fine; dead peers are found by the keepalives. Clients that never log in
+        // are cut off by the login deadline (`grace`) instead.
         inactivity_timeout: None,
         nodelay: true,
         event_buffer_size: 64,

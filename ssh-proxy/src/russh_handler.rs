@@ -12,11 +12,25 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, Pty, Sig, client};
 use wire::gateway::{AuthReply, AuthRequest, Credential, SessionEvent, SessionEventKind, Target};
 
 use crate::Context;
+use crate::admission::{ChannelSlot, ChannelSlots, Ticket};
+use crate::grace::LoggedIn;
 use crate::relay::{self, SessionLink, Stats};
 use crate::upstream::{self, Upstream};
 
+/// A connection's standing before it logs in: counted among those not logged in, and under the
+/// login deadline; a verified login ends both.
+pub struct Login {
+    pub ticket: Ticket,
+    pub logged_in: LoggedIn,
+}
+
 pub struct Connection {
     ctx: Arc<Context>,
+    login: Login,
+    /// Every open channel holds a slot, so one connection cannot pile up relay queues.
+    slots: ChannelSlots,
+    /// The slots of the session channels, given back when the client closes them.
+    session_slots: HashMap<ChannelId, ChannelSlot>,
     /// Where the two halves of this connection run (see `workers`).
     sides: relay::Sides,
     id: String,
@@ -34,9 +48,17 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(ctx: Arc<Context>, sides: relay::Sides, peer: Option<std::net::SocketAddr>) -> Self {
+    pub fn new(
+        ctx: Arc<Context>,
+        sides: relay::Sides,
+        peer: Option<std::net::SocketAddr>,
+        login: Login,
+    ) -> Self {
         Self {
+            slots: ChannelSlots::new(ctx.max_channels),
             ctx,
+            login,
+            session_slots: HashMap::new(),
             sides,
             id: uuid::Uuid::new_v4().to_string(),
             client_ip: peer.map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string()),
@@ -67,6 +89,8 @@ impl Connection {
                         self.client_ip = ip;
                     }
                     self.target = Some(*target);
+                    self.login.ticket.authenticated();
+                    self.login.logged_in.set();
                 }
                 Auth::Accept
             }
@@ -113,6 +137,7 @@ impl Connection {
                 down,
                 self.sides.clone(),
                 self.stats.clone(),
+                self.slots.clone(),
             );
             // Started there, the host's session loop stays on that runtime.
             self.sides
@@ -178,6 +203,15 @@ impl Connection {
                 tracing::warn!(error = %e, connection = %event.connection_id, "session event not recorded");
             }
         });
+    }
+
+    /// A slot for a new channel, or `None` (logged) when the connection has all it may have.
+    fn channel_slot(&self) -> Option<ChannelSlot> {
+        let slot = self.slots.take();
+        if slot.is_none() {
+            tracing::info!(connection = %self.id, max = self.ctx.max_channels, "channel refused: too many open");
+        }
+        slot
     }
 
     fn link(&self, channel: ChannelId) -> Option<&SessionLink> {
@@ -280,6 +314,11 @@ impl server::Handler for Connection {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        let Some(slot) = self.channel_slot() else {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        };
+        self.session_slots.insert(channel.id(), slot);
         let up = match self.upstream(session.handle()).await {
             Ok(up) => up,
             Err(why) => {
@@ -304,6 +343,7 @@ impl server::Handler for Connection {
             }
             Err(e) => {
                 tracing::warn!(connection = %self.id, error = %e, "host refused a session channel");
+                self.session_slots.remove(&channel.id());
                 reply.reject(ChannelOpenFailure::ConnectFailed).await;
             }
         }
@@ -320,6 +360,10 @@ impl server::Handler for Connection {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        let Some(slot) = self.channel_slot() else {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        };
         let Ok(up) = self.upstream(session.handle()).await else {
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
             return Ok(());
@@ -330,6 +374,7 @@ impl server::Handler for Connection {
         // In its own task: a slow or unreachable target must not hold up the connection's other
         // channels.
         tokio::spawn(async move {
+            let _slot = slot;
             match up
                 .channel_open_direct_tcpip(host, port_to_connect, originator, originator_port)
                 .await
@@ -350,6 +395,7 @@ impl server::Handler for Connection {
     async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
         self.sessions.remove(&channel);
         self.refused.remove(&channel);
+        self.session_slots.remove(&channel);
         Ok(())
     }
 

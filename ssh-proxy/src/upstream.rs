@@ -12,6 +12,7 @@ use russh::{Channel, ChannelOpenFailure, server};
 use tokio::io::BufReader;
 use tokio::net::TcpStream;
 
+use crate::admission::ChannelSlots;
 use crate::relay::{self, Sides, Stats};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,7 @@ pub async fn connect(
     down: server::Handle,
     sides: Sides,
     stats: Arc<Stats>,
+    slots: ChannelSlots,
 ) -> Result<Handle<Upstream>, Error> {
     let address = dial.address.ok_or(Error::NoAddress)?;
     let ip: IpAddr = address.parse().map_err(|_| Error::BadAddress(address.clone()))?;
@@ -69,6 +71,7 @@ pub async fn connect(
                 sides: sides.clone(),
                 stats: stats.clone(),
                 pinned: pinned.clone(),
+                slots: slots.clone(),
             };
             match login_once(&config, (ip, dial.port), handler, &dial.linux_user, &key).await {
                 // A reset or refusal while sshd is busy (or still starting) is worth another try
@@ -137,6 +140,8 @@ pub struct Upstream {
     sides: Sides,
     stats: Arc<Stats>,
     pinned: Option<russh::keys::PublicKey>,
+    /// The client connection's channel slots: channels the host opens towards the client count too.
+    slots: ChannelSlots,
 }
 
 impl client::Handler for Upstream {
@@ -168,9 +173,15 @@ impl client::Handler for Upstream {
         reply: client::ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
+        let Some(slot) = self.slots.take() else {
+            tracing::info!("forwarded connection refused: too many channels open");
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        };
         let (down, sides, stats) = (self.down.clone(), self.sides.clone(), self.stats.clone());
         let (connected, originator) = (connected_address.to_owned(), originator_address.to_owned());
         tokio::spawn(async move {
+            let _slot = slot;
             match down
                 .channel_open_forwarded_tcpip(connected, connected_port, originator, originator_port)
                 .await
@@ -194,8 +205,14 @@ impl client::Handler for Upstream {
         reply: client::ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
+        let Some(slot) = self.slots.take() else {
+            tracing::info!("agent channel refused: too many channels open");
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        };
         let (down, sides, stats) = (self.down.clone(), self.sides.clone(), self.stats.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             match down.channel_open_agent().await {
                 Ok(client_side) => {
                     reply.accept().await;

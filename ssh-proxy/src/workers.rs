@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::relay::Sides;
-use crate::{Context, russh_handler};
+use crate::{Context, grace, proxy_protocol, russh_handler};
 
 struct Accepted {
     stream: std::net::TcpStream,
@@ -167,14 +167,49 @@ async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
 ) {
-    let handler = russh_handler::Connection::new(ctx, sides, Some(peer));
-    let stream = BufReader::with_capacity(crate::READ_BUFFER, stream);
+    let mut stream = BufReader::with_capacity(crate::READ_BUFFER, stream);
+    let client = match client_address(&ctx.proxy_protocol, &mut stream, peer).await {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "connection refused: PROXY protocol");
+            return;
+        }
+    };
+    let ticket = match ctx.gate.enter(client.ip()) {
+        Ok(ticket) => ticket,
+        Err(refusal) => {
+            // At debug: a flood would otherwise fill the log as well.
+            tracing::debug!(%client, ?refusal, "connection refused: too many not logged in");
+            return;
+        }
+    };
+    let (stream, logged_in) = grace::deadline(stream, ctx.login_grace);
+    let login = russh_handler::Login { ticket, logged_in };
+    let handler = russh_handler::Connection::new(ctx, sides, Some(client), login);
     match server::run_stream(config, stream, handler).await {
         Ok(session) => {
             if let Err(e) = session.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                tracing::debug!(%client, error = %e, "connection ended with an error");
             }
         }
-        Err(e) => tracing::debug!(%peer, error = %e, "handshake failed"),
+        Err(e) => tracing::debug!(%client, error = %e, "handshake failed"),
     }
+}
+
+/// The client's address: the TCP peer's, or the one a trusted balancer's PROXY header names.
+async fn client_address(
+    proxy: &crate::ProxyProtocol,
+    stream: &mut BufReader<TcpStream>,
+    peer: SocketAddr,
+) -> Result<SocketAddr, proxy_protocol::Error> {
+    if proxy.mode == proxy_protocol::Mode::Off {
+        return Ok(peer);
+    }
+    proxy_protocol::check_source(peer.ip(), &proxy.trusted)?;
+    tokio::time::timeout(
+        proxy.timeout,
+        proxy_protocol::read_header(stream, proxy.mode, peer),
+    )
+    .await
+    .map_err(|_| proxy_protocol::Error::Io(std::io::ErrorKind::TimedOut))?
 }

@@ -5,6 +5,7 @@
 
 mod ssh_gateway {
     pub mod bench;
+    pub mod bounds;
     pub mod forwards;
     pub mod logins;
     pub mod sessions;
