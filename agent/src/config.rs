@@ -15,6 +15,11 @@ pub struct Config {
     #[arg(long, env = "CONTROL_PLANE_URL")]
     pub control_plane_url: String,
 
+    /// PEM file of further CA certificates to trust for an `https://` control plane (a private
+    /// CA); the system's roots are trusted either way.
+    #[arg(long, env = "CONTROL_PLANE_CA_FILE")]
+    pub control_plane_ca_file: Option<PathBuf>,
+
     /// Shared secret authenticating this agent to the control plane (never logged).
     #[arg(long, env = "AGENT_TOKEN", hide_env_values = true)]
     pub agent_token: String,
@@ -126,6 +131,7 @@ impl Config {
         Self {
             control_plane_url: control_plane_url.into(),
             agent_token: agent_token.into(),
+            control_plane_ca_file: None,
             node_name: default_node_name(),
             state_dir: PathBuf::from("/var/lib/cloud-cli-proxy/agent"),
             host_image: "cloud-cli-proxy/host:latest".into(),
@@ -229,6 +235,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("control_plane_url", &self.control_plane_url)
+            .field("control_plane_ca_file", &self.control_plane_ca_file)
             .field("agent_token", &"<redacted>")
             .field("node_name", &self.node_name)
             .field("state_dir", &self.state_dir)

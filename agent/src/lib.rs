@@ -58,6 +58,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         config.base_url(),
         &config.agent_token,
         config.control_plane_timeout(),
+        config.control_plane_ca_file.as_deref(),
     )?;
     let cancel = CancellationToken::new();
     let agent = {

@@ -1,6 +1,7 @@
 //! The gateway's calls to the control plane (`/v1/gateway/…`): registration, login decisions and
 //! session events. Every call carries the gateway token.
 
+use std::path::Path;
 use std::time::Duration;
 
 use wire::gateway::{AuthReply, AuthRequest, Register, SessionEvent};
@@ -11,6 +12,8 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Error {
     #[error("control plane unreachable: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("CONTROL_PLANE_CA_FILE {path}: {reason}")]
+    CaFile { path: String, reason: String },
     #[error("control plane answered {status} to {path}")]
     Status {
         status: reqwest::StatusCode,
@@ -33,10 +36,34 @@ impl std::fmt::Debug for ControlPlane {
     }
 }
 
+/// The certificates of `CONTROL_PLANE_CA_FILE` (PEM, one or more), trusted beside the system's
+/// roots for an `https://` control plane with a private CA.
+pub fn extra_roots(ca_file: Option<&Path>) -> Result<Vec<reqwest::Certificate>, Error> {
+    let Some(path) = ca_file else {
+        return Ok(Vec::new());
+    };
+    let fail = |reason: String| Error::CaFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(e.to_string()))?;
+    if roots.is_empty() {
+        return Err(fail("holds no PEM certificate".into()));
+    }
+    Ok(roots)
+}
+
 impl ControlPlane {
-    pub fn new(base: &str, token: &str) -> Result<Self, Error> {
+    /// A client of the control plane at `base`, trusting the system's roots and `roots`.
+    pub fn new(base: &str, token: &str, roots: &[reqwest::Certificate]) -> Result<Self, Error> {
+        let http = roots
+            .iter()
+            .fold(reqwest::Client::builder().timeout(TIMEOUT), |b, root| {
+                b.add_root_certificate(root.clone())
+            });
         Ok(Self {
-            http: reqwest::Client::builder().timeout(TIMEOUT).build()?,
+            http: http.build()?,
             base: base.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
         })

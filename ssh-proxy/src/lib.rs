@@ -56,7 +56,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     config.validate().map_err(Error::Config)?;
-    let control_plane = ControlPlane::new(&config.control_plane_url, &config.gateway_token)?;
+    let roots = control_plane::extra_roots(config.control_plane_ca_file.as_deref())?;
+    let control_plane = ControlPlane::new(&config.control_plane_url, &config.gateway_token, &roots)?;
     let server_config = Arc::new(server_config(&config, &keys));
     let upstream_config = Arc::new(upstream_config(&config));
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
@@ -64,7 +65,7 @@ pub async fn run(
     for _ in 0..threads {
         // A client per worker: each lives on its own runtime.
         contexts.push(Arc::new(Context {
-            control_plane: ControlPlane::new(&config.control_plane_url, &config.gateway_token)?,
+            control_plane: ControlPlane::new(&config.control_plane_url, &config.gateway_token, &roots)?,
             client_key: keys.client.clone(),
             upstream_config: upstream_config.clone(),
             host_ssh_port: config.host_ssh_port,

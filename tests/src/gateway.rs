@@ -216,6 +216,17 @@ impl GatewayProcess {
     /// Starts a gateway for the control plane at `control_plane_url` with `token`, keeping its keys
     /// in `state_dir`; waits until it listens and, when `registered`, until it is registered.
     pub async fn start(control_plane_url: &str, token: &str, state_dir: &Path, registered: bool) -> Self {
+        Self::start_with(control_plane_url, token, state_dir, registered, &[]).await
+    }
+
+    /// [`GatewayProcess::start`] with further variables (`CONTROL_PLANE_CA_FILE`, …).
+    pub async fn start_with(
+        control_plane_url: &str,
+        token: &str,
+        state_dir: &Path,
+        registered: bool,
+        env: &[(&str, &str)],
+    ) -> Self {
         let bin = crate::process::bin_dir().join("cloud-cli-proxy-ssh-proxy");
         assert!(
             bin.is_file(),
@@ -235,6 +246,7 @@ impl GatewayProcess {
             )
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -23,6 +23,7 @@ pub mod node;
 pub mod process;
 pub mod shapes;
 pub mod terminal;
+pub mod tls;
 
 pub use api::{
     Api, Body, Problems, Resp, assert_error, assert_error_field, assert_keys, error_problem, eventually,
