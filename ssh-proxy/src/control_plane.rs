@@ -103,3 +103,20 @@ impl ControlPlane {
         self.post("/v1/gateway/events", event).await.map(drop)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_roots_are_optional_and_must_be_pem_certificates() {
+        assert!(extra_roots(None).unwrap().is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        assert!(matches!(extra_roots(Some(&missing)), Err(Error::CaFile { .. })));
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "no certificate here\n").unwrap();
+        let err = extra_roots(Some(&junk)).unwrap_err().to_string();
+        assert!(err.starts_with("CONTROL_PLANE_CA_FILE "), "{err}");
+    }
+}

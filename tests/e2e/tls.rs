@@ -20,6 +20,8 @@ use cloud_cli_proxy_tests::{ControlPlane, Node, Options, eventually};
 use serde_json::json;
 
 const PROMPT: Duration = Duration::from_secs(30);
+/// The start-up warning about plain HTTP beyond loopback.
+const PLAIN_WARNING: &str = "serving plain HTTP beyond loopback";
 
 /// A CA and a server certificate it signed, in a temporary directory.
 struct Pki {
@@ -74,9 +76,16 @@ fn curl(args: &[&str], env: &[(&str, &Path)]) -> std::process::Output {
 async fn https_api_with_hsts_secure_cookies_and_no_plain_http() {
     let pki = Pki::new();
     let gateway_token = cloud_cli_proxy_tests::fixtures::random_alnum(40);
-    let opts = pki.options(Options::new()).env("GATEWAY_TOKEN", &gateway_token);
+    let entry_port = free_port();
+    let opts = pki
+        .options(Options::new())
+        .env("GATEWAY_TOKEN", &gateway_token)
+        .env("ENTRY_ADDR", format!("127.0.0.1:{entry_port}"))
+        // Every interface: HTTPS there is nothing to warn about.
+        .env("CONTROL_PLANE_ADDR", "0.0.0.0:0");
     let cp = ControlPlane::start(opts).await;
     assert!(cp.base_url().starts_with("https://"), "{}", cp.base_url());
+    assert!(!cp.logs().contains(PLAIN_WARNING), "{}", cp.logs());
 
     let admin = cp.admin().await;
     let health = admin.get("/healthz").await;
@@ -124,6 +133,14 @@ async fn https_api_with_hsts_secure_cookies_and_no_plain_http() {
     let trusted = curl(&["-f", &url], &[("CURL_CA_BUNDLE", &pki.ca.file)]);
     assert!(trusted.status.success(), "{trusted:?}");
 
+    // The entry listener speaks HTTPS with the same certificate, and only HTTPS.
+    let entry = format!("https://localhost:{entry_port}/v1/bootstrap/script");
+    let script = curl(&["-f", &entry], &[("CURL_CA_BUNDLE", &pki.ca.file)]);
+    assert!(script.status.success(), "{script:?}");
+    assert!(String::from_utf8_lossy(&script.stdout).contains("CCP_URL="));
+    let plain_entry = format!("http://127.0.0.1:{entry_port}/v1/bootstrap/script");
+    assert!(!curl(&["-f", &plain_entry], &[]).status.success());
+
     // A gateway of its own verifies the control plane with CONTROL_PLANE_CA_FILE.
     let state = tempfile::tempdir().unwrap();
     let ca = pki.ca.file.display().to_string();
@@ -137,6 +154,31 @@ async fn https_api_with_hsts_secure_cookies_and_no_plain_http() {
     .await;
     drop(gateway);
     drop(pki.dir);
+}
+
+#[tokio::test]
+async fn plain_http_beyond_loopback_warns_once_and_sends_no_hsts_nor_secure_cookie() {
+    let cp = ControlPlane::start(Options::new().env("CONTROL_PLANE_ADDR", "0.0.0.0:0")).await;
+    let warnings = cp
+        .logs()
+        .lines()
+        .filter(|l| l.contains(PLAIN_WARNING) && l.contains("WARN"))
+        .count();
+    assert_eq!(warnings, 1, "{}", cp.logs());
+    let admin = cp.admin().await;
+    let health = admin.get("/healthz").await;
+    assert_eq!(health.status, 200, "{}", health.text);
+    assert_eq!(health.header("strict-transport-security"), None);
+    let session = cp
+        .api()
+        .post(
+            "/v1/auth/session",
+            json!({"username": "admin", "password": cp.options().admin_password}),
+        )
+        .await;
+    assert_eq!(session.status, 200, "{}", session.text);
+    let cookie = session.header("set-cookie").unwrap_or_default();
+    assert!(!cookie.contains("Secure"), "{cookie}");
 }
 
 #[tokio::test]
