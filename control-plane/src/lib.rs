@@ -387,8 +387,8 @@ pub async fn run(
         None => None,
     };
     // The embedded agent and gateway hold no certificate for the public name, so with HTTPS on
-    // they reach this process over a plain listener of their own on loopback, which carries
-    // only their calls (each checked against its random in-process token).
+    // they reach this process over a plain listener of their own on loopback, which serves only
+    // the agent and gateway routes (each call checked against its random in-process token).
     let inner = if tls_config.is_some() && (config.embedded_agent || config.embedded_ssh_proxy) {
         Some(
             TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -425,7 +425,7 @@ pub async fn run(
     let inner_server = inner.map(|l| {
         tokio::spawn(tls::serve(
             tls::Listener::Plain(l),
-            app.clone(),
+            api::machine_router(state.clone(), config.max_body_bytes),
             state.stopping.clone().cancelled_owned(),
         ))
     });

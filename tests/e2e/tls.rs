@@ -257,7 +257,7 @@ async fn bootstrap_script_over_https_opens_a_shell_in_the_host() {
         ("PUBLIC_BASE_URL", base.as_str()),
         ("SSH_PROXY_ADDR", ssh_addr.as_str()),
     ];
-    let node = Node::embedded_with(pki.options(Options::new()), &env).await;
+    let mut node = Node::embedded_with(pki.options(Options::new()), &env).await;
     let host = node.running_host("alice").await;
     let password = node
         .admin
@@ -298,4 +298,12 @@ async fn bootstrap_script_over_https_opens_a_shell_in_the_host() {
     term.send_line("exit");
     let (code, screen) = term.wait(PROMPT).await;
     assert_eq!(code, 0, "the terminal showed:\n{screen}\n{}", node.diagnostics());
+
+    // Both listeners and the agent's and gateway's loopback one wind down on SIGTERM.
+    let status = node.cp.stop().await;
+    assert!(
+        status.success(),
+        "graceful stop: {status}\n{}",
+        node.diagnostics()
+    );
 }

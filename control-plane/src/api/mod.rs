@@ -117,6 +117,16 @@ pub fn access_router(state: AppState, max_body_bytes: usize) -> Router {
     finish(router, max_body_bytes, &state).with_state(state)
 }
 
+/// Only the agent and gateway routes, for the loopback listener the embedded agent and gateway
+/// use while the public listeners serve HTTPS.
+pub fn machine_router(state: AppState, max_body_bytes: usize) -> Router {
+    let (router, _) = OpenApiRouter::<AppState>::new()
+        .merge(agent::router())
+        .merge(gateway::router())
+        .split_for_parts();
+    finish(router, max_body_bytes, &state).with_state(state)
+}
+
 /// The fallbacks, body limit, response headers and request span every listener shares.
 fn finish(router: Router<AppState>, max_body_bytes: usize, state: &AppState) -> Router<AppState> {
     router
