@@ -15,6 +15,11 @@ pub struct Config {
     #[arg(long, env = "CONTROL_PLANE_URL")]
     pub control_plane_url: String,
 
+    /// PEM file of further CA certificates to trust for an `https://` control plane (a private
+    /// CA); the system's roots are trusted either way.
+    #[arg(long, env = "CONTROL_PLANE_CA_FILE")]
+    pub control_plane_ca_file: Option<PathBuf>,
+
     /// An enrolment key of kind `agent` (from `POST /v1/admin/enrolment-keys`), used once: the node
     /// trades it for a credential of its own, kept in `<AGENT_STATE_DIR>/<node>/credential` (0600)
     /// and used from then on. Not needed once that file exists.
@@ -139,6 +144,7 @@ impl Config {
             enrolment_key: None,
             agent_token: None,
             credential: None,
+            control_plane_ca_file: None,
             node_name: default_node_name(),
             state_dir: PathBuf::from("/var/lib/cloud-cli-proxy/agent"),
             host_image: "cloud-cli-proxy/host:latest".into(),
@@ -254,6 +260,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("control_plane_url", &self.control_plane_url)
+            .field("control_plane_ca_file", &self.control_plane_ca_file)
             .field(
                 "enrolment_key",
                 &self.enrolment_key.as_ref().map(|_| "<redacted>"),

@@ -2,6 +2,7 @@
 //! calling out, authenticated by the node's credential in [`wire::AGENT_TOKEN_HEADER`]. Every request is
 //! time-boxed; the claim long-poll gets its wait on top.
 
+use std::path::Path;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -23,6 +24,8 @@ pub enum Error {
     Decode(String),
     #[error("bad control plane URL: {0}")]
     Url(String),
+    #[error("CONTROL_PLANE_CA_FILE {path}: {reason}")]
+    CaFile { path: String, reason: String },
 }
 
 impl Error {
@@ -36,6 +39,23 @@ impl Error {
             _ => false,
         }
     }
+}
+
+/// The certificates of `CONTROL_PLANE_CA_FILE` (one or more PEM blocks).
+fn extra_roots(ca_file: Option<&Path>) -> Result<Vec<reqwest::Certificate>, Error> {
+    let Some(path) = ca_file else {
+        return Ok(Vec::new());
+    };
+    let fail = |reason: String| Error::CaFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(e.to_string()))?;
+    if roots.is_empty() {
+        return Err(fail("holds no PEM certificate".into()));
+    }
+    Ok(roots)
 }
 
 #[derive(Clone)]
@@ -55,13 +75,22 @@ impl std::fmt::Debug for ControlPlane {
 }
 
 impl ControlPlane {
-    pub fn new(base_url: &str, token: &str, timeout: Duration) -> Result<Self, Error> {
+    /// A client of the control plane at `base_url`, trusting the system's roots and the
+    /// certificates in `ca_file` (PEM).
+    pub fn new(
+        base_url: &str,
+        token: &str,
+        timeout: Duration,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, Error> {
         let mut base = reqwest::Url::parse(base_url).map_err(|e| Error::Url(e.to_string()))?;
         if base.cannot_be_a_base() {
             return Err(Error::Url(format!("{base_url} cannot be a base URL")));
         }
         base.set_query(None);
-        let http = reqwest::Client::builder()
+        let http = extra_roots(ca_file)?
+            .into_iter()
+            .fold(reqwest::Client::builder(), |b, root| b.add_root_certificate(root))
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("cloud-cli-proxy-agent/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -221,7 +250,7 @@ mod tests {
 
     #[test]
     fn urls_are_built_from_encoded_segments() {
-        let cp = ControlPlane::new("http://127.0.0.1:8080/", "t", Duration::from_secs(1)).unwrap();
+        let cp = ControlPlane::new("http://127.0.0.1:8080/", "t", Duration::from_secs(1), None).unwrap();
         assert_eq!(
             cp.url(&["claim"]).unwrap().as_str(),
             "http://127.0.0.1:8080/v1/agent/claim"
@@ -230,7 +259,7 @@ mod tests {
             cp.url(&["tasks", "a/b?c", "result"]).unwrap().as_str(),
             "http://127.0.0.1:8080/v1/agent/tasks/a%2Fb%3Fc/result"
         );
-        let prefixed = ControlPlane::new("http://h/prefix", "t", Duration::from_secs(1)).unwrap();
+        let prefixed = ControlPlane::new("http://h/prefix", "t", Duration::from_secs(1), None).unwrap();
         assert_eq!(
             prefixed.url(&["register"]).unwrap().as_str(),
             "http://h/prefix/v1/agent/register"

@@ -39,8 +39,13 @@ pub async fn credential(config: &Config, cancel: &CancellationToken) -> Result<S
     let Some(key) = config.enrolment_key.as_deref() else {
         return Err(Error::NoCredential(file));
     };
-    let cp =
-        ControlPlane::new(config.base_url(), "", config.control_plane_timeout()).map_err(Error::Refused)?;
+    let cp = ControlPlane::new(
+        config.base_url(),
+        "",
+        config.control_plane_timeout(),
+        config.control_plane_ca_file.as_deref(),
+    )
+    .map_err(Error::Refused)?;
     let request = wire::Enrol {
         key: key.trim().to_owned(),
         name: config.node_name.clone(),

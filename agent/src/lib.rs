@@ -63,7 +63,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         credential = enrol::credential(&config, &cancel) => credential?,
         () = &mut shutdown => return Ok(()),
     };
-    let cp = ControlPlane::new(config.base_url(), &credential, config.control_plane_timeout())?;
+    let cp = ControlPlane::new(
+        config.base_url(),
+        &credential,
+        config.control_plane_timeout(),
+        config.control_plane_ca_file.as_deref(),
+    )?;
     let agent = {
         let cancel = cancel.clone();
         async move {

@@ -56,9 +56,18 @@ pub struct Config {
     pub ssh_proxy_addr: ListenAddr,
 
     /// Base URL users reach the API at; used in the access commands the API hands out. Defaults to
-    /// `http://<this machine's hostname>:<API port>`.
+    /// `http://<this machine's hostname>:<API port>`, or `https://…` when serving TLS.
     #[arg(long, env = "PUBLIC_BASE_URL")]
     pub public_base_url: Option<String>,
+
+    /// PEM file of the certificate chain (leaf first) the API serves HTTPS with; needs
+    /// `TLS_KEY_FILE`. Both files are read again on SIGHUP.
+    #[arg(long, env = "TLS_CERT_FILE")]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+
+    /// PEM file of the private key of `TLS_CERT_FILE` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "TLS_KEY_FILE")]
+    pub tls_key_file: Option<std::path::PathBuf>,
 
     /// Log output format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -294,6 +303,20 @@ impl Config {
         })
     }
 
+    /// The certificate and key files when HTTPS is on; `Err` carries the one line to print when
+    /// only one of the two is given.
+    pub fn tls_files(&self) -> Result<Option<crate::tls::Files>, String> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Ok(Some(crate::tls::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err("TLS_CERT_FILE is set without TLS_KEY_FILE: HTTPS needs both".into()),
+            (None, Some(_)) => Err("TLS_KEY_FILE is set without TLS_CERT_FILE: HTTPS needs both".into()),
+        }
+    }
+
     /// The URL printed in access commands, without a trailing slash.
     pub fn public_base_url(&self, bound_port: u16) -> String {
         match &self.public_base_url {
@@ -304,7 +327,12 @@ impl Config {
                     .map(|h| h.trim().to_owned())
                     .filter(|h| !h.is_empty())
                     .unwrap_or_else(|| "localhost".to_owned());
-                format!("http://{host}:{bound_port}")
+                let scheme = if self.tls_cert_file.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{host}:{bound_port}")
             }
         }
     }
@@ -444,6 +472,52 @@ mod tests {
             Config::parse_from(["cp", "rotate-secrets-key"]).command,
             Some(Command::RotateSecretsKey)
         ));
+    }
+
+    #[test]
+    fn tls_needs_both_files_or_neither() {
+        let cases: &[(&[&str], Result<bool, &str>)] = &[
+            (&[], Ok(false)),
+            (&["--tls-cert-file", "c.pem", "--tls-key-file", "k.pem"], Ok(true)),
+            (
+                &["--tls-cert-file", "c.pem"],
+                Err("TLS_CERT_FILE is set without TLS_KEY_FILE"),
+            ),
+            (
+                &["--tls-key-file", "k.pem"],
+                Err("TLS_KEY_FILE is set without TLS_CERT_FILE"),
+            ),
+        ];
+        for (flags, want) in cases {
+            let config = Config::parse_from(["cp"].iter().chain(flags.iter()));
+            match (config.tls_files(), want) {
+                (Ok(files), Ok(on)) => assert_eq!(files.is_some(), *on, "{flags:?}"),
+                (Err(line), Err(start)) => {
+                    assert!(line.starts_with(start), "{flags:?}: {line}");
+                    assert!(!line.contains('\n'), "one line: {line}");
+                }
+                (got, want) => panic!("{flags:?}: got {got:?}, want {want:?}"),
+            }
+        }
+        let both = Config::parse_from(["cp", "--tls-cert-file", "/c.pem", "--tls-key-file", "/k.pem"]);
+        assert_eq!(
+            both.tls_files().unwrap(),
+            Some(crate::tls::Files {
+                cert: "/c.pem".into(),
+                key: "/k.pem".into()
+            })
+        );
+    }
+
+    #[test]
+    fn default_public_url_is_https_when_serving_tls() {
+        let plain = Config::parse_from(["cp"]);
+        assert!(plain.public_base_url(8080).starts_with("http://"));
+        let tls = Config::parse_from(["cp", "--tls-cert-file", "c", "--tls-key-file", "k"]);
+        assert!(tls.public_base_url(8443).starts_with("https://"));
+        assert!(tls.public_base_url(8443).ends_with(":8443"));
+        let set = Config::parse_from(["cp", "--public-base-url", "https://cp.example.org/"]);
+        assert_eq!(set.public_base_url(8080), "https://cp.example.org");
     }
 
     #[test]

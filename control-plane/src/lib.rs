@@ -15,11 +15,12 @@ pub mod secrets;
 pub mod tasks;
 pub mod telemetry;
 pub mod terminal;
+pub mod tls;
 pub mod vnc;
 pub mod web;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ pub enum StartError {
     Database(#[from] db::Error),
     #[error(transparent)]
     Admin(#[from] auth::admin::AdminError),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::Error),
     #[error("listener: {0}")]
     Listener(#[source] std::io::Error),
     #[error("SSH gateway: cannot listen on {addr}: {source}")]
@@ -65,6 +68,8 @@ pub struct Settings {
     pub ssh_host: String,
     pub ssh_port: u16,
     pub trust_forwarded_for: bool,
+    /// Whether the API's own listeners serve HTTPS (`TLS_CERT_FILE`).
+    pub tls_listener: bool,
     /// Lifetime of the single-use SSH secrets of the bootstrap and entry flows.
     pub handoff_ttl: Duration,
     /// `EGRESS_DNS_SERVER`.
@@ -78,9 +83,10 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Whether browsers reach us over HTTPS (so cookies are `Secure`).
+    /// Whether browsers reach us over HTTPS, here or at a reverse proxy in front (so cookies are
+    /// `Secure` and responses carry `Strict-Transport-Security`).
     pub fn serves_tls(&self) -> bool {
-        self.public_base_url.starts_with("https://")
+        self.tls_listener || self.public_base_url.starts_with("https://")
     }
 }
 
@@ -136,6 +142,7 @@ impl AppState {
             ssh_host,
             ssh_port,
             trust_forwarded_for: config.trust_forwarded_for,
+            tls_listener: config.tls_files().map_err(StartError::Config)?.is_some(),
             handoff_ttl,
             egress_dns_server: config.egress_dns_server,
             egress_probe: config.egress_probe().map_err(StartError::Config)?,
@@ -336,15 +343,19 @@ fn loopback_host(addr: SocketAddr) -> String {
 async fn serve_entry(
     state: AppState,
     max_body_bytes: usize,
-    listener: TcpListener,
+    listener: tls::Listener,
     stopping: tokio_util::sync::CancellationToken,
 ) -> Result<(), std::io::Error> {
-    let addr = listener.local_addr()?;
+    let addr = axum::serve::Listener::local_addr(&listener)?;
     let app = api::access_router(state, max_body_bytes);
     tracing::info!(%addr, "entry listener listening");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { stopping.cancelled().await })
-        .await
+    tls::serve(listener, app, stopping.cancelled_owned()).await
+}
+
+/// Whether users' passwords and SSH secrets would cross a network in clear: plain HTTP, no HTTPS
+/// proxy in front (an `https://` public URL), and a listener other machines can reach.
+fn serves_plain_http_beyond_loopback(tls_listener: bool, public_base_url: &str, listen: IpAddr) -> bool {
+    !tls_listener && !public_base_url.starts_with("https://") && !listen.is_loopback()
 }
 
 /// `http://host:port/…` → `host`.
@@ -365,6 +376,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let addr = listener.local_addr().map_err(StartError::Listener)?;
+    let certificate = match config.tls_files().map_err(StartError::Config)? {
+        Some(files) => Some(Arc::new(tls::Certificate::open(files)?)),
+        None => None,
+    };
+    let tls_config = certificate
+        .as_ref()
+        .map(tls::Certificate::server_config)
+        .transpose()?;
     let gateway = EmbeddedGateway::prepare(&config).await?;
     let ssh_port = gateway
         .as_ref()
@@ -377,19 +396,36 @@ pub async fn run(
     };
     let app = api::router(state.clone(), config.max_body_bytes);
     let entry = match config.entry_addr {
-        Some(entry_addr) => Some(
-            TcpListener::bind(entry_addr.0)
+        Some(entry_addr) => {
+            let tcp = TcpListener::bind(entry_addr.0)
+                .await
+                .map_err(StartError::Listener)?;
+            Some(tls::Listener::new(tcp, tls_config.as_ref()).map_err(StartError::Listener)?)
+        }
+        None => None,
+    };
+    // The embedded agent and gateway hold no certificate for the public name, so with HTTPS on
+    // they reach this process over a plain listener of their own on loopback, which serves only
+    // the agent and gateway routes (each call checked against its random in-process token).
+    let inner = if tls_config.is_some() && (config.embedded_agent || config.embedded_ssh_proxy) {
+        Some(
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
                 .await
                 .map_err(StartError::Listener)?,
-        ),
-        None => None,
+        )
+    } else {
+        None
+    };
+    let inner_addr = match &inner {
+        Some(l) => l.local_addr().map_err(StartError::Listener)?,
+        None => addr,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(tasks::run_scheduler(state.clone(), stop_rx.clone()));
     let embedded_agent = if config.embedded_agent {
         Some(tokio::spawn(run_embedded_agent(
             state.clone(),
-            addr,
+            inner_addr,
             stop_rx.clone(),
         )))
     } else {
@@ -404,21 +440,42 @@ pub async fn run(
         ))),
         None => None,
     };
+    let inner_server = inner.map(|l| {
+        tokio::spawn(tls::serve(
+            tls::Listener::Plain(l),
+            api::machine_router(state.clone(), config.max_body_bytes),
+            state.stopping.clone().cancelled_owned(),
+        ))
+    });
     let embedded_gateway = gateway
         .zip(gateway_credential)
-        .map(|(g, credential)| tokio::spawn(g.run(credential, addr, stop_rx.clone())));
-    tracing::info!(%addr, ssh_port, public_base_url = %state.settings.public_base_url, "control plane listening");
-    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown({
-            let stopping = state.stopping.clone();
-            async move {
-                shutdown.await;
-                stopping.cancel();
-                let _ = stop_tx.send(true);
-            }
-        })
-        .await;
+        .map(|(g, credential)| tokio::spawn(g.run(credential, inner_addr, stop_rx.clone())));
+    if let Some(certificate) = &certificate {
+        tracing::info!(fingerprint = %tls::fingerprint(&certificate.current()), "serving HTTPS; SIGHUP reloads the certificate");
+        tokio::spawn(tls::reload_on_hangup(certificate.clone(), state.stopping.clone()));
+    }
+    if serves_plain_http_beyond_loopback(
+        state.settings.tls_listener,
+        &state.settings.public_base_url,
+        addr.ip(),
+    ) {
+        tracing::warn!(%addr, "serving plain HTTP beyond loopback: passwords, SSH secrets and access scripts cross the network in clear; set TLS_CERT_FILE and TLS_KEY_FILE, or put an HTTPS proxy in front with an https:// PUBLIC_BASE_URL (docs/tls.md)");
+    }
+    let listener = tls::Listener::new(listener, tls_config.as_ref()).map_err(StartError::Listener)?;
+    tracing::info!(%addr, ssh_port, public_base_url = %state.settings.public_base_url, tls = state.settings.tls_listener, "control plane listening");
+    let served = tls::serve(listener, app, {
+        let stopping = state.stopping.clone();
+        async move {
+            shutdown.await;
+            stopping.cancel();
+            let _ = stop_tx.send(true);
+        }
+    })
+    .await;
     let _ = scheduler.await;
+    if let Some(inner) = inner_server {
+        inner.await?.map_err(StartError::Serve)?;
+    }
     if let Some(entry) = entry_server {
         entry.await?.map_err(StartError::Serve)?;
     }
@@ -436,6 +493,30 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn plain_http_beyond_loopback_is_flagged() {
+        let any: std::net::IpAddr = "0.0.0.0".parse().unwrap();
+        let lan: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+        let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let lo6: std::net::IpAddr = "::1".parse().unwrap();
+        let cases = [
+            (false, "http://h:8080", any, true),
+            (false, "http://h:8080", lan, true),
+            (false, "http://h:8080", lo, false),
+            (false, "http://h:8080", lo6, false),
+            (true, "http://h:8080", any, false),
+            (false, "https://h", any, false),
+            (true, "https://h", lan, false),
+        ];
+        for (tls, url, ip, want) in cases {
+            assert_eq!(
+                super::serves_plain_http_beyond_loopback(tls, url, ip),
+                want,
+                "{tls} {url} {ip}"
+            );
+        }
+    }
+
     #[test]
     fn host_of_urls() {
         assert_eq!(super::host_of("http://example.org:8080/x"), Some("example.org"));

@@ -21,6 +21,10 @@ async fn main() -> ExitCode {
         eprintln!("cloud-cli-proxy-control-plane: {line}");
         return ExitCode::from(2);
     }
+    if let Err(line) = config.tls_files() {
+        eprintln!("cloud-cli-proxy-control-plane: {line}");
+        return ExitCode::from(2);
+    }
     let listener = match tokio::net::TcpListener::bind(config.listen.0).await {
         Ok(l) => l,
         Err(e) => {

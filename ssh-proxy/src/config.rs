@@ -21,6 +21,10 @@ pub struct Config {
     /// Base URL of the control plane's API, e.g. `http://127.0.0.1:8080`.
     #[arg(long, env = "CONTROL_PLANE_URL", default_value = "http://127.0.0.1:8080")]
     pub control_plane_url: String,
+    /// PEM file of further CA certificates to trust for an `https://` control plane (a private
+    /// CA); the system's roots are trusted either way.
+    #[arg(long, env = "CONTROL_PLANE_CA_FILE")]
+    pub control_plane_ca_file: Option<PathBuf>,
     /// An enrolment key of kind `gateway` (from `POST /v1/admin/enrolment-keys`), used once: the
     /// gateway trades it for a credential of its own, kept in `<SSH_PROXY_STATE_DIR>/credential`
     /// (0600) and used from then on. Not needed once that file exists.
@@ -89,6 +93,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("control_plane_url", &self.control_plane_url)
+            .field("control_plane_ca_file", &self.control_plane_ca_file)
             .field("state_dir", &self.state_dir)
             .field("name", &self.name)
             .field("keepalive_secs", &self.keepalive_secs)

@@ -1,6 +1,7 @@
 //! The gateway's calls to the control plane (`/v1/gateway/…`): registration, login decisions and
 //! session events. Every call but enrolment carries the gateway's credential.
 
+use std::path::Path;
 use std::time::Duration;
 
 use wire::gateway::{AuthReply, AuthRequest, Register, SessionEvent};
@@ -11,6 +12,8 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Error {
     #[error("control plane unreachable: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("CONTROL_PLANE_CA_FILE {path}: {reason}")]
+    CaFile { path: String, reason: String },
     #[error("control plane answered {status} to {path}")]
     Status {
         status: reqwest::StatusCode,
@@ -26,6 +29,7 @@ impl Error {
             Error::Status { status, .. } => {
                 status.is_server_error() || *status == reqwest::StatusCode::TOO_MANY_REQUESTS
             }
+            Error::CaFile { .. } => false,
         }
     }
 }
@@ -45,10 +49,34 @@ impl std::fmt::Debug for ControlPlane {
     }
 }
 
+/// The certificates of `CONTROL_PLANE_CA_FILE` (PEM, one or more), trusted beside the system's
+/// roots for an `https://` control plane with a private CA.
+pub fn extra_roots(ca_file: Option<&Path>) -> Result<Vec<reqwest::Certificate>, Error> {
+    let Some(path) = ca_file else {
+        return Ok(Vec::new());
+    };
+    let fail = |reason: String| Error::CaFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(e.to_string()))?;
+    if roots.is_empty() {
+        return Err(fail("holds no PEM certificate".into()));
+    }
+    Ok(roots)
+}
+
 impl ControlPlane {
-    pub fn new(base: &str, token: &str) -> Result<Self, Error> {
+    /// A client of the control plane at `base`, trusting the system's roots and `roots`.
+    pub fn new(base: &str, token: &str, roots: &[reqwest::Certificate]) -> Result<Self, Error> {
+        let http = roots
+            .iter()
+            .fold(reqwest::Client::builder().timeout(TIMEOUT), |b, root| {
+                b.add_root_certificate(root.clone())
+            });
         Ok(Self {
-            http: reqwest::Client::builder().timeout(TIMEOUT).build()?,
+            http: http.build()?,
             base: base.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
         })
@@ -91,5 +119,22 @@ impl ControlPlane {
 
     pub async fn session_event(&self, event: &SessionEvent) -> Result<(), Error> {
         self.post("/v1/gateway/events", event).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_roots_are_optional_and_must_be_pem_certificates() {
+        assert!(extra_roots(None).unwrap().is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        assert!(matches!(extra_roots(Some(&missing)), Err(Error::CaFile { .. })));
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "no certificate here\n").unwrap();
+        let err = extra_roots(Some(&junk)).unwrap_err().to_string();
+        assert!(err.starts_with("CONTROL_PLANE_CA_FILE "), "{err}");
     }
 }

@@ -39,7 +39,9 @@ pub async fn credential(config: &Config, name: &str) -> Result<String, Error> {
     let Some(key) = config.enrolment_key.as_deref() else {
         return Err(Error::NoCredential(file));
     };
-    let cp = ControlPlane::new(&config.control_plane_url, "").map_err(Error::Refused)?;
+    let roots =
+        crate::control_plane::extra_roots(config.control_plane_ca_file.as_deref()).map_err(Error::Refused)?;
+    let cp = ControlPlane::new(&config.control_plane_url, "", &roots).map_err(Error::Refused)?;
     let request = wire::Enrol {
         key: key.trim().to_owned(),
         name: name.to_owned(),

@@ -76,12 +76,13 @@ pub async fn run(
 ) -> Result<(), Error> {
     config.validate().map_err(Error::Config)?;
     tokio::pin!(shutdown);
+    let roots = control_plane::extra_roots(config.control_plane_ca_file.as_deref())?;
     let name = config.gateway_name();
     let credential = tokio::select! {
         credential = enrol::credential(&config, &name) => credential?,
         () = &mut shutdown => return Ok(()),
     };
-    let control_plane = ControlPlane::new(&config.control_plane_url, &credential)?;
+    let control_plane = ControlPlane::new(&config.control_plane_url, &credential, &roots)?;
     let server_config = Arc::new(server_config(&config, &keys));
     let upstream_config = Arc::new(upstream_config(&config));
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
@@ -95,7 +96,7 @@ pub async fn run(
     for _ in 0..threads {
         // A client per worker: each lives on its own runtime.
         contexts.push(Arc::new(Context {
-            control_plane: ControlPlane::new(&config.control_plane_url, &credential)?,
+            control_plane: ControlPlane::new(&config.control_plane_url, &credential, &roots)?,
             client_key: keys.client.clone(),
             upstream_config: upstream_config.clone(),
             host_ssh_port: config.host_ssh_port,

@@ -233,12 +233,13 @@ impl std::fmt::Debug for GatewayProcess {
 
 impl GatewayProcess {
     /// The gateway command: enrolling with `enrolment_key` under `name` unless `state_dir` holds a
-    /// credential already.
+    /// credential already, with further variables `env` (`CONTROL_PLANE_CA_FILE`, …).
     fn command(
         control_plane_url: &str,
         enrolment_key: &str,
         name: &str,
         state_dir: &Path,
+        env: &[(&str, &str)],
     ) -> std::process::Command {
         let bin = crate::process::bin_dir().join("cloud-cli-proxy-ssh-proxy");
         assert!(
@@ -256,6 +257,7 @@ impl GatewayProcess {
             .env("GATEWAY_NAME", name)
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -270,7 +272,7 @@ impl GatewayProcess {
         name: &str,
         state_dir: &Path,
     ) -> (std::process::ExitStatus, String) {
-        let mut cmd = Self::command(control_plane_url, enrolment_key, name, state_dir);
+        let mut cmd = Self::command(control_plane_url, enrolment_key, name, state_dir, &[]);
         let child = cmd.spawn().expect("spawn the ssh gateway");
         let waited = tokio::time::timeout(
             Duration::from_secs(30),
@@ -298,7 +300,19 @@ impl GatewayProcess {
         state_dir: &Path,
         registered: bool,
     ) -> Self {
-        let mut child = Self::command(control_plane_url, enrolment_key, name, state_dir)
+        Self::start_with(control_plane_url, enrolment_key, name, state_dir, registered, &[]).await
+    }
+
+    /// [`GatewayProcess::start`] with further variables (`CONTROL_PLANE_CA_FILE`, …).
+    pub async fn start_with(
+        control_plane_url: &str,
+        enrolment_key: &str,
+        name: &str,
+        state_dir: &Path,
+        registered: bool,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut child = Self::command(control_plane_url, enrolment_key, name, state_dir, env)
             .spawn()
             .expect("spawn the ssh gateway");
         let logs = crate::process::Logs::default();

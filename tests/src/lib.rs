@@ -24,6 +24,7 @@ pub mod node;
 pub mod process;
 pub mod shapes;
 pub mod terminal;
+pub mod tls;
 pub mod totp;
 
 pub use api::{

@@ -89,12 +89,17 @@ impl Node {
     /// `CCP_E2E_AGENT=standalone` in the environment runs these suites against a standalone agent
     /// process instead (the same agent code, over HTTP).
     pub async fn embedded(env: &[(&str, &str)]) -> Self {
+        Self::embedded_with(Options::new(), env).await
+    }
+
+    /// [`Node::embedded`] starting from `opts` (e.g. a TLS CA to trust).
+    pub async fn embedded_with(opts: Options, env: &[(&str, &str)]) -> Self {
         let mode = match std::env::var("CCP_E2E_AGENT").as_deref() {
             Ok("standalone") => AgentMode::Standalone,
             Ok("embedded") | Ok("") | Err(_) => AgentMode::Embedded,
             Ok(other) => panic!("CCP_E2E_AGENT must be `embedded` or `standalone`, not `{other}`"),
         };
-        Self::start(mode, env).await
+        Self::start_with(mode, opts, env).await
     }
 
     /// A control plane without an embedded agent, and a standalone agent process.
@@ -105,6 +110,11 @@ impl Node {
     /// Checks Docker, builds the host image if needed, starts everything and waits until the agent
     /// is connected.
     pub async fn start(mode: AgentMode, env: &[(&str, &str)]) -> Self {
+        Self::start_with(mode, Options::new(), env).await
+    }
+
+    /// [`Node::start`] starting from `opts`.
+    pub async fn start_with(mode: AgentMode, mut opts: Options, env: &[(&str, &str)]) -> Self {
         docker::require_docker();
         require_tools();
         let image = tokio::task::spawn_blocking(docker::host_image)
@@ -116,7 +126,6 @@ impl Node {
             .prefix("ccp-agent-")
             .tempdir()
             .expect("agent state dir");
-        let mut opts = Options::new();
         match mode {
             AgentMode::Embedded => {
                 opts = opts
@@ -160,12 +169,16 @@ impl Node {
 
     /// Options of the standalone agent of this node.
     pub fn agent_options(&self) -> AgentOptions {
+        let mut env = vec![("HOST_IMAGE".into(), self.image.clone())];
+        if let Some(ca) = &self.cp.options().tls_ca_file {
+            env.push(("CONTROL_PLANE_CA_FILE".into(), ca.display().to_string()));
+        }
         AgentOptions {
             control_plane_url: self.cp.base_url(),
             enrolment_key: self.enrolment_key.clone(),
             node_name: self.name.clone(),
             state_dir: self.state_dir.path().to_path_buf(),
-            env: vec![("HOST_IMAGE".into(), self.image.clone())],
+            env,
         }
     }
 

@@ -29,6 +29,9 @@ pub struct Options {
     pub jwt_secret: String,
     /// Further variables (`TOKEN_TTL_SECS`, `LOGIN_MAX_FAILURES_PER_ACCOUNT`, `MAX_BODY_BYTES`, …).
     pub env: Vec<(String, String)>,
+    /// PEM file of the CA that signed the certificate of `TLS_CERT_FILE`: set, the API is dialled
+    /// over HTTPS trusting it, and so are standalone agents (`CONTROL_PLANE_CA_FILE`).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -46,6 +49,7 @@ impl Options {
             admin_password: format!("adm-{}", fixtures::random_alnum(24)),
             jwt_secret: fixtures::random_alnum(48),
             env: Vec::new(),
+            tls_ca_file: None,
         }
     }
 
@@ -292,13 +296,24 @@ impl ControlPlane {
         self.spawn().await;
     }
 
-    /// The URL to dial: loopback when the process listens on every interface.
+    /// The URL to dial: loopback when the process listens on every interface; `https` when the
+    /// options name a CA.
     pub fn base_url(&self) -> String {
         let mut addr = self.addr;
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        format!("http://{addr}")
+        let scheme = if self.opts.tls_ca_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{addr}")
+    }
+
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("control plane is not running").id()
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -328,14 +343,9 @@ impl ControlPlane {
         self.logs.text()
     }
 
-    /// The process id while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(std::process::Child::id)
-    }
-
     /// A line of the process's `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM` — the peak).
     pub fn memory_kib(&self, field: &str) -> u64 {
-        let pid = self.pid().expect("the control plane runs");
+        let pid = self.pid();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
         status
             .lines()
@@ -346,7 +356,11 @@ impl ControlPlane {
 
     /// An anonymous client.
     pub fn api(&self) -> Api {
-        Api::new(self.base_url())
+        let ca =
+            self.opts.tls_ca_file.as_ref().map(|path| {
+                std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            });
+        Api::trusting(self.base_url(), ca.as_deref())
     }
 
     /// A client signed in as the operator.

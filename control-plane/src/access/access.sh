@@ -4,6 +4,9 @@
 #   curl -sSf http://SERVER:8080/v1/bootstrap/script | bash   asks for username and password
 #   curl -sSf http://SERVER/entry/SHORTID | bash               asks for the password of that host's owner
 #
+# Over https://, curl verifies the server's certificate; for a private CA, export CURL_CA_BUNDLE=CA.pem
+# before running the line above (both curl calls use it).
+#
 # Answers are read from the terminal (/dev/tty), so piping into bash works. The SSH secret the
 # server hands out is single-use and expires within minutes; it reaches ssh through sshpass (in the
 # SSHPASS environment variable) or an SSH_ASKPASS helper, never on a command line.

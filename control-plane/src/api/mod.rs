@@ -111,7 +111,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             }),
         )
         .merge(crate::web::router());
-    finish(router, max_body_bytes).with_state(state)
+    finish(router, max_body_bytes, &state).with_state(state)
 }
 
 /// Only the bootstrap and entry routes, for the `ENTRY_ADDR` listener (short links on port 80
@@ -120,11 +120,21 @@ pub fn access_router(state: AppState, max_body_bytes: usize) -> Router {
     let (router, _) = OpenApiRouter::<AppState>::new()
         .merge(access::router())
         .split_for_parts();
-    finish(router, max_body_bytes).with_state(state)
+    finish(router, max_body_bytes, &state).with_state(state)
 }
 
-/// The fallbacks, body limit and request span every listener shares.
-fn finish(router: Router<AppState>, max_body_bytes: usize) -> Router<AppState> {
+/// Only the agent and gateway routes, for the loopback listener the embedded agent and gateway
+/// use while the public listeners serve HTTPS.
+pub fn machine_router(state: AppState, max_body_bytes: usize) -> Router {
+    let (router, _) = OpenApiRouter::<AppState>::new()
+        .merge(agent::router())
+        .merge(gateway::router())
+        .split_for_parts();
+    finish(router, max_body_bytes, &state).with_state(state)
+}
+
+/// The fallbacks, body limit, response headers and request span every listener shares.
+fn finish(router: Router<AppState>, max_body_bytes: usize, state: &AppState) -> Router<AppState> {
     router
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -136,12 +146,31 @@ fn finish(router: Router<AppState>, max_body_bytes: usize) -> Router<AppState> {
             crate::auth::login::gate,
         ))
         .layer(axum::middleware::map_response(crate::web::security_headers))
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            strict_transport,
+        ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
                 // The path only: query strings may carry filters but never secrets; keep them out anyway.
                 tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
             }),
         )
+}
+
+/// `Strict-Transport-Security` when users reach the API over HTTPS, so browsers that saw it once
+/// refuse plain HTTP to this host for a year, whatever link they follow.
+async fn strict_transport(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    if state.settings.serves_tls() {
+        response.headers_mut().insert(
+            axum::http::header::STRICT_TRANSPORT_SECURITY,
+            axum::http::HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    response
 }
 
 async fn route_not_found() -> ApiError {
