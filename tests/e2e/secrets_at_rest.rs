@@ -58,10 +58,8 @@ struct Setup {
     put_in: Secrets,
 }
 
-const AGENT_TOKEN: &str = "agent-token-for-the-secrets-at-rest-test-0123456789";
-
 fn options() -> Options {
-    Options::new().env("AGENT_TOKEN", AGENT_TOKEN)
+    Options::new()
 }
 
 /// A WireGuard egress IP with a preshared key, a socks proxy and a shadowsocks proxy with passwords,
@@ -133,8 +131,17 @@ struct Agent {
 }
 
 impl Agent {
-    async fn register(cp: &ControlPlane) -> Self {
-        let api = cp.api().with_header("x-agent-token", AGENT_TOKEN);
+    /// Registers the node `sealed-node`, enrolling it first when `credential` holds none yet (a
+    /// restored database keeps the node and its credential).
+    async fn register(cp: &ControlPlane, credential: &mut Option<String>) -> Self {
+        if credential.is_none() {
+            let admin = cp.admin().await;
+            let (_, issued) = cloud_cli_proxy_tests::enrolment::agent(&admin, &cp.api(), "sealed-node").await;
+            *credential = Some(issued);
+        }
+        let api = cp
+            .api()
+            .with_header("x-agent-token", credential.as_deref().unwrap_or_default());
         let r = api
             .post(
                 "/v1/agent/register",
@@ -313,6 +320,7 @@ fn mode(path: &Path) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_are_sealed_survive_backup_and_restore_and_move_to_a_new_key() {
+    let mut credential: Option<String> = None;
     let cp = ControlPlane::start(options()).await;
     let key_file = cp.db_path().parent().unwrap().join("secrets.key");
     assert_eq!(mode(&key_file), 0o600, "the key file made at first start");
@@ -320,7 +328,7 @@ async fn secrets_are_sealed_survive_backup_and_restore_and_move_to_a_new_key() {
 
     let admin = cp.admin().await;
     let setup = populate(&admin).await;
-    let agent = Agent::register(&cp).await;
+    let agent = Agent::register(&cp, &mut credential).await;
     let first = handed_to_agent(&agent, &setup).await;
     assert_eq!(first.wg_preshared_key, setup.put_in.wg_preshared_key);
     assert_eq!(first.socks_password, setup.put_in.socks_password);
@@ -386,7 +394,7 @@ async fn secrets_are_sealed_survive_backup_and_restore_and_move_to_a_new_key() {
             .await
             .expect(202);
     }
-    let agent = Agent::register(&restored).await;
+    let agent = Agent::register(&restored, &mut credential).await;
     assert_eq!(
         handed_to_agent(&agent, &setup).await,
         first,
@@ -434,7 +442,7 @@ async fn secrets_are_sealed_survive_backup_and_restore_and_move_to_a_new_key() {
             .await
             .expect(202);
     }
-    let agent = Agent::register(&restored).await;
+    let agent = Agent::register(&restored, &mut credential).await;
     assert_eq!(handed_to_agent(&agent, &setup).await, first, "after rotation");
 
     // The old key is of no use any more: put back, it opens nothing and the start is refused.
@@ -450,6 +458,7 @@ async fn secrets_are_sealed_survive_backup_and_restore_and_move_to_a_new_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_rows_of_an_older_version_are_sealed_at_start() {
+    let mut credential: Option<String> = None;
     let mut cp = ControlPlane::start(options()).await;
     let admin = cp.admin().await;
     let setup = populate(&admin).await;
@@ -477,7 +486,7 @@ async fn plain_rows_of_an_older_version_are_sealed_at_start() {
         assert!(!in_clear, "{s} is still in clear after the start: {plain:?}");
     }
     assert_eq!(key_ids(cp.db_path()).len(), 1);
-    let agent = Agent::register(&cp).await;
+    let agent = Agent::register(&cp, &mut credential).await;
     let got = handed_to_agent(&agent, &setup).await;
     assert_eq!(got.wg_preshared_key, psk);
     assert!(got.vnc.contains(&(setup.wg_host.clone(), vnc)), "{got:?}");
