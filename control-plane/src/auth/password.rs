@@ -122,9 +122,6 @@ impl std::fmt::Debug for Job {
     }
 }
 
-/// Memory one argon2id check takes, in bytes (the `m` parameter of [`hasher`]).
-pub const CHECK_MEMORY: u64 = 19 * 1024 * 1024;
-
 impl Verifier {
     pub fn new(slots: usize, queue: usize, deadline: std::time::Duration) -> Self {
         let slots = slots.max(1);
