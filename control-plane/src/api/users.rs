@@ -159,7 +159,9 @@ async fn create_user(
     let hash = password::hash_async(req.password)
         .await
         .map_err(ApiError::internal)?;
-    let mut tx = state.db.begin().await?;
+    // The write lock is taken at BEGIN: a transaction that reads and then writes would otherwise
+    // fail with SQLITE_BUSY_SNAPSHOT (no busy timeout helps) when another write came in between.
+    let mut tx = state.db.begin_with("BEGIN IMMEDIATE").await?;
     let existing = db::users::all_usernames(&mut *tx).await?;
     if crate::api::agent::linux_user_taken(&req.username, existing.iter().map(String::as_str)) {
         return Err(ApiError::conflict(
