@@ -102,6 +102,11 @@ pub struct Config {
     #[arg(long, env = "PASSWORD_CHECK_SLOTS", default_value_t = 0)]
     pub password_check_slots: usize,
 
+    /// Desktop and terminal WebSockets and task-progress event streams one account holds open at
+    /// once in this process; past it, 429 `too_many_connections`.
+    #[arg(long, env = "MAX_LIVE_CONNECTIONS_PER_USER", default_value_t = 32)]
+    pub max_live_connections_per_user: usize,
+
     /// Length of the login rate-limit window, in seconds.
     #[arg(long, env = "LOGIN_WINDOW_SECS", default_value_t = 900)]
     pub login_window_secs: u64,

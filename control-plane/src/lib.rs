@@ -11,6 +11,7 @@ pub mod enrolment;
 pub mod error;
 pub mod extract;
 pub mod hosts;
+pub mod live;
 pub mod secrets;
 pub mod tasks;
 pub mod telemetry;
@@ -111,6 +112,8 @@ pub struct AppState {
     pub vnc: vnc::Proxy,
     /// The dashboard's terminal: where it logs in, and the shells open now.
     pub terminals: Arc<terminal::Terminals>,
+    /// Long-lived connections each account holds open, bounded.
+    pub live: Arc<live::LiveConnections>,
     /// Seals and opens the secrets kept in the database.
     pub secrets: Arc<secrets::SecretsKey>,
     /// The shared lock on the key file, held while this state lives.
@@ -183,6 +186,7 @@ impl AppState {
                 terminal_gateway(config, ssh_port),
                 config.checked_terminal_resume().map_err(StartError::Config)?,
             )),
+            live: live::LiveConnections::new(config.max_live_connections_per_user),
             secrets: Arc::new(prepared.key.clone()),
             secrets_lock: Arc::new(prepared),
         })

@@ -3,7 +3,8 @@
 //! shell from the last byte received, with what the shell wrote meanwhile and nothing twice; the
 //! exit status arrives. The login is the gateway's, recorded as a web session naming the browser and
 //! who opened it. Another tenant, another account's shell id, another site, a missing subprotocol
-//! and a caller without credentials are refused.
+//! and a caller without credentials are refused. Open sockets count against the account's live
+//! connections.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -162,7 +163,7 @@ async fn events(node: &Node, kind: &str, host_id: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shell_in_the_browser_goes_through_the_gateway_and_survives_a_dropped_socket() {
-    let node = Node::embedded(&[]).await;
+    let node = Node::embedded(&[("MAX_LIVE_CONNECTIONS_PER_USER", "2")]).await;
     let base = node.cp.base_url();
     let origin = base.trim_end_matches('/').to_owned();
     let owner_name = unique("term");
@@ -339,4 +340,42 @@ async fn a_shell_in_the_browser_goes_through_the_gateway_and_survives_a_dropped_
         .find(|e| e["details"]["opened_by"] == owner_name.as_str())
         .unwrap();
     assert!(mine["details"]["bytes_out"].as_u64().unwrap() > 0, "{mine:#}");
+
+    // Open sockets hold the account's live connections (two here): a third is refused while both
+    // are open, the operator's own allowance is apart, and a socket that ends frees its slot.
+    drop((term, op));
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let ws = eventually(Duration::from_secs(20), "a free slot", || async {
+            connect(&base, &path, Some(token), &origin, Some(PROTOCOL))
+                .await
+                .ok()
+        })
+        .await;
+        let (shell, ready) = hello(ws, json!({"type": "open", "cols": 80, "rows": 24})).await;
+        assert_eq!(ready["type"], "ready", "{ready}");
+        open.push(shell);
+    }
+    let third = connect(&base, &path, Some(token), &origin, Some(PROTOCOL)).await;
+    assert_eq!(refused(third), (429, "too_many_connections".to_owned()));
+    let operator = connect(
+        &base,
+        &admin_path,
+        Some(node.admin.token()),
+        &origin,
+        Some(PROTOCOL),
+    )
+    .await
+    .expect("the operator's allowance is their own");
+    drop(operator);
+    let mut first = open.remove(0);
+    first.type_line("exit").await;
+    assert_eq!(first.control().await["type"], "exit");
+    drop(first);
+    eventually(Duration::from_secs(20), "the ended socket's slot", || async {
+        connect(&base, &path, Some(token), &origin, Some(PROTOCOL))
+            .await
+            .ok()
+    })
+    .await;
 }

@@ -81,7 +81,8 @@ async fn get_own_task(
 #[utoipa::path(get, path = "/v1/user/tasks/{task_id}/events", tag = "portal", security(("bearer" = [])),
     params(("task_id" = Uuid, Path)),
     responses((status = 200, description = "text/event-stream of task states"),
-              (status = 404, body = crate::error::ErrorBody)))]
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 429, description = "the account holds too many live connections open", body = crate::error::ErrorBody)))]
 async fn own_task_events(
     State(state): State<AppState>,
     Tenant(me): Tenant,
@@ -91,10 +92,11 @@ async fn own_task_events(
         impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>> + use<>,
     >,
 > {
+    let slot = state.live.open(&me.user.id)?;
     // Subscribed before the task is read, so no change between the two is missed.
     let updates = state.task_updates.subscribe();
     let task = own_task_or_404(&state, &me.user.id, task_id).await?;
-    Ok(super::tasks::progress_stream(&state, updates, task))
+    Ok(super::tasks::progress_stream(&state, slot, updates, task))
 }
 
 async fn own_host_or_404(state: &AppState, user_id: &str, host_id: Uuid) -> ApiResult<Host> {

@@ -104,24 +104,28 @@ async fn cancel_task(
 #[utoipa::path(get, path = "/v1/admin/tasks/{task_id}/events", tag = "tasks", security(("bearer" = [])),
     params(("task_id" = Uuid, Path)),
     responses((status = 200, description = "text/event-stream of task states"),
-              (status = 404, body = crate::error::ErrorBody)))]
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 429, description = "the account holds too many live connections open", body = crate::error::ErrorBody)))]
 async fn task_events(
     State(state): State<AppState>,
-    Admin(_): Admin,
+    Admin(admin): Admin,
     Path(task_id): Path<Uuid>,
 ) -> ApiResult<Sse<impl futures::Stream<Item = Result<Event, std::convert::Infallible>> + use<>>> {
+    let slot = state.live.open(&admin.user.id)?;
     // Subscribe before reading the row so no change between the two is missed.
     let updates = state.task_updates.subscribe();
     let current = db::tasks::get(&state.db, &task_id.to_string())
         .await?
         .ok_or_else(|| ApiError::not_found("task"))?;
-    Ok(progress_stream(&state, updates, current))
+    Ok(progress_stream(&state, slot, updates, current))
 }
 
 /// The `task` events of one task, from `current` until it finishes. `updates` must have been
-/// subscribed before `current` was read, so that no change between the two is missed.
+/// subscribed before `current` was read, so that no change between the two is missed. `slot` is
+/// the account's live connection, held until the stream ends.
 pub fn progress_stream(
     state: &AppState,
+    slot: crate::live::Slot,
     updates: tokio::sync::broadcast::Receiver<Task>,
     current: Task,
 ) -> Sse<impl futures::Stream<Item = Result<Event, std::convert::Infallible>> + use<>> {
@@ -168,5 +172,10 @@ pub fn progress_stream(
             }
         },
     );
+    // The slot lives inside the stream, so it is given back when the client goes away.
+    let stream = futures::StreamExt::map(stream, move |event| {
+        let _held = &slot;
+        event
+    });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

@@ -53,7 +53,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses((status = 101, description = "WebSocket, subprotocol `ccp-terminal.v1`"),
               (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
               (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
-              (status = 409, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
+              (status = 409, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody),
+              (status = 503, body = crate::error::ErrorBody)))]
 async fn admin_terminal(
     State(state): State<AppState>,
     Path(HostParam { host_id }): Path<HostParam>,
@@ -71,7 +72,8 @@ async fn admin_terminal(
     responses((status = 101, description = "WebSocket, subprotocol `ccp-terminal.v1`"),
               (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
               (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
-              (status = 409, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
+              (status = 409, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody),
+              (status = 503, body = crate::error::ErrorBody)))]
 async fn user_terminal(
     State(state): State<AppState>,
     Path(HostParam { host_id }): Path<HostParam>,
@@ -92,6 +94,7 @@ async fn upgrade(
 ) -> ApiResult<Response> {
     let host = host.ok_or_else(|| ApiError::not_found("host"))?;
     auth::browser::check_websocket_origin(&parts.headers, &state.settings.public_base_url)?;
+    let slot = state.live.open(&principal.user.id)?;
     let offered = parts
         .headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -139,7 +142,10 @@ async fn upgrade(
     Ok(ws
         .protocols([terminal::PROTOCOL])
         .max_message_size(INPUT_BYTES)
-        .on_upgrade(move |socket| serve(state, socket, login)))
+        .on_upgrade(move |socket| async move {
+            let _slot = slot;
+            serve(state, socket, login).await;
+        }))
 }
 
 /// The browser's first message.

@@ -284,6 +284,7 @@ async fn user_vnc_index(
               (status = 101, description = "WebSocket: RFB 3.8, security type None offered"),
               (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
+              (status = 429, body = crate::error::ErrorBody),
               (status = 502, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody),
               (status = 504, body = crate::error::ErrorBody)))]
 async fn admin_vnc_proxy(
@@ -302,6 +303,7 @@ async fn admin_vnc_proxy(
               (status = 101, description = "WebSocket: RFB 3.8, security type None offered"),
               (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
+              (status = 429, body = crate::error::ErrorBody),
               (status = 502, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody),
               (status = 504, body = crate::error::ErrorBody)))]
 async fn user_vnc_proxy(
@@ -368,10 +370,14 @@ fn is_websocket(parts: &Parts) -> bool {
 async fn proxy(state: AppState, scope: Scope, host_id: Uuid, req: Request) -> ApiResult<Response> {
     let (mut parts, _) = req.into_parts();
     let (actor, host) = authorize(&state, &parts, scope, host_id).await?;
-    let ip = reachable(&host)?;
     if is_websocket(&parts) {
-        return websocket(state, scope, &mut parts, actor, host, ip).await;
+        auth::browser::check_websocket_origin(&parts.headers, &state.settings.public_base_url)?;
+        // `authorize` always names the account; the slot is held for the whole session.
+        let slot = state.live.open(actor.id.as_deref().unwrap_or_default())?;
+        let ip = reachable(&host)?;
+        return websocket(state, scope, &mut parts, slot, actor, host, ip).await;
     }
+    let ip = reachable(&host)?;
     let method = if parts.method == Method::HEAD {
         reqwest::Method::HEAD
     } else {
@@ -400,11 +406,11 @@ async fn websocket(
     state: AppState,
     scope: Scope,
     parts: &mut Parts,
+    slot: crate::live::Slot,
     actor: Actor,
     host: Host,
     ip: std::net::IpAddr,
 ) -> ApiResult<Response> {
-    auth::browser::check_websocket_origin(&parts.headers, &state.settings.public_base_url)?;
     let upgrade = WebSocketUpgrade::from_request_parts(parts, &state)
         .await
         .map_err(|r| ApiError::bad_request("bad_request", r.body_text()))?;
@@ -421,6 +427,7 @@ async fn websocket(
     let response = upgrade
         .protocols([vnc::SUBPROTOCOL])
         .on_upgrade(move |socket| async move {
+            let _slot = slot;
             let started = Instant::now();
             let event = NewEvent::success("vnc.session_started")
                 .host(&host.id)
