@@ -71,6 +71,19 @@ async fn a_thousand_concurrent_bad_sign_ins_cost_bounded_memory() {
         1000,
         "{statuses:?}"
     );
+    // The audit log holds each guess, but the refusals of an address already held back only once
+    // a minute: a flood cannot fill the disk with copies of one fact.
+    let admin = api
+        .from_address(local(3, 0, 1))
+        .login_as("admin", &cp.options().admin_password)
+        .await;
+    let failed = admin.count("/v1/admin/events?type=auth.login_failed").await;
+    let guesses = i64::try_from(statuses.get(&401).copied().unwrap_or(0)).unwrap();
+    assert!(
+        (guesses..=guesses + 1).contains(&failed),
+        "{failed} auth.login_failed events for {guesses} guesses and {} refusals",
+        statuses.get(&429).copied().unwrap_or(0)
+    );
 
     // From 250 addresses, 4 each: no address reaches its limit, so the password-check slots are
     // what holds the memory; the rest wait briefly or are told to come back.

@@ -73,18 +73,23 @@ impl Attempt {
     }
 }
 
-/// Records a refused attempt and returns the answer to give.
+/// Records a refused attempt (when `record`: see `login::worth_recording`) and returns the answer
+/// to give.
 pub async fn refuse(
     state: &AppState,
     attempt: &Attempt,
     user_id: Option<&str>,
     refusal: Refusal,
+    record: bool,
 ) -> ApiError {
+    tracing::info!(reason = refusal.as_str(), flow = ?attempt.flow, "access refused");
+    if !record {
+        return login::answer(attempt.way(), refusal);
+    }
     let mut event = NewEvent::failure(attempt.flow.failed()).details(serde_json::json!({
         "reason": refusal.as_str(), "short_id": attempt.short_id,
     }));
     event.user_id = user_id.map(str::to_owned);
-    tracing::info!(reason = refusal.as_str(), flow = ?attempt.flow, "access refused");
     if let Err(e) = db::events::record(&state.db, &attempt.actor(), event, UtcTime::now()).await {
         return e.into();
     }
@@ -111,7 +116,8 @@ pub async fn authenticate(state: &AppState, attempt: &Attempt) -> ApiResult<User
         (Decision::Grant, None) => Err(ApiError::internal("an access login granted without an account")),
         (Decision::Refuse(refusal), user) => {
             let user_id = user.as_ref().map(|u| u.id.as_str());
-            Err(refuse(state, attempt, user_id, refusal).await)
+            let record = login::worth_recording(state, &facts, refusal);
+            Err(refuse(state, attempt, user_id, refusal, record).await)
         }
     }
 }
@@ -146,7 +152,7 @@ pub async fn open(
     let (task_id, started) = match super::plan(host.status, active.as_ref()) {
         Plan::NoHost => {
             drop(tx);
-            return Err(refuse(state, attempt, Some(&user.id), Refusal::NoHost).await);
+            return Err(refuse(state, attempt, Some(&user.id), Refusal::NoHost, true).await);
         }
         Plan::Ready => (None, false),
         Plan::Follow(id) => (Some(id), false),

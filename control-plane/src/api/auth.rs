@@ -237,6 +237,10 @@ async fn sign_in(
         host_hash: None,
     };
     let decision = login::check(state, facts, given, req.totp_code.as_deref()).await?;
+    let record = match decision {
+        Decision::Refuse(refusal) => login::worth_recording(state, &facts, refusal),
+        Decision::Grant => true,
+    };
     match (decision, user) {
         (Decision::Grant, Some(user)) => {
             let actor = Actor {
@@ -255,11 +259,13 @@ async fn sign_in(
             Ok(user)
         }
         (Decision::Refuse(refusal), user) => {
-            let mut event = NewEvent::failure("auth.login_failed")
-                .details(serde_json::json!({ "reason": refusal.as_str(), "via": via(way) }));
-            event.user_id = user.map(|u| u.id);
             tracing::info!(reason = refusal.as_str(), "sign-in refused");
-            db::events::record(&state.db, &actor, event, now).await?;
+            if record {
+                let mut event = NewEvent::failure("auth.login_failed")
+                    .details(serde_json::json!({ "reason": refusal.as_str(), "via": via(way) }));
+                event.user_id = user.map(|u| u.id);
+                db::events::record(&state.db, &actor, event, now).await?;
+            }
             Err(login::answer(way, refusal))
         }
         (Decision::Grant, None) => Err(ApiError::internal("a sign-in granted without an account")),

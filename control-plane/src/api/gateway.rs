@@ -236,7 +236,7 @@ async fn auth(
     if let Decision::Refuse(refusal) = decision
         && let Some(wait) = refusal.retry_after()
     {
-        if !probe {
+        if !probe && login::worth_recording(&state, &facts, refusal) {
             let event = refuse(refusal, user.as_ref(), None);
             db::events::record(&state.db, &actor, event, now).await?;
         }

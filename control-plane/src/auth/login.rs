@@ -140,6 +140,16 @@ pub async fn check(
     Ok(decision)
 }
 
+/// Whether `refusal` goes to the audit log. A refusal for a proof is always written; one about
+/// load (already rate-limited, or busy) is written once a minute per client address and per account,
+/// so a flood of refused attempts cannot fill the disk with copies of one fact.
+pub fn worth_recording(state: &AppState, facts: &Facts<'_>, refusal: Refusal) -> bool {
+    refusal.retry_after().is_none()
+        || state
+            .limiter
+            .log_load_refusal(facts.account_key, &client_key(facts.ip), Instant::now())
+}
+
 /// The answer to give for a refusal on a way that answers over HTTP. Before the proof is right,
 /// every refusal is the same 401, so nothing tells which accounts or links exist.
 pub fn answer(way: Way, refusal: Refusal) -> ApiError {

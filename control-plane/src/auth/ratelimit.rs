@@ -25,6 +25,9 @@ const SWEEP_AT: usize = 50_000;
 const KNOWN_PER_ACCOUNT: usize = 16;
 /// How long a client stays known after its last sign-in.
 pub const KNOWN_FOR: Duration = Duration::from_secs(90 * 24 * 3600);
+/// A refusal about load (already limited, busy) is written to the audit log at most once in this
+/// long per client address and per account.
+pub const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(60);
 
 /// Failure times per key; a key is blocked once `max` of them fall inside `window`.
 #[derive(Debug)]
@@ -108,6 +111,8 @@ struct State {
     per_account: Windows,
     /// Per account: the client addresses it signed in from, with the time of the last one.
     known: HashMap<String, Vec<(String, Instant)>>,
+    /// When a load refusal was last written to the audit log, per client address and per account.
+    logged: HashMap<String, Instant>,
 }
 
 /// The sign-in limiter shared by every way in.
@@ -168,6 +173,7 @@ impl LoginLimiter {
                 per_pair: Windows::new(limits.per_account_client, limits.window),
                 per_account: Windows::new(limits.per_account, limits.window),
                 known: HashMap::new(),
+                logged: HashMap::new(),
             }),
         }
     }
@@ -248,6 +254,32 @@ impl LoginLimiter {
         remember(&mut state, &ticket.account, &ticket.ip, now);
     }
 
+    /// Whether a refusal about load (the attempt was already limited, or every password check was
+    /// busy) of `account` from the client `ip` should be written to the audit log: only when neither
+    /// that address nor that account had one written within [`REFUSALS_LOGGED_EVERY`]. A flood of
+    /// such attempts, from one address or spread over many at one account, then writes one event a
+    /// minute instead of one per request; the limiter still answers every one.
+    pub fn log_load_refusal(&self, account: &str, ip: &str, now: Instant) -> bool {
+        let keys = [format!("ip\n{ip}"), format!("account\n{}", account_key(account))];
+        let mut state = self.lock();
+        let logged = &mut state.logged;
+        if logged.len() >= SWEEP_AT {
+            logged.retain(|_, at| now.saturating_duration_since(*at) < REFUSALS_LOGGED_EVERY);
+        }
+        let recent = |k: &String| {
+            logged
+                .get(k)
+                .is_some_and(|at| now.saturating_duration_since(*at) < REFUSALS_LOGGED_EVERY)
+        };
+        if keys.iter().any(recent) {
+            return false;
+        }
+        for k in keys {
+            logged.insert(k, now);
+        }
+        true
+    }
+
     /// Remembers a sign-in that did not pass through `admit` (a key login).
     pub fn remember(&self, account: &str, ip: &str, now: Instant) {
         remember(&mut self.lock(), &account_key(account), ip, now);
@@ -293,6 +325,21 @@ mod tests {
     fn fail(l: &LoginLimiter, ip: &str, account: &str, known: bool, now: Instant) -> Result<(), Duration> {
         l.admit(ip, account, known, now)
             .map(|t| l.settle(t, Outcome::Guess, now))
+    }
+
+    #[test]
+    fn load_refusals_are_logged_once_a_minute_per_address_and_per_account() {
+        let l = limiter(5, 5, 5);
+        let t0 = Instant::now();
+        assert!(l.log_load_refusal("ann", "10.0.0.1", t0));
+        // The same address, whatever the account, and the same account, from anywhere: not again.
+        assert!(!l.log_load_refusal("bob", "10.0.0.1", t0));
+        assert!(!l.log_load_refusal("ANN", "10.0.0.2", t0));
+        // Neither seen: logged.
+        assert!(l.log_load_refusal("cid", "10.0.0.3", t0));
+        // A minute on, again.
+        let later = t0 + REFUSALS_LOGGED_EVERY;
+        assert!(l.log_load_refusal("bob", "10.0.0.1", later));
     }
 
     #[test]
