@@ -19,13 +19,15 @@ pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Database URL. `sqlite://PATH` (created if missing, WAL mode).
+    /// Database URL: `sqlite://PATH` (created if missing, WAL mode), or `postgres://USER:PASSWORD@HOST/DB`
+    /// (also `postgresql://`) for a database server that several control-plane replicas share.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://cloud-cli-proxy.db")]
     pub database_url: String,
 
     /// File holding the key that seals secrets in the database (32 random bytes, mode 0600). Created
-    /// on the first start when missing. Defaults to `secrets.key` beside the SQLite database. Back it
-    /// up with the database: without it the stored tunnel keys and passwords cannot be opened.
+    /// on the first start when missing. Defaults to `secrets.key` beside the SQLite database; required
+    /// with PostgreSQL, where every replica must be given the same file. Back it up with the
+    /// database: without it the stored tunnel keys and passwords cannot be opened.
     #[arg(long, env = "SECRETS_KEY_FILE")]
     pub secrets_key_file: Option<std::path::PathBuf>,
 
@@ -207,6 +209,22 @@ pub enum Command {
 
 impl Config {
     /// The secrets key file: `SECRETS_KEY_FILE`, else `secrets.key` in the SQLite database's folder.
+    /// The database URL after its check; `Err` carries the one line to print.
+    pub fn check_database(&self) -> Result<(), String> {
+        match crate::db::backend_of(&self.database_url) {
+            None => Err(format!(
+                "DATABASE_URL `{}` names no supported database: use sqlite://PATH or postgres://…",
+                crate::db::redact_url(&self.database_url)
+            )),
+            Some(crate::db::Backend::Postgres) if self.secrets_key_file.is_none() => Err(
+                "SECRETS_KEY_FILE is not set: with PostgreSQL every control-plane replica must read \
+                 the same secrets key file (created on the first start when missing)"
+                    .into(),
+            ),
+            Some(_) => Ok(()),
+        }
+    }
+
     pub fn secrets_key_path(&self) -> std::path::PathBuf {
         if let Some(path) = &self.secrets_key_file {
             return path.clone();

@@ -73,7 +73,7 @@ pub fn access(settings: &Settings, host: &Host) -> Access {
 /// Records `kind` on `host` as a queued task (and an event), in the caller's transaction.
 /// A host on its way out accepts nothing but the delete already under way.
 pub async fn request(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     actor: &Actor,
     host: &Host,
     kind: TaskKind,
@@ -112,7 +112,7 @@ fn event_kind(kind: TaskKind) -> &'static str {
 /// reaches hosts that are up now (the others get the current keys when they next start). Returns
 /// how many were queued.
 pub async fn apply_secrets_everywhere(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     actor: &Actor,
     reason: &str,
     now: UtcTime,
@@ -134,7 +134,7 @@ pub async fn apply_secrets_everywhere(
 
 /// Queues the deletion of every host of a user (when the user is deleted). Returns their ids.
 pub async fn delete_all_of_user(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     actor: &Actor,
     user_id: &str,
     now: UtcTime,

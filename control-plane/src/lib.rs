@@ -132,6 +132,7 @@ impl AppState {
     /// Opens the database, applies migrations and makes sure the operator account matches the config.
     pub async fn init(config: &Config, bound_port: u16, ssh_port: u16) -> Result<Self, StartError> {
         config.check_no_shared_tokens().map_err(StartError::Config)?;
+        config.check_database().map_err(StartError::Config)?;
         let secret = config.checked_jwt_secret().map_err(StartError::Config)?;
         let db = db::connect(&config.database_url).await?;
         let prepared = secrets::prepare(&db, &config.secrets_key_path()).await?;

@@ -42,11 +42,12 @@ async fn oversized_events_are_cut_and_still_recorded() {
     events::record(&state.db, &actor, event, UtcTime::now())
         .await
         .expect("recording never fails over size");
-    let row: (String, String, String) =
-        sqlx::query_as("SELECT actor_name, ip, details FROM events WHERE type = 'test.oversized'")
-            .fetch_one(&state.db)
-            .await
-            .expect("row");
+    let row: (String, String, String) = control_plane::on_db!(
+        &state.db,
+        "SELECT actor_name, ip, details FROM events WHERE type = 'test.oversized'",
+        |exec, sql| sqlx::query_as(sql).fetch_one(exec).await
+    )
+    .expect("row");
     let limit = MAX_NAME_CHARS + TRUNCATED.chars().count();
     assert_eq!(row.0.chars().count(), limit);
     assert!(row.0.ends_with(TRUNCATED));

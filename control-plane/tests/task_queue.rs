@@ -173,11 +173,16 @@ async fn failures_retry_with_backoff_then_fail_and_stale_leases_are_ignored() {
     );
 
     // Exhaust the budget: a non-retryable failure ends it.
-    sqlx::query("UPDATE tasks SET not_before = NULL WHERE id = ?")
-        .bind(&id)
-        .execute(&state.db)
-        .await
-        .expect("due");
+    control_plane::on_db!(
+        &state.db,
+        "UPDATE tasks SET not_before = NULL WHERE id = ?",
+        |exec, sql| sqlx::query(sql)
+            .bind(&id)
+            .execute(exec)
+            .await
+            .map(control_plane::db::Done::from)
+    )
+    .expect("due");
     let attempt = tasks::claim_next(&state, &n1)
         .await
         .expect("claim")

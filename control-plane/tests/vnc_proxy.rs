@@ -488,20 +488,30 @@ async fn hosts_that_cannot_answer() {
         control_plane::secrets::field::HOST_VNC_SECRET,
         "wrong",
     );
-    sqlx::query("UPDATE hosts SET vnc_secret = ? WHERE id = ?")
-        .bind(&wrong)
-        .bind(&f.host_id)
-        .execute(&f.state.db)
-        .await
-        .unwrap();
+    control_plane::on_db!(
+        &f.state.db,
+        "UPDATE hosts SET vnc_secret = ? WHERE id = ?",
+        |exec, sql| sqlx::query(sql)
+            .bind(&wrong)
+            .bind(&f.host_id)
+            .execute(exec)
+            .await
+            .map(control_plane::db::Done::from)
+    )
+    .unwrap();
     assert_eq!(ws_status(f.ws(&f.path("admin", "/websockify"), &auth).await), 502);
     // A secret that does not open under the key (stored in clear behind the server's back) is our
     // fault, not the host's: 500, and nothing is sent to the VNC server.
-    sqlx::query("UPDATE hosts SET vnc_secret = 'in-clear' WHERE id = ?")
-        .bind(&f.host_id)
-        .execute(&f.state.db)
-        .await
-        .unwrap();
+    control_plane::on_db!(
+        &f.state.db,
+        "UPDATE hosts SET vnc_secret = 'in-clear' WHERE id = ?",
+        |exec, sql| sqlx::query(sql)
+            .bind(&f.host_id)
+            .execute(exec)
+            .await
+            .map(control_plane::db::Done::from)
+    )
+    .unwrap();
     assert_eq!(ws_status(f.ws(&f.path("admin", "/websockify"), &auth).await), 500);
 
     db::hosts::set_outcome(&f.state.db, &f.host_id, HostStatus::Stopped, None, None, now)
@@ -512,22 +522,32 @@ async fn hosts_that_cannot_answer() {
         (409, "host_not_running".into())
     );
 
-    sqlx::query("UPDATE hosts SET status = 'running', address = NULL WHERE id = ?")
-        .bind(&f.host_id)
-        .execute(&f.state.db)
-        .await
-        .unwrap();
+    control_plane::on_db!(
+        &f.state.db,
+        "UPDATE hosts SET status = 'running', address = NULL WHERE id = ?",
+        |exec, sql| sqlx::query(sql)
+            .bind(&f.host_id)
+            .execute(exec)
+            .await
+            .map(control_plane::db::Done::from)
+    )
+    .unwrap();
     assert_eq!(
         error_code(f.get(&page, &auth).await).await,
         (503, "host_no_address".into())
     );
 
     // Nothing listens at the address: 502 with a code, quickly.
-    sqlx::query("UPDATE hosts SET address = '127.0.0.2' WHERE id = ?")
-        .bind(&f.host_id)
-        .execute(&f.state.db)
-        .await
-        .unwrap();
+    control_plane::on_db!(
+        &f.state.db,
+        "UPDATE hosts SET address = '127.0.0.2' WHERE id = ?",
+        |exec, sql| sqlx::query(sql)
+            .bind(&f.host_id)
+            .execute(exec)
+            .await
+            .map(control_plane::db::Done::from)
+    )
+    .unwrap();
     assert_eq!(
         error_code(f.get(&page, &auth).await).await,
         (502, "vnc_unavailable".into())

@@ -109,17 +109,16 @@ pub fn secret_hash(secret: &str) -> String {
 
 /// The stored handoff row of `secret`: `(host_id, used)`.
 pub async fn handoff_row(cp: &ControlPlane, secret: &str) -> Option<(String, bool)> {
-    let pool = sqlx::SqlitePool::connect(&format!("{}?mode=ro", cp.database_url()))
-        .await
-        .unwrap();
-    let row: Option<(String, Option<String>)> =
-        sqlx::query_as("SELECT host_id, used_at FROM ssh_handoffs WHERE secret_hash = ?")
-            .bind(secret_hash(secret))
-            .fetch_optional(&pool)
-            .await
-            .unwrap();
-    pool.close().await;
-    row.map(|(host, used)| (host, used.is_some()))
+    let rows = crate::database::fetch_texts(
+        &cp.database_url(),
+        "SELECT host_id, used_at FROM ssh_handoffs WHERE secret_hash = $1",
+        &[&secret_hash(secret)],
+    )
+    .await;
+    rows.into_iter().next().map(|row| {
+        let host = row[0].clone().expect("host_id");
+        (host, row[1].is_some())
+    })
 }
 
 /// A stand-in node agent over the agent link: it claims host tasks and ends them as told, so API

@@ -32,6 +32,10 @@ pub struct Options {
     /// PEM file of the CA that signed the certificate of `TLS_CERT_FILE`: set, the API is dialled
     /// over HTTPS trusting it, and so are standalone agents (`CONTROL_PLANE_CA_FILE`).
     pub tls_ca_file: Option<PathBuf>,
+    /// The PostgreSQL database, when the control plane keeps its state there: made at the start
+    /// under `CCP_E2E_DATABASE=postgres` unless `db_path` names an SQLite file, or given to share
+    /// one database between replicas ([`Options::postgres`]).
+    pub postgres: Option<Arc<crate::database::PgDatabase>>,
 }
 
 impl Default for Options {
@@ -50,7 +54,14 @@ impl Options {
             jwt_secret: fixtures::random_alnum(48),
             env: Vec::new(),
             tls_ca_file: None,
+            postgres: None,
         }
+    }
+
+    /// Keep the state in this PostgreSQL database (shared with whoever else is given it).
+    pub fn postgres(mut self, db: Arc<crate::database::PgDatabase>) -> Self {
+        self.postgres = Some(db);
+        self
     }
 
     pub fn env(mut self, key: &str, value: impl ToString) -> Self {
@@ -145,7 +156,13 @@ impl std::fmt::Debug for ControlPlane {
 
 impl ControlPlane {
     /// Starts the binary and waits until it listens.
-    pub async fn start(opts: Options) -> Self {
+    pub async fn start(mut opts: Options) -> Self {
+        if opts.postgres.is_none()
+            && opts.db_path.is_none()
+            && crate::database::backend() == crate::database::Backend::Postgres
+        {
+            opts.postgres = Some(crate::database::PgDatabase::create());
+        }
         let (dir, db_path) = match &opts.db_path {
             Some(p) => (None, p.clone()),
             None => {
@@ -291,6 +308,7 @@ impl ControlPlane {
         }
         self.opts = Options {
             db_path: Some(self.db_path.clone()),
+            postgres: self.opts.postgres.clone(),
             ..opts
         };
         self.spawn().await;
@@ -329,9 +347,17 @@ impl ControlPlane {
         &self.db_path
     }
 
-    /// `sqlite://…` URL of the database.
+    /// URL of the database: `postgres://…` when it is PostgreSQL, else `sqlite://…`.
     pub fn database_url(&self) -> String {
-        format!("sqlite://{}", self.db_path.display())
+        match &self.opts.postgres {
+            Some(pg) => pg.url().to_owned(),
+            None => format!("sqlite://{}", self.db_path.display()),
+        }
+    }
+
+    /// Whether the state is in PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.opts.postgres.is_some()
     }
 
     pub fn options(&self) -> &Options {
@@ -482,7 +508,13 @@ fn command(opts: &Options, db_path: &Path) -> Command {
     // A clean environment: no inherited RUST_LOG or stray configuration changes what is tested.
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("DATABASE_URL", format!("sqlite://{}", db_path.display()))
+        .env(
+            "DATABASE_URL",
+            match &opts.postgres {
+                Some(pg) => pg.url().to_owned(),
+                None => format!("sqlite://{}", db_path.display()),
+            },
+        )
         .env("ADMIN_USERNAME", &opts.admin_username)
         .env("ADMIN_PASSWORD", &opts.admin_password)
         .env("ADMIN_JWT_SECRET", &opts.jwt_secret)
@@ -500,6 +532,13 @@ fn command(opts: &Options, db_path: &Path) -> Command {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if opts.postgres.is_some() {
+        // Beside the SQLite file's place: the handle's temporary directory.
+        cmd.env(
+            "SECRETS_KEY_FILE",
+            db_path.parent().unwrap_or(Path::new("/tmp")).join("secrets.key"),
+        );
+    }
     for (k, v) in &opts.env {
         if v.is_empty() {
             cmd.env_remove(k);

@@ -202,7 +202,7 @@ pub async fn open(
 
 /// A new single-use SSH secret for `host`, valid for `HANDOFF_TTL_SECS`, with its event.
 async fn create_ssh_secret(
-    tx: &mut db::Tx<'_>,
+    tx: &mut db::Tx,
     state: &AppState,
     user: &User,
     host: &Host,

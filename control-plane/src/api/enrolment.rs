@@ -202,7 +202,7 @@ fn machine_actor(kind: KeyKind, name: &str, ip: Option<std::net::IpAddr>) -> Act
 /// Checks `req` against `kind`'s keys and, if usable, counts one use in `tx`. `None`: refused; a
 /// refusal of a real key is recorded in `tx`, which the caller commits before answering.
 async fn redeem(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut crate::db::Tx,
     kind: KeyKind,
     req: &wire::Enrol,
     ip: Option<std::net::IpAddr>,
@@ -248,7 +248,7 @@ fn name_taken(kind: KeyKind) -> ApiError {
 }
 
 async fn enrolled_event(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut crate::db::Tx,
     kind: KeyKind,
     key: &EnrolmentKey,
     name: &str,

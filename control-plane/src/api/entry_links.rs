@@ -65,7 +65,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(rotate_entry_link))
 }
 
-async fn host_or_404(db: impl sqlx::SqliteExecutor<'_>, id: Uuid) -> ApiResult<Host> {
+async fn host_or_404(db: impl crate::db::Db<'_>, id: Uuid) -> ApiResult<Host> {
     db::hosts::get(db, &id.to_string())
         .await?
         .filter(|h| h.status != HostStatus::Deleting)

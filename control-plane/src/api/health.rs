@@ -29,9 +29,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/healthz", tag = "health",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 async fn healthz(State(state): State<AppState>) -> (StatusCode, axum::Json<Health>) {
-    let database = match sqlx::query_scalar::<_, i64>("SELECT 1")
-        .fetch_one(&state.db)
-        .await
+    let database = match crate::db::on_db!(&state.db, "SELECT 1", |exec, sql| sqlx::query_scalar::<_, i32>(
+        sql
+    )
+    .fetch_one(exec)
+    .await)
     {
         Ok(_) => "ok",
         Err(e) => {

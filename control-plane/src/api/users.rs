@@ -161,7 +161,7 @@ async fn create_user(
         .map_err(ApiError::internal)?;
     // The write lock is taken at BEGIN: a transaction that reads and then writes would otherwise
     // fail with SQLITE_BUSY_SNAPSHOT (no busy timeout helps) when another write came in between.
-    let mut tx = state.db.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = state.db.begin_for_write().await?;
     let existing = db::users::all_usernames(&mut *tx).await?;
     if crate::api::agent::linux_user_taken(&req.username, existing.iter().map(String::as_str)) {
         return Err(ApiError::conflict(

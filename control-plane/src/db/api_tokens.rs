@@ -1,7 +1,6 @@
 //! Personal API tokens: long random secrets for scripts, stored only as keyed hashes.
 
 use serde::{Deserialize, Serialize};
-use sqlx::SqliteExecutor;
 use utoipa::ToSchema;
 
 use super::{Page, UtcTime};
@@ -55,44 +54,54 @@ pub struct NewToken<'a> {
 }
 
 pub async fn insert(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     user: &super::users::User,
     new: NewToken<'_>,
     now: UtcTime,
 ) -> Result<ApiToken, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "INSERT INTO api_tokens (id, user_id, name, token_hash, prefix, token_version, created_at, expires_at, \
+    crate::db::on_db!(
+        db,
+        &format!(
+            "INSERT INTO api_tokens (id, user_id, name, token_hash, prefix, token_version, created_at, expires_at, \
          scope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
-    ))
-    .bind(super::new_id())
-    .bind(&user.id)
-    .bind(new.name)
-    .bind(new.token_hash)
-    .bind(new.prefix)
-    .bind(user.token_version)
-    .bind(now)
-    .bind(new.expires_at)
-    .bind(new.scope)
-    .fetch_one(db)
-    .await
+        ),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(super::new_id())
+            .bind(&user.id)
+            .bind(new.name)
+            .bind(new.token_hash)
+            .bind(new.prefix)
+            .bind(user.token_version)
+            .bind(now)
+            .bind(new.expires_at)
+            .bind(new.scope)
+            .fetch_one(exec)
+            .await
+    )
 }
 
 pub async fn find_by_hash(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     token_hash: &str,
 ) -> Result<Option<ApiToken>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM api_tokens WHERE token_hash = ?"))
-        .bind(token_hash)
-        .fetch_optional(db)
-        .await
+    crate::db::on_db!(
+        db,
+        &format!("SELECT {COLUMNS} FROM api_tokens WHERE token_hash = ?"),
+        |exec, sql| sqlx::query_as(sql).bind(token_hash).fetch_optional(exec).await
+    )
 }
 
-pub async fn touch(db: impl SqliteExecutor<'_>, id: &str, now: UtcTime) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE api_tokens SET last_used_at = ? WHERE id = ?")
-        .bind(now)
-        .bind(id)
-        .execute(db)
-        .await?;
+pub async fn touch(db: impl crate::db::Db<'_>, id: &str, now: UtcTime) -> Result<(), sqlx::Error> {
+    crate::db::on_db!(
+        db,
+        "UPDATE api_tokens SET last_used_at = ? WHERE id = ?",
+        |exec, sql| sqlx::query(sql)
+            .bind(now)
+            .bind(id)
+            .execute(exec)
+            .await
+            .map(crate::db::Done::from)
+    )?;
     Ok(())
 }
 
@@ -101,50 +110,57 @@ pub async fn list_for_user(
     user_id: &str,
     page: Page,
 ) -> Result<(Vec<ApiToken>, i64), sqlx::Error> {
-    let rows = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM api_tokens WHERE user_id = ? ORDER BY created_at DESC, id LIMIT ? OFFSET ?"
-    ))
-    .bind(user_id)
-    .bind(page.limit())
-    .bind(page.offset())
-    .fetch_all(db)
-    .await?;
-    let total = sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens WHERE user_id = ?")
-        .bind(user_id)
-        .fetch_one(db)
-        .await?;
+    let rows = crate::db::on_db!(
+        db,
+        &format!(
+            "SELECT {COLUMNS} FROM api_tokens WHERE user_id = ? ORDER BY created_at DESC, id LIMIT ? OFFSET ?"
+        ),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(user_id)
+            .bind(page.limit())
+            .bind(page.offset())
+            .fetch_all(exec)
+            .await
+    )?;
+    let total = crate::db::on_db!(
+        db,
+        "SELECT COUNT(*) FROM api_tokens WHERE user_id = ?",
+        |exec, sql| sqlx::query_scalar(sql).bind(user_id).fetch_one(exec).await
+    )?;
     Ok((rows, total))
 }
 
 /// Tokens of a user that still work at `now`: neither revoked nor expired.
-pub async fn count_live(
-    db: impl SqliteExecutor<'_>,
-    user_id: &str,
-    now: UtcTime,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+pub async fn count_live(db: impl crate::db::Db<'_>, user_id: &str, now: UtcTime) -> Result<i64, sqlx::Error> {
+    crate::db::on_db!(
+        db,
         "SELECT COUNT(*) FROM api_tokens WHERE user_id = ? AND revoked_at IS NULL AND expires_at > ?",
+        |exec, sql| sqlx::query_scalar(sql)
+            .bind(user_id)
+            .bind(now)
+            .fetch_one(exec)
+            .await
     )
-    .bind(user_id)
-    .bind(now)
-    .fetch_one(db)
-    .await
 }
 
 /// Revokes a token of `user_id`; `None` when there is no such token of theirs.
 pub async fn revoke(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     user_id: &str,
     id: &str,
     now: UtcTime,
 ) -> Result<Option<ApiToken>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND user_id = ? \
+    crate::db::on_db!(
+        db,
+        &format!(
+            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND user_id = ? \
          RETURNING {COLUMNS}"
-    ))
-    .bind(now)
-    .bind(id)
-    .bind(user_id)
-    .fetch_optional(db)
-    .await
+        ),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(now)
+            .bind(id)
+            .bind(user_id)
+            .fetch_optional(exec)
+            .await
+    )
 }

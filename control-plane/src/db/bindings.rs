@@ -1,7 +1,5 @@
 //! Bindings of a host to the egress IP its traffic must leave from (at most one per host).
 
-use sqlx::SqliteExecutor;
-
 use super::{Page, UtcTime};
 use crate::secrets::Sealed;
 
@@ -32,46 +30,56 @@ impl std::fmt::Debug for Binding {
 const COLUMNS: &str = "id, host_id, egress_ip_id, wg_private_key, wg_peer_address, created_at";
 
 pub async fn insert(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     host_id: &str,
     egress_ip_id: &str,
     wg_private_key: Option<&Sealed>,
     wg_peer_address: Option<&str>,
     now: UtcTime,
 ) -> Result<Binding, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "INSERT INTO bindings (id, host_id, egress_ip_id, wg_private_key, wg_peer_address, created_at) \
+    crate::db::on_db!(
+        db,
+        &format!(
+            "INSERT INTO bindings (id, host_id, egress_ip_id, wg_private_key, wg_peer_address, created_at) \
          VALUES (?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
-    ))
-    .bind(super::new_id())
-    .bind(host_id)
-    .bind(egress_ip_id)
-    .bind(wg_private_key)
-    .bind(wg_peer_address)
-    .bind(now)
-    .fetch_one(db)
-    .await
+        ),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(super::new_id())
+            .bind(host_id)
+            .bind(egress_ip_id)
+            .bind(wg_private_key)
+            .bind(wg_peer_address)
+            .bind(now)
+            .fetch_one(exec)
+            .await
+    )
 }
 
 /// Replaces the binding's WireGuard key pair.
 pub async fn set_wg_key(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     id: &str,
     wg_private_key: &Sealed,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE bindings SET wg_private_key = ? WHERE id = ?")
-        .bind(wg_private_key)
-        .bind(id)
-        .execute(db)
-        .await?;
+    crate::db::on_db!(
+        db,
+        "UPDATE bindings SET wg_private_key = ? WHERE id = ?",
+        |exec, sql| sqlx::query(sql)
+            .bind(wg_private_key)
+            .bind(id)
+            .execute(exec)
+            .await
+            .map(crate::db::Done::from)
+    )?;
     Ok(())
 }
 
-pub async fn get(db: impl SqliteExecutor<'_>, id: &str) -> Result<Option<Binding>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM bindings WHERE id = ?"))
-        .bind(id)
-        .fetch_optional(db)
-        .await
+pub async fn get(db: impl crate::db::Db<'_>, id: &str) -> Result<Option<Binding>, sqlx::Error> {
+    crate::db::on_db!(
+        db,
+        &format!("SELECT {COLUMNS} FROM bindings WHERE id = ?"),
+        |exec, sql| sqlx::query_as(sql).bind(id).fetch_optional(exec).await
+    )
 }
 
 #[derive(Debug, Default, Clone)]
@@ -82,46 +90,57 @@ pub struct Filter {
 
 pub async fn list(db: &super::Pool, filter: &Filter, page: Page) -> Result<(Vec<Binding>, i64), sqlx::Error> {
     let cond = "(? IS NULL OR host_id = ?) AND (? IS NULL OR egress_ip_id = ?)";
-    let rows = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM bindings WHERE {cond} ORDER BY created_at, id LIMIT ? OFFSET ?"
-    ))
-    .bind(&filter.host_id)
-    .bind(&filter.host_id)
-    .bind(&filter.egress_ip_id)
-    .bind(&filter.egress_ip_id)
-    .bind(page.limit())
-    .bind(page.offset())
-    .fetch_all(db)
-    .await?;
-    let total = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM bindings WHERE {cond}"))
-        .bind(&filter.host_id)
-        .bind(&filter.host_id)
-        .bind(&filter.egress_ip_id)
-        .bind(&filter.egress_ip_id)
-        .fetch_one(db)
-        .await?;
+    let rows = crate::db::on_db!(
+        db,
+        &format!("SELECT {COLUMNS} FROM bindings WHERE {cond} ORDER BY created_at, id LIMIT ? OFFSET ?"),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(&filter.host_id)
+            .bind(&filter.host_id)
+            .bind(&filter.egress_ip_id)
+            .bind(&filter.egress_ip_id)
+            .bind(page.limit())
+            .bind(page.offset())
+            .fetch_all(exec)
+            .await
+    )?;
+    let total = crate::db::on_db!(
+        db,
+        &format!("SELECT COUNT(*) FROM bindings WHERE {cond}"),
+        |exec, sql| sqlx::query_scalar(sql)
+            .bind(&filter.host_id)
+            .bind(&filter.host_id)
+            .bind(&filter.egress_ip_id)
+            .bind(&filter.egress_ip_id)
+            .fetch_one(exec)
+            .await
+    )?;
     Ok((rows, total))
 }
 
-pub async fn delete(db: impl SqliteExecutor<'_>, id: &str) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM bindings WHERE id = ?")
-        .bind(id)
-        .execute(db)
-        .await?;
+pub async fn delete(db: impl crate::db::Db<'_>, id: &str) -> Result<bool, sqlx::Error> {
+    let done = crate::db::on_db!(db, "DELETE FROM bindings WHERE id = ?", |exec, sql| sqlx::query(
+        sql
+    )
+    .bind(id)
+    .execute(exec)
+    .await
+    .map(crate::db::Done::from))?;
     Ok(done.rows_affected() > 0)
 }
 
-pub async fn count_for_egress(db: impl SqliteExecutor<'_>, egress_ip_id: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM bindings WHERE egress_ip_id = ?")
-        .bind(egress_ip_id)
-        .fetch_one(db)
-        .await
+pub async fn count_for_egress(db: impl crate::db::Db<'_>, egress_ip_id: &str) -> Result<i64, sqlx::Error> {
+    crate::db::on_db!(
+        db,
+        "SELECT COUNT(*) FROM bindings WHERE egress_ip_id = ?",
+        |exec, sql| sqlx::query_scalar(sql).bind(egress_ip_id).fetch_one(exec).await
+    )
 }
 
 /// The binding of a host, if it has one (a host has at most one).
-pub async fn for_host(db: impl SqliteExecutor<'_>, host_id: &str) -> Result<Option<Binding>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM bindings WHERE host_id = ?"))
-        .bind(host_id)
-        .fetch_optional(db)
-        .await
+pub async fn for_host(db: impl crate::db::Db<'_>, host_id: &str) -> Result<Option<Binding>, sqlx::Error> {
+    crate::db::on_db!(
+        db,
+        &format!("SELECT {COLUMNS} FROM bindings WHERE host_id = ?"),
+        |exec, sql| sqlx::query_as(sql).bind(host_id).fetch_optional(exec).await
+    )
 }

@@ -2,8 +2,6 @@
 //! caller may reach, the host task that brings it up, and whether the single-use SSH secret was
 //! already handed out.
 
-use sqlx::SqliteExecutor;
-
 use super::UtcTime;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -32,67 +30,77 @@ pub struct NewSession<'a> {
 }
 
 pub async fn insert(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     s: NewSession<'_>,
     now: UtcTime,
 ) -> Result<Session, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "INSERT INTO bootstrap_sessions (id, user_id, host_id, task_id, secret_hash, created_at, expires_at, \
+    crate::db::on_db!(
+        db,
+        &format!(
+            "INSERT INTO bootstrap_sessions (id, user_id, host_id, task_id, secret_hash, created_at, expires_at, \
          handoff_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
-    ))
-    .bind(super::new_id())
-    .bind(s.user_id)
-    .bind(s.host_id)
-    .bind(s.task_id)
-    .bind(super::handoffs::hash(s.secret))
-    .bind(now)
-    .bind(s.expires_at)
-    .bind(s.handoff_at)
-    .fetch_one(db)
-    .await
+        ),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(super::new_id())
+            .bind(s.user_id)
+            .bind(s.host_id)
+            .bind(s.task_id)
+            .bind(super::handoffs::hash(s.secret))
+            .bind(now)
+            .bind(s.expires_at)
+            .bind(s.handoff_at)
+            .fetch_one(exec)
+            .await
+    )
 }
 
 /// A session that has not expired yet.
 pub async fn get_live(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     id: &str,
     now: UtcTime,
 ) -> Result<Option<Session>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM bootstrap_sessions WHERE id = ? AND expires_at > ?"
-    ))
-    .bind(id)
-    .bind(now)
-    .fetch_optional(db)
-    .await
+    crate::db::on_db!(
+        db,
+        &format!("SELECT {COLUMNS} FROM bootstrap_sessions WHERE id = ? AND expires_at > ?"),
+        |exec, sql| sqlx::query_as(sql).bind(id).bind(now).fetch_optional(exec).await
+    )
 }
 
 /// Marks the handoff of a live session done if `secret` is its secret and it was not done before;
 /// true when this call did it. One statement, so two racing calls cannot both get an SSH secret.
 pub async fn take_handoff(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     id: &str,
     secret: &str,
     now: UtcTime,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = crate::db::on_db!(
+        db,
         "UPDATE bootstrap_sessions SET handoff_at = ? \
          WHERE id = ? AND secret_hash = ? AND handoff_at IS NULL AND expires_at > ?",
-    )
-    .bind(now)
-    .bind(id)
-    .bind(super::handoffs::hash(secret))
-    .bind(now)
-    .execute(db)
-    .await?;
+        |exec, sql| sqlx::query(sql)
+            .bind(now)
+            .bind(id)
+            .bind(super::handoffs::hash(secret))
+            .bind(now)
+            .execute(exec)
+            .await
+            .map(crate::db::Done::from)
+    )?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Deletes sessions that expired before `before`.
-pub async fn purge_expired(db: impl SqliteExecutor<'_>, before: UtcTime) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM bootstrap_sessions WHERE expires_at < ?")
-        .bind(before)
-        .execute(db)
-        .await?;
+pub async fn purge_expired(db: impl crate::db::Db<'_>, before: UtcTime) -> Result<u64, sqlx::Error> {
+    let done = crate::db::on_db!(
+        db,
+        "DELETE FROM bootstrap_sessions WHERE expires_at < ?",
+        |exec, sql| sqlx::query(sql)
+            .bind(before)
+            .execute(exec)
+            .await
+            .map(crate::db::Done::from)
+    )?;
     Ok(done.rows_affected())
 }

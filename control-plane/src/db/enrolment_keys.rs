@@ -2,7 +2,6 @@
 //! own, up to its usage limit, until it expires or is revoked.
 
 use serde::Serialize;
-use sqlx::SqliteExecutor;
 use utoipa::ToSchema;
 
 use super::UtcTime;
@@ -55,79 +54,87 @@ pub struct NewKey<'a> {
 }
 
 pub async fn insert(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     key: &NewKey<'_>,
     now: UtcTime,
 ) -> Result<EnrolmentKey, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "INSERT INTO enrolment_keys (id, kind, name, secret_hash, prefix, usage_limit, expires_at, created_at) \
+    crate::db::on_db!(
+        db,
+        &format!(
+            "INSERT INTO enrolment_keys (id, kind, name, secret_hash, prefix, usage_limit, expires_at, created_at) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
-    ))
-    .bind(super::new_id())
-    .bind(key.kind)
-    .bind(key.name)
-    .bind(key.secret_hash)
-    .bind(key.prefix)
-    .bind(key.usage_limit)
-    .bind(key.expires_at)
-    .bind(now)
-    .fetch_one(db)
-    .await
+        ),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(super::new_id())
+            .bind(key.kind)
+            .bind(key.name)
+            .bind(key.secret_hash)
+            .bind(key.prefix)
+            .bind(key.usage_limit)
+            .bind(key.expires_at)
+            .bind(now)
+            .fetch_one(exec)
+            .await
+    )
 }
 
 /// Keys, newest first.
 pub async fn list(db: &super::Pool, page: super::Page) -> Result<(Vec<EnrolmentKey>, i64), sqlx::Error> {
-    let rows = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM enrolment_keys ORDER BY created_at DESC, id LIMIT ? OFFSET ?"
-    ))
-    .bind(page.limit())
-    .bind(page.offset())
-    .fetch_all(db)
-    .await?;
-    let total = sqlx::query_scalar("SELECT COUNT(*) FROM enrolment_keys")
-        .fetch_one(db)
-        .await?;
+    let rows = crate::db::on_db!(
+        db,
+        &format!("SELECT {COLUMNS} FROM enrolment_keys ORDER BY created_at DESC, id LIMIT ? OFFSET ?"),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(page.limit())
+            .bind(page.offset())
+            .fetch_all(exec)
+            .await
+    )?;
+    let total = crate::db::on_db!(db, "SELECT COUNT(*) FROM enrolment_keys", |exec, sql| {
+        sqlx::query_scalar(sql).fetch_one(exec).await
+    })?;
     Ok((rows, total))
 }
 
 pub async fn by_hash(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     secret_hash: &str,
 ) -> Result<Option<EnrolmentKey>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM enrolment_keys WHERE secret_hash = ?"
-    ))
-    .bind(secret_hash)
-    .fetch_optional(db)
-    .await
+    crate::db::on_db!(
+        db,
+        &format!("SELECT {COLUMNS} FROM enrolment_keys WHERE secret_hash = ?"),
+        |exec, sql| sqlx::query_as(sql).bind(secret_hash).fetch_optional(exec).await
+    )
 }
 
 /// Counts one enrolment against the key, only while it is still usable (checked again here so
 /// that two enrolments racing for the last use cannot both win). False: it was not.
-pub async fn use_once(db: impl SqliteExecutor<'_>, id: &str, now: UtcTime) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+pub async fn use_once(db: impl crate::db::Db<'_>, id: &str, now: UtcTime) -> Result<bool, sqlx::Error> {
+    let done = crate::db::on_db!(
+        db,
         "UPDATE enrolment_keys SET uses = uses + 1, last_used_at = ? \
          WHERE id = ? AND revoked_at IS NULL AND expires_at > ? AND uses < usage_limit",
-    )
-    .bind(now)
-    .bind(id)
-    .bind(now)
-    .execute(db)
-    .await?;
+        |exec, sql| sqlx::query(sql)
+            .bind(now)
+            .bind(id)
+            .bind(now)
+            .execute(exec)
+            .await
+            .map(crate::db::Done::from)
+    )?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Revokes a key (kept, so the list shows what it enrolled); `None` when there is no such key.
 pub async fn revoke(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     id: &str,
     now: UtcTime,
 ) -> Result<Option<EnrolmentKey>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "UPDATE enrolment_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? RETURNING {COLUMNS}"
-    ))
-    .bind(now)
-    .bind(id)
-    .fetch_optional(db)
-    .await
+    crate::db::on_db!(
+        db,
+        &format!(
+            "UPDATE enrolment_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? RETURNING {COLUMNS}"
+        ),
+        |exec, sql| sqlx::query_as(sql).bind(now).bind(id).fetch_optional(exec).await
+    )
 }

@@ -1,7 +1,6 @@
 //! The audit log: every mutation and every sign-in attempt leaves one row here.
 
 use serde::Serialize;
-use sqlx::SqliteExecutor;
 use utoipa::ToSchema;
 
 use super::{Page, UtcTime};
@@ -77,7 +76,7 @@ pub struct Event {
     pub user_id: Option<String>,
     pub host_id: Option<String>,
     pub ip: Option<String>,
-    #[sqlx(json)]
+    #[sqlx(try_from = "super::JsonText")]
     #[schema(value_type = Object)]
     pub details: serde_json::Value,
 }
@@ -129,29 +128,32 @@ pub fn bounded_details(details: serde_json::Value) -> String {
 }
 
 pub async fn record(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     actor: &Actor,
     event: NewEvent,
     now: UtcTime,
 ) -> Result<(), sqlx::Error> {
     let actor_name = actor.name.as_deref().map(|n| bounded_text(n, MAX_NAME_CHARS));
     let ip = actor.ip.as_deref().map(|n| bounded_text(n, MAX_NAME_CHARS));
-    sqlx::query(
+    crate::db::on_db!(
+        db,
         "INSERT INTO events (id, created_at, type, outcome, actor_id, actor_name, user_id, host_id, ip, details) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(super::new_id())
-    .bind(now)
-    .bind(event.kind)
-    .bind(event.outcome)
-    .bind(&actor.id)
-    .bind(actor_name)
-    .bind(event.user_id)
-    .bind(event.host_id)
-    .bind(ip)
-    .bind(bounded_details(event.details))
-    .execute(db)
-    .await?;
+        |exec, sql| sqlx::query(sql)
+            .bind(super::new_id())
+            .bind(now)
+            .bind(event.kind)
+            .bind(event.outcome)
+            .bind(&actor.id)
+            .bind(actor_name)
+            .bind(event.user_id)
+            .bind(event.host_id)
+            .bind(ip)
+            .bind(bounded_details(event.details))
+            .execute(exec)
+            .await
+            .map(crate::db::Done::from)
+    )?;
     Ok(())
 }
 
@@ -216,12 +218,16 @@ pub async fn list(db: &super::Pool, filter: &Filter, page: Page) -> Result<(Vec<
         }};
     }
 
-    let rows = bind_filter!(sqlx::query_as::<_, Event>(&select))
-        .bind(page.limit())
-        .bind(page.offset())
-        .fetch_all(db)
-        .await?;
-    let total: i64 = bind_filter!(sqlx::query_scalar(&count)).fetch_one(db).await?;
+    let rows = crate::db::on_db!(db, &select, |exec, sql| {
+        bind_filter!(sqlx::query_as::<_, Event>(sql))
+            .bind(page.limit())
+            .bind(page.offset())
+            .fetch_all(exec)
+            .await
+    })?;
+    let total: i64 = crate::db::on_db!(db, &count, |exec, sql| {
+        bind_filter!(sqlx::query_scalar(sql)).fetch_one(exec).await
+    })?;
     Ok((rows, total))
 }
 
@@ -231,14 +237,17 @@ pub async fn purge_before(db: &super::Pool, cutoff: UtcTime) -> Result<u64, sqlx
     const BATCH: i64 = 1000;
     let mut total = 0;
     loop {
-        let done = sqlx::query(
+        let done = crate::db::on_db!(
+            db,
             "DELETE FROM events WHERE seq IN \
              (SELECT seq FROM events WHERE created_at < ? ORDER BY seq LIMIT ?)",
-        )
-        .bind(cutoff)
-        .bind(BATCH)
-        .execute(db)
-        .await?
+            |exec, sql| sqlx::query(sql)
+                .bind(cutoff)
+                .bind(BATCH)
+                .execute(exec)
+                .await
+                .map(crate::db::Done::from)
+        )?
         .rows_affected();
         total += done;
         if done < BATCH as u64 {

@@ -3,7 +3,6 @@
 //! expires.
 
 use sha2::{Digest as _, Sha256};
-use sqlx::SqliteExecutor;
 
 use super::UtcTime;
 
@@ -29,7 +28,7 @@ pub enum Purpose {
 
 /// Stores the hash of `secret` for a login to `host_id` until `expires_at`.
 pub async fn create(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     host_id: &str,
     user_id: &str,
     secret: &str,
@@ -44,43 +43,48 @@ pub async fn create(
             ("web_terminal", client_ip.as_deref(), Some(opened_by.as_str()))
         }
     };
-    sqlx::query(
+    crate::db::on_db!(
+        db,
         "INSERT INTO ssh_handoffs (id, host_id, user_id, secret_hash, created_at, expires_at, purpose, \
          client_ip, opened_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&id)
-    .bind(host_id)
-    .bind(user_id)
-    .bind(hash(secret))
-    .bind(now)
-    .bind(expires_at)
-    .bind(kind)
-    .bind(client_ip)
-    .bind(opened_by)
-    .execute(db)
-    .await?;
+        |exec, sql| sqlx::query(sql)
+            .bind(&id)
+            .bind(host_id)
+            .bind(user_id)
+            .bind(hash(secret))
+            .bind(now)
+            .bind(expires_at)
+            .bind(kind)
+            .bind(client_ip)
+            .bind(opened_by)
+            .execute(exec)
+            .await
+            .map(crate::db::Done::from)
+    )?;
     Ok(id)
 }
 
 /// Marks the secret used if it is a live, unused secret for `host_id`, and answers what it was
 /// for. One statement, so two gateways racing with the same secret cannot both succeed.
 pub async fn redeem(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     host_id: &str,
     secret: &str,
     now: UtcTime,
 ) -> Result<Option<Purpose>, sqlx::Error> {
-    let row: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
+    let row: Option<(String, Option<String>, Option<String>)> = crate::db::on_db!(
+        db,
         "UPDATE ssh_handoffs SET used_at = ? \
          WHERE host_id = ? AND secret_hash = ? AND used_at IS NULL AND expires_at > ? \
          RETURNING purpose, client_ip, opened_by",
-    )
-    .bind(now)
-    .bind(host_id)
-    .bind(hash(secret))
-    .bind(now)
-    .fetch_optional(db)
-    .await?;
+        |exec, sql| sqlx::query_as(sql)
+            .bind(now)
+            .bind(host_id)
+            .bind(hash(secret))
+            .bind(now)
+            .fetch_optional(exec)
+            .await
+    )?;
     Ok(row.map(|(kind, client_ip, opened_by)| match kind.as_str() {
         "web_terminal" => Purpose::WebTerminal {
             client_ip,
@@ -91,10 +95,15 @@ pub async fn redeem(
 }
 
 /// Deletes secrets that expired before `before` (used or not); they can never be redeemed again.
-pub async fn purge_expired(db: impl SqliteExecutor<'_>, before: UtcTime) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM ssh_handoffs WHERE expires_at < ?")
-        .bind(before)
-        .execute(db)
-        .await?;
+pub async fn purge_expired(db: impl crate::db::Db<'_>, before: UtcTime) -> Result<u64, sqlx::Error> {
+    let done = crate::db::on_db!(
+        db,
+        "DELETE FROM ssh_handoffs WHERE expires_at < ?",
+        |exec, sql| sqlx::query(sql)
+            .bind(before)
+            .execute(exec)
+            .await
+            .map(crate::db::Done::from)
+    )?;
     Ok(done.rows_affected())
 }

@@ -1,7 +1,6 @@
 //! Hosts: one row per user container, with its short id and limits.
 
 use serde::{Deserialize, Serialize};
-use sqlx::SqliteExecutor;
 use utoipa::ToSchema;
 
 use super::{Page, UtcTime};
@@ -104,109 +103,119 @@ pub struct NewHost<'a> {
 }
 
 /// Inserts a host in `pending`; returns its id.
-pub async fn insert(
-    db: impl SqliteExecutor<'_>,
-    h: NewHost<'_>,
-    now: UtcTime,
-) -> Result<String, sqlx::Error> {
+pub async fn insert(db: impl crate::db::Db<'_>, h: NewHost<'_>, now: UtcTime) -> Result<String, sqlx::Error> {
     let id = super::new_id();
-    sqlx::query(
+    crate::db::on_db!(
+        db,
         "INSERT INTO hosts (id, short_id, entry_id, user_id, name, status, memory_mb, cpu_millis, pids_limit, \
          ssh_password_hash, password_crypt, vnc_secret, created_at, updated_at) \
          VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&id)
-    .bind(h.short_id)
-    .bind(h.short_id)
-    .bind(h.user_id)
-    .bind(h.name)
-    .bind(h.memory_mb)
-    .bind(h.cpu_millis)
-    .bind(h.pids_limit)
-    .bind(h.ssh_password_hash)
-    .bind(h.password_crypt)
-    .bind(h.vnc_secret)
-    .bind(now)
-    .bind(now)
-    .execute(db)
-    .await?;
+        |exec, sql| sqlx::query(sql)
+            .bind(&id)
+            .bind(h.short_id)
+            .bind(h.short_id)
+            .bind(h.user_id)
+            .bind(h.name)
+            .bind(h.memory_mb)
+            .bind(h.cpu_millis)
+            .bind(h.pids_limit)
+            .bind(h.ssh_password_hash)
+            .bind(h.password_crypt)
+            .bind(h.vnc_secret)
+            .bind(now)
+            .bind(now)
+            .execute(exec)
+            .await
+            .map(crate::db::Done::from)
+    )?;
     Ok(id)
 }
 
-pub async fn get(db: impl SqliteExecutor<'_>, id: &str) -> Result<Option<Host>, sqlx::Error> {
-    sqlx::query_as(&format!("{SELECT} WHERE h.id = ?"))
-        .bind(id)
-        .fetch_optional(db)
-        .await
+pub async fn get(db: impl crate::db::Db<'_>, id: &str) -> Result<Option<Host>, sqlx::Error> {
+    crate::db::on_db!(db, &format!("{SELECT} WHERE h.id = ?"), |exec, sql| {
+        sqlx::query_as(sql).bind(id).fetch_optional(exec).await
+    })
 }
 
 /// The host whose entry link is `/entry/{entry_id}`, open or not.
 pub async fn get_by_entry_id(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     entry_id: &str,
 ) -> Result<Option<Host>, sqlx::Error> {
-    sqlx::query_as(&format!("{SELECT} WHERE h.entry_id = ?"))
-        .bind(entry_id)
-        .fetch_optional(db)
-        .await
+    crate::db::on_db!(db, &format!("{SELECT} WHERE h.entry_id = ?"), |exec, sql| {
+        sqlx::query_as(sql).bind(entry_id).fetch_optional(exec).await
+    })
 }
 
 /// Gives the host a new entry link id; the old one stops resolving at once. A clash with another
 /// host's link is a unique violation the caller retries.
 pub async fn set_entry_id(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     id: &str,
     entry_id: &str,
     now: UtcTime,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE hosts SET entry_id = ?, updated_at = ? WHERE id = ?")
-        .bind(entry_id)
-        .bind(now)
-        .bind(id)
-        .execute(db)
-        .await?;
+    crate::db::on_db!(
+        db,
+        "UPDATE hosts SET entry_id = ?, updated_at = ? WHERE id = ?",
+        |exec, sql| sqlx::query(sql)
+            .bind(entry_id)
+            .bind(now)
+            .bind(id)
+            .execute(exec)
+            .await
+            .map(crate::db::Done::from)
+    )?;
     Ok(())
 }
 
 /// Switches the entry link on or off and sets (or clears) its expiry.
 pub async fn set_entry_state(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     id: &str,
     disabled: bool,
     expires_at: Option<UtcTime>,
     now: UtcTime,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE hosts SET entry_disabled = ?, entry_expires_at = ?, updated_at = ? WHERE id = ?")
-        .bind(disabled)
-        .bind(expires_at)
-        .bind(now)
-        .bind(id)
-        .execute(db)
-        .await?;
+    crate::db::on_db!(
+        db,
+        "UPDATE hosts SET entry_disabled = ?, entry_expires_at = ?, updated_at = ? WHERE id = ?",
+        |exec, sql| sqlx::query(sql)
+            .bind(disabled)
+            .bind(expires_at)
+            .bind(now)
+            .bind(id)
+            .execute(exec)
+            .await
+            .map(crate::db::Done::from)
+    )?;
     Ok(())
 }
 
 /// Every host of a user, oldest first.
-pub async fn of_user(db: impl SqliteExecutor<'_>, user_id: &str) -> Result<Vec<Host>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "{SELECT} WHERE h.user_id = ? ORDER BY h.created_at, h.id"
-    ))
-    .bind(user_id)
-    .fetch_all(db)
-    .await
+pub async fn of_user(db: impl crate::db::Db<'_>, user_id: &str) -> Result<Vec<Host>, sqlx::Error> {
+    crate::db::on_db!(
+        db,
+        &format!("{SELECT} WHERE h.user_id = ? ORDER BY h.created_at, h.id"),
+        |exec, sql| sqlx::query_as(sql).bind(user_id).fetch_all(exec).await
+    )
 }
 
 /// A host only if `user_id` owns it.
 pub async fn get_owned(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     id: &str,
     user_id: &str,
 ) -> Result<Option<Host>, sqlx::Error> {
-    sqlx::query_as(&format!("{SELECT} WHERE h.id = ? AND h.user_id = ?"))
-        .bind(id)
-        .bind(user_id)
-        .fetch_optional(db)
-        .await
+    crate::db::on_db!(
+        db,
+        &format!("{SELECT} WHERE h.id = ? AND h.user_id = ?"),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(id)
+            .bind(user_id)
+            .fetch_optional(exec)
+            .await
+    )
 }
 
 #[derive(Debug, Default, Clone)]
@@ -221,120 +230,145 @@ pub async fn list(db: &super::Pool, filter: &Filter, page: Page) -> Result<(Vec<
     let cond = "(? IS NULL OR h.user_id = ?) AND (? IS NULL OR h.status = ?) AND (? IS NULL \
         OR instr(lower(h.name), ?) > 0 OR instr(h.short_id, ?) > 0 OR instr(lower(u.username), ?) > 0)";
     let q = filter.q.as_deref().map(str::to_lowercase);
-    let rows = sqlx::query_as(&format!(
-        "{SELECT} WHERE {cond} ORDER BY h.created_at, h.id LIMIT ? OFFSET ?"
-    ))
-    .bind(&filter.user_id)
-    .bind(&filter.user_id)
-    .bind(filter.status)
-    .bind(filter.status)
-    .bind(&q)
-    .bind(&q)
-    .bind(&q)
-    .bind(&q)
-    .bind(page.limit())
-    .bind(page.offset())
-    .fetch_all(db)
-    .await?;
-    let total = sqlx::query_scalar(&format!(
-        "SELECT COUNT(*) FROM hosts h LEFT JOIN users u ON u.id = h.user_id WHERE {cond}"
-    ))
-    .bind(&filter.user_id)
-    .bind(&filter.user_id)
-    .bind(filter.status)
-    .bind(filter.status)
-    .bind(&q)
-    .bind(&q)
-    .bind(&q)
-    .bind(&q)
-    .fetch_one(db)
-    .await?;
+    let rows = crate::db::on_db!(
+        db,
+        &format!("{SELECT} WHERE {cond} ORDER BY h.created_at, h.id LIMIT ? OFFSET ?"),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(&filter.user_id)
+            .bind(&filter.user_id)
+            .bind(filter.status)
+            .bind(filter.status)
+            .bind(&q)
+            .bind(&q)
+            .bind(&q)
+            .bind(&q)
+            .bind(page.limit())
+            .bind(page.offset())
+            .fetch_all(exec)
+            .await
+    )?;
+    let total = crate::db::on_db!(
+        db,
+        &format!("SELECT COUNT(*) FROM hosts h LEFT JOIN users u ON u.id = h.user_id WHERE {cond}"),
+        |exec, sql| sqlx::query_scalar(sql)
+            .bind(&filter.user_id)
+            .bind(&filter.user_id)
+            .bind(filter.status)
+            .bind(filter.status)
+            .bind(&q)
+            .bind(&q)
+            .bind(&q)
+            .bind(&q)
+            .fetch_one(exec)
+            .await
+    )?;
     Ok((rows, total))
 }
 
 /// Ids of every host of a user that is not already on its way out.
-pub async fn ids_of_user(db: impl SqliteExecutor<'_>, user_id: &str) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM hosts WHERE user_id = ? AND status <> 'deleting' ORDER BY created_at")
-        .bind(user_id)
-        .fetch_all(db)
-        .await
+pub async fn ids_of_user(db: impl crate::db::Db<'_>, user_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    crate::db::on_db!(
+        db,
+        "SELECT id FROM hosts WHERE user_id = ? AND status <> 'deleting' ORDER BY created_at",
+        |exec, sql| sqlx::query_scalar(sql).bind(user_id).fetch_all(exec).await
+    )
 }
 
 pub async fn set_status(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     id: &str,
     status: HostStatus,
     now: UtcTime,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE hosts SET status = ?, updated_at = ? WHERE id = ?")
-        .bind(status)
-        .bind(now)
-        .bind(id)
-        .execute(db)
-        .await?;
+    crate::db::on_db!(
+        db,
+        "UPDATE hosts SET status = ?, updated_at = ? WHERE id = ?",
+        |exec, sql| sqlx::query(sql)
+            .bind(status)
+            .bind(now)
+            .bind(id)
+            .execute(exec)
+            .await
+            .map(crate::db::Done::from)
+    )?;
     Ok(())
 }
 
 pub async fn set_ssh_password(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     id: &str,
     hash: &str,
     crypt: &str,
     now: UtcTime,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE hosts SET ssh_password_hash = ?, password_crypt = ?, updated_at = ? WHERE id = ?")
-        .bind(hash)
-        .bind(crypt)
-        .bind(now)
-        .bind(id)
-        .execute(db)
-        .await?;
+    crate::db::on_db!(
+        db,
+        "UPDATE hosts SET ssh_password_hash = ?, password_crypt = ?, updated_at = ? WHERE id = ?",
+        |exec, sql| sqlx::query(sql)
+            .bind(hash)
+            .bind(crypt)
+            .bind(now)
+            .bind(id)
+            .execute(exec)
+            .await
+            .map(crate::db::Done::from)
+    )?;
     Ok(())
 }
 
 /// Host count per status.
 pub async fn count_by_status(db: &super::Pool) -> Result<Vec<(HostStatus, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT status, COUNT(*) FROM hosts GROUP BY status ORDER BY status")
-        .fetch_all(db)
-        .await
+    crate::db::on_db!(
+        db,
+        "SELECT status, COUNT(*) FROM hosts GROUP BY status ORDER BY status",
+        |exec, sql| sqlx::query_as(sql).fetch_all(exec).await
+    )
 }
 
 /// Places a host on a node (first claim of its create task).
 pub async fn place(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     id: &str,
     node_id: &str,
     now: UtcTime,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE hosts SET node_id = COALESCE(node_id, ?), updated_at = ? WHERE id = ?")
-        .bind(node_id)
-        .bind(now)
-        .bind(id)
-        .execute(db)
-        .await?;
+    crate::db::on_db!(
+        db,
+        "UPDATE hosts SET node_id = COALESCE(node_id, ?), updated_at = ? WHERE id = ?",
+        |exec, sql| sqlx::query(sql)
+            .bind(node_id)
+            .bind(now)
+            .bind(id)
+            .execute(exec)
+            .await
+            .map(crate::db::Done::from)
+    )?;
     Ok(())
 }
 
 /// Records the outcome of a task: status, error and address as the agent saw them.
 pub async fn set_outcome(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     id: &str,
     status: HostStatus,
     last_error: Option<&str>,
     address: Option<&str>,
     now: UtcTime,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    crate::db::on_db!(
+        db,
         "UPDATE hosts SET status = ?, last_error = ?, address = COALESCE(?, address), updated_at = ? \
          WHERE id = ? AND status <> 'deleting'",
-    )
-    .bind(status)
-    .bind(last_error)
-    .bind(address)
-    .bind(now)
-    .bind(id)
-    .execute(db)
-    .await?;
+        |exec, sql| sqlx::query(sql)
+            .bind(status)
+            .bind(last_error)
+            .bind(address)
+            .bind(now)
+            .bind(id)
+            .execute(exec)
+            .await
+            .map(crate::db::Done::from)
+    )?;
     Ok(())
 }
 
@@ -352,73 +386,87 @@ pub enum Pin {
 /// Pins `key` as the host's sshd key; a different key replaces a pinned one only when
 /// `may_change` (the result of a create or rebuild).
 pub async fn pin_host_key(
-    db: &mut sqlx::SqliteConnection,
+    db: &mut crate::db::Connection,
     id: &str,
     key: &str,
     may_change: bool,
 ) -> Result<Pin, sqlx::Error> {
-    let current: Option<Option<String>> = sqlx::query_scalar("SELECT ssh_host_key FROM hosts WHERE id = ?")
-        .bind(id)
-        .fetch_optional(&mut *db)
-        .await?;
+    let current: Option<Option<String>> = crate::db::on_db!(
+        &mut *db,
+        "SELECT ssh_host_key FROM hosts WHERE id = ?",
+        |exec, sql| sqlx::query_scalar(sql).bind(id).fetch_optional(exec).await
+    )?;
     let pin = match current.flatten() {
         Some(pinned) if pinned == key => return Ok(Pin::Same),
         Some(_) if !may_change => return Ok(Pin::Refused),
         _ => Pin::Pinned,
     };
-    sqlx::query("UPDATE hosts SET ssh_host_key = ? WHERE id = ?")
-        .bind(key)
-        .bind(id)
-        .execute(&mut *db)
-        .await?;
+    crate::db::on_db!(
+        &mut *db,
+        "UPDATE hosts SET ssh_host_key = ? WHERE id = ?",
+        |exec, sql| sqlx::query(sql)
+            .bind(key)
+            .bind(id)
+            .execute(exec)
+            .await
+            .map(crate::db::Done::from)
+    )?;
     Ok(pin)
 }
 
-pub async fn delete(db: impl SqliteExecutor<'_>, id: &str) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM hosts WHERE id = ?")
+pub async fn delete(db: impl crate::db::Db<'_>, id: &str) -> Result<bool, sqlx::Error> {
+    let done = crate::db::on_db!(db, "DELETE FROM hosts WHERE id = ?", |exec, sql| sqlx::query(sql)
         .bind(id)
-        .execute(db)
-        .await?;
+        .execute(exec)
+        .await
+        .map(crate::db::Done::from))?;
     Ok(done.rows_affected() > 0)
 }
 
 /// Every running host, on any node.
-pub async fn running(db: impl SqliteExecutor<'_>) -> Result<Vec<Host>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "{SELECT} WHERE h.status = 'running' ORDER BY h.created_at"
-    ))
-    .fetch_all(db)
-    .await
+pub async fn running(db: impl crate::db::Db<'_>) -> Result<Vec<Host>, sqlx::Error> {
+    crate::db::on_db!(
+        db,
+        &format!("{SELECT} WHERE h.status = 'running' ORDER BY h.created_at"),
+        |exec, sql| sqlx::query_as(sql).fetch_all(exec).await
+    )
 }
 
 /// Every host placed on `node_id`.
-pub async fn on_node(db: impl SqliteExecutor<'_>, node_id: &str) -> Result<Vec<Host>, sqlx::Error> {
-    sqlx::query_as(&format!("{SELECT} WHERE h.node_id = ? ORDER BY h.created_at"))
-        .bind(node_id)
-        .fetch_all(db)
-        .await
+pub async fn on_node(db: impl crate::db::Db<'_>, node_id: &str) -> Result<Vec<Host>, sqlx::Error> {
+    crate::db::on_db!(
+        db,
+        &format!("{SELECT} WHERE h.node_id = ? ORDER BY h.created_at"),
+        |exec, sql| sqlx::query_as(sql).bind(node_id).fetch_all(exec).await
+    )
 }
 
 /// The oldest host of a user that is not on its way out: the one a login without a short id reaches.
-pub async fn first_of_user(db: impl SqliteExecutor<'_>, user_id: &str) -> Result<Option<Host>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "{SELECT} WHERE h.user_id = ? AND h.status <> 'deleting' ORDER BY h.created_at, h.id LIMIT 1"
-    ))
-    .bind(user_id)
-    .fetch_optional(db)
-    .await
+pub async fn first_of_user(db: impl crate::db::Db<'_>, user_id: &str) -> Result<Option<Host>, sqlx::Error> {
+    crate::db::on_db!(
+        db,
+        &format!(
+            "{SELECT} WHERE h.user_id = ? AND h.status <> 'deleting' ORDER BY h.created_at, h.id LIMIT 1"
+        ),
+        |exec, sql| sqlx::query_as(sql).bind(user_id).fetch_optional(exec).await
+    )
 }
 
 /// Stores a host's egress health (JSON), `None` clearing it.
 pub async fn set_egress_health(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     id: &str,
     health: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE hosts SET egress_health = ? WHERE id = ?")
-        .bind(health)
-        .bind(id)
-        .execute(db)
-        .await?;
+    crate::db::on_db!(
+        db,
+        "UPDATE hosts SET egress_health = ? WHERE id = ?",
+        |exec, sql| sqlx::query(sql)
+            .bind(health)
+            .bind(id)
+            .execute(exec)
+            .await
+            .map(crate::db::Done::from)
+    )?;
     Ok(())
 }

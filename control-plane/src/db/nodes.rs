@@ -1,7 +1,6 @@
 //! Docker nodes, as their agents announce themselves.
 
 use serde::Serialize;
-use sqlx::SqliteExecutor;
 use utoipa::ToSchema;
 
 use super::UtcTime;
@@ -31,127 +30,149 @@ const COLUMNS: &str =
 /// enrolment, is taken over with its id, so its hosts stay placed on it. Its hosts subnet is
 /// forgotten, to be reported again.
 pub async fn enrol(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     name: &str,
     credential_hash: &str,
     now: UtcTime,
 ) -> Result<Option<Node>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "INSERT INTO nodes (id, name, agent_version, reach_address, registered_at, last_seen_at, credential_hash) \
+    crate::db::on_db!(
+        db,
+        &format!(
+            "INSERT INTO nodes (id, name, agent_version, reach_address, registered_at, last_seen_at, credential_hash) \
          VALUES (?, ?, '', NULL, ?, ?, ?) \
          ON CONFLICT (name) DO UPDATE SET credential_hash = excluded.credential_hash, revoked_at = NULL, \
            hosts_subnet = NULL, registered_at = excluded.registered_at \
          WHERE nodes.credential_hash IS NULL \
          RETURNING {COLUMNS}"
-    ))
-    .bind(super::new_id())
-    .bind(name)
-    .bind(now)
-    .bind(now)
-    .bind(credential_hash)
-    .fetch_optional(db)
-    .await
+        ),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(super::new_id())
+            .bind(name)
+            .bind(now)
+            .bind(now)
+            .bind(credential_hash)
+            .fetch_optional(exec)
+            .await
+    )
 }
 
 /// Gives the node named `name` a new credential whatever it held before: for the agent embedded
 /// in the control plane, which is enrolled anew at every start.
 pub async fn enrol_embedded(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     name: &str,
     credential_hash: &str,
     now: UtcTime,
 ) -> Result<Node, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "INSERT INTO nodes (id, name, agent_version, reach_address, registered_at, last_seen_at, credential_hash) \
+    crate::db::on_db!(
+        db,
+        &format!(
+            "INSERT INTO nodes (id, name, agent_version, reach_address, registered_at, last_seen_at, credential_hash) \
          VALUES (?, ?, '', NULL, ?, ?, ?) \
          ON CONFLICT (name) DO UPDATE SET credential_hash = excluded.credential_hash, revoked_at = NULL, \
            hosts_subnet = NULL \
          RETURNING {COLUMNS}"
-    ))
-    .bind(super::new_id())
-    .bind(name)
-    .bind(now)
-    .bind(now)
-    .bind(credential_hash)
-    .fetch_one(db)
-    .await
+        ),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(super::new_id())
+            .bind(name)
+            .bind(now)
+            .bind(now)
+            .bind(credential_hash)
+            .fetch_one(exec)
+            .await
+    )
 }
 
 /// The enrolled node holding the credential whose hash is given.
 pub async fn by_credential(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     credential_hash: &str,
 ) -> Result<Option<Node>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM nodes WHERE credential_hash = ? AND revoked_at IS NULL"
-    ))
-    .bind(credential_hash)
-    .fetch_optional(db)
-    .await
+    crate::db::on_db!(
+        db,
+        &format!("SELECT {COLUMNS} FROM nodes WHERE credential_hash = ? AND revoked_at IS NULL"),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(credential_hash)
+            .fetch_optional(exec)
+            .await
+    )
 }
 
 /// An agent's registration: its version and reach address, and its hosts subnet if none is known
 /// yet (a later, different one is not taken).
 pub async fn register(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     id: &str,
     agent_version: &str,
     reach_address: Option<&str>,
     hosts_subnet: Option<&str>,
     now: UtcTime,
 ) -> Result<Option<Node>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "UPDATE nodes SET agent_version = ?, reach_address = ?, last_seen_at = ?, \
+    crate::db::on_db!(
+        db,
+        &format!(
+            "UPDATE nodes SET agent_version = ?, reach_address = ?, last_seen_at = ?, \
            hosts_subnet = COALESCE(hosts_subnet, ?) \
          WHERE id = ? AND revoked_at IS NULL RETURNING {COLUMNS}"
-    ))
-    .bind(agent_version)
-    .bind(reach_address)
-    .bind(now)
-    .bind(hosts_subnet)
-    .bind(id)
-    .fetch_optional(db)
-    .await
+        ),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(agent_version)
+            .bind(reach_address)
+            .bind(now)
+            .bind(hosts_subnet)
+            .bind(id)
+            .fetch_optional(exec)
+            .await
+    )
 }
 
 /// Revokes the node's credential: the agent is refused from its next request on. False when there
 /// is no such node.
-pub async fn revoke(db: impl SqliteExecutor<'_>, id: &str, now: UtcTime) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+pub async fn revoke(db: impl crate::db::Db<'_>, id: &str, now: UtcTime) -> Result<bool, sqlx::Error> {
+    let done = crate::db::on_db!(
+        db,
         "UPDATE nodes SET credential_hash = NULL, revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
-    )
-    .bind(now)
-    .bind(id)
-    .execute(db)
-    .await?;
+        |exec, sql| sqlx::query(sql)
+            .bind(now)
+            .bind(id)
+            .execute(exec)
+            .await
+            .map(crate::db::Done::from)
+    )?;
     Ok(done.rows_affected() > 0)
 }
 
 /// Marks the node alive; false when no such node is registered.
-pub async fn touch(db: impl SqliteExecutor<'_>, id: &str, now: UtcTime) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("UPDATE nodes SET last_seen_at = ? WHERE id = ?")
-        .bind(now)
-        .bind(id)
-        .execute(db)
-        .await?;
+pub async fn touch(db: impl crate::db::Db<'_>, id: &str, now: UtcTime) -> Result<bool, sqlx::Error> {
+    let done = crate::db::on_db!(
+        db,
+        "UPDATE nodes SET last_seen_at = ? WHERE id = ?",
+        |exec, sql| sqlx::query(sql)
+            .bind(now)
+            .bind(id)
+            .execute(exec)
+            .await
+            .map(crate::db::Done::from)
+    )?;
     Ok(done.rows_affected() > 0)
 }
 
-pub async fn get(db: impl SqliteExecutor<'_>, id: &str) -> Result<Option<Node>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM nodes WHERE id = ?"))
-        .bind(id)
-        .fetch_optional(db)
-        .await
+pub async fn get(db: impl crate::db::Db<'_>, id: &str) -> Result<Option<Node>, sqlx::Error> {
+    crate::db::on_db!(
+        db,
+        &format!("SELECT {COLUMNS} FROM nodes WHERE id = ?"),
+        |exec, sql| sqlx::query_as(sql).bind(id).fetch_optional(exec).await
+    )
 }
 
 /// Enrolled nodes heard from since `since`.
-pub async fn live(db: impl SqliteExecutor<'_>, since: UtcTime) -> Result<Vec<Node>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM nodes WHERE last_seen_at >= ? AND revoked_at IS NULL ORDER BY name"
-    ))
-    .bind(since)
-    .fetch_all(db)
-    .await
+pub async fn live(db: impl crate::db::Db<'_>, since: UtcTime) -> Result<Vec<Node>, sqlx::Error> {
+    crate::db::on_db!(
+        db,
+        &format!("SELECT {COLUMNS} FROM nodes WHERE last_seen_at >= ? AND revoked_at IS NULL ORDER BY name"),
+        |exec, sql| sqlx::query_as(sql).bind(since).fetch_all(exec).await
+    )
 }
 
 /// A node with the number of hosts placed on it.
@@ -166,18 +187,22 @@ pub struct NodeWithHosts {
 
 /// Nodes by name, with their host counts.
 pub async fn list(db: &super::Pool, page: super::Page) -> Result<(Vec<NodeWithHosts>, i64), sqlx::Error> {
-    let rows = sqlx::query_as(
+    let rows = crate::db::on_db!(
+        db,
         "SELECT n.id, n.name, n.agent_version, n.reach_address, n.registered_at, n.last_seen_at, \
          n.revoked_at, n.hosts_subnet, n.credential_hash IS NOT NULL AS enrolled, \
          (SELECT COUNT(*) FROM hosts h WHERE h.node_id = n.id) AS hosts \
          FROM nodes n ORDER BY n.name LIMIT ? OFFSET ?",
+        |exec, sql| sqlx::query_as(sql)
+            .bind(page.limit())
+            .bind(page.offset())
+            .fetch_all(exec)
+            .await
+    )?;
+    let total = crate::db::on_db!(db, "SELECT COUNT(*) FROM nodes", |exec, sql| sqlx::query_scalar(
+        sql
     )
-    .bind(page.limit())
-    .bind(page.offset())
-    .fetch_all(db)
-    .await?;
-    let total = sqlx::query_scalar("SELECT COUNT(*) FROM nodes")
-        .fetch_one(db)
-        .await?;
+    .fetch_one(exec)
+    .await)?;
     Ok((rows, total))
 }

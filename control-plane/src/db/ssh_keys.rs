@@ -1,7 +1,6 @@
 //! Public keys users sign in to the SSH gateway with.
 
 use serde::Serialize;
-use sqlx::SqliteExecutor;
 use utoipa::ToSchema;
 
 use super::{Page, UtcTime};
@@ -32,23 +31,27 @@ pub struct NewKey<'a> {
 }
 
 pub async fn insert(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     key: NewKey<'_>,
     now: UtcTime,
 ) -> Result<SshKey, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "INSERT INTO ssh_keys (id, user_id, name, key_type, public_key, fingerprint, created_at) \
+    crate::db::on_db!(
+        db,
+        &format!(
+            "INSERT INTO ssh_keys (id, user_id, name, key_type, public_key, fingerprint, created_at) \
          VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
-    ))
-    .bind(super::new_id())
-    .bind(key.user_id)
-    .bind(key.name)
-    .bind(key.key_type)
-    .bind(key.public_key)
-    .bind(key.fingerprint)
-    .bind(now)
-    .fetch_one(db)
-    .await
+        ),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(super::new_id())
+            .bind(key.user_id)
+            .bind(key.name)
+            .bind(key.key_type)
+            .bind(key.public_key)
+            .bind(key.fingerprint)
+            .bind(now)
+            .fetch_one(exec)
+            .await
+    )
 }
 
 pub async fn list_for_user(
@@ -56,50 +59,62 @@ pub async fn list_for_user(
     user_id: &str,
     page: Page,
 ) -> Result<(Vec<SshKey>, i64), sqlx::Error> {
-    let rows = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM ssh_keys WHERE user_id = ? ORDER BY created_at, id LIMIT ? OFFSET ?"
-    ))
-    .bind(user_id)
-    .bind(page.limit())
-    .bind(page.offset())
-    .fetch_all(db)
-    .await?;
-    let total = sqlx::query_scalar("SELECT COUNT(*) FROM ssh_keys WHERE user_id = ?")
-        .bind(user_id)
-        .fetch_one(db)
-        .await?;
+    let rows = crate::db::on_db!(
+        db,
+        &format!("SELECT {COLUMNS} FROM ssh_keys WHERE user_id = ? ORDER BY created_at, id LIMIT ? OFFSET ?"),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(user_id)
+            .bind(page.limit())
+            .bind(page.offset())
+            .fetch_all(exec)
+            .await
+    )?;
+    let total = crate::db::on_db!(
+        db,
+        "SELECT COUNT(*) FROM ssh_keys WHERE user_id = ?",
+        |exec, sql| sqlx::query_scalar(sql).bind(user_id).fetch_one(exec).await
+    )?;
     Ok((rows, total))
 }
 
 /// Deletes a key of `user_id`; false when that user has no such key.
 /// How many keys a user has.
-pub async fn count_for_user(db: impl SqliteExecutor<'_>, user_id: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM ssh_keys WHERE user_id = ?")
-        .bind(user_id)
-        .fetch_one(db)
-        .await
+pub async fn count_for_user(db: impl crate::db::Db<'_>, user_id: &str) -> Result<i64, sqlx::Error> {
+    crate::db::on_db!(
+        db,
+        "SELECT COUNT(*) FROM ssh_keys WHERE user_id = ?",
+        |exec, sql| sqlx::query_scalar(sql).bind(user_id).fetch_one(exec).await
+    )
 }
 
-pub async fn delete(db: impl SqliteExecutor<'_>, user_id: &str, id: &str) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM ssh_keys WHERE id = ? AND user_id = ?")
-        .bind(id)
-        .bind(user_id)
-        .execute(db)
-        .await?;
+pub async fn delete(db: impl crate::db::Db<'_>, user_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+    let done = crate::db::on_db!(
+        db,
+        "DELETE FROM ssh_keys WHERE id = ? AND user_id = ?",
+        |exec, sql| sqlx::query(sql)
+            .bind(id)
+            .bind(user_id)
+            .execute(exec)
+            .await
+            .map(crate::db::Done::from)
+    )?;
     Ok(done.rows_affected() > 0)
 }
 
 /// Whether `user_id` has a key with this `SHA256:…` fingerprint.
 pub async fn has_fingerprint(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     user_id: &str,
     fingerprint: &str,
 ) -> Result<bool, sqlx::Error> {
-    let found: Option<String> =
-        sqlx::query_scalar("SELECT id FROM ssh_keys WHERE user_id = ? AND fingerprint = ?")
+    let found: Option<String> = crate::db::on_db!(
+        db,
+        "SELECT id FROM ssh_keys WHERE user_id = ? AND fingerprint = ?",
+        |exec, sql| sqlx::query_scalar(sql)
             .bind(user_id)
             .bind(fingerprint)
-            .fetch_optional(db)
-            .await?;
+            .fetch_optional(exec)
+            .await
+    )?;
     Ok(found.is_some())
 }

@@ -1,7 +1,6 @@
 //! Durable host tasks: one row per requested action, executed per host in creation order.
 
 use serde::{Deserialize, Serialize};
-use sqlx::SqliteExecutor;
 use utoipa::ToSchema;
 
 use super::{Page, UtcTime};
@@ -78,7 +77,7 @@ pub struct Task {
     /// The node the task runs or ran on.
     pub node_id: Option<String>,
     #[serde(skip)]
-    #[sqlx(json)]
+    #[sqlx(try_from = "super::JsonText")]
     pub params: serde_json::Value,
     #[serde(skip)]
     pub lease: Option<String>,
@@ -91,35 +90,40 @@ const COLUMNS: &str = "id, host_id, kind, status, progress, stage, attempts, max
 pub const MAX_ATTEMPTS: i64 = 3;
 
 pub async fn insert(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     host_id: &str,
     kind: TaskKind,
     params: &serde_json::Value,
     requested_by: Option<&str>,
     now: UtcTime,
 ) -> Result<Task, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "INSERT INTO tasks (id, host_id, kind, status, progress, stage, params, attempts, max_attempts, \
+    crate::db::on_db!(
+        db,
+        &format!(
+            "INSERT INTO tasks (id, host_id, kind, status, progress, stage, params, attempts, max_attempts, \
          requested_by, created_at, updated_at) VALUES (?, ?, ?, 'queued', 0, 'queued', ?, 0, ?, ?, ?, ?) \
          RETURNING {COLUMNS}"
-    ))
-    .bind(super::new_id())
-    .bind(host_id)
-    .bind(kind)
-    .bind(params.to_string())
-    .bind(MAX_ATTEMPTS)
-    .bind(requested_by)
-    .bind(now)
-    .bind(now)
-    .fetch_one(db)
-    .await
+        ),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(super::new_id())
+            .bind(host_id)
+            .bind(kind)
+            .bind(params.to_string())
+            .bind(MAX_ATTEMPTS)
+            .bind(requested_by)
+            .bind(now)
+            .bind(now)
+            .fetch_one(exec)
+            .await
+    )
 }
 
-pub async fn get(db: impl SqliteExecutor<'_>, id: &str) -> Result<Option<Task>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM tasks WHERE id = ?"))
-        .bind(id)
-        .fetch_optional(db)
-        .await
+pub async fn get(db: impl crate::db::Db<'_>, id: &str) -> Result<Option<Task>, sqlx::Error> {
+    crate::db::on_db!(
+        db,
+        &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?"),
+        |exec, sql| sqlx::query_as(sql).bind(id).fetch_optional(exec).await
+    )
 }
 
 #[derive(Debug, Default, Clone)]
@@ -132,69 +136,78 @@ pub struct Filter {
 /// Newest first.
 pub async fn list(db: &super::Pool, filter: &Filter, page: Page) -> Result<(Vec<Task>, i64), sqlx::Error> {
     let cond = "(? IS NULL OR host_id = ?) AND (? IS NULL OR status = ?) AND (? IS NULL OR kind = ?)";
-    let rows = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM tasks WHERE {cond} ORDER BY created_at DESC, id LIMIT ? OFFSET ?"
-    ))
-    .bind(&filter.host_id)
-    .bind(&filter.host_id)
-    .bind(filter.status)
-    .bind(filter.status)
-    .bind(filter.kind)
-    .bind(filter.kind)
-    .bind(page.limit())
-    .bind(page.offset())
-    .fetch_all(db)
-    .await?;
-    let total = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM tasks WHERE {cond}"))
-        .bind(&filter.host_id)
-        .bind(&filter.host_id)
-        .bind(filter.status)
-        .bind(filter.status)
-        .bind(filter.kind)
-        .bind(filter.kind)
-        .fetch_one(db)
-        .await?;
+    let rows = crate::db::on_db!(
+        db,
+        &format!("SELECT {COLUMNS} FROM tasks WHERE {cond} ORDER BY created_at DESC, id LIMIT ? OFFSET ?"),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(&filter.host_id)
+            .bind(&filter.host_id)
+            .bind(filter.status)
+            .bind(filter.status)
+            .bind(filter.kind)
+            .bind(filter.kind)
+            .bind(page.limit())
+            .bind(page.offset())
+            .fetch_all(exec)
+            .await
+    )?;
+    let total = crate::db::on_db!(
+        db,
+        &format!("SELECT COUNT(*) FROM tasks WHERE {cond}"),
+        |exec, sql| sqlx::query_scalar(sql)
+            .bind(&filter.host_id)
+            .bind(&filter.host_id)
+            .bind(filter.status)
+            .bind(filter.status)
+            .bind(filter.kind)
+            .bind(filter.kind)
+            .fetch_one(exec)
+            .await
+    )?;
     Ok((rows, total))
 }
 
 /// Cancels a queued task outright, or marks a running one for cancellation at its next safe point.
 /// Returns the task as it now is; finished tasks are returned unchanged.
-pub async fn cancel(
-    db: impl SqliteExecutor<'_>,
-    id: &str,
-    now: UtcTime,
-) -> Result<Option<Task>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "UPDATE tasks SET \
+pub async fn cancel(db: impl crate::db::Db<'_>, id: &str, now: UtcTime) -> Result<Option<Task>, sqlx::Error> {
+    crate::db::on_db!(
+        db,
+        &format!(
+            "UPDATE tasks SET \
            status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END, \
            stage = CASE WHEN status = 'queued' THEN 'cancelled' ELSE stage END, \
            finished_at = CASE WHEN status = 'queued' THEN ? ELSE finished_at END, \
-           cancel_requested = CASE WHEN status = 'running' THEN 1 ELSE cancel_requested END, \
+           cancel_requested = CASE WHEN status = 'running' THEN TRUE ELSE cancel_requested END, \
            updated_at = ? \
          WHERE id = ? RETURNING {COLUMNS}"
-    ))
-    .bind(now)
-    .bind(now)
-    .bind(id)
-    .fetch_optional(db)
-    .await
+        ),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(now)
+            .bind(now)
+            .bind(id)
+            .fetch_optional(exec)
+            .await
+    )
 }
 
 /// Cancels every queued task of a host (used when the host is being deleted).
 pub async fn cancel_queued_for_host(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     host_id: &str,
     now: UtcTime,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = crate::db::on_db!(
+        db,
         "UPDATE tasks SET status = 'cancelled', stage = 'superseded by delete', finished_at = ?, updated_at = ? \
          WHERE host_id = ? AND status = 'queued'",
-    )
-    .bind(now)
-    .bind(now)
-    .bind(host_id)
-    .execute(db)
-    .await?;
+        |exec, sql| sqlx::query(sql)
+            .bind(now)
+            .bind(now)
+            .bind(host_id)
+            .execute(exec)
+            .await
+            .map(crate::db::Done::from)
+    )?;
     Ok(done.rows_affected())
 }
 
@@ -207,15 +220,14 @@ pub struct Counts {
 }
 
 pub async fn counts(db: &super::Pool, day_ago: UtcTime) -> Result<Counts, sqlx::Error> {
-    let (queued, running, failed_24h): (i64, i64, i64) = sqlx::query_as(
+    let (queued, running, failed_24h): (i64, i64, i64) = crate::db::on_db!(
+        db,
         "SELECT COALESCE(SUM(CASE WHEN status = 'queued' THEN 1 ELSE 0 END), 0), \
                 COALESCE(SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END), 0), \
                 COALESCE(SUM(CASE WHEN status = 'failed' AND finished_at >= ? THEN 1 ELSE 0 END), 0) \
          FROM tasks",
-    )
-    .bind(day_ago)
-    .fetch_one(db)
-    .await?;
+        |exec, sql| sqlx::query_as(sql).bind(day_ago).fetch_one(exec).await
+    )?;
     Ok(Counts {
         queued,
         running,
@@ -227,7 +239,7 @@ pub async fn counts(db: &super::Pool, day_ago: UtcTime) -> Result<Counts, sqlx::
 /// placed yet), due (past its back-off), with no other task of that host running and none queued
 /// before it. The caller claims it with [`claim`].
 pub async fn next_for_node(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     node_id: &str,
     now: UtcTime,
 ) -> Result<Option<Task>, sqlx::Error> {
@@ -236,48 +248,56 @@ pub async fn next_for_node(
         .map(|c| format!("t.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    sqlx::query_as(&format!(
-        "SELECT {cols} FROM tasks t JOIN hosts h ON h.id = t.host_id \
+    crate::db::on_db!(
+        db,
+        &format!(
+            "SELECT {cols} FROM tasks t JOIN hosts h ON h.id = t.host_id \
          WHERE t.status = 'queued' AND (t.not_before IS NULL OR t.not_before <= ?) \
            AND (h.node_id IS NULL OR h.node_id = ?) \
            AND NOT EXISTS (SELECT 1 FROM tasks r WHERE r.host_id = t.host_id AND r.status = 'running') \
            AND NOT EXISTS (SELECT 1 FROM tasks q WHERE q.host_id = t.host_id AND q.status = 'queued' \
                            AND (q.created_at < t.created_at OR (q.created_at = t.created_at AND q.id < t.id))) \
          ORDER BY t.created_at, t.id LIMIT 1"
-    ))
-    .bind(now)
-    .bind(node_id)
-    .fetch_optional(db)
-    .await
+        ),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(now)
+            .bind(node_id)
+            .fetch_optional(exec)
+            .await
+    )
 }
 
 /// Moves a queued task to running under a new lease. `None` if someone else claimed it first.
 pub async fn claim(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     id: &str,
     node_id: &str,
     lease: &str,
     lease_until: UtcTime,
     now: UtcTime,
 ) -> Result<Option<Task>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "UPDATE tasks SET status = 'running', attempts = attempts + 1, lease = ?, lease_until = ?, node_id = ?, \
+    crate::db::on_db!(
+        db,
+        &format!(
+            "UPDATE tasks SET status = 'running', attempts = attempts + 1, lease = ?, lease_until = ?, node_id = ?, \
            stage = 'starting', started_at = COALESCE(started_at, ?), updated_at = ? \
          WHERE id = ? AND status = 'queued' RETURNING {COLUMNS}"
-    ))
-    .bind(lease)
-    .bind(lease_until)
-    .bind(node_id)
-    .bind(now)
-    .bind(now)
-    .bind(id)
-    .fetch_optional(db)
-    .await
+        ),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(lease)
+            .bind(lease_until)
+            .bind(node_id)
+            .bind(now)
+            .bind(now)
+            .bind(id)
+            .fetch_optional(exec)
+            .await
+    )
 }
 
 /// Records progress and renews the lease; `None` when `lease` is no longer the task's.
 pub async fn progress(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     id: &str,
     lease: &str,
     percent: i64,
@@ -285,18 +305,22 @@ pub async fn progress(
     lease_until: UtcTime,
     now: UtcTime,
 ) -> Result<Option<Task>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "UPDATE tasks SET progress = MAX(progress, ?), stage = ?, lease_until = ?, updated_at = ? \
-         WHERE id = ? AND lease = ? AND status = 'running' RETURNING {COLUMNS}"
-    ))
-    .bind(percent.clamp(0, 100))
-    .bind(stage)
-    .bind(lease_until)
-    .bind(now)
-    .bind(id)
-    .bind(lease)
-    .fetch_optional(db)
-    .await
+    crate::db::on_db!(
+        db,
+        &format!(
+            "UPDATE tasks SET progress = CASE WHEN progress > ?1 THEN progress ELSE ?1 END, stage = ?2, \
+         lease_until = ?3, updated_at = ?4 WHERE id = ?5 AND lease = ?6 AND status = 'running' RETURNING {COLUMNS}"
+        ),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(percent.clamp(0, 100))
+            .bind(stage)
+            .bind(lease_until)
+            .bind(now)
+            .bind(id)
+            .bind(lease)
+            .fetch_optional(exec)
+            .await
+    )
 }
 
 /// Where a running attempt ends.
@@ -316,7 +340,7 @@ pub enum Finish {
 
 /// Ends the running attempt holding `lease`. `None` when the lease is stale (the report is ignored).
 pub async fn finish(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     id: &str,
     lease: &str,
     finish: &Finish,
@@ -342,64 +366,68 @@ pub async fn finish(
             None,
         ),
     };
-    sqlx::query_as(&format!(
-        "UPDATE tasks SET status = ?, stage = ?, progress = COALESCE(?, progress), error = ?, not_before = ?, \
+    crate::db::on_db!(
+        db,
+        &format!(
+            "UPDATE tasks SET status = ?, stage = ?, progress = COALESCE(?, progress), error = ?, not_before = ?, \
            finished_at = ?, lease = NULL, lease_until = NULL, updated_at = ? \
          WHERE id = ? AND lease = ? AND status = 'running' RETURNING {COLUMNS}"
-    ))
-    .bind(status)
-    .bind(stage)
-    .bind(progress)
-    .bind(error)
-    .bind(not_before)
-    .bind(finished)
-    .bind(now)
-    .bind(id)
-    .bind(lease)
-    .fetch_optional(db)
-    .await
+        ),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(status)
+            .bind(stage)
+            .bind(progress)
+            .bind(error)
+            .bind(not_before)
+            .bind(finished)
+            .bind(now)
+            .bind(id)
+            .bind(lease)
+            .fetch_optional(exec)
+            .await
+    )
 }
 
 /// Running tasks whose lease ran out (their agent died or lost the control plane for too long).
-pub async fn expired_leases(db: impl SqliteExecutor<'_>, now: UtcTime) -> Result<Vec<Task>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM tasks WHERE status = 'running' AND lease_until IS NOT NULL AND lease_until < ?"
-    ))
-    .bind(now)
-    .fetch_all(db)
-    .await
+pub async fn expired_leases(db: impl crate::db::Db<'_>, now: UtcTime) -> Result<Vec<Task>, sqlx::Error> {
+    crate::db::on_db!(
+        db,
+        &format!(
+            "SELECT {COLUMNS} FROM tasks WHERE status = 'running' AND lease_until IS NOT NULL AND lease_until < ?"
+        ),
+        |exec, sql| sqlx::query_as(sql).bind(now).fetch_all(exec).await
+    )
 }
 
 /// Whether any task of `host_id` is queued or running.
-pub async fn host_busy(db: impl SqliteExecutor<'_>, host_id: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
+pub async fn host_busy(db: impl crate::db::Db<'_>, host_id: &str) -> Result<bool, sqlx::Error> {
+    crate::db::on_db!(
+        db,
         "SELECT EXISTS (SELECT 1 FROM tasks WHERE host_id = ? AND status IN ('queued', 'running'))",
+        |exec, sql| sqlx::query_scalar(sql).bind(host_id).fetch_one(exec).await
     )
-    .bind(host_id)
-    .fetch_one(db)
-    .await
 }
 
 /// Running tasks attempted on `node_id` (their agent restarted, so nobody is running them any more).
-pub async fn running_on_node(db: impl SqliteExecutor<'_>, node_id: &str) -> Result<Vec<Task>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM tasks WHERE status = 'running' AND node_id = ?"
-    ))
-    .bind(node_id)
-    .fetch_all(db)
-    .await
+pub async fn running_on_node(db: impl crate::db::Db<'_>, node_id: &str) -> Result<Vec<Task>, sqlx::Error> {
+    crate::db::on_db!(
+        db,
+        &format!("SELECT {COLUMNS} FROM tasks WHERE status = 'running' AND node_id = ?"),
+        |exec, sql| sqlx::query_as(sql).bind(node_id).fetch_all(exec).await
+    )
 }
 
 /// The newest queued or running task of a host: the last thing that will happen to it.
 pub async fn latest_active_for_host(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     host_id: &str,
 ) -> Result<Option<Task>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM tasks WHERE host_id = ? AND status IN ('queued', 'running') \
+    crate::db::on_db!(
+        db,
+        &format!(
+            "SELECT {COLUMNS} FROM tasks WHERE host_id = ? AND status IN ('queued', 'running') \
          ORDER BY created_at DESC, id DESC LIMIT 1"
-    ))
-    .bind(host_id)
-    .fetch_optional(db)
-    .await
+        ),
+        |exec, sql| sqlx::query_as(sql).bind(host_id).fetch_optional(exec).await
+    )
 }

@@ -1,7 +1,5 @@
 //! Dashboard sessions: a row per signed-in browser, found by the hash of the cookie's secret.
 
-use sqlx::SqliteExecutor;
-
 use super::UtcTime;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -30,68 +28,87 @@ pub struct NewWebSession<'a> {
 }
 
 pub async fn insert(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     new: &NewWebSession<'_>,
     now: UtcTime,
 ) -> Result<WebSession, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "INSERT INTO web_sessions (id, secret_hash, user_id, token_version, csrf_token, ip, created_at, \
+    crate::db::on_db!(
+        db,
+        &format!(
+            "INSERT INTO web_sessions (id, secret_hash, user_id, token_version, csrf_token, ip, created_at, \
          last_seen_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
-    ))
-    .bind(super::new_id())
-    .bind(new.secret_hash)
-    .bind(new.user_id)
-    .bind(new.token_version)
-    .bind(new.csrf_token)
-    .bind(new.ip)
-    .bind(now)
-    .bind(now)
-    .bind(new.expires_at)
-    .fetch_one(db)
-    .await
+        ),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(super::new_id())
+            .bind(new.secret_hash)
+            .bind(new.user_id)
+            .bind(new.token_version)
+            .bind(new.csrf_token)
+            .bind(new.ip)
+            .bind(now)
+            .bind(now)
+            .bind(new.expires_at)
+            .fetch_one(exec)
+            .await
+    )
 }
 
 /// The unexpired session whose cookie secret hashes to `secret_hash`.
 pub async fn find(
-    db: impl SqliteExecutor<'_>,
+    db: impl crate::db::Db<'_>,
     secret_hash: &str,
     now: UtcTime,
 ) -> Result<Option<WebSession>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM web_sessions WHERE secret_hash = ? AND expires_at > ?"
-    ))
-    .bind(secret_hash)
-    .bind(now)
-    .fetch_optional(db)
-    .await
+    crate::db::on_db!(
+        db,
+        &format!("SELECT {COLUMNS} FROM web_sessions WHERE secret_hash = ? AND expires_at > ?"),
+        |exec, sql| sqlx::query_as(sql)
+            .bind(secret_hash)
+            .bind(now)
+            .fetch_optional(exec)
+            .await
+    )
 }
 
 /// Notes that the session was used; written at most once a minute per session.
-pub async fn touch(db: impl SqliteExecutor<'_>, id: &str, now: UtcTime) -> Result<(), sqlx::Error> {
+pub async fn touch(db: impl crate::db::Db<'_>, id: &str, now: UtcTime) -> Result<(), sqlx::Error> {
     let stale = UtcTime::from(now.0 - chrono::Duration::seconds(60));
-    sqlx::query("UPDATE web_sessions SET last_seen_at = ? WHERE id = ? AND last_seen_at < ?")
-        .bind(now)
-        .bind(id)
-        .bind(stale)
-        .execute(db)
-        .await?;
+    crate::db::on_db!(
+        db,
+        "UPDATE web_sessions SET last_seen_at = ? WHERE id = ? AND last_seen_at < ?",
+        |exec, sql| sqlx::query(sql)
+            .bind(now)
+            .bind(id)
+            .bind(stale)
+            .execute(exec)
+            .await
+            .map(crate::db::Done::from)
+    )?;
     Ok(())
 }
 
 /// Ends one session; `false` when it was already gone.
-pub async fn delete(db: impl SqliteExecutor<'_>, id: &str) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM web_sessions WHERE id = ?")
-        .bind(id)
-        .execute(db)
-        .await?;
+pub async fn delete(db: impl crate::db::Db<'_>, id: &str) -> Result<bool, sqlx::Error> {
+    let done = crate::db::on_db!(db, "DELETE FROM web_sessions WHERE id = ?", |exec, sql| {
+        sqlx::query(sql)
+            .bind(id)
+            .execute(exec)
+            .await
+            .map(crate::db::Done::from)
+    })?;
     Ok(done.rows_affected() > 0)
 }
 
 /// Removes sessions past their expiry.
-pub async fn delete_expired(db: impl SqliteExecutor<'_>, now: UtcTime) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM web_sessions WHERE expires_at <= ?")
-        .bind(now)
-        .execute(db)
-        .await?;
+pub async fn delete_expired(db: impl crate::db::Db<'_>, now: UtcTime) -> Result<u64, sqlx::Error> {
+    let done = crate::db::on_db!(
+        db,
+        "DELETE FROM web_sessions WHERE expires_at <= ?",
+        |exec, sql| sqlx::query(sql)
+            .bind(now)
+            .execute(exec)
+            .await
+            .map(crate::db::Done::from)
+    )?;
     Ok(done.rows_affected())
 }

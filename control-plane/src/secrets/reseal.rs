@@ -73,11 +73,11 @@ pub fn step<'k>(value: &str, target: &SecretsKey, retiring: &'k [SecretsKey]) ->
 /// The key id of some sealed value in the database, if any is sealed.
 pub async fn first_key_id(db: &crate::db::Pool) -> Result<Option<String>, ResealError> {
     for &(table, column) in COLUMNS {
-        let value: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT {column} FROM {table} WHERE {column} LIKE 'ccp1.%' LIMIT 1"
-        ))
-        .fetch_optional(db)
-        .await?;
+        let value: Option<String> = crate::db::on_db!(
+            db,
+            &format!("SELECT {column} FROM {table} WHERE {column} LIKE 'ccp1.%' LIMIT 1"),
+            |exec, sql| sqlx::query_scalar(sql).fetch_optional(exec).await
+        )?;
         if let Some(id) = value.as_deref().and_then(key_id_of) {
             return Ok(Some(id.to_owned()));
         }
@@ -96,11 +96,11 @@ pub async fn reseal(
     let mut done = Resealed::default();
     for &(table, column) in COLUMNS {
         let field = format!("{table}.{column}");
-        let rows: Vec<(String, String)> = sqlx::query_as(&format!(
-            "SELECT id, {column} FROM {table} WHERE {column} IS NOT NULL"
-        ))
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows: Vec<(String, String)> = crate::db::on_db!(
+            &mut *tx,
+            &format!("SELECT id, {column} FROM {table} WHERE {column} IS NOT NULL"),
+            |exec, sql| sqlx::query_as(sql).fetch_all(exec).await
+        )?;
         let mut updates = HashMap::new();
         for (id, value) in rows {
             let plain = match step(&value, target, retiring) {
@@ -131,18 +131,29 @@ pub async fn reseal(
             updates.insert(id, target.seal(&field, &plain));
         }
         for (id, sealed) in updates {
-            sqlx::query(&format!("UPDATE {table} SET {column} = ? WHERE id = ?"))
-                .bind(sealed)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            crate::db::on_db!(
+                &mut *tx,
+                &format!("UPDATE {table} SET {column} = ? WHERE id = ?"),
+                |exec, sql| sqlx::query(sql)
+                    .bind(sealed)
+                    .bind(id)
+                    .execute(exec)
+                    .await
+                    .map(crate::db::Done::from)
+            )?;
         }
     }
     tx.commit().await?;
-    if done != Resealed::default() {
+    if done != Resealed::default() && db.backend() == crate::db::Backend::Sqlite {
         // The old values are zeroed in the pages (secure_delete) but the main file still holds
         // them until a checkpoint copies the new pages over; do it now and empty the log.
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(db).await?;
+        // (PostgreSQL's old row versions go at its next vacuum.)
+        crate::db::on_db!(db, "PRAGMA wal_checkpoint(TRUNCATE)", |exec, sql| sqlx::query(
+            sql
+        )
+        .execute(exec)
+        .await
+        .map(crate::db::Done::from))?;
     }
     Ok(done)
 }

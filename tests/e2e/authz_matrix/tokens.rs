@@ -12,17 +12,13 @@ use serde_json::{Value, json};
 /// Makes an API token expired by editing its row: the API cannot create one already past its expiry.
 /// (This couples the test to the `api_tokens.expires_at` column, stored as RFC 3339 text.)
 async fn expire_api_token_in_db(database_url: &str, token_id: &str) {
-    let pool = sqlx::SqlitePool::connect(database_url)
-        .await
-        .expect("open the database");
-    let done = sqlx::query("UPDATE api_tokens SET expires_at = ? WHERE id = ?")
-        .bind("2000-01-01T00:00:00.000000Z")
-        .bind(token_id)
-        .execute(&pool)
-        .await
-        .expect("update api_tokens");
-    assert_eq!(done.rows_affected(), 1, "no api_tokens row with id {token_id}");
-    pool.close().await;
+    let done = cloud_cli_proxy_tests::database::execute(
+        database_url,
+        "UPDATE api_tokens SET expires_at = $1 WHERE id = $2",
+        &["2000-01-01T00:00:00.000000Z", token_id],
+    )
+    .await;
+    assert_eq!(done, 1, "no api_tokens row with id {token_id}");
 }
 
 /// Creates an API token for the caller; returns (token object, client using it).
