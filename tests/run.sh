@@ -11,7 +11,9 @@
 #   build   cargo build --workspace --bins
 #   shell   bash -n and shellcheck on every *.sh under deploy/, tests/, images/ and control-plane/web/vendor/, and .ci/run
 #   test    the shell tests in tests/scripts/, then cargo nextest run --workspace --no-fail-fast
-#           (cargo test --workspace --no-fail-fast when cargo-nextest is not installed)
+#           (cargo test --workspace --no-fail-fast when cargo-nextest is not installed), then the API
+#           suites again with every control plane on PostgreSQL (Debian's cluster on 127.0.0.1:5432,
+#           started here, with a role ccp_test that may create databases)
 #
 # TEST_ARGS is passed to the Rust test runner, split on whitespace, e.g. TEST_ARGS='-E test(login)'.
 #
@@ -25,7 +27,7 @@ readonly ALL_STEPS=(deps fmt clippy build shell test)
 # What the checks and tests call, as command:Debian package.
 readonly REQUIRED=(sqlite3:sqlite3 shellcheck:shellcheck jq:jq curl:curl cc:build-essential ssh-keygen:openssh-client tmux:tmux
     sshpass:sshpass debootstrap:debootstrap openssl:openssl nft:nftables nsenter:util-linux chromium:chromium
-    chromedriver:chromium-driver)
+    chromedriver:chromium-driver pg_ctlcluster:postgresql psql:postgresql-client)
 
 header() { printf '\n==> %s\n' "$*" >&2; }
 die() {
@@ -78,6 +80,42 @@ ensure_docker() {
     die "the Docker engine did not start (see /var/log/dockerd.log)"
 }
 
+# The PostgreSQL runs of the API suites use Debian's cluster: start it (creating it if the package
+# made none) and make sure the test role exists. Exports CCP_TEST_POSTGRES.
+readonly TEST_POSTGRES_URL=postgres://ccp_test:ccp_test@127.0.0.1:5432/postgres
+ensure_postgres() {
+    local version cluster
+    version=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -n | tail -n 1)
+    [[ -n $version ]] || die "PostgreSQL is not installed (tests/run.sh deps installs it)"
+    cluster=$(pg_lsclusters -h 2>/dev/null | awk -v v="$version" '$1 == v { print $2; exit }')
+    if [[ -z $cluster ]]; then
+        echo "creating the PostgreSQL $version cluster"
+        pg_createcluster "$version" main >/dev/null
+        cluster=main
+    fi
+    if ! pg_lsclusters -h | awk -v v="$version" -v c="$cluster" '$1 == v && $2 == c { print $4 }' | grep -qx online; then
+        echo "starting PostgreSQL $version/$cluster"
+        pg_ctlcluster "$version" "$cluster" start
+    fi
+    local _
+    for _ in $(seq 1 30); do
+        su postgres -c "psql -qAtc 'SELECT 1'" >/dev/null 2>&1 && break
+        sleep 1
+    done
+    su postgres -c "psql -qv ON_ERROR_STOP=1" <<'SQL' >/dev/null || die "cannot create the PostgreSQL test role"
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ccp_test') THEN
+        CREATE ROLE ccp_test LOGIN CREATEDB PASSWORD 'ccp_test';
+    END IF;
+END $$;
+SQL
+    psql -qAt "$TEST_POSTGRES_URL" -c 'SELECT 1' >/dev/null || die "cannot sign in to PostgreSQL as ccp_test"
+    export CCP_TEST_POSTGRES=$TEST_POSTGRES_URL
+}
+
+# The suites that run a second time with every control plane on PostgreSQL.
+readonly POSTGRES_SUITES=(seed_api authz_matrix bad_input restart_backup)
+
 step_fmt() {
     cargo fmt --all --check
 }
@@ -106,16 +144,25 @@ step_test() {
     read -r -a args <<<"${TEST_ARGS:-}"
     # deps installed sing-box and CI runs as root: the egress suites must run, never skip.
     export CCP_REQUIRE_SING_BOX=1 CCP_REQUIRE_NETNS=1 CCP_REQUIRE_BROWSER=1
+    ensure_postgres
+    export CCP_REQUIRE_POSTGRES=1
     for script in tests/scripts/*.sh; do
         [[ -e $script ]] || continue
         echo "--- $script"
         bash "$script" || failed=1
     done
+    local suites=() suite
+    for suite in "${POSTGRES_SUITES[@]}"; do
+        suites+=(--test "$suite")
+    done
     # The Rust runner goes last so that its summary closes the output.
     if cargo nextest --version >/dev/null 2>&1; then
         cargo nextest run --workspace --no-fail-fast "${args[@]}" || failed=1
+        echo "--- the API suites on PostgreSQL: ${POSTGRES_SUITES[*]}"
+        CCP_E2E_DATABASE=postgres cargo nextest run -p cloud-cli-proxy-tests --no-fail-fast "${suites[@]}" "${args[@]}" || failed=1
     else
         cargo test --workspace --no-fail-fast "${args[@]}" || failed=1
+        CCP_E2E_DATABASE=postgres cargo test -p cloud-cli-proxy-tests --no-fail-fast "${suites[@]}" "${args[@]}" || failed=1
     fi
     return "$failed"
 }

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod egress;
@@ -96,7 +97,7 @@ impl Settings {
 pub struct AppState {
     pub db: db::Pool,
     pub keys: Arc<auth::Keys>,
-    pub limiter: Arc<auth::ratelimit::LoginLimiter>,
+    pub limiter: Arc<auth::ratelimit::Limiter>,
     /// Runs the password checks of every sign-in, a bounded number at once.
     pub verifier: Arc<auth::password::Verifier>,
     pub settings: Arc<Settings>,
@@ -112,6 +113,8 @@ pub struct AppState {
     pub vnc: vnc::Proxy,
     /// The dashboard's terminal: where it logs in, and the shells open now.
     pub terminals: Arc<terminal::Terminals>,
+    /// This process among the replicas sharing the database: leases and notifications name it.
+    pub instance: Arc<str>,
     /// Long-lived connections each account holds open, bounded.
     pub live: Arc<live::LiveConnections>,
     /// Seals and opens the secrets kept in the database.
@@ -164,14 +167,17 @@ impl AppState {
             n => n,
         };
         Ok(Self {
-            db,
+            db: db.clone(),
             keys: Arc::new(auth::Keys::new(secret.expose(), config.token_ttl())),
-            limiter: Arc::new(auth::ratelimit::LoginLimiter::new(auth::ratelimit::Limits {
-                per_ip: config.login_max_failures_per_ip,
-                per_account_client: config.login_max_failures_per_account,
-                per_account: config.login_max_failures_per_account_total,
-                window: Duration::from_secs(config.login_window_secs),
-            })),
+            limiter: Arc::new(auth::ratelimit::Limiter::new(
+                auth::ratelimit::Limits {
+                    per_ip: config.login_max_failures_per_ip,
+                    per_account_client: config.login_max_failures_per_account,
+                    per_account: config.login_max_failures_per_account_total,
+                    window: Duration::from_secs(config.login_window_secs),
+                },
+                &db,
+            )),
             verifier: Arc::new(auth::password::Verifier::new(
                 check_slots,
                 check_slots * 32,
@@ -187,6 +193,7 @@ impl AppState {
                 terminal_gateway(config, ssh_port),
                 config.checked_terminal_resume().map_err(StartError::Config)?,
             )),
+            instance: db::new_id().into(),
             live: live::LiveConnections::new(config.max_live_connections_per_user),
             secrets: Arc::new(prepared.key.clone()),
             secrets_lock: Arc::new(prepared),
@@ -427,6 +434,7 @@ pub async fn run(
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(tasks::run_scheduler(state.clone(), stop_rx.clone()));
+    let replicas = tokio::spawn(cluster::run_listener(state.clone(), stop_rx.clone()));
     let embedded_agent = if config.embedded_agent {
         Some(tokio::spawn(run_embedded_agent(
             state.clone(),
@@ -478,6 +486,7 @@ pub async fn run(
     })
     .await;
     let _ = scheduler.await;
+    let _ = replicas.await;
     if let Some(inner) = inner_server {
         inner.await?.map_err(StartError::Serve)?;
     }

@@ -95,7 +95,7 @@ pub async fn claim_next(state: &AppState, node_id: &str) -> Result<Option<Task>,
         db::hosts::set_status(&mut *tx, &task.host_id, HostStatus::Creating, now).await?;
     }
     tx.commit().await?;
-    let _ = state.task_updates.send(task.clone());
+    state.publish_task(&task);
     Ok(Some(task))
 }
 
@@ -113,7 +113,7 @@ pub async fn report_progress(
     let stage: String = stage.chars().filter(|c| !c.is_control()).take(200).collect();
     let task = db::tasks::progress(&state.db, task_id, lease, i64::from(percent), &stage, until, now).await?;
     if let Some(t) = &task {
-        let _ = state.task_updates.send(t.clone());
+        state.publish_task(t);
     }
     Ok(task)
 }
@@ -225,9 +225,9 @@ async fn apply_finish(
         }
     }
     tx.commit().await?;
-    let _ = state.task_updates.send(done.clone());
+    state.publish_task(&done);
     if matches!(finish, Finish::Retry { .. }) {
-        state.work.notify_waiters();
+        state.wake_agents();
     }
     Ok(Some(done))
 }
@@ -315,7 +315,7 @@ pub async fn stop_expired(state: &AppState) -> Result<usize, crate::error::ApiEr
         stopped += host_ids.len();
     }
     if stopped > 0 {
-        state.work.notify_waiters();
+        state.wake_agents();
     }
     Ok(stopped)
 }
@@ -342,17 +342,56 @@ pub async fn purge_old_events(state: &AppState, now: UtcTime) -> Result<u64, sql
     }
 }
 
+/// The lease on the periodic jobs: one replica runs them; another takes over within
+/// [`SCHEDULER_LEASE`] of its holder's death.
+const SCHEDULER: &str = "scheduler";
+pub const SCHEDULER_LEASE: Duration = Duration::from_secs(10);
+const SCHEDULER_TICK: Duration = Duration::from_secs(2);
+
+/// Takes or renews this process's lease on the periodic jobs; `false` while another holds it.
+async fn hold_scheduler(state: &AppState) -> Result<bool, sqlx::Error> {
+    let now = UtcTime::now();
+    let until = UtcTime::from(now.0 + chrono::Duration::from_std(SCHEDULER_LEASE).unwrap_or_default());
+    db::leases::hold(&state.db, SCHEDULER, &state.instance, now, until).await
+}
+
 /// Runs the lease recovery, the purge of expired access secrets, the expiry scanner and the audit
-/// log's retention until `shutdown`.
+/// log's retention until `shutdown`, in whichever one of the replicas holds the scheduler lease.
 pub async fn run_scheduler(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut tick = tokio::time::interval(SCHEDULER_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Retention is measured in days: once a minute is plenty, and keeps the delete off the hot loop.
     let mut next_event_purge = tokio::time::Instant::now();
+    let mut holding = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                if holding
+                    && let Err(e) = db::leases::release(&state.db, SCHEDULER, &state.instance).await
+                {
+                    tracing::warn!(error = %e, "giving up the scheduler lease");
+                }
+                return;
+            }
+        }
+        let held = match hold_scheduler(&state).await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::error!(error = %e, "renewing the scheduler lease failed");
+                false
+            }
+        };
+        if held != holding {
+            holding = held;
+            if held {
+                tracing::info!(instance = %state.instance, "this replica runs the periodic jobs");
+            } else {
+                tracing::info!("another replica runs the periodic jobs");
+            }
+        }
+        if !held {
+            continue;
         }
         match recover_expired(&state).await {
             Ok(0) => {}
@@ -378,6 +417,11 @@ pub async fn run_scheduler(state: AppState, mut shutdown: tokio::sync::watch::Re
                 Ok(0) => {}
                 Ok(n) => tracing::info!(events = n, "deleted audit events past their retention"),
                 Err(e) => tracing::error!(error = %e, "audit event retention failed"),
+            }
+            match state.limiter.purge().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(rows = n, "purged expired sign-in limiter rows"),
+                Err(e) => tracing::error!(error = %e, "purging the sign-in limiter failed"),
             }
         }
     }

@@ -191,7 +191,7 @@ pub async fn open(
     db::events::record(&mut *tx, &actor, event, now).await?;
     tx.commit().await?;
     if started {
-        state.work.notify_waiters();
+        state.wake_agents();
     }
     Ok(Opened {
         session,

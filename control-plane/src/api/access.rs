@@ -325,12 +325,11 @@ async fn handoff(
     };
     let ticket = state
         .limiter
-        .admit(&client_key(ip), &limit_key, false, std::time::Instant::now())
+        .admit(&client_key(ip), &limit_key, false)
+        .await
         .map_err(|wait| ApiError::rate_limited(wait.as_secs() + 1))?;
     if db::handoffs::hash(secret) != session.secret_hash {
-        state
-            .limiter
-            .settle(ticket, Outcome::Guess, std::time::Instant::now());
+        state.limiter.settle(ticket, Outcome::Guess).await;
         let event = NewEvent::failure("access.handoff_refused")
             .user(&user.id)
             .host(&host.id)
@@ -338,9 +337,7 @@ async fn handoff(
         db::events::record(&state.db, &actor, event, UtcTime::now()).await?;
         return Err(ApiError::unauthorized());
     }
-    state
-        .limiter
-        .settle(ticket, Outcome::NotAGuess, std::time::Instant::now());
+    state.limiter.settle(ticket, Outcome::NotAGuess).await;
     if !user.is_usable(UtcTime::now()) {
         let code = if user.status == db::users::Status::Active {
             "account_expired"

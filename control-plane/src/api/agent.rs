@@ -182,7 +182,7 @@ async fn heartbeat(
         }
     }
     if repaired {
-        state.work.notify_waiters();
+        state.wake_agents();
     }
     Ok(Json(wire::HeartbeatReply {
         hosts: desired,
@@ -579,7 +579,7 @@ async fn egress_test_result(
     let node_id = node.id;
     let checks = serde_json::to_string(&req.checks).map_err(ApiError::internal)?;
     if db::egress_tests::finish(&state.db, &test_id, &node_id, &checks, db::UtcTime::now()).await? {
-        state.work.notify_waiters();
+        state.wake_agents();
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::conflict(

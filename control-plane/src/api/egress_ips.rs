@@ -645,7 +645,7 @@ async fn test_egress(
     }
     let deadline = UtcTime::from(now.0 + chrono::Duration::from_std(TEST_TIMEOUT).unwrap_or_default());
     let test = db::egress_tests::insert(&state.db, &row.id, now, deadline).await?;
-    state.work.notify_waiters();
+    state.wake_agents();
     let checks = wait_for_checks(&state, &test.id, started).await?;
     let Some(checks) = checks else {
         return Err(ApiError::unavailable(

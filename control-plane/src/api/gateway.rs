@@ -101,7 +101,7 @@ async fn register(
         db::events::record(&mut *tx, &actor, event, now).await?;
         tx.commit().await?;
         if queued > 0 {
-            state.work.notify_waiters();
+            state.wake_agents();
         }
     } else {
         tx.commit().await?;
@@ -192,7 +192,8 @@ async fn auth(
     if let (Credential::Password { password: given }, Ok(h)) = (&req.credential, &host)
         && state
             .limiter
-            .check_ip(&auth::ratelimit::client_key(ip), std::time::Instant::now())
+            .check_ip(&auth::ratelimit::client_key(ip))
+            .await
             .is_ok()
     {
         handoff = db::handoffs::redeem(&state.db, &h.id, given, now).await?;

@@ -258,7 +258,7 @@ async fn create_host(
     )
     .await?;
     tx.commit().await?;
-    state.work.notify_waiters();
+    state.wake_agents();
     let created = CreatedHost {
         host: HostView::new(&state, &host),
         task_id: task.id,
@@ -315,7 +315,7 @@ pub async fn queue_action(
     let mut tx = state.db.begin().await?;
     let task = hosts::request(&mut tx, actor, host, kind, params, now).await?;
     tx.commit().await?;
-    state.work.notify_waiters();
+    state.wake_agents();
     Ok((StatusCode::ACCEPTED, Json(task)))
 }
 
@@ -431,7 +431,7 @@ async fn rotate_ssh_password(
     .await?;
     db::hosts::set_ssh_password(&mut *tx, &host.id, &hash, &crypt, now).await?;
     tx.commit().await?;
-    state.work.notify_waiters();
+    state.wake_agents();
     Ok((
         StatusCode::ACCEPTED,
         Json(RotatedSshPassword { task, ssh_password }),

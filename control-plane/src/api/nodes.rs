@@ -179,7 +179,7 @@ async fn remove_gateway(
     db::events::record(&mut *tx, &admin.actor(), event, now).await?;
     tx.commit().await?;
     if queued > 0 {
-        state.work.notify_waiters();
+        state.wake_agents();
     }
     tracing::info!(gateway = %name, hosts_refreshed = queued, "gateway removed");
     Ok(StatusCode::NO_CONTENT)

@@ -120,6 +120,18 @@ async fn task_events(
     Ok(progress_stream(&state, slot, updates, current))
 }
 
+/// How long a progress stream waits for a change before it reads its task again.
+const REREAD_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// What a progress stream follows.
+struct Watch {
+    id: String,
+    /// The time of the last state sent.
+    seen: crate::db::UtcTime,
+    finished: bool,
+    db: crate::db::Pool,
+}
+
 /// The `task` events of one task, from `current` until it finishes. `updates` must have been
 /// subscribed before `current` was read, so that no change between the two is missed. `slot` is
 /// the account's live connection, held until the stream ends.
@@ -138,37 +150,43 @@ pub fn progress_stream(
             .unwrap_or_else(|_| Event::default())
     };
     let first = to_event(&current);
-    let finished = current.status.is_finished();
-    let id = current.id;
-    let seen = current.updated_at;
-    let db = state.db.clone();
+    let watch = Watch {
+        finished: current.status.is_finished(),
+        id: current.id.clone(),
+        seen: current.updated_at,
+        db: state.db.clone(),
+    };
     let stream = futures::stream::unfold(
-        (Some(first), finished, updates, id, db),
-        move |(pending, finished, mut updates, id, db)| async move {
+        (Some(first), watch, updates),
+        move |(pending, mut watch, mut updates)| async move {
             if let Some(event) = pending {
-                return Some((Ok(event), (None, finished, updates, id, db)));
+                return Some((Ok(event), (None, watch, updates)));
             }
-            if finished {
+            if watch.finished {
                 return None;
             }
             loop {
-                match updates.recv().await {
-                    // Changes already in the snapshot were broadcast before it was read: skip them.
-                    Ok(task) if task.id == id && task.updated_at > seen => {
-                        let done = task.status.is_finished();
-                        return Some((Ok(to_event(&task)), (None, done, updates, id, db)));
+                // A change made through another replica arrives as a notification; should that be
+                // lost, the task is read again after a quiet spell.
+                let task = match tokio::time::timeout(REREAD_AFTER, updates.recv()).await {
+                    Ok(Ok(task)) if task.id == watch.id => task,
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(RecvError::Closed)) => return None,
+                    // Fell behind, or heard nothing for a while: read it from the database.
+                    Ok(Err(RecvError::Lagged(_))) | Err(_) => {
+                        match db::tasks::get(&watch.db, &watch.id).await {
+                            Ok(Some(task)) => task,
+                            _ => return None,
+                        }
                     }
-                    Ok(_) => {}
-                    // Fell behind: resynchronise from the database.
-                    Err(RecvError::Lagged(_)) => {
-                        let Ok(Some(task)) = db::tasks::get(&db, &id).await else {
-                            return None;
-                        };
-                        let done = task.status.is_finished();
-                        return Some((Ok(to_event(&task)), (None, done, updates, id, db)));
-                    }
-                    Err(RecvError::Closed) => return None,
+                };
+                // Changes already sent (or in the first snapshot) are not sent twice.
+                if task.updated_at <= watch.seen {
+                    continue;
                 }
+                watch.seen = task.updated_at;
+                watch.finished = task.status.is_finished();
+                return Some((Ok(to_event(&task)), (None, watch, updates)));
             }
         },
     );

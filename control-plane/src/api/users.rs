@@ -159,9 +159,9 @@ async fn create_user(
     let hash = password::hash_async(req.password)
         .await
         .map_err(ApiError::internal)?;
-    // The write lock is taken at BEGIN: a transaction that reads and then writes would otherwise
-    // fail with SQLITE_BUSY_SNAPSHOT (no busy timeout helps) when another write came in between.
-    let mut tx = state.db.begin_for_write().await?;
+    // Read, then write: one such check at a time, across every replica.
+    let mut tx = state.db.begin().await?;
+    db::serialize(&mut tx, db::Serial::Usernames).await?;
     let existing = db::users::all_usernames(&mut *tx).await?;
     if crate::api::agent::linux_user_taken(&req.username, existing.iter().map(String::as_str)) {
         return Err(ApiError::conflict(
@@ -272,7 +272,7 @@ async fn delete_user(
         .details(serde_json::json!({ "username": user.username, "hosts_deleting": hosts }));
     db::events::record(&mut *tx, &actor, event, now).await?;
     tx.commit().await?;
-    state.work.notify_waiters();
+    state.wake_agents();
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -4,7 +4,7 @@
 //! account and host up before, and write the audit event and the answer after.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 
@@ -52,9 +52,8 @@ pub async fn check(
     given: Given<'_>,
     second_factor: Option<&str>,
 ) -> ApiResult<Decision> {
-    let now = Instant::now();
     let ip = client_key(facts.ip);
-    let known = facts.device_known || state.limiter.is_known(facts.account_key, &ip, now);
+    let known = facts.device_known || state.limiter.is_known(facts.account_key, &ip).await;
     let mut attempt = policy::Attempt {
         way: facts.way,
         account: facts.user.map(|u| Account {
@@ -72,7 +71,7 @@ pub async fn check(
     // Only a password is a guess worth counting: a key offer costs nothing and proves nothing until
     // signed, and a single-use secret is too long to guess; those pass the address's limit alone.
     let ticket = if matches!(given, Given::Password { .. }) {
-        match state.limiter.admit(&ip, facts.account_key, known, now) {
+        match state.limiter.admit(&ip, facts.account_key, known).await {
             Ok(ticket) => Some(ticket),
             Err(wait) => {
                 attempt.limited = Some(wait);
@@ -80,7 +79,7 @@ pub async fn check(
             }
         }
     } else {
-        if let Err(wait) = state.limiter.check_ip(&ip, now) {
+        if let Err(wait) = state.limiter.check_ip(&ip).await {
             attempt.limited = Some(wait);
             return Ok(policy::decide(&attempt));
         }
@@ -129,11 +128,11 @@ pub async fn check(
         Decision::Refuse(_) => Outcome::NotAGuess,
     };
     match ticket {
-        Some(ticket) => state.limiter.settle(ticket, outcome, Instant::now()),
+        Some(ticket) => state.limiter.settle(ticket, outcome).await,
         None => {
             let signed = matches!(given, Given::Key { signed: true, .. } | Given::Secret(true));
             if outcome == Outcome::Succeeded && signed {
-                state.limiter.remember(facts.account_key, &ip, Instant::now());
+                state.limiter.remember(facts.account_key, &ip).await;
             }
         }
     }
@@ -147,7 +146,7 @@ pub fn worth_recording(state: &AppState, facts: &Facts<'_>, refusal: Refusal) ->
     refusal.retry_after().is_none()
         || state
             .limiter
-            .log_load_refusal(facts.account_key, &client_key(facts.ip), Instant::now())
+            .log_load_refusal(facts.account_key, &client_key(facts.ip))
 }
 
 /// The answer to give for a refusal on a way that answers over HTTP. Before the proof is right,
@@ -196,7 +195,8 @@ pub async fn recheck_password(
 ) -> ApiResult<()> {
     let ticket = state
         .limiter
-        .admit(&client_key(ip), &user.username, true, Instant::now())
+        .admit(&client_key(ip), &user.username, true)
+        .await
         .map_err(|wait| ApiError::rate_limited(wait.as_secs() + 1))?;
     let right = state
         .verifier
@@ -204,7 +204,7 @@ pub async fn recheck_password(
         .await
         .map_err(|busy| ApiError::busy(busy.retry_after.as_secs()))?;
     let outcome = if right { Outcome::NotAGuess } else { Outcome::Guess };
-    state.limiter.settle(ticket, outcome, Instant::now());
+    state.limiter.settle(ticket, outcome).await;
     if right {
         Ok(())
     } else {

@@ -7,6 +7,7 @@ pub mod login;
 pub mod password;
 pub mod policy;
 pub mod ratelimit;
+pub mod shared_limits;
 pub mod totp;
 
 use std::net::{IpAddr, SocketAddr};

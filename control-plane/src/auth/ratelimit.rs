@@ -157,11 +157,11 @@ pub fn client_key(ip: Option<IpAddr>) -> String {
     }
 }
 
-fn account_key(account: &str) -> String {
+pub(crate) fn account_key(account: &str) -> String {
     account.chars().take(64).collect::<String>().to_lowercase()
 }
 
-fn pair_key(account: &str, ip: &str) -> String {
+pub(crate) fn pair_key(account: &str, ip: &str) -> String {
     format!("{account}\n{ip}")
 }
 
@@ -307,6 +307,118 @@ fn remember(state: &mut State, account: &str, ip: &str, now: Instant) {
         }
     }
     clients.push((ip.to_owned(), now));
+}
+
+/// The sign-in limiter of an installation: in this process when it is the only one (SQLite), or in
+/// the database every replica shares (PostgreSQL). The throttle on audit events of refusals stays
+/// in the process either way.
+#[derive(Debug)]
+pub enum Limiter {
+    Local(LoginLimiter),
+    Shared {
+        store: super::shared_limits::SharedLimiter,
+        local: LoginLimiter,
+    },
+}
+
+/// An admitted attempt, of either limiter.
+#[derive(Debug)]
+#[must_use = "an admitted attempt is settled with `settle`"]
+pub enum Admitted {
+    Local(Ticket),
+    Shared(super::shared_limits::SharedTicket),
+}
+
+/// A limiter that cannot reach its database refuses, for a second, rather than let guesses through.
+fn closed(e: &sqlx::Error) -> Duration {
+    tracing::error!(error = %e, "the sign-in limiter cannot reach the database: refusing");
+    Duration::from_secs(1)
+}
+
+impl Limiter {
+    pub fn new(limits: Limits, db: &crate::db::Pool) -> Self {
+        match db {
+            crate::db::Pool::Sqlite(_) => Self::Local(LoginLimiter::new(limits)),
+            crate::db::Pool::Postgres(_) => Self::Shared {
+                store: super::shared_limits::SharedLimiter::new(db.clone(), limits),
+                local: LoginLimiter::new(limits),
+            },
+        }
+    }
+
+    fn local(&self) -> &LoginLimiter {
+        match self {
+            Self::Local(l) | Self::Shared { local: l, .. } => l,
+        }
+    }
+
+    /// As [`LoginLimiter::is_known`]. A database error reads as unknown.
+    pub async fn is_known(&self, account: &str, ip: &str) -> bool {
+        match self {
+            Self::Local(l) => l.is_known(account, ip, Instant::now()),
+            Self::Shared { store, .. } => store.is_known(account, ip).await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "the sign-in limiter cannot reach the database");
+                false
+            }),
+        }
+    }
+
+    /// As [`LoginLimiter::admit`].
+    pub async fn admit(&self, ip: &str, account: &str, known: bool) -> Result<Admitted, Duration> {
+        match self {
+            Self::Local(l) => l.admit(ip, account, known, Instant::now()).map(Admitted::Local),
+            Self::Shared { store, .. } => match store.admit(ip, account, known).await {
+                Ok(admitted) => admitted.map(Admitted::Shared),
+                Err(e) => Err(closed(&e)),
+            },
+        }
+    }
+
+    /// As [`LoginLimiter::check_ip`].
+    pub async fn check_ip(&self, ip: &str) -> Result<(), Duration> {
+        match self {
+            Self::Local(l) => l.check_ip(ip, Instant::now()),
+            Self::Shared { store, .. } => store.check_ip(ip).await.unwrap_or_else(|e| Err(closed(&e))),
+        }
+    }
+
+    /// As [`LoginLimiter::settle`].
+    pub async fn settle(&self, admitted: Admitted, outcome: Outcome) {
+        match (self, admitted) {
+            (Self::Shared { store, .. }, Admitted::Shared(t)) => {
+                if let Err(e) = store.settle(t, outcome).await {
+                    tracing::error!(error = %e, "settling a sign-in attempt in the database failed");
+                }
+            }
+            (_, Admitted::Local(t)) => self.local().settle(t, outcome, Instant::now()),
+            (Self::Local(_), Admitted::Shared(_)) => {}
+        }
+    }
+
+    /// As [`LoginLimiter::remember`].
+    pub async fn remember(&self, account: &str, ip: &str) {
+        match self {
+            Self::Local(l) => l.remember(account, ip, Instant::now()),
+            Self::Shared { store, .. } => {
+                if let Err(e) = store.remember(account, ip).await {
+                    tracing::error!(error = %e, "remembering a sign-in's client failed");
+                }
+            }
+        }
+    }
+
+    /// As [`LoginLimiter::log_load_refusal`], in this process.
+    pub fn log_load_refusal(&self, account: &str, ip: &str) -> bool {
+        self.local().log_load_refusal(account, ip, Instant::now())
+    }
+
+    /// Deletes the shared limiter's expired rows (nothing to do in memory); rows deleted.
+    pub async fn purge(&self) -> Result<u64, sqlx::Error> {
+        match self {
+            Self::Local(_) => Ok(0),
+            Self::Shared { store, .. } => store.purge().await,
+        }
+    }
 }
 
 #[cfg(test)]

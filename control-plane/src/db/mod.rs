@@ -11,6 +11,7 @@ pub mod events;
 pub mod gateways;
 pub mod handoffs;
 pub mod hosts;
+pub mod leases;
 pub mod nodes;
 pub mod ssh_keys;
 pub mod tasks;
@@ -159,30 +160,16 @@ impl Pool {
         }
     }
 
-    /// A transaction that takes its locks as it goes.
+    /// A transaction. Every transaction here writes, most after reading: on SQLite it takes the
+    /// write lock at `BEGIN` (`BEGIN IMMEDIATE`, waiting up to the busy timeout), since a deferred one
+    /// fails with `SQLITE_BUSY_SNAPSHOT` when another connection wrote between its read and its
+    /// write, which no busy timeout cures. On PostgreSQL it is an ordinary (read committed)
+    /// transaction: its statements lock the rows they change, claims skip locked rows, and
+    /// [`serialize`] orders the decisions taken on a read of many rows.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(Tx(match self {
-            Self::Sqlite(p) => Connection::SqliteTx(p.begin().await?),
-            Self::Postgres(p) => Connection::PostgresTx(p.begin().await?),
-        }))
-    }
-
-    /// A transaction that reads and then writes what it read, one at a time across every writer:
-    /// on SQLite it takes the write lock at `BEGIN` (a deferred one would fail with
-    /// `SQLITE_BUSY_SNAPSHOT` when another connection wrote in between, which no busy timeout
-    /// cures); on PostgreSQL it takes a transaction-scoped advisory lock that every such
-    /// transaction of every replica takes, so two of them never both act on the same read.
-    pub async fn begin_for_write(&self) -> Result<Tx, sqlx::Error> {
-        Ok(Tx(match self {
             Self::Sqlite(p) => Connection::SqliteTx(p.begin_with("BEGIN IMMEDIATE").await?),
-            Self::Postgres(p) => {
-                let mut tx = p.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(WRITE_LOCK)
-                    .execute(&mut *tx)
-                    .await?;
-                Connection::PostgresTx(tx)
-            }
+            Self::Postgres(p) => Connection::PostgresTx(p.begin().await?),
         }))
     }
 
@@ -202,8 +189,24 @@ impl Pool {
     }
 }
 
-/// The PostgreSQL advisory lock of [`Pool::begin_for_write`] (an arbitrary constant, ASCII `ccpW`).
-const WRITE_LOCK: i64 = 0x6363_7057;
+/// Decisions that read many rows and then write, taken one at a time across every replica.
+#[derive(Debug, Clone, Copy)]
+pub enum Serial {
+    /// A new account's name against every other's (their Linux account names must not collide).
+    Usernames = 0x6363_7001,
+}
+
+/// Holds `what` until the transaction ends: a PostgreSQL transaction-scoped advisory lock. On
+/// SQLite the transaction of [`Pool::begin`] already holds the only write lock.
+pub async fn serialize(conn: &mut Connection, what: Serial) -> Result<(), sqlx::Error> {
+    if let Connection::PostgresTx(tx) = conn {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(what as i64)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
 
 /// What a statement that returns no rows did, on either backend.
 #[derive(Debug, Clone, Copy)]
@@ -240,22 +243,26 @@ impl From<sqlx::postgres::PgQueryResult> for Done {
 macro_rules! on_db {
     ($db:expr, $sql:expr, |$e:ident, $s:ident| $body:expr) => {{
         let text: &str = $sql;
+        $crate::on_db!($db, sqlite: text, postgres: text, |$e, $s| $body)
+    }};
+    // A statement that differs between the backends (e.g. row locks only PostgreSQL has).
+    ($db:expr, sqlite: $sqlite:expr, postgres: $postgres:expr, |$e:ident, $s:ident| $body:expr) => {{
         match $crate::db::Db::exec($db) {
             $crate::db::Exec::SqlitePool($e) => {
-                let $s = text;
+                let $s: &str = $sqlite;
                 $body
             }
             $crate::db::Exec::Sqlite($e) => {
-                let $s = text;
+                let $s: &str = $sqlite;
                 $body
             }
             $crate::db::Exec::PostgresPool($e) => {
-                let owned = $crate::db::postgres_sql(text);
+                let owned = $crate::db::postgres_sql($postgres);
                 let $s: &str = &owned;
                 $body
             }
             $crate::db::Exec::Postgres($e) => {
-                let owned = $crate::db::postgres_sql(text);
+                let owned = $crate::db::postgres_sql($postgres);
                 let $s: &str = &owned;
                 $body
             }

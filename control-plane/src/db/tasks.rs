@@ -248,17 +248,23 @@ pub async fn next_for_node(
         .map(|c| format!("t.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    crate::db::on_db!(
-        db,
-        &format!(
-            "SELECT {cols} FROM tasks t JOIN hosts h ON h.id = t.host_id \
+    let select = format!(
+        "SELECT {cols} FROM tasks t JOIN hosts h ON h.id = t.host_id \
          WHERE t.status = 'queued' AND (t.not_before IS NULL OR t.not_before <= ?) \
            AND (h.node_id IS NULL OR h.node_id = ?) \
            AND NOT EXISTS (SELECT 1 FROM tasks r WHERE r.host_id = t.host_id AND r.status = 'running') \
            AND NOT EXISTS (SELECT 1 FROM tasks q WHERE q.host_id = t.host_id AND q.status = 'queued' \
                            AND (q.created_at < t.created_at OR (q.created_at = t.created_at AND q.id < t.id))) \
          ORDER BY t.created_at, t.id LIMIT 1"
-        ),
+    );
+    // On PostgreSQL agents of several replicas claim at once: each locks its candidate and passes
+    // over the ones others hold. A host's later task never slips ahead: while its earlier one is
+    // queued (locked or not) the later one is not a candidate.
+    let locking = format!("{select} FOR UPDATE OF t SKIP LOCKED");
+    crate::db::on_db!(
+        db,
+        sqlite: &select,
+        postgres: &locking,
         |exec, sql| sqlx::query_as(sql)
             .bind(now)
             .bind(node_id)
