@@ -88,7 +88,7 @@ check "RETENTION_DAYS=0 keeps only the new backup" \
 latest=$out
 
 expect_status "backup refuses a bad RETENTION_DAYS" 2 env DATABASE_URL="$db" BACKUP_DIR="$work/b2" RETENTION_DAYS=week "$backup"
-expect_status "backup refuses a non-SQLite URL" 2 env DATABASE_URL=postgres://u:p@db/ccp BACKUP_DIR="$work/b2" "$backup"
+expect_status "backup refuses a database it does not know" 2 env DATABASE_URL=mysql://u:p@db/ccp BACKUP_DIR="$work/b2" "$backup"
 expect_status "backup reports a missing database" 4 env DATABASE_URL="sqlite://$work/none.db" BACKUP_DIR="$work/b2" "$backup"
 printf 'not a database' >"$work/junk.db"
 expect_status "backup fails on a file that is not a database" 5 env DATABASE_URL="$work/junk.db" BACKUP_DIR="$work/b2" "$backup"
