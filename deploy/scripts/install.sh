@@ -90,10 +90,18 @@ main() {
     local example=$repo/deploy/control-plane.env.example
     [[ -f $example ]] || die "missing $example"
 
-    if ! command -v sqlite3 >/dev/null 2>&1; then
-        log "installing sqlite3 (needed by the backup)"
-        { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q sqlite3; } >/dev/null ||
-            die "cannot install sqlite3: apt-get install -y sqlite3"
+    # The backup's tools: sqlite3 always (the default database), pg_dump when the service already
+    # keeps its state in PostgreSQL.
+    local packages=()
+    command -v sqlite3 >/dev/null 2>&1 || packages+=(sqlite3)
+    if [[ -f $ENV_FILE ]] && grep -Eq '^[[:space:]]*(export )?DATABASE_URL=["'\'']?postgres(ql)?://' "$ENV_FILE" &&
+        ! command -v pg_dump >/dev/null 2>&1; then
+        packages+=(postgresql-client)
+    fi
+    if [[ ${#packages[@]} -gt 0 ]]; then
+        log "installing ${packages[*]} (needed by the backup)"
+        { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${packages[@]}"; } >/dev/null ||
+            die "cannot install ${packages[*]}: apt-get install -y ${packages[*]}"
     fi
 
     # The unit joins `docker` for the socket; a group created here is adopted by Docker's package later.

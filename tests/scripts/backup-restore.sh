@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Drives deploy/scripts/backup.sh and restore.sh against a real SQLite file in a scratch directory:
-# online copies, naming, retention, exit codes and the refusals.
+# online copies, naming, retention, exit codes and the refusals; then the same against real PostgreSQL
+# databases when CCP_TEST_POSTGRES names a role that may create them (the databases are made here and
+# dropped at exit). CCP_REQUIRE_POSTGRES=1 turns a missing CCP_TEST_POSTGRES into a failure.
 
 set -euo pipefail
 
@@ -9,7 +11,15 @@ backup=$repo/deploy/scripts/backup.sh
 restore=$repo/deploy/scripts/restore.sh
 
 work=$(mktemp -d)
-trap 'rm -rf -- "$work"' EXIT
+pg_databases=()
+cleanup() {
+    local name
+    for name in "${pg_databases[@]}"; do
+        psql -X -qAt "$CCP_TEST_POSTGRES" -c "DROP DATABASE IF EXISTS $name WITH (FORCE)" >/dev/null 2>&1 || true
+    done
+    rm -rf -- "$work"
+}
+trap cleanup EXIT
 # Keep the machine's own configuration and services out of the picture.
 export CLOUD_CLI_PROXY_ENV_FILE=$work/absent.env
 export CONTROL_PLANE_UNIT=cloud-cli-proxy-test-unit-that-does-not-exist
@@ -88,7 +98,7 @@ check "RETENTION_DAYS=0 keeps only the new backup" \
 latest=$out
 
 expect_status "backup refuses a bad RETENTION_DAYS" 2 env DATABASE_URL="$db" BACKUP_DIR="$work/b2" RETENTION_DAYS=week "$backup"
-expect_status "backup refuses a non-SQLite URL" 2 env DATABASE_URL=postgres://u:p@db/ccp BACKUP_DIR="$work/b2" "$backup"
+expect_status "backup refuses a database it does not know" 2 env DATABASE_URL=mysql://u:p@db/ccp BACKUP_DIR="$work/b2" "$backup"
 expect_status "backup reports a missing database" 4 env DATABASE_URL="sqlite://$work/none.db" BACKUP_DIR="$work/b2" "$backup"
 printf 'not a database' >"$work/junk.db"
 expect_status "backup fails on a file that is not a database" 5 env DATABASE_URL="$work/junk.db" BACKUP_DIR="$work/b2" "$backup"
@@ -167,6 +177,210 @@ expect_status "restore --key takes a key from elsewhere" 0 \
 check "--key and SECRETS_KEY_FILE are honoured" cmp -s "$work/other.key" "$work/fresh/named.key"
 printf 'short' >"$work/short.key"
 expect_status "restore refuses a key of the wrong length" 5 env DATABASE_URL="$fresh" "$restore" --force "$kb" --key "$work/short.key"
+
+# --- PostgreSQL ------------------------------------------------------------------------------------------
+
+# The server's URL taken apart, so that tests can name other databases and write the password in other
+# ways; a URL without a path or user is not supported here.
+pg_parts() {
+    local rest=${CCP_TEST_POSTGRES#*://} authority userinfo
+    pg_scheme=${CCP_TEST_POSTGRES%%://*}
+    authority=${rest%%/*}
+    pg_query=""
+    [[ $rest != *\?* ]] || pg_query="?${rest#*\?}"
+    userinfo=${authority%@*}
+    pg_hostport=${authority##*@}
+    pg_user=${userinfo%%:*}
+    pg_pass=""
+    [[ $userinfo != *:* ]] || pg_pass=${userinfo#*:}
+}
+# pg_url NAME [PASSWORD]: URL of database NAME, with PASSWORD written as given (default: the server's).
+pg_url() {
+    local pass=${2-$pg_pass}
+    printf '%s://%s%s@%s/%s%s' "$pg_scheme" "$pg_user" "${pass:+:$pass}" "$pg_hostport" "$1" "$pg_query"
+}
+# A new empty database, dropped at exit; its name on stdout.
+pg_create() {
+    local name
+    name=ccp_br_$(tr -dc 'a-z0-9' </dev/urandom | head -c 12)
+    psql -X -qAt -v ON_ERROR_STOP=1 "$CCP_TEST_POSTGRES" -c "CREATE DATABASE $name" >/dev/null
+    printf '%s' "$name"
+}
+pg() { psql -X -qAt -v ON_ERROR_STOP=1 "$(pg_url "$1")" -c "$2"; }
+pg_rows() { pg "$1" 'SELECT count(*) FROM a;'; }
+# Every character of a string percent-encoded.
+percent_encode_all() {
+    local s=$1 i out=""
+    for ((i = 0; i < ${#s}; i++)); do
+        out+=$(printf '%%%02X' "'${s:i:1}")
+    done
+    printf '%s' "$out"
+}
+# A URL with a password in it: scheme://user:password@…
+has_url_password() { grep -Eq '[a-z]+://[^/@[:space:]]*:[^/@[:space:]]*@|password=' "$@"; }
+
+postgres_cases() {
+    pg_parts
+    local src dst pgdir=$work/pg real tool
+    src=$(pg_create) && pg_databases+=("$src")
+    dst=$(pg_create) && pg_databases+=("$dst")
+    mkdir -p "$pgdir/backups" "$pgdir/spy" "$pgdir/live" "$pgdir/restored"
+    pg "$src" 'CREATE TABLE a(id bigserial PRIMARY KEY, b int); INSERT INTO a(b) VALUES (1), (2), (3);' >/dev/null
+    (umask 077 && head -c 32 /dev/urandom >"$pgdir/live/secrets.key")
+
+    # Stand-ins in front of the real tools record the arguments and the password handed over.
+    for tool in pg_dump pg_restore psql; do
+        real=$(command -v "$tool")
+        cat >"$pgdir/spy/$tool" <<SPY
+#!/bin/sh
+{
+    printf '%s\\n' "\$*"
+    printf 'PGPASSWORD=%s\\n' "\${PGPASSWORD:-}"
+    if [ -n "\${PGPASSFILE:-}" ]; then printf 'passfile mode %s\\n' "\$(stat -c %a "\$PGPASSFILE")"; fi
+} >>"$pgdir/spy.log"
+exec "$real" "\$@"
+SPY
+        chmod +x "$pgdir/spy/$tool"
+    done
+    local spy_path=$pgdir/spy:$PATH
+
+    # Writes go on while backups run: each backup is one consistent snapshot.
+    (
+        for i in $(seq 1 100); do
+            pg "$src" "INSERT INTO a(b) VALUES ($i);" >/dev/null || exit 1
+        done
+    ) &
+    local writer=$!
+    for _ in 1 2; do
+        expect_status "pg: backup during writes" 0 env PATH="$spy_path" DATABASE_URL="$(pg_url "$src")" \
+            SECRETS_KEY_FILE="$pgdir/live/secrets.key" BACKUP_DIR="$pgdir/backups" "$backup"
+    done
+    wait "$writer"
+    check "pg: backups are named cloud-cli-proxy-YYYYmmddTHHMMSSZ[-N].dump" \
+        test "$(find "$pgdir/backups" -regextype posix-extended \
+            -regex '.*/cloud-cli-proxy-[0-9]{8}T[0-9]{6}Z(-[0-9]+)?\.dump' | wc -l)" -eq 2
+    local f
+    for f in "$pgdir"/backups/*.dump; do
+        check "pg: $(basename "$f") is a readable archive" pg_restore --list "$f" >/dev/null
+        check "pg: $(basename "$f") is mode 0600" test "$(stat -c %a "$f")" = 600
+        check "pg: its key is beside it, the same bytes" cmp -s "$pgdir/live/secrets.key" "${f%.dump}.key"
+    done
+
+    # The password written percent-encoded, character by character, must still be the password.
+    local encoded
+    encoded=$(percent_encode_all "$pg_pass")
+    expect_status "pg: backup with a percent-encoded password" 0 env PATH="$spy_path" \
+        DATABASE_URL="$(pg_url "$src" "$encoded")" SECRETS_KEY_FILE="$pgdir/live/secrets.key" \
+        BACKUP_DIR="$pgdir/backups" "$backup"
+    local pb=$out
+    check "pg: the last stdout line is the new backup" test -f "$pb"
+    check "pg: the backup holds every row" \
+        test "$(pg_restore --data-only --table=a --file=- "$pb" | grep -cE '^[0-9]+'$'\t')" -eq 103
+    check "pg: the password is in no log line" \
+        test "$(grep -cF -- "$encoded" "$work/stderr")" -eq 0 -a "$(has_url_password "$work/stderr" && echo leak)" = ""
+    local sep='?'
+    [[ -z $pg_query ]] || sep='&'
+    expect_status "pg: backup with the password as a query parameter" 0 env PATH="$spy_path" \
+        DATABASE_URL="$(pg_url "$src" "")${sep}password=$encoded" BACKUP_DIR="$pgdir/backups" "$backup"
+    check "pg: no password on any command line of pg_dump, pg_restore or psql" \
+        test "$(grep -c . "$pgdir/spy.log")" -gt 0 -a "$(has_url_password "$pgdir/spy.log" && echo leak)" = ""
+    check "pg: no password in PGPASSWORD; the password file is 0600" \
+        test "$(grep -c '^PGPASSWORD=.' "$pgdir/spy.log")" -eq 0 -a \
+        "$(grep '^passfile mode' "$pgdir/spy.log" | sort -u)" = "passfile mode 600"
+    check "pg: a backup without SECRETS_KEY_FILE warns that it holds no key" \
+        grep -q 'SECRETS_KEY_FILE is not set' "$work/stderr"
+    check "pg: ... and writes no key" test ! -e "${out%.dump}.key"
+
+    local wrong=not-the-password-$RANDOM
+    expect_status "pg: backup with a wrong password fails" 5 env DATABASE_URL="$(pg_url "$src" "$wrong")" \
+        BACKUP_DIR="$pgdir/b2" "$backup"
+    check "pg: the refused password is in no log line" test "$(grep -cF -- "$wrong" "$work/stderr")" -eq 0
+    expect_status "pg: backup reports a missing database" 4 \
+        env DATABASE_URL="$(pg_url "${src}_absent")" BACKUP_DIR="$pgdir/b2" "$backup"
+    mkdir -p "$pgdir/nopg"
+    expect_status "pg: backup names the package of a missing pg_dump" 3 \
+        env PATH="$pgdir/nopg" DATABASE_URL="$(pg_url "$src")" "$BASH" "$backup"
+    check "pg: ... postgresql-client" grep -q 'apt-get install -y postgresql-client' "$work/stderr"
+    local src_url
+    src_url=$(pg_url "$src")
+    expect_status "pg: a postgresql:// URL works too" 0 \
+        env DATABASE_URL="postgresql://${src_url#*://}" BACKUP_DIR="$pgdir/b3" "$backup"
+
+    # Retention covers both kinds of backup, and their keys.
+    local old_dump=$pgdir/backups/cloud-cli-proxy-20000101T000000Z
+    local old_db=$pgdir/backups/cloud-cli-proxy-20000102T000000Z
+    local recent=$pgdir/backups/cloud-cli-proxy-20000103T000000Z
+    cp "$pb" "$old_dump.dump" && cp "${pb%.dump}.key" "$old_dump.key"
+    cp "$kb" "$old_db.db.gz" && cp "${kb%.db.gz}.key" "$old_db.key"
+    cp "$pb" "$recent.dump"
+    touch -d '10 days ago' "$old_dump.dump" "$old_dump.key" "$old_db.db.gz" "$old_db.key"
+    touch -d '6 days ago' "$recent.dump"
+    expect_status "pg: backup with retention" 0 env DATABASE_URL="$(pg_url "$src")" BACKUP_DIR="$pgdir/backups" "$backup"
+    check "pg: retention removes old .dump and .db.gz backups and their keys" \
+        test ! -e "$old_dump.dump" -a ! -e "$old_dump.key" -a ! -e "$old_db.db.gz" -a ! -e "$old_db.key"
+    check "pg: retention keeps younger backups" test -e "$recent.dump"
+
+    # Restore: into an empty database, with the key.
+    local key_to=$pgdir/restored/secrets.key
+    : >"$pgdir/spy.log"
+    expect_status "pg: restore into an empty database" 0 env PATH="$spy_path" DATABASE_URL="$(pg_url "$dst")" \
+        SECRETS_KEY_FILE="$key_to" "$restore" "$pb"
+    check "pg: the restored database has the rows" test "$(pg_rows "$dst")" -eq 103
+    check "pg: the restored sequence goes on from the backup's" \
+        test "$(pg "$dst" 'INSERT INTO a(b) VALUES (0) RETURNING id;')" -eq 104
+    check "pg: the last stdout line is the database's URL without its password" \
+        test "$out" = "$(pg_url "$dst" "")"
+    check "pg: the key is restored, mode 0600" \
+        test "$(cmp -s "$pgdir/live/secrets.key" "$key_to" && stat -c %a "$key_to")" = 600
+    check "pg: restore puts no password on a command line, in PGPASSWORD or in a log line" \
+        test "$(has_url_password "$pgdir/spy.log" "$work/stderr" && echo leak)" = "" -a \
+        "$(grep -c '^PGPASSWORD=.' "$pgdir/spy.log")" -eq 0 -a "$(grep -c '^passfile mode 600' "$pgdir/spy.log")" -gt 0
+    expect_status "pg: restore refuses a database that holds tables" 6 \
+        env DATABASE_URL="$(pg_url "$dst")" SECRETS_KEY_FILE="$key_to" "$restore" "$pb"
+    check "pg: a refused restore leaves the database as it was" test "$(pg_rows "$dst")" -eq 104
+
+    pg "$dst" 'CREATE TABLE extra(x int);' >/dev/null
+    expect_status "pg: restore --force replaces the backup's objects" 0 \
+        env DATABASE_URL="$(pg_url "$dst")" SECRETS_KEY_FILE="$key_to" "$restore" --force "$pb"
+    check "pg: the replaced database has the backup's rows" test "$(pg_rows "$dst")" -eq 103
+    check "pg: --force names the tables the backup does not hold" grep -q 'left in place: public.extra' "$work/stderr"
+
+    # One transaction: an archive that breaks half-way leaves the database as it was.
+    head -c "$(($(stat -c %s "$pb") - 30))" "$pb" >"$pgdir/truncated.dump"
+    pg "$dst" 'INSERT INTO a(b) VALUES (-1);' >/dev/null
+    expect_status "pg: restore of a truncated archive fails" 5 \
+        env DATABASE_URL="$(pg_url "$dst")" SECRETS_KEY_FILE="$key_to" "$restore" --force "$pgdir/truncated.dump"
+    check "pg: the failed restore was rolled back" test "$(pg_rows "$dst")" -eq 104
+
+    expect_status "pg: restore refuses a SQLite backup" 2 \
+        env DATABASE_URL="$(pg_url "$dst")" SECRETS_KEY_FILE="$key_to" "$restore" --force "$kb"
+    expect_status "pg: restore refuses a .dump into SQLite" 2 \
+        env DATABASE_URL="sqlite://$pgdir/restored/cp.db" "$restore" "$pb"
+    printf 'garbage' >"$pgdir/garbage.dump"
+    expect_status "pg: restore refuses a file that is not an archive" 5 \
+        env DATABASE_URL="$(pg_url "$dst")" "$restore" --force "$pgdir/garbage.dump"
+    expect_status "pg: restore reports a missing backup" 4 \
+        env DATABASE_URL="$(pg_url "$dst")" "$restore" "$pgdir/none.dump"
+    expect_status "pg: restore into a database that does not exist" 2 \
+        env DATABASE_URL="$(pg_url "${dst}_absent")" SECRETS_KEY_FILE="$key_to" "$restore" "$pb"
+    expect_status "pg: restore of a key needs SECRETS_KEY_FILE" 2 \
+        env DATABASE_URL="$(pg_url "$dst")" "$restore" --force "$pb"
+    expect_status "pg: restore with a wrong password fails" 5 \
+        env DATABASE_URL="$(pg_url "$dst" "$wrong")" SECRETS_KEY_FILE="$key_to" "$restore" --force "$pb"
+    check "pg: the refused password is in no log line" test "$(grep -cF -- "$wrong" "$work/stderr")" -eq 0
+    expect_status "pg: restore names the package of a missing pg_restore" 3 \
+        env PATH="$pgdir/nopg" DATABASE_URL="$(pg_url "$dst")" "$BASH" "$restore" "$pb"
+    expect_status "pg: restore refuses while the control plane is active" 6 \
+        env PATH="$work/fakebin:$PATH" DATABASE_URL="$(pg_url "$dst")" SECRETS_KEY_FILE="$key_to" "$restore" "$pb"
+}
+
+if [[ -n ${CCP_TEST_POSTGRES:-} ]]; then
+    postgres_cases
+elif [[ ${CCP_REQUIRE_POSTGRES:-} == 1 ]]; then
+    fail "PostgreSQL cases: CCP_TEST_POSTGRES is not set, and CCP_REQUIRE_POSTGRES=1"
+else
+    printf 'skip  PostgreSQL cases: set CCP_TEST_POSTGRES to the URL of a role that may create databases\n'
+fi
 
 printf 'backup-restore: %d passed, %d failed\n' "$passes" "$failures"
 [[ $failures -eq 0 ]]
