@@ -333,11 +333,13 @@ async fn copy_table(
         samples: Vec::new(),
     };
     let mut last_key: Option<Vec<Value>> = None;
-    progress(Progress::Rows {
-        table: &table.name,
-        copied: 0,
-        total,
-    });
+    if total == 0 {
+        progress(Progress::Rows {
+            table: &table.name,
+            copied: 0,
+            total,
+        });
+    }
     loop {
         let statement = table.select_batch(last_key.is_none());
         let mut query = sqlx::query(&statement);
