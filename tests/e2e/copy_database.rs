@@ -59,6 +59,18 @@ fn row_counts(url: &str) -> String {
         .join(" ")
 }
 
+/// Every table of ours in the PostgreSQL database is empty (the migrations' own table aside).
+#[track_caller]
+fn assert_no_rows(url: &str) {
+    let counts = row_counts(url);
+    assert!(
+        counts
+            .split(' ')
+            .all(|t| t.ends_with("=0") || t.starts_with("_sqlx")),
+        "rows were written: {counts}"
+    );
+}
+
 /// The `POST /v1/auth/totp` enrolment of `api`'s account, confirmed: its recovery codes.
 async fn enable_totp(api: &cloud_cli_proxy_tests::Api, password: &str) -> Vec<String> {
     let r = api.post("/v1/auth/totp", json!({"password": password})).await;
@@ -217,12 +229,16 @@ async fn an_sqlite_installation_answers_the_same_on_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_schema_difference_is_named_and_nothing_is_copied() {
+async fn a_schema_difference_or_a_bad_value_copies_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let source_db = dir.path().join("control-plane.db");
     let from = format!("sqlite://{}", source_db.display());
     let mut cp = ControlPlane::start(Options::new().db(&source_db)).await;
-    cp.admin().await.create_user("dora", "dora-password").await;
+    let admin = cp.admin().await;
+    let dora = admin.create_user("dora", "dora-password").await;
+    admin
+        .create_host(&cloud_cli_proxy_tests::fixtures::id(&dora))
+        .await;
     cp.stop().await;
     // A column the PostgreSQL schema does not have (as a later SQLite migration without its
     // PostgreSQL twin would add).
@@ -238,13 +254,27 @@ async fn a_schema_difference_is_named_and_nothing_is_copied() {
         run.stderr
     );
     assert_eq!(run.stdout, "");
-    let counts = row_counts(pg.url());
+    assert_no_rows(pg.url());
+
+    // A value that is not what its column says stops the copy halfway (users and events come before
+    // hosts): the transaction is rolled back, not one row stays.
+    execute(&from, "ALTER TABLE users DROP COLUMN nickname", &[]).await;
+    execute(&from, "UPDATE hosts SET entry_disabled = 2", &[]).await;
+    let run = copy_database(&from, pg.url(), &[]);
+    assert_eq!(run.status, Some(1), "stderr:\n{}", run.stderr);
     assert!(
-        counts
-            .split(' ')
-            .all(|t| t.ends_with("=0") || t.starts_with("_sqlx")),
-        "rows were written: {counts}"
+        run.stderr
+            .contains("table `hosts`, column `entry_disabled`: 2 is not a flag (0 or 1)"),
+        "{}",
+        run.stderr
     );
+    assert!(
+        run.stderr.contains("copy-database: users: 2/2 rows"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stdout, "");
+    assert_no_rows(pg.url());
 
     // A missing source file is not created and copied as an empty database.
     let missing = format!("sqlite://{}", dir.path().join("nope.db").display());

@@ -333,6 +333,7 @@ async fn copy_table(
         samples: Vec::new(),
     };
     let mut last_key: Option<Vec<Value>> = None;
+    let mut reported = 0;
     if total == 0 {
         progress(Progress::Rows {
             table: &table.name,
@@ -366,11 +367,15 @@ async fn copy_table(
             copied.rows += 1;
             last_key = Some(table.key.iter().map(|&i| row[i].clone()).collect());
         }
-        progress(Progress::Rows {
-            table: &table.name,
-            copied: copied.rows,
-            total,
-        });
+        let step = plan::progress_step(copied.rows, total);
+        if step > reported || copied.rows >= total {
+            reported = step;
+            progress(Progress::Rows {
+                table: &table.name,
+                copied: copied.rows,
+                total,
+            });
+        }
     }
     Ok(copied)
 }

@@ -213,6 +213,12 @@ pub fn sample_stride(count: u64, max: u64) -> u64 {
     count.div_ceil(max).max(1)
 }
 
+/// Which twentieth of a table `copied` rows reach: progress is reported when it grows, so a large
+/// table writes about twenty lines, not one per batch.
+pub fn progress_step(copied: u64, total: u64) -> u64 {
+    copied.saturating_mul(20) / total.max(1)
+}
+
 /// Rows per batch: `wanted`, fewer when the columns would pass PostgreSQL's 65535 parameters of
 /// one statement.
 pub fn batch_rows(wanted: u32, columns: usize) -> u32 {
@@ -490,6 +496,10 @@ mod tests {
         assert_eq!(sample_stride(101, 100), 2);
         assert_eq!(sample_stride(10_000, 100), 100);
         assert_eq!(sample_stride(5, 0), u64::MAX);
+        assert_eq!(progress_step(0, 0), 0);
+        assert_eq!(progress_step(499, 10_000), 0);
+        assert_eq!(progress_step(500, 10_000), 1);
+        assert_eq!(progress_step(10_000, 10_000), 20);
         assert_eq!(batch_rows(500, 20), 500);
         assert_eq!(batch_rows(500, 1000), 65);
         assert_eq!(batch_rows(0, 3), 1);
