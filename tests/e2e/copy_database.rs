@@ -1,7 +1,8 @@
 //! `copy-database`: an installation filled on SQLite through the API, copied into a fresh
 //! PostgreSQL database with the real binary, answers the same there (with the same key file and
 //! token secret: old tokens, passwords and recovery codes still work); a target that holds rows, a
-//! source whose schema differs and a source still served are refused with nothing copied.
+//! source whose schema differs, a source still served and a bad value halfway leave no row behind;
+//! a source a migration behind is brought up to date and copied.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -229,7 +230,7 @@ async fn an_sqlite_installation_answers_the_same_on_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_schema_difference_or_a_bad_value_copies_nothing() {
+async fn a_schema_difference_or_a_bad_value_copies_nothing_and_a_stale_source_is_migrated() {
     let dir = tempfile::tempdir().unwrap();
     let source_db = dir.path().join("control-plane.db");
     let from = format!("sqlite://{}", source_db.display());
@@ -275,6 +276,19 @@ async fn a_schema_difference_or_a_bad_value_copies_nothing() {
     );
     assert_eq!(run.stdout, "");
     assert_no_rows(pg.url());
+
+    // A source a migration behind (as left by the previous version) is brought up to date first,
+    // then copied into the same target, whose schema the refusals left without rows.
+    execute(&from, "UPDATE hosts SET entry_disabled = 0", &[]).await;
+    execute(&from, "ALTER TABLE hosts DROP COLUMN ssh_host_key", &[]).await;
+    execute(&from, "DELETE FROM _sqlx_migrations WHERE version = 16", &[]).await;
+    let run = copy_database(&from, pg.url(), &[]);
+    assert_eq!(run.status, Some(0), "stderr:\n{}", run.stderr);
+    assert_eq!(
+        psql(pg.url(), "SELECT username FROM users WHERE username = 'dora'"),
+        "dora"
+    );
+    assert_eq!(psql(pg.url(), "SELECT entry_disabled::text FROM hosts"), "false");
 
     // A missing source file is not created and copied as an empty database.
     let missing = format!("sqlite://{}", dir.path().join("nope.db").display());
