@@ -205,6 +205,31 @@ pub enum Command {
     /// Seal every stored secret under a new key and replace the key file with it. Stop the control
     /// plane first; it reads `DATABASE_URL` and `SECRETS_KEY_FILE` like the server.
     RotateSecretsKey,
+    /// Copy an SQLite installation's data into an empty PostgreSQL database, in one transaction,
+    /// checked before it commits. Stop the control plane first. Exit status: 0 copied, 1 failed
+    /// (nothing committed), 2 bad arguments, 3 the target already holds rows, 4 the two schemas
+    /// differ, 5 a control plane is running on the source.
+    CopyDatabase(CopyDatabase),
+}
+
+/// The arguments of `copy-database`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CopyDatabase {
+    /// The SQLite database to copy (`sqlite://PATH`); pending migrations are applied to it first,
+    /// as a start of this version would.
+    #[arg(long, env = "COPY_FROM_URL")]
+    pub from: String,
+    /// The PostgreSQL database to fill (`postgres://USER@HOST/DB`); it must hold none of our rows.
+    /// Give the password by `PGPASSWORD` or `~/.pgpass` (or this variable) rather than on the
+    /// command line, where other users can read it.
+    #[arg(long, env = "COPY_TO_URL")]
+    pub to: String,
+    /// Rows per statement, read and written.
+    #[arg(long, env = "COPY_BATCH_ROWS", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch_rows: u32,
+    /// Rows per table compared column by column after the copy.
+    #[arg(long, env = "COPY_SAMPLE_ROWS", default_value_t = 100)]
+    pub sample_rows: u64,
 }
 
 impl Config {
@@ -495,6 +520,22 @@ mod tests {
             Config::parse_from(["cp", "rotate-secrets-key"]).command,
             Some(Command::RotateSecretsKey)
         ));
+        let copy = Config::parse_from([
+            "cp",
+            "copy-database",
+            "--from",
+            "sqlite:///var/lib/ccp/db.sqlite",
+            "--to",
+            "postgres://ccp@db/ccp",
+        ]);
+        match copy.command {
+            Some(Command::CopyDatabase(c)) => {
+                assert_eq!(c.from, "sqlite:///var/lib/ccp/db.sqlite");
+                assert_eq!(c.to, "postgres://ccp@db/ccp");
+                assert_eq!((c.batch_rows, c.sample_rows), (500, 100));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

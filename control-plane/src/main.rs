@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use control_plane::config::Command;
+use control_plane::config::{Command, CopyDatabase};
 use control_plane::{Config, telemetry};
 
 #[tokio::main]
@@ -13,8 +13,10 @@ async fn main() -> ExitCode {
         eprintln!("cloud-cli-proxy-control-plane: {line}");
         return ExitCode::from(2);
     }
-    if let Some(Command::RotateSecretsKey) = config.command {
-        return rotate_secrets_key(&config).await;
+    match &config.command {
+        Some(Command::RotateSecretsKey) => return rotate_secrets_key(&config).await,
+        Some(Command::CopyDatabase(args)) => return copy_database(&config, args).await,
+        None => {}
     }
     // Checked before binding so a bad secret never leaves a half-started server behind.
     if let Err(line) = config.checked_jwt_secret() {
@@ -74,6 +76,71 @@ async fn rotate_secrets_key(config: &Config) -> ExitCode {
             eprintln!("cloud-cli-proxy-control-plane: rotate-secrets-key: {line}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `copy-database`: progress on stderr, one summary line on stdout, or one line on stderr saying
+/// why not, with the exit status of [`control_plane::db::copy::Error::exit_status`] (5: a control
+/// plane holds the source's key file, so it is running on the source).
+#[expect(clippy::print_stdout, reason = "the command's answer is its output")]
+async fn copy_database(config: &Config, args: &CopyDatabase) -> ExitCode {
+    use control_plane::db::copy::{self, Progress};
+    let fail = |code: u8, line: &dyn std::fmt::Display| {
+        eprintln!("cloud-cli-proxy-control-plane: copy-database: {line}");
+        ExitCode::from(code)
+    };
+    // A server on the source keeps writing after the snapshot is read: it must be stopped. Every
+    // server holds a shared lock on its key file; taking it alone proves none runs.
+    let key_path = Config {
+        database_url: args.from.clone(),
+        ..config.clone()
+    }
+    .secrets_key_path();
+    let _alone = match control_plane::secrets::keyfile::lock(&key_path, true) {
+        Ok(file) => Some(file),
+        Err(control_plane::secrets::KeyFileError::InUse { .. }) => {
+            return fail(
+                5,
+                &format!(
+                    "a control plane is running on the source (it holds {}): stop it first",
+                    key_path.display()
+                ),
+            );
+        }
+        // No key file: nothing was ever sealed, or it lives elsewhere; the copy needs none.
+        Err(_) => None,
+    };
+    let options = copy::Options {
+        from: args.from.clone(),
+        to: args.to.clone(),
+        batch_rows: args.batch_rows,
+        samples: args.sample_rows,
+    };
+    let mut report = |p: Progress<'_>| match p {
+        Progress::Schemas { tables } => {
+            eprintln!("copy-database: schemas match, {tables} tables to copy");
+        }
+        Progress::Rows { table, copied, total } => eprintln!("copy-database: {table}: {copied}/{total} rows"),
+        Progress::Sequence { table, next_after } => {
+            eprintln!("copy-database: {table}: sequence moved past {next_after}");
+        }
+        Progress::Checked { table, rows, sampled } => {
+            eprintln!("copy-database: {table}: checked {rows} rows, {sampled} compared")
+        }
+    };
+    match copy::run(&options, &mut report).await {
+        Ok(s) => {
+            println!(
+                "copied {} rows of {} tables from {} to {}; row counts equal, {} sampled rows equal",
+                s.rows,
+                s.tables,
+                control_plane::db::redact_url(&args.from),
+                control_plane::db::redact_url(&args.to),
+                s.sampled
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e.exit_status(), &e),
     }
 }
 

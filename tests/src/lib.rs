@@ -21,6 +21,7 @@ pub mod fakenet;
 pub mod fixtures;
 pub mod gateway;
 pub mod hosts;
+pub mod installation;
 pub mod node;
 pub mod process;
 pub mod shapes;

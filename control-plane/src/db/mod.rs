@@ -4,6 +4,7 @@
 pub mod api_tokens;
 pub mod bindings;
 pub mod bootstrap;
+pub mod copy;
 pub mod egress_ips;
 pub mod egress_tests;
 pub mod enrolment_keys;
