@@ -148,6 +148,42 @@ pub async fn delete_all_of_user(
     Ok(ids)
 }
 
+/// A task that brings a host back to the state the database says it is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repair {
+    pub host_id: String,
+    pub kind: TaskKind,
+}
+
+/// The repairs of drift between the hosts placed on a node and what its agent saw in Docker: a
+/// host that should run but was found stopped is started, one that should be stopped but runs is
+/// stopped. A host with a task queued or running (`busy`) is left to it, and one the agent did not
+/// report is not guessed at.
+pub fn plan_repairs<'a>(
+    hosts: impl IntoIterator<Item = (&'a str, HostStatus)>,
+    observed: &[wire::ObservedHost],
+    busy: &std::collections::HashSet<String>,
+) -> Vec<Repair> {
+    hosts
+        .into_iter()
+        .filter(|(id, _)| !busy.contains(*id))
+        .filter_map(|(id, status)| {
+            let seen = observed.iter().find(|o| o.host_id == id)?;
+            let kind = match (status, seen.state) {
+                (HostStatus::Running, wire::ContainerState::Stopped | wire::ContainerState::Created) => {
+                    TaskKind::Start
+                }
+                (HostStatus::Stopped, wire::ContainerState::Running) => TaskKind::Stop,
+                _ => return None,
+            };
+            Some(Repair {
+                host_id: id.to_owned(),
+                kind,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +197,79 @@ mod tests {
         }
         assert!(!is_short_id("abcdefg0"));
         assert!(!is_short_id("abc"));
+    }
+
+    fn seen(id: &str, state: wire::ContainerState) -> wire::ObservedHost {
+        wire::ObservedHost {
+            host_id: id.to_owned(),
+            state,
+            address: None,
+            ssh_host_key: None,
+            egress: None,
+        }
+    }
+
+    #[test]
+    fn drift_is_repaired_only_where_it_is_seen_and_nothing_else_is_under_way() {
+        use wire::ContainerState as C;
+        let cases = [
+            // (status in the database, what the agent saw, busy, repair)
+            (
+                HostStatus::Running,
+                Some(C::Stopped),
+                false,
+                Some(TaskKind::Start),
+            ),
+            (
+                HostStatus::Running,
+                Some(C::Created),
+                false,
+                Some(TaskKind::Start),
+            ),
+            (HostStatus::Running, Some(C::Running), false, None),
+            (HostStatus::Running, None, false, None),
+            (HostStatus::Running, Some(C::Stopped), true, None),
+            (HostStatus::Stopped, Some(C::Running), false, Some(TaskKind::Stop)),
+            (HostStatus::Stopped, Some(C::Running), true, None),
+            (HostStatus::Stopped, Some(C::Stopped), false, None),
+            (HostStatus::Creating, Some(C::Stopped), false, None),
+            (HostStatus::Deleting, Some(C::Running), false, None),
+            (HostStatus::Error, Some(C::Running), false, None),
+        ];
+        for (status, observed, busy, want) in cases {
+            let observed: Vec<_> = observed.map(|s| seen("h1", s)).into_iter().collect();
+            let busy: std::collections::HashSet<String> = busy.then(|| "h1".to_owned()).into_iter().collect();
+            let got = plan_repairs([("h1", status)], &observed, &busy);
+            let want: Vec<_> = want
+                .map(|kind| Repair {
+                    host_id: "h1".to_owned(),
+                    kind,
+                })
+                .into_iter()
+                .collect();
+            assert_eq!(got, want, "{status:?} seen {observed:?} busy {busy:?}");
+        }
+    }
+
+    #[test]
+    fn each_host_is_planned_on_its_own() {
+        use wire::ContainerState as C;
+        let observed = [
+            seen("a", C::Stopped),
+            seen("b", C::Running),
+            seen("c", C::Stopped),
+        ];
+        let busy = ["c".to_owned()].into_iter().collect();
+        let got = plan_repairs(
+            [
+                ("a", HostStatus::Running),
+                ("b", HostStatus::Stopped),
+                ("c", HostStatus::Running),
+            ],
+            &observed,
+            &busy,
+        );
+        let kinds: Vec<_> = got.iter().map(|r| (r.host_id.as_str(), r.kind)).collect();
+        assert_eq!(kinds, [("a", TaskKind::Start), ("b", TaskKind::Stop)]);
     }
 }

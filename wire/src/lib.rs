@@ -172,7 +172,10 @@ pub struct Assignment {
     pub wipe: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What a host task does: one type for the control plane (its API and its database, as the
+/// `snake_case` name) and the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TaskKind {
     Create,
@@ -184,6 +187,50 @@ pub enum TaskKind {
     /// Rewrite the secret files (password, gateway keys, VNC) and apply them in the running host:
     /// how a removed gateway's key leaves hosts that are already up.
     ApplySecrets,
+}
+
+impl TaskKind {
+    pub const ALL: [TaskKind; 7] = [
+        Self::Create,
+        Self::Start,
+        Self::Stop,
+        Self::Rebuild,
+        Self::Delete,
+        Self::RotateSshPassword,
+        Self::ApplySecrets,
+    ];
+
+    /// The name in the API, the database and the agent link.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::Rebuild => "rebuild",
+            Self::Delete => "delete",
+            Self::RotateSshPassword => "rotate_ssh_password",
+            Self::ApplySecrets => "apply_secrets",
+        }
+    }
+}
+
+impl std::str::FromStr for TaskKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown task kind `{s}`"))
+    }
+}
+
+impl TryFrom<String> for TaskKind {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
 }
 
 /// Everything the agent needs to build or change a host. Secrets travel only as hashes.
@@ -559,6 +606,17 @@ pub mod gateway {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn task_kind_names_are_their_serde_names() {
+        for kind in super::TaskKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(kind.as_str().parse::<super::TaskKind>(), Ok(kind));
+        }
+        assert!("reboot".parse::<super::TaskKind>().is_err());
+    }
+
     use super::*;
 
     #[test]

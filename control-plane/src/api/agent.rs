@@ -13,7 +13,6 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::db::events::{Actor, NewEvent};
 use crate::db::hosts::HostStatus;
-use crate::db::tasks::TaskKind;
 use crate::db::{self, UtcTime};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path};
@@ -139,17 +138,15 @@ async fn heartbeat(
     let now = UtcTime::now();
     db::nodes::touch(&state.db, &auth.0.id, now).await?;
     let hosts = db::hosts::on_node(&state.db, &auth.0.id).await?;
-    let mut desired = Vec::with_capacity(hosts.len());
-    let mut repaired = false;
-    for host in &hosts {
-        let busy = db::tasks::host_busy(&state.db, &host.id).await?;
-        desired.push(wire::DesiredHost {
-            host_id: host.id.clone(),
-            busy,
-        });
-        if busy {
-            continue;
-        }
+    let busy = db::tasks::busy_on_node(&state.db, &auth.0.id).await?;
+    let desired = hosts
+        .iter()
+        .map(|h| wire::DesiredHost {
+            host_id: h.id.clone(),
+            busy: busy.contains(&h.id),
+        })
+        .collect();
+    for host in hosts.iter().filter(|h| !busy.contains(&h.id)) {
         let seen = req.observed.iter().find(|o| o.host_id == host.id);
         record_egress_health(&state, host, seen.and_then(|o| o.egress.as_ref()), now).await?;
         // Hosts made before keys were pinned get theirs at the first report; a pinned key changes
@@ -158,29 +155,30 @@ async fn heartbeat(
             let mut conn = state.db.acquire().await?;
             db::hosts::pin_host_key(&mut conn, &host.id, key, false).await?;
         }
-        let repair = match (host.status, seen.map(|o| o.state)) {
-            (HostStatus::Running, Some(wire::ContainerState::Stopped | wire::ContainerState::Created)) => {
-                Some(TaskKind::Start)
-            }
-            (HostStatus::Stopped, Some(wire::ContainerState::Running)) => Some(TaskKind::Stop),
-            _ => None,
-        };
-        if let Some(kind) = repair {
-            let mut tx = state.db.begin().await?;
-            crate::hosts::request(
-                &mut tx,
-                &agent_actor("reconciler"),
-                host,
-                kind,
-                serde_json::json!({ "reason": "drift" }),
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            tracing::info!(host_id = %host.id, kind = kind.as_str(), "queued a task to repair drift");
-            repaired = true;
-        }
     }
+    let repairs = crate::hosts::plan_repairs(
+        hosts.iter().map(|h| (h.id.as_str(), h.status)),
+        &req.observed,
+        &busy,
+    );
+    for repair in &repairs {
+        let Some(host) = hosts.iter().find(|h| h.id == repair.host_id) else {
+            continue;
+        };
+        let mut tx = state.db.begin().await?;
+        crate::hosts::request(
+            &mut tx,
+            &agent_actor("reconciler"),
+            host,
+            repair.kind,
+            serde_json::json!({ "reason": "drift" }),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(host_id = %host.id, kind = repair.kind.as_str(), "queued a task to repair drift");
+    }
+    let repaired = !repairs.is_empty();
     if repaired {
         state.wake_agents();
     }
@@ -376,7 +374,7 @@ async fn next_assignment(state: &AppState, node_id: &str) -> ApiResult<Option<Re
         let assignment = wire::Assignment {
             task_id: task.id.clone(),
             lease: task.lease.clone().unwrap_or_default(),
-            kind: wire_kind(task.kind),
+            kind: task.kind,
             attempt: u32::try_from(task.attempts).unwrap_or(u32::MAX),
             wipe: task
                 .params
@@ -419,18 +417,6 @@ async fn bound_egress(
         state.settings.egress_dns_server,
     )
     .map(Some))
-}
-
-fn wire_kind(kind: TaskKind) -> wire::TaskKind {
-    match kind {
-        TaskKind::Create => wire::TaskKind::Create,
-        TaskKind::Start => wire::TaskKind::Start,
-        TaskKind::Stop => wire::TaskKind::Stop,
-        TaskKind::Rebuild => wire::TaskKind::Rebuild,
-        TaskKind::Delete => wire::TaskKind::Delete,
-        TaskKind::RotateSshPassword => wire::TaskKind::RotateSshPassword,
-        TaskKind::ApplySecrets => wire::TaskKind::ApplySecrets,
-    }
 }
 
 /// Progress of a running attempt; renews its lease. Tells the agent to stop when the task was

@@ -5,33 +5,8 @@ use utoipa::ToSchema;
 
 use super::{Page, UtcTime};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, ToSchema)]
-#[sqlx(type_name = "TEXT", rename_all = "snake_case")]
-#[serde(rename_all = "snake_case")]
-pub enum TaskKind {
-    Create,
-    Start,
-    Stop,
-    Rebuild,
-    Delete,
-    RotateSshPassword,
-    /// Rewrites the host's secret files and applies them (the gateways' keys changed).
-    ApplySecrets,
-}
-
-impl TaskKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Create => "create",
-            Self::Start => "start",
-            Self::Stop => "stop",
-            Self::Rebuild => "rebuild",
-            Self::Delete => "delete",
-            Self::RotateSshPassword => "rotate_ssh_password",
-            Self::ApplySecrets => "apply_secrets",
-        }
-    }
-}
+/// The kind of a task: the agent link's own type, kept in the database by its name.
+pub use wire::TaskKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, ToSchema)]
 #[sqlx(type_name = "TEXT", rename_all = "lowercase")]
@@ -54,6 +29,7 @@ impl TaskStatus {
 pub struct Task {
     pub id: String,
     pub host_id: String,
+    #[sqlx(try_from = "String")]
     pub kind: TaskKind,
     pub status: TaskStatus,
     /// 0-100.
@@ -107,7 +83,7 @@ pub async fn insert(
         |exec, sql| sqlx::query_as(sql)
             .bind(super::new_id())
             .bind(host_id)
-            .bind(kind)
+            .bind(kind.as_str())
             .bind(params.to_string())
             .bind(MAX_ATTEMPTS)
             .bind(requested_by)
@@ -144,8 +120,8 @@ pub async fn list(db: &super::Pool, filter: &Filter, page: Page) -> Result<(Vec<
             .bind(&filter.host_id)
             .bind(filter.status)
             .bind(filter.status)
-            .bind(filter.kind)
-            .bind(filter.kind)
+            .bind(filter.kind.map(TaskKind::as_str))
+            .bind(filter.kind.map(TaskKind::as_str))
             .bind(page.limit())
             .bind(page.offset())
             .fetch_all(exec)
@@ -159,8 +135,8 @@ pub async fn list(db: &super::Pool, filter: &Filter, page: Page) -> Result<(Vec<
             .bind(&filter.host_id)
             .bind(filter.status)
             .bind(filter.status)
-            .bind(filter.kind)
-            .bind(filter.kind)
+            .bind(filter.kind.map(TaskKind::as_str))
+            .bind(filter.kind.map(TaskKind::as_str))
             .fetch_one(exec)
             .await
     )?;
@@ -405,13 +381,18 @@ pub async fn expired_leases(db: impl crate::db::Db<'_>, now: UtcTime) -> Result<
     )
 }
 
-/// Whether any task of `host_id` is queued or running.
-pub async fn host_busy(db: impl crate::db::Db<'_>, host_id: &str) -> Result<bool, sqlx::Error> {
-    crate::db::on_db!(
+/// The hosts placed on `node_id` that have a task queued or running: one query for a heartbeat.
+pub async fn busy_on_node(
+    db: impl crate::db::Db<'_>,
+    node_id: &str,
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let ids: Vec<String> = crate::db::on_db!(
         db,
-        "SELECT EXISTS (SELECT 1 FROM tasks WHERE host_id = ? AND status IN ('queued', 'running'))",
-        |exec, sql| sqlx::query_scalar(sql).bind(host_id).fetch_one(exec).await
-    )
+        "SELECT DISTINCT t.host_id FROM tasks t JOIN hosts h ON h.id = t.host_id \
+         WHERE h.node_id = ? AND t.status IN ('queued', 'running')",
+        |exec, sql| sqlx::query_scalar(sql).bind(node_id).fetch_all(exec).await
+    )?;
+    Ok(ids.into_iter().collect())
 }
 
 /// Running tasks attempted on `node_id` (their agent restarted, so nobody is running them any more).
