@@ -1,9 +1,10 @@
-//! `cloud-cli-proxy-bench hosts|ssh|egress|dashboard`: how long a host takes to become usable
+//! `cloud-cli-proxy-bench hosts|ssh|egress|dashboard|api|fleet`: how long a host takes to become usable
 //! (`hosts`, below), what the SSH gateway costs against a direct connection (`ssh`, in `ssh.rs`),
 //! what an egress tunnel costs a host against the node's direct path, with the time to recover from
 //! a killed tunnel (`egress`, in `egress.rs`, whose bulk server runs as `egress-sink`), and how the
 //! dashboard's pages compare with the API calls they make and its desktop with noVNC straight to
-//! the host (`dashboard`, in `dashboard.rs`).
+//! the host (`dashboard`, in `dashboard.rs`), and what the API carries on SQLite and PostgreSQL with
+//! one and two replicas, and how many simulated nodes they hold (`api` and `fleet`, in `replicas.rs`).
 //!
 //! Starts a control plane with its embedded agent on a temporary database, then measures:
 //!
@@ -34,6 +35,7 @@ use std::time::{Duration, Instant};
 
 mod dashboard;
 mod egress;
+mod replicas;
 mod ssh;
 
 use anyhow::{Context as _, bail};
@@ -69,10 +71,14 @@ fn parse_args() -> anyhow::Result<Args> {
             bail!(
                 "usage: cloud-cli-proxy-bench hosts [--sequential N] [--burst N] | ssh [--mib N] [--logins N] \
                  | egress [--mib N] [--rounds N] [--kills N] \
-                 | dashboard [--runs N] [--hosts N] [--seconds N] [--rounds N]"
+                 | dashboard [--runs N] [--hosts N] [--seconds N] [--rounds N] \
+                 | api [--seconds N] [--clients N] \
+                 | fleet [--hosts N] [--step N] [--max N] [--window N] [--interval N]"
             )
         }
-        Some(other) => bail!("unknown benchmark `{other}` (known: hosts, ssh, egress, dashboard)"),
+        Some(other) => {
+            bail!("unknown benchmark `{other}` (known: hosts, ssh, egress, dashboard, api, fleet)")
+        }
     }
     while let Some(flag) = args.next() {
         let value = args
@@ -289,6 +295,8 @@ async fn main() -> anyhow::Result<()> {
         Some("egress") => return egress::main(std::env::args().skip(2).collect()).await,
         Some("egress-sink") => return egress::sink(std::env::args().skip(2).collect()).await,
         Some("dashboard") => return dashboard::main(std::env::args().skip(2).collect()).await,
+        Some("api") => return replicas::api(std::env::args().skip(2).collect()).await,
+        Some("fleet") => return replicas::fleet(std::env::args().skip(2).collect()).await,
         _ => {}
     }
     let args = parse_args()?;
