@@ -336,6 +336,12 @@ impl GatewayProcess {
     pub fn logs(&self) -> String {
         self.logs.text()
     }
+
+    /// `kill -9`, and reaped: the gateway stops without a word to anyone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for GatewayProcess {

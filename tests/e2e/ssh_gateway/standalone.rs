@@ -2,7 +2,8 @@
 //! key the operator made, registers its key with the control plane, hosts created afterwards trust
 //! it, and logins through it work. A gateway without a usable key is refused and never serves.
 //! Removing the gateway takes its key out of a running host's authorized_keys.
-//! Behind a TCP balancer speaking the PROXY protocol, the header names the client.
+//! Behind a TCP balancer speaking the PROXY protocol, the header names the client. With one of two
+//! gateways killed, new logins go through the other.
 
 use std::time::Duration;
 
@@ -225,4 +226,41 @@ async fn behind_a_tcp_balancer_the_proxy_header_names_the_client() {
     );
     let got = first_bytes(untrusted, header.as_bytes()).await;
     assert_eq!(got.as_deref(), Some(&b""[..]), "an untrusted sender");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_one_of_two_gateways_killed_new_logins_go_through_the_other() {
+    let node = Node::embedded(&[("EMBEDDED_SSH_PROXY", "false")]).await;
+    let url = node.cp.base_url();
+    let dir = tempfile::tempdir().unwrap();
+    let key = enrolment::key(&node.admin, "gateway", 2).await;
+    let mut first = GatewayProcess::start(&url, &key, "gw-one", &dir.path().join("one"), true).await;
+    let second = GatewayProcess::start(&url, &key, "gw-two", &dir.path().join("two"), true).await;
+    let ona = node.tenant("ona").await;
+    let pw = Login::Password(ona.password.clone());
+    for (gateway, port) in [("first", first.port), ("second", second.port)] {
+        let mut cmd = ssh_command(port, &ona.login(), &pw, "ssh");
+        cmd.arg("echo via-$(whoami)");
+        let out = output(cmd, None, LIMIT).await;
+        assert_eq!(out.stdout.trim(), "via-ona", "through the {gateway}: {out:?}");
+    }
+
+    // The first dies without a word; a new login through the second still works, and the first's
+    // port answers nothing.
+    first.kill();
+    let mut cmd = ssh_command(second.port, &ona.login(), &pw, "ssh");
+    cmd.arg("echo still-$(whoami)");
+    let out = output(cmd, None, LIMIT).await;
+    assert_eq!(
+        out.stdout.trim(),
+        "still-ona",
+        "{out:?}\nsecond gateway:\n{}",
+        second.logs()
+    );
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", first.port))
+            .await
+            .is_err(),
+        "the killed gateway still listens"
+    );
 }

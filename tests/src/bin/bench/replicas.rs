@@ -63,7 +63,6 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let mut opts = Options::new()
             .env("EMBEDDED_SSH_PROXY", "false")
-            .env("LOG_LEVEL", "warn")
             // Load from one address: the sign-in limits are not what is measured.
             .env("LOGIN_MAX_FAILURES_PER_IP", 100_000);
         let db = postgres.then(PgDatabase::create);
