@@ -25,7 +25,7 @@ readonly ALL_STEPS=(deps fmt clippy build shell test)
 # What the checks and tests call, as command:Debian package.
 readonly REQUIRED=(sqlite3:sqlite3 shellcheck:shellcheck jq:jq curl:curl cc:build-essential ssh-keygen:openssh-client tmux:tmux
     sshpass:sshpass debootstrap:debootstrap openssl:openssl nft:nftables nsenter:util-linux chromium:chromium
-    chromedriver:chromium-driver)
+    chromedriver:chromium-driver docker-compose:docker-compose)
 
 header() { printf '\n==> %s\n' "$*" >&2; }
 die() {
