@@ -6,6 +6,10 @@
 #   4. `docker build` <name>/Dockerfile on top, which only COPYs <name>/rootfs/ and sets metadata.
 # The tag is a content hash of images/<name>/, so editing any file there produces a new tag; the base
 # image is keyed on the package list and prepare-rootfs.sh alone, so editing rootfs/ files only redoes step 4.
+# An image whose directory has a file `base` naming another directory (e.g. `server`) takes its
+# packages and prepare-rootfs.sh from there instead, so several images share one base
+# (cloud-cli-proxy/server-base:<hash>); its tag then covers that base hash too. A file `binaries`
+# lists workspace binaries copied from CCP_BIN_DIR into /usr/local/bin/; their contents are in the tag.
 # The image reference is the last line on stdout; progress goes to stderr.
 
 set -euo pipefail
@@ -15,6 +19,7 @@ usage() {
 Usage: images/build.sh [NAME] [--force]
 
 Builds cloud-cli-proxy/NAME:<content hash> (and :latest) from images/NAME/. NAME defaults to "host".
+Images of the compose deployment: runtime (needs the binaries, see CCP_BIN_DIR), postgres, haproxy.
   --force   rebuild even if the image exists, including the debootstrap base
 
 Environment:
@@ -23,6 +28,8 @@ Environment:
   DEBIAN_SECURITY_MIRROR  mirror for bookworm-security (default: from apt sources; "none" skips it)
   DOCKER_TIMEOUT          seconds allowed for each docker import/build (default 900)
   TMPDIR                  where the scratch directory goes (default /tmp)
+  CCP_BIN_DIR             where an image's `binaries` are taken from
+                          (default: ${CARGO_TARGET_DIR:-<repository>/target}/release)
 EOF
 }
 
@@ -48,13 +55,20 @@ done
 
 images=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 src=$images/$name
-if [[ ! $name =~ ^[a-z0-9][a-z0-9-]*$ || ! -f $src/packages || ! -f $src/Dockerfile ]]; then
-    printf 'build.sh: no image "%s" (need %s/packages and %s/Dockerfile)\n' "$name" "$src" "$src" >&2
+# The directory the debootstrap base comes from: the image's own, or the one its `base` file names.
+base_name=$name
+if [[ -f $src/base ]]; then
+    base_name=$(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' "$src/base" | head -n 1)
+fi
+base_src=$images/$base_name
+if [[ ! $name =~ ^[a-z0-9][a-z0-9-]*$ || ! $base_name =~ ^[a-z0-9][a-z0-9-]*$ ||
+    ! -f $base_src/packages || ! -f $src/Dockerfile ]]; then
+    printf 'build.sh: no image "%s" (need %s/Dockerfile and %s/packages)\n' "$name" "$src" "$base_src" >&2
     exit 2
 fi
 docker_timeout=${DOCKER_TIMEOUT:-900}
 repo=cloud-cli-proxy/$name
-base_repo=cloud-cli-proxy/$name-base
+base_repo=cloud-cli-proxy/$base_name-base
 started=$SECONDS
 
 say() { printf '%s\n' "$*" >&2; }
@@ -71,13 +85,14 @@ dock() {
 }
 image_exists() { dock 30 image inspect --format '{{.Id}}' "$1" >/dev/null 2>&1; }
 
-# Content hash of the given files (paths relative to $src): names, executable bits and contents.
-content_hash() {
-    local file mode
+# Content hash of the given files (paths relative to DIR): names, executable bits and contents.
+content_hash_in() {
+    local dir=$1 file mode
+    shift
     for file in "$@"; do
         mode=-
-        [[ -x $src/$file ]] && mode=x
-        printf '%s %s %s\n' "$mode" "$(sha256sum <"$src/$file" | cut -d' ' -f1)" "$file"
+        [[ -x $dir/$file ]] && mode=x
+        printf '%s %s %s\n' "$mode" "$(sha256sum <"$dir/$file" | cut -d' ' -f1)" "$file"
     done | sha256sum | cut -c1-12
 }
 all_files() { (cd -- "$src" && find . -type f ! -name '*.swp' ! -name '*~' | sed 's|^\./||' | LC_ALL=C sort); }
@@ -136,10 +151,29 @@ apt_source_uri() {
 
 command -v docker >/dev/null || die "docker is not installed"
 mapfile -t files < <(all_files)
-version=$(content_hash "${files[@]}")
+version=$(content_hash_in "$src" "${files[@]}")
 base_files=(packages)
-[[ -f $src/prepare-rootfs.sh ]] && base_files+=(prepare-rootfs.sh)
-base_hash=$(content_hash "${base_files[@]}")
+[[ -f $base_src/prepare-rootfs.sh ]] && base_files+=(prepare-rootfs.sh)
+base_hash=$(content_hash_in "$base_src" "${base_files[@]}")
+
+# Workspace binaries named in `binaries`, built by cargo on this machine.
+binaries=()
+if [[ -f $src/binaries ]]; then
+    mapfile -t binaries < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' "$src/binaries")
+    bin_dir=${CCP_BIN_DIR:-${CARGO_TARGET_DIR:-$(dirname -- "$images")/target}/release}
+    for binary in "${binaries[@]}"; do
+        [[ -x $bin_dir/$binary ]] ||
+            die "no $bin_dir/$binary: build it first (cargo build --release --workspace --bins) or set CCP_BIN_DIR"
+    done
+fi
+# A shared base and the binaries are part of what the image is; the host image's tag stays the hash
+# of its own directory alone.
+if [[ $base_name != "$name" || ${#binaries[@]} -gt 0 ]]; then
+    version=$({
+        printf 'files %s\nbase %s %s\n' "$version" "$base_name" "$base_hash"
+        ((${#binaries[@]} == 0)) || printf 'binaries %s\n' "$(content_hash_in "$bin_dir" "${binaries[@]}")"
+    } | sha256sum | cut -c1-12)
+fi
 ref=$repo:$version
 base_ref=$base_repo:$base_hash
 
@@ -200,6 +234,15 @@ run_logged() {
     fi
 }
 
+# Images sharing a base build it once: the second waits for the first, then finds it there.
+if [[ $base_name != "$name" ]]; then
+    exec 8>"${TMPDIR:-/tmp}/cloud-cli-proxy-build-$base_name-base.lock"
+    if ! flock -n 8; then
+        say "waiting for another build of $base_ref to finish"
+        flock -w 3600 8 || die "gave up waiting for the other build"
+    fi
+fi
+
 if ((!force)) && image_exists "$base_ref"; then
     stage 1 "debootstrap: skipped, $base_ref exists"
     stage 2 "prepare rootfs: skipped"
@@ -211,7 +254,7 @@ else
     [[ -n $mirror ]] || die "no 'deb … $SUITE main' entry in /etc/apt/sources.list*; set DEBIAN_MIRROR"
     updates=${DEBIAN_UPDATES_MIRROR:-$(apt_source_uri "$SUITE-updates")}
     security=${DEBIAN_SECURITY_MIRROR:-$(apt_source_uri "$SUITE-security")}
-    packages=$(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' "$src/packages" | paste -sd, -)
+    packages=$(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' "$base_src/packages" | paste -sd, -)
     rootfs=$work/rootfs
 
     stage 1 "debootstrap $SUITE from $mirror (this takes a few minutes; log: $work/debootstrap.log)"
@@ -220,10 +263,10 @@ else
         --include="$packages" "$SUITE" "$rootfs" "$mirror"
 
     stage 2 "prepare rootfs (updates: ${updates:-none}, security: ${security:-none})"
-    if [[ -f $src/prepare-rootfs.sh ]]; then
+    if [[ -f $base_src/prepare-rootfs.sh ]]; then
         run_logged prepare-rootfs "$work/prepare.log" \
             env SUITE="$SUITE" MIRROR="$mirror" UPDATES_MIRROR="${updates#none}" \
-            SECURITY_MIRROR="${security#none}" timeout --kill-after=30 1800 bash "$src/prepare-rootfs.sh" "$rootfs"
+            SECURITY_MIRROR="${security#none}" timeout --kill-after=30 1800 bash "$base_src/prepare-rootfs.sh" "$rootfs"
     fi
     say "      rootfs: $(du -sh --one-file-system "$rootfs" | cut -f1)"
 
@@ -232,10 +275,10 @@ else
     tar --numeric-owner --one-file-system -C "$rootfs" -c . |
         dock "$docker_timeout" import \
             --change "LABEL io.cloud-cli-proxy.managed=true" \
-            --change "LABEL io.cloud-cli-proxy.image=$name-base" \
+            --change "LABEL io.cloud-cli-proxy.image=$base_name-base" \
             --change "LABEL io.cloud-cli-proxy.version=$base_hash" \
             --change "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-            --message "debootstrap $SUITE minbase + images/$name/packages" \
+            --message "debootstrap $SUITE minbase + images/$base_name/packages" \
             - "$base_ref" >/dev/null
 fi
 
@@ -247,6 +290,12 @@ if [[ -d $src/rootfs ]]; then
     cp -a "$src/rootfs" "$context/"
 else
     mkdir "$context/rootfs"
+fi
+if ((${#binaries[@]})); then
+    mkdir -p "$context/rootfs/usr/local/bin"
+    for binary in "${binaries[@]}"; do
+        cp -- "$bin_dir/$binary" "$context/rootfs/usr/local/bin/$binary"
+    done
 fi
 # Modes come from the checkout; make them independent of the builder's umask.
 chmod -R u+rwX,go+rX,go-w "$context"

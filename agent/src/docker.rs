@@ -9,8 +9,8 @@ use std::time::Duration;
 use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, Network, NetworkCreateRequest,
-    NetworkInspect, Volume, VolumeCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, Ipam, IpamConfig, Network,
+    NetworkCreateRequest, NetworkInspect, Volume, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions,
@@ -238,12 +238,13 @@ impl Docker {
 
     // --- networks ---------------------------------------------------------------------------------
 
-    /// Creates the bridge network if missing (inter-container traffic off) and returns its subnet
-    /// and gateway.
+    /// Creates the bridge network if missing (inter-container traffic off), on `at` when given
+    /// (else where Docker's address pools say), and returns its subnet and gateway.
     pub async fn ensure_network(
         &self,
         name: &str,
         labels: &HashMap<String, String>,
+        at: Option<&BridgeInfo>,
     ) -> Result<BridgeInfo, Error> {
         let _creating = self.network_lock.lock().await;
         if let Some(existing) = self.inspect_network(name).await? {
@@ -263,6 +264,15 @@ impl Docker {
                 ),
             ])),
             labels: Some(labels.clone()),
+            // With a subnet of its own, Docker reports the gateway only when it was given one too.
+            ipam: at.map(|bridge| Ipam {
+                config: Some(vec![IpamConfig {
+                    subnet: Some(bridge.subnet.clone()),
+                    gateway: Some(bridge.gateway.clone()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         match self

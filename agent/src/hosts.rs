@@ -596,13 +596,25 @@ impl Hosts {
         }
     }
 
-    /// The node's hosts bridge, created if missing.
+    /// The node's hosts bridge, created if missing. The reconciler removes it when the node has no
+    /// host left; made again, it gets the subnet it first had, which the control plane holds the
+    /// node to (host addresses outside it are refused). Should another network hold that subnet
+    /// by then, creating fails and says so, rather than moving the hosts elsewhere.
     pub async fn ensure_network(&self) -> Result<docker::BridgeInfo, Error> {
         let labels = labels_for(&self.settings.node_name, Role::Network, None);
-        Ok(self
+        let remembered = self
+            .store
+            .hosts_subnet()
+            .map(|(subnet, gateway)| docker::BridgeInfo { subnet, gateway });
+        let bridge = self
             .docker
-            .ensure_network(&self.settings.hosts_network, &labels)
-            .await?)
+            .ensure_network(&self.settings.hosts_network, &labels, remembered.as_ref())
+            .await?;
+        if remembered.is_none() {
+            self.store
+                .remember_hosts_subnet(&bridge.subnet, &bridge.gateway)?;
+        }
+        Ok(bridge)
     }
 
     /// Renders and installs the ruleset into the running egress container's namespace; returns the

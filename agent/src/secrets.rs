@@ -62,6 +62,37 @@ impl Store {
         &self.root
     }
 
+    /// `<state>/<node>/hosts-subnet`: the subnet and gateway the node's hosts network had when it
+    /// was first made, as `SUBNET GATEWAY`; the control plane holds the node to that subnet. Beside
+    /// the hosts' directories, so the reconciler never takes it for one.
+    pub fn hosts_subnet_file(&self) -> PathBuf {
+        self.root.parent().unwrap_or(&self.root).join("hosts-subnet")
+    }
+
+    /// The subnet and gateway recorded by [`Store::remember_hosts_subnet`], if any.
+    pub fn hosts_subnet(&self) -> Option<(String, String)> {
+        let text = std::fs::read_to_string(self.hosts_subnet_file()).ok()?;
+        let mut words = text.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some(subnet), Some(gateway), None) => Some((subnet.to_owned(), gateway.to_owned())),
+            _ => None,
+        }
+    }
+
+    /// Records the hosts network's subnet and gateway (written aside, then renamed into place).
+    pub fn remember_hosts_subnet(&self, subnet: &str, gateway: &str) -> Result<(), Error> {
+        let file = self.hosts_subnet_file();
+        let dir = file.parent().unwrap_or(&self.root);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io("create", dir))?;
+        let staged = file.with_extension("new");
+        std::fs::write(&staged, format!("{subnet} {gateway}\n")).map_err(io("write", &staged))?;
+        std::fs::rename(&staged, &file).map_err(io("rename", &file))
+    }
+
     /// `<root>/<host_id>`: everything the node keeps for one host. `host_id` is validated by the
     /// caller (no separators or dots).
     pub fn host_dir(&self, host_id: &str) -> PathBuf {
@@ -342,6 +373,25 @@ mod tests {
             [0xf0, 0xe4, 0x31, 0x64, 0xf6, 0xc2, 0xe3, 0x73]
         );
         assert_eq!(vnc_password_file("12345678abc"), vnc_password_file("12345678"));
+    }
+
+    #[test]
+    fn the_hosts_subnet_is_kept_beside_the_hosts_not_among_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path(), "n1");
+        assert_eq!(store.hosts_subnet(), None);
+        store
+            .remember_hosts_subnet("172.30.0.0/16", "172.30.0.1")
+            .unwrap();
+        assert_eq!(
+            store.hosts_subnet(),
+            Some(("172.30.0.0/16".to_owned(), "172.30.0.1".to_owned()))
+        );
+        assert_eq!(
+            store.hosts_subnet_file(),
+            dir.path().join("n1").join("hosts-subnet")
+        );
+        assert!(!store.hosts_subnet_file().starts_with(store.root()));
     }
 
     #[test]

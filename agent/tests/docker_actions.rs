@@ -232,22 +232,9 @@ fn ssh_password_login(ip: Ipv4Addr, user: &str, password: &str) -> Option<bool> 
     Some(status.success())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn host_lifecycle_against_real_docker() {
-    if let Some(why) = missing_prerequisite() {
-        eprintln!("SKIPPED host_lifecycle_against_real_docker: {why}");
-        return;
-    }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let node = format!("it{}-{:x}", std::process::id(), nanos & 0xffff);
-    let _cleanup = Cleanup { node: node.clone() };
-    let state = tempfile::tempdir().unwrap();
-    let docker = Docker::connect(SOCKET, Duration::from_secs(120)).await.unwrap();
-    let settings = Settings {
-        node_name: node.clone(),
+fn settings(node: &str) -> Settings {
+    Settings {
+        node_name: node.to_owned(),
         host_image: IMAGE.into(),
         hosts_network: format!("ccp-hosts-{node}"),
         vnc_port: 6080,
@@ -260,8 +247,76 @@ async fn host_lifecycle_against_real_docker() {
         sing_box: None,
         tunnel_ready_timeout: Duration::from_secs(20),
         node_public_ips: vec![],
-    };
-    let hosts = Hosts::new(docker, Store::new(state.path(), &node), settings);
+    }
+}
+
+fn test_node(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}{}-{:x}", std::process::id(), nanos & 0xffff)
+}
+
+/// The control plane holds a node to the hosts subnet it reported first; the reconciler removes the
+/// network when the node has no host, and the next host makes it again: on that same subnet, or
+/// not at all while another network holds it (never on whatever Docker's pools offer then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remade_hosts_network_keeps_its_first_subnet() {
+    if let Some(why) = missing_prerequisite() {
+        eprintln!("SKIPPED a_remade_hosts_network_keeps_its_first_subnet: {why}");
+        return;
+    }
+    let node = test_node("in");
+    let _cleanup = Cleanup { node: node.clone() };
+    let state = tempfile::tempdir().unwrap();
+    let docker = Docker::connect(SOCKET, Duration::from_secs(120)).await.unwrap();
+    let hosts = Hosts::new(docker, Store::new(state.path(), &node), settings(&node));
+    let network = format!("ccp-hosts-{node}");
+
+    let first = hosts.ensure_network().await.unwrap();
+    assert_eq!(
+        hosts.store().hosts_subnet(),
+        Some((first.subnet.clone(), first.gateway.clone()))
+    );
+    hosts.docker().remove_network(&network).await.unwrap();
+
+    // Another network takes exactly that subnet meanwhile.
+    let blocker = format!("ccp-blocker-{node}");
+    let created = Command::new("docker")
+        .args(["network", "create", "--subnet", &first.subnet, "--label"])
+        .arg(format!("{}={node}", wire::labels::NODE))
+        .arg(&blocker)
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let refused = hosts.ensure_network().await;
+    assert!(refused.is_err(), "made on another subnet: {refused:?}");
+    assert!(
+        !labelled(&["network", "ls", "--format", "{{.Name}}"], &node).contains(&network),
+        "the hosts network exists elsewhere"
+    );
+
+    let removed = Command::new("docker")
+        .args(["network", "rm", &blocker])
+        .output()
+        .unwrap();
+    assert!(removed.status.success(), "{removed:?}");
+    let again = hosts.ensure_network().await.unwrap();
+    assert_eq!((again.subnet, again.gateway), (first.subnet, first.gateway));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_lifecycle_against_real_docker() {
+    if let Some(why) = missing_prerequisite() {
+        eprintln!("SKIPPED host_lifecycle_against_real_docker: {why}");
+        return;
+    }
+    let node = test_node("it");
+    let _cleanup = Cleanup { node: node.clone() };
+    let state = tempfile::tempdir().unwrap();
+    let docker = Docker::connect(SOCKET, Duration::from_secs(120)).await.unwrap();
+    let hosts = Hosts::new(docker, Store::new(state.path(), &node), settings(&node));
     let mut spec = HostSpec {
         host_id: format!("{node}-host"),
         short_id: "h1".into(),
