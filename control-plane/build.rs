@@ -1,5 +1,6 @@
 //! Embeds the dashboard (`web/`) in the binary: a table of every servable file with its bytes and
-//! an ETag, written to `$OUT_DIR/web_assets.rs` and included by `src/web.rs`.
+//! an ETag, written to `$OUT_DIR/web_assets.rs` and included by `src/web.rs`. Also rebuilds the
+//! crate when a migration is added.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,11 @@ const SERVED: [&str; 8] = ["html", "js", "css", "svg", "png", "ico", "woff2", "j
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).join("web");
     println!("cargo::rerun-if-changed={}", root.display());
+    // `sqlx::migrate!` embeds the migrations, but on stable Rust a new migration file does not make
+    // the crate build again: a changed folder must.
+    for backend in ["sqlite", "postgres"] {
+        println!("cargo::rerun-if-changed=migrations/{backend}");
+    }
     let mut files = Vec::new();
     collect(&root, &root, &mut files);
     files.sort();
