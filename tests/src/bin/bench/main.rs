@@ -1,10 +1,11 @@
-//! `cloud-cli-proxy-bench hosts|ssh|egress|dashboard|api|fleet`: how long a host takes to become usable
+//! `cloud-cli-proxy-bench hosts|ssh|egress|dashboard|api|fleet|spread`: how long a host takes to become usable
 //! (`hosts`, below), what the SSH gateway costs against a direct connection (`ssh`, in `ssh.rs`),
 //! what an egress tunnel costs a host against the node's direct path, with the time to recover from
 //! a killed tunnel (`egress`, in `egress.rs`, whose bulk server runs as `egress-sink`), and how the
 //! dashboard's pages compare with the API calls they make and its desktop with noVNC straight to
 //! the host (`dashboard`, in `dashboard.rs`), and what the API carries on SQLite and PostgreSQL with
-//! one and two replicas, and how many simulated nodes they hold (`api` and `fleet`, in `replicas.rs`).
+//! one and two replicas, and how many simulated nodes they hold (`api` and `fleet`, in `replicas.rs`),
+//! and how long 200 hosts asked for at once take to run across two agents (`spread`, in `spread.rs`).
 //!
 //! Starts a control plane with its embedded agent on a temporary database, then measures:
 //!
@@ -36,6 +37,7 @@ use std::time::{Duration, Instant};
 mod dashboard;
 mod egress;
 mod replicas;
+mod spread;
 mod ssh;
 
 use anyhow::{Context as _, bail};
@@ -73,11 +75,12 @@ fn parse_args() -> anyhow::Result<Args> {
                  | egress [--mib N] [--rounds N] [--kills N] \
                  | dashboard [--runs N] [--hosts N] [--seconds N] [--rounds N] \
                  | api [--seconds N] [--clients N] \
-                 | fleet [--hosts N] [--step N] [--max N] [--window N] [--interval N]"
+                 | fleet [--hosts N] [--step N] [--max N] [--window N] [--interval N] \
+                 | spread [--hosts N] [--users N] [--in-flight N]"
             )
         }
         Some(other) => {
-            bail!("unknown benchmark `{other}` (known: hosts, ssh, egress, dashboard, api, fleet)")
+            bail!("unknown benchmark `{other}` (known: hosts, ssh, egress, dashboard, api, fleet, spread)")
         }
     }
     while let Some(flag) = args.next() {
@@ -297,6 +300,7 @@ async fn main() -> anyhow::Result<()> {
         Some("dashboard") => return dashboard::main(std::env::args().skip(2).collect()).await,
         Some("api") => return replicas::api(std::env::args().skip(2).collect()).await,
         Some("fleet") => return replicas::fleet(std::env::args().skip(2).collect()).await,
+        Some("spread") => return spread::main(std::env::args().skip(2).collect()).await,
         _ => {}
     }
     let args = parse_args()?;
