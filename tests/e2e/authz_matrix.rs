@@ -190,6 +190,8 @@ const DOC_ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/admin/tasks/{}/cancel"),
     ("POST", "/v1/admin/hosts/{}/vnc-session"),
     ("POST", "/v1/user/hosts/{}/vnc-session"),
+    ("POST", "/v1/admin/hosts/{}/ssh-session"),
+    ("POST", "/v1/user/hosts/{}/ssh-session"),
     ("GET", "/v1/admin/hosts/{}/entry-link"),
     ("PATCH", "/v1/admin/hosts/{}/entry-link"),
     ("POST", "/v1/admin/hosts/{}/entry-link/rotate"),

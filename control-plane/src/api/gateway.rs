@@ -200,7 +200,9 @@ async fn auth(
     }
     let (way, given) = match (&req.credential, &handoff) {
         (_, Some(db::handoffs::Purpose::WebTerminal { .. })) => (Way::WebTerminal, Given::Secret(true)),
-        (_, Some(db::handoffs::Purpose::Entry)) => (Way::SshPassword, Given::Secret(true)),
+        (_, Some(db::handoffs::Purpose::Entry | db::handoffs::Purpose::Cli { .. })) => {
+            (Way::SshPassword, Given::Secret(true))
+        }
         (Credential::Password { password }, None) => (
             Way::SshPassword,
             Given::Password {
@@ -255,6 +257,11 @@ async fn auth(
     let (Some(user), Ok(host)) = (user, host) else {
         return Err(ApiError::internal("login accepted without a user and a host"));
     };
+    // A secret the CLI asked for names who asked (an operator may open a tenant's host).
+    let cli_opened_by = match &handoff {
+        Some(db::handoffs::Purpose::Cli { opened_by }) => Some(opened_by.clone()),
+        _ => None,
+    };
     // A dashboard terminal's login: the control plane is the peer; the browser is the client.
     let web = match handoff {
         Some(db::handoffs::Purpose::WebTerminal { client_ip, opened_by }) => {
@@ -273,6 +280,10 @@ async fn auth(
             details["opened_by"] = web.opened_by.clone().into();
             details["gateway_peer"] = req.client_ip.clone().into();
             actor.ip.clone_from(&web.client_ip);
+        }
+        if let Some(opened_by) = cli_opened_by {
+            details["via"] = "cli".into();
+            details["opened_by"] = opened_by.into();
         }
         let event = NewEvent::success("ssh.login_succeeded")
             .user(&user.id)

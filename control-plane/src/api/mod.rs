@@ -17,6 +17,7 @@ pub mod hosts;
 pub mod nodes;
 pub mod portal;
 pub mod ssh_keys;
+pub mod ssh_sessions;
 pub mod tasks;
 pub mod terminal;
 pub mod totp;
@@ -78,6 +79,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(ssh_keys::router())
         .merge(egress_ips::router())
         .merge(hosts::router())
+        .merge(ssh_sessions::router())
         .merge(entry_links::router())
         .merge(bindings::router())
         .merge(tasks::router())

@@ -24,6 +24,12 @@ pub enum Purpose {
         /// The account that opened the terminal (the host's owner, or an operator).
         opened_by: String,
     },
+    /// `POST /v1/{admin,user}/hosts/{id}/ssh-session` (the `cloud-cli-proxy ssh` command): handed
+    /// to a signed-in account, typed into `ssh` on its machine.
+    Cli {
+        /// The account that asked for it (the host's owner, or an operator).
+        opened_by: String,
+    },
 }
 
 /// Stores the hash of `secret` for a login to `host_id` until `expires_at`.
@@ -42,6 +48,7 @@ pub async fn create(
         Purpose::WebTerminal { client_ip, opened_by } => {
             ("web_terminal", client_ip.as_deref(), Some(opened_by.as_str()))
         }
+        Purpose::Cli { opened_by } => ("cli", None, Some(opened_by.as_str())),
     };
     crate::db::on_db!(
         db,
@@ -88,6 +95,9 @@ pub async fn redeem(
     Ok(row.map(|(kind, client_ip, opened_by)| match kind.as_str() {
         "web_terminal" => Purpose::WebTerminal {
             client_ip,
+            opened_by: opened_by.unwrap_or_default(),
+        },
+        "cli" => Purpose::Cli {
             opened_by: opened_by.unwrap_or_default(),
         },
         _ => Purpose::Entry,

@@ -381,6 +381,13 @@ impl Fixture {
             ("POST", "/v1/admin/hosts/{}/vnc-session" | "/v1/user/hosts/{}/vnc-session") => {
                 (self.path(route), None, 200)
             }
+            // A single-use SSH secret: the caller is let in, but the fixture's host has never
+            // run (no agent), so there is nothing to log in to yet; tests/e2e/cli.rs takes one.
+            ("POST", "/v1/admin/hosts/{}/ssh-session" | "/v1/user/hosts/{}/ssh-session") => {
+                let r = api.post(&self.path(route), None).await;
+                assert_error(&r, 409, "host_not_running");
+                return;
+            }
             // The entry link: a new id at once, not a task.
             ("POST", "/v1/admin/hosts/{}/entry-link/rotate") => (self.path(route), None, 200),
             ("PATCH", "/v1/admin/hosts/{}/entry-link") => {
