@@ -9,7 +9,8 @@
 #
 # What it does, each step safe to repeat:
 #   - creates the system user `cloud-cli-proxy` (and the `docker` group if Docker is not installed yet);
-#   - installs the binaries to /usr/local/bin, backup.sh and restore.sh as
+#   - installs the binaries to /usr/local/bin (the command-line client `cloud-cli-proxy` among them,
+#     with its bash completion), backup.sh and restore.sh as
 #     /usr/local/sbin/cloud-cli-proxy-backup and /usr/local/sbin/cloud-cli-proxy-restore;
 #   - writes /etc/cloud-cli-proxy/control-plane.env with a fresh ADMIN_JWT_SECRET and ADMIN_PASSWORD
 #     when that file does not exist yet (the password is printed this one time), and leaves it alone
@@ -29,7 +30,8 @@ readonly STATE_DIR=/var/lib/cloud-cli-proxy
 readonly BACKUP_DIR=/var/backups/cloud-cli-proxy
 readonly UNIT_DIR=/etc/systemd/system
 readonly BINARIES=(cloud-cli-proxy-control-plane cloud-cli-proxy-ssh-proxy cloud-cli-proxy-agent
-    cloud-cli-proxy-egress cloud-cli-proxy-probe)
+    cloud-cli-proxy-egress cloud-cli-proxy-probe cloud-cli-proxy)
+readonly BASH_COMPLETION_DIR=/usr/share/bash-completion/completions
 
 log() { printf 'install: %s\n' "$*" >&2; }
 die() {
@@ -124,6 +126,11 @@ main() {
             log "skipping $bin (not built)"
         fi
     done
+    if [[ -x /usr/local/bin/cloud-cli-proxy && -d ${BASH_COMPLETION_DIR%/*} ]]; then
+        install -d -m 0755 "$BASH_COMPLETION_DIR"
+        /usr/local/bin/cloud-cli-proxy completion bash >"$BASH_COMPLETION_DIR/cloud-cli-proxy"
+        chmod 0644 "$BASH_COMPLETION_DIR/cloud-cli-proxy"
+    fi
     # The egress tunnel runtime runs sing-box for proxy egress IPs.
     "$repo/deploy/scripts/install-sing-box.sh"
     install -m 0755 -o root -g root -- "$repo/deploy/scripts/backup.sh" /usr/local/sbin/cloud-cli-proxy-backup
