@@ -114,7 +114,7 @@ SQL
 }
 
 # The suites that run a second time with every control plane on PostgreSQL.
-readonly POSTGRES_SUITES=(seed_api authz_matrix bad_input restart_backup concurrent_writes)
+readonly POSTGRES_SUITES=(seed_api authz_matrix bad_input restart_backup concurrent_writes cli)
 
 step_fmt() {
     cargo fmt --all --check

@@ -13,6 +13,7 @@
 pub mod access;
 pub mod api;
 pub mod browser;
+pub mod cli;
 pub mod database;
 pub mod docker;
 pub mod egress;
