@@ -71,7 +71,9 @@ pub enum Command {
     /// Runs OpenSSH's `ssh`; the secret reaches it through SSH_ASKPASS, never a command line. A
     /// stopped host is started first.
     Ssh(SshArgs),
-    /// Print a shell completion script: `cloud-cli-proxy completion bash > /etc/bash_completion.d/cloud-cli-proxy`.
+    /// Print a shell completion script (bash, zsh or fish).
+    ///
+    /// For example `cloud-cli-proxy completion bash > ~/.local/share/bash-completion/completions/cloud-cli-proxy`.
     Completion {
         #[arg(value_enum)]
         shell: clap_complete::Shell,

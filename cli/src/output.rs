@@ -84,8 +84,12 @@ impl Output {
 fn new_table() -> Table {
     let mut t = Table::new();
     t.load_preset(presets::UTF8_FULL_CONDENSED)
-        .apply_modifier(comfy_table::modifiers::UTF8_ROUND_CORNERS)
-        .set_content_arrangement(ContentArrangement::Dynamic);
+        .apply_modifier(comfy_table::modifiers::UTF8_ROUND_CORNERS);
+    // Fitted to the terminal's width when it has one worth fitting to (a pseudo-terminal nobody
+    // sized says 0 columns); otherwise every cell is shown whole.
+    if t.width().is_some_and(|w| w >= 40) {
+        t.set_content_arrangement(ContentArrangement::Dynamic);
+    }
     t
 }
 

@@ -591,9 +591,14 @@ async fn host_created_with_wait_and_ssh_through_the_gateway() {
     // On a terminal, as a person runs it: the progress bar, then the host, running.
     let cli = cloud_cli_proxy_tests::cli::cli_bin();
     let env = op.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    // A terminal that redraws (the harness's is `dumb`, where indicatif shows no bar).
+    env.push(("TERM", "xterm"));
     let mut term = Terminal::spawn(
-        &format!("{} hosts create --user bob --name box", cli.display()),
+        &format!(
+            "stty cols 120 rows 40; {} hosts create --user bob --name box",
+            cli.display()
+        ),
         &env,
     );
     term.expect("%", Duration::from_secs(60)).await;
@@ -631,7 +636,7 @@ async fn host_created_with_wait_and_ssh_through_the_gateway() {
     r.ok();
     assert!(r.stderr.contains("starting the host"), "{r:?}");
     assert!(
-        r.stderr.contains("start [100%]"),
+        r.stderr.contains("start [") && r.stderr.contains("start succeeded"),
         "progress lines off a terminal: {r:?}"
     );
     assert!(!r.stdout.trim().is_empty(), "{r:?}");
@@ -663,4 +668,14 @@ async fn host_created_with_wait_and_ssh_through_the_gateway() {
     assert_eq!(secret.len(), 40);
     assert_eq!(session["ssh_user"], format!("bob+{short}").as_str());
     assert!(!node.cp.logs().contains(&secret));
+
+    // Deleting waits until the container, volumes and files are gone.
+    let deleted = op
+        .run_with(&["--json", "hosts", "delete", "box"], None, CREATE_LIMIT)
+        .await
+        .json();
+    assert_eq!(deleted["status"], "succeeded", "{deleted}");
+    op.run(&["hosts", "show", &short])
+        .await
+        .fails(NOT_FOUND, "not_found");
 }

@@ -136,6 +136,8 @@ struct View {
 
 impl View {
     fn new(kind: &str) -> Self {
+        // indicatif hides its bar on a terminal that cannot redraw (TERM unset or `dumb`); such
+        // a terminal gets the plain lines too.
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::with_draw_target(Some(100), ProgressDrawTarget::stderr());
             let style =
@@ -147,6 +149,7 @@ impl View {
             bar.enable_steady_tick(Duration::from_millis(250));
             bar
         });
+        let bar = bar.filter(|b| !b.is_hidden());
         Self {
             bar,
             kind: kind.to_owned(),
