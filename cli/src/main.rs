@@ -41,7 +41,11 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.code == "broken_pipe" => e.exit_code(),
-        Err(e) => {
+        Err(mut e) => {
+            if e.code == "unauthorized" {
+                // An expired or revoked token, or a changed server secret: the way out is the same.
+                e.message.push_str(" (sign in again: cloud-cli-proxy login)");
+            }
             output::note(&format!("error: {e}"));
             e.exit_code()
         }

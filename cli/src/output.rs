@@ -102,6 +102,12 @@ const WRAPPING: &[&str] = &[
     "OBSERVED",
     "KEY",
     "WG PUBLIC KEY",
+    // Times break at their space, still readable.
+    "CREATED",
+    "UPDATED",
+    "EXPIRES",
+    "LAST USED",
+    "LAST SEEN",
 ];
 
 /// Rows as a table with the given columns. A path ending in `|8` shows the first 8 characters
@@ -109,18 +115,29 @@ const WRAPPING: &[&str] = &[
 pub fn table(rows: &[Value], columns: &[Column]) -> Table {
     let mut t = new_table();
     t.set_header(columns.iter().map(|(h, _)| *h));
+    let mut widest = vec![0; columns.len()];
     for row in rows {
-        t.add_row(columns.iter().map(|(_, path)| match path.split_once('|') {
-            Some((path, n)) => {
-                let full = cell(lookup(row, path));
-                let n = n.parse().unwrap_or(8);
-                full.chars().take(n).collect()
-            }
-            None => cell(lookup(row, path)),
-        }));
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|(_, path)| match path.split_once('|') {
+                Some((path, n)) => {
+                    let full = cell(lookup(row, path));
+                    let n = n.parse().unwrap_or(8);
+                    full.chars().take(n).collect()
+                }
+                None => cell(lookup(row, path)),
+            })
+            .collect();
+        for (w, c) in widest.iter_mut().zip(&cells) {
+            *w = (*w).max(c.chars().count());
+        }
+        t.add_row(cells);
     }
-    for (i, (header, _)) in columns.iter().enumerate() {
+    // Ids, names, statuses and times keep their width (an id cut in two cannot be copied);
+    // free text and long values wrap when the terminal is narrow.
+    for (i, ((header, _), w)) in columns.iter().zip(&widest).enumerate() {
         if !WRAPPING.contains(header)
+            && *w <= 40
             && let Some(column) = t.column_mut(i)
         {
             column.set_constraint(comfy_table::ColumnConstraint::ContentWidth);
