@@ -19,7 +19,7 @@ use cloud_cli_proxy_tests::cli::Cli;
 use cloud_cli_proxy_tests::fixtures::{id, ssh_keygen, wg_key};
 use cloud_cli_proxy_tests::hosts::CREATE_LIMIT;
 use cloud_cli_proxy_tests::terminal::Terminal;
-use cloud_cli_proxy_tests::{ControlPlane, Node, Options, totp};
+use cloud_cli_proxy_tests::{ControlPlane, Node, Options, eventually, totp};
 use serde_json::{Value, json};
 
 /// Exit statuses docs/cli.md promises.
@@ -28,6 +28,36 @@ const FORBIDDEN: i32 = 4;
 const NOT_FOUND: i32 = 5;
 const INVALID: i32 = 6;
 const UNAVAILABLE: i32 = 7;
+
+/// The secret in the environment of the running `ssh` that logs in as `login`, once there is
+/// one; checks on the way that no process's command line holds it.
+fn ssh_process(login: &str) -> Option<String> {
+    let mut secret = None;
+    let mut cmdlines = Vec::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.first().map(String::as_str) == Some("ssh") && args.iter().any(|a| a == login) {
+            let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+            secret = environ
+                .split(|b| *b == 0)
+                .filter_map(|v| v.strip_prefix(b"CLOUD_CLI_PROXY_SSH_SECRET="))
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .next();
+        }
+        cmdlines.push(args.join(" "));
+    }
+    let secret = secret.filter(|s| !s.is_empty())?;
+    for line in cmdlines {
+        assert!(!line.contains(&secret), "a command line holds the secret: {line}");
+    }
+    Some(secret)
+}
 
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -621,6 +651,18 @@ async fn host_created_with_wait_and_ssh_through_the_gateway() {
     r.ok();
     assert!(r.stdout.contains("MARKER-42"), "{r:?}");
 
+    // While `ssh` runs, the secret is in its environment (for the askpass call back), and in no
+    // process's command line.
+    let login = format!("bob+{short}");
+    let args = ["ssh", &short, "--", "sleep", "3"];
+    let running = op.run_with(&args, None, Duration::from_secs(120));
+    let seen = eventually(Duration::from_secs(60), "ssh running", || async {
+        ssh_process(&login)
+    });
+    let (r, secret) = tokio::join!(running, seen);
+    r.ok();
+    assert_eq!(secret.len(), 40, "the askpass secret: {secret:?}");
+
     // Bob stops his host through the operator (no tenant stop route), then `ssh` with no host
     // named (he has one) starts it again and runs the command.
     let stopped = op
@@ -655,13 +697,14 @@ async fn host_created_with_wait_and_ssh_through_the_gateway() {
         .filter(|e| e["type"] == "host.ssh_session_issued")
         .collect();
     let actors: Vec<&str> = issued.iter().map(|e| e["actor_name"].as_str().unwrap()).collect();
-    assert_eq!(actors, ["bob", "admin"], "newest first: {issued:?}");
+    assert_eq!(actors, ["bob", "admin", "admin"], "newest first: {issued:?}");
     let logins: Vec<&Value> = events
         .iter()
         .filter(|e| e["type"] == "ssh.login_succeeded" && e["details"]["via"] == "cli")
         .collect();
-    assert_eq!(logins.len(), 2, "{events:?}");
-    assert_eq!(logins[1]["details"]["opened_by"], "admin");
+    assert_eq!(logins.len(), 3, "{events:?}");
+    assert_eq!(logins[2]["details"]["opened_by"], "admin");
+    assert_eq!(logins[0]["details"]["opened_by"], "bob");
     // A session's secret is single-use and never logged.
     let session = bob.run(&["--json", "ssh"]).await.json();
     let secret = s(&session, "secret");
