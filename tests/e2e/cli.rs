@@ -524,6 +524,10 @@ async fn sign_in_and_every_command_group() {
             .json()["id"],
         create_task.as_str()
     );
+    tenant
+        .run(&["hosts", "list", "--status", "running"])
+        .await
+        .fails(2, "usage");
     tenant.run(&["users", "list"]).await.fails(FORBIDDEN, "forbidden");
     tenant
         .run(&["hosts", "stop", "dev", "--no-wait"])

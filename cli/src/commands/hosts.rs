@@ -5,7 +5,8 @@ use serde_json::{Value, json};
 
 use crate::Ctx;
 use crate::args::{HostsCmd, WaitArgs};
-use crate::error::Result;
+use crate::client::Role;
+use crate::error::{Error, Result};
 use crate::output::{self, Column};
 
 use super::tasks;
@@ -30,6 +31,12 @@ pub fn hosts(ctx: &Ctx, cmd: HostsCmd) -> Result<()> {
             search,
             page,
         } => {
+            if api.role()? == Role::User && (user.is_some() || status.is_some() || search.is_some()) {
+                // `/v1/user/hosts` takes no filters; they would be dropped without a word.
+                return Err(Error::usage(
+                    "--user, --status and --search filter the operator's list only",
+                ));
+            }
             let path = api.scoped("/hosts")?;
             let user = user.map(|u| super::user_id(api, &u)).transpose()?;
             let q = super::query(page, &[("user_id", &user), ("status", &status), ("q", &search)]);
