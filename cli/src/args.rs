@@ -347,6 +347,25 @@ pub enum HostsCmd {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Show the host's short entry link, or change it with the flags (operator).
+    EntryLink {
+        host: String,
+        /// Open the link.
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        /// Close the link (it then answers like a link that never existed).
+        #[arg(long)]
+        disable: bool,
+        /// Close the link at this time (RFC 3339).
+        #[arg(long, value_name = "TIME", conflicts_with = "no_expiry")]
+        expires_at: Option<String>,
+        /// Keep the link open with no end.
+        #[arg(long)]
+        no_expiry: bool,
+        /// Give the link a new id; the old one stops working at once.
+        #[arg(long)]
+        rotate: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -352,6 +352,31 @@ async fn sign_in_and_every_command_group() {
         "{}",
         r.stderr
     );
+    let link = op.run(&["--json", "hosts", "entry-link", "dev"]).await.json();
+    assert_eq!(link["open"], true, "{link}");
+    let closed = op
+        .run(&["--json", "hosts", "entry-link", "dev", "--disable"])
+        .await
+        .json();
+    assert_eq!(
+        (closed["enabled"].as_bool(), closed["open"].as_bool()),
+        (Some(false), Some(false))
+    );
+    let rotated_link = op
+        .run(&["--json", "hosts", "entry-link", "dev", "--rotate", "--enable"])
+        .await
+        .json();
+    assert_ne!(rotated_link["entry_id"], link["entry_id"]);
+    assert_eq!(rotated_link["open"], true, "{rotated_link}");
+    op.run(&[
+        "hosts",
+        "entry-link",
+        "dev",
+        "--expires-at",
+        "2000-01-01T00:00:00Z",
+    ])
+    .await
+    .fails(INVALID, "validation_failed");
     let stop = op
         .run(&["--json", "hosts", "stop", &short, "--no-wait"])
         .await

@@ -98,6 +98,36 @@ pub fn hosts(ctx: &Ctx, cmd: HostsCmd) -> Result<()> {
             }
             ended.as_ref().map_or(Ok(()), tasks::succeeded)
         }
+        HostsCmd::EntryLink {
+            host,
+            enable,
+            disable,
+            expires_at,
+            no_expiry,
+            rotate,
+        } => {
+            let path = format!("/v1/admin/hosts/{}/entry-link", super::host_id(api, &host)?);
+            let mut link = if rotate {
+                api.post(&format!("{path}/rotate"), None)?
+            } else {
+                Value::Null
+            };
+            let mut change = serde_json::Map::new();
+            if enable || disable {
+                change.insert("enabled".to_owned(), enable.into());
+            }
+            if let Some(t) = expires_at {
+                change.insert("expires_at".to_owned(), t.into());
+            } else if no_expiry {
+                change.insert("expires_at".to_owned(), Value::Null);
+            }
+            if !change.is_empty() {
+                link = api.send(reqwest::Method::PATCH, &path, Some(&Value::Object(change)))?;
+            } else if link.is_null() {
+                link = api.get(&path, &[])?;
+            }
+            ctx.out.object(&link)
+        }
         HostsCmd::Start { host, wait } => action(ctx, &host, "start", None, wait),
         HostsCmd::Stop { host, wait } => action(ctx, &host, "stop", None, wait),
         HostsCmd::Rebuild { host, wipe, wait } => {
