@@ -34,6 +34,13 @@ pub enum Command {
     Logout,
     /// Show the signed-in account.
     Whoami,
+    /// Change your own password (tenant). Every session ends with it, so the stored sign-in is
+    /// renewed with the new password.
+    Password {
+        /// Read the current and the new password from standard input, one line each.
+        #[arg(long)]
+        password_stdin: bool,
+    },
     /// Accounts (operator).
     #[command(subcommand)]
     Users(UsersCmd),

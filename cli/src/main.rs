@@ -72,6 +72,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Login(_) | Command::Logout | Command::Completion { .. } => Ok(()),
         Command::Whoami => commands::account::whoami(&ctx),
+        Command::Password { password_stdin } => commands::account::password(&ctx, password_stdin),
         Command::ApiTokens(cmd) => commands::account::api_tokens(&ctx, cmd),
         Command::Users(cmd) => commands::users::users(&ctx, cmd),
         Command::SshKeys(cmd) => commands::users::ssh_keys(&ctx, cmd),

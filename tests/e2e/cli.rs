@@ -568,6 +568,25 @@ async fn sign_in_and_every_command_group() {
         .json();
     assert_eq!(rebuild["kind"], "rebuild");
 
+    // A tenant changes their password: the stored sign-in is renewed, the old password is dead.
+    tenant
+        .run_with(
+            &["--json", "password", "--password-stdin"],
+            Some(&format!("{alice_password}\nalice-password-2\n")),
+            Duration::from_secs(60),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        tenant.run(&["--json", "whoami"]).await.json()["username"],
+        "alice"
+    );
+    Cli::new()
+        .login(&url, "alice", &alice_password)
+        .await
+        .fails(UNAUTHORIZED, "unauthorized");
+    let alice_password = "alice-password-2".to_owned();
+
     // The second factor: asked for, then given (a recovery code, as a script would).
     let alice_api = admin_api.anonymous().login_as("alice", &alice_password).await;
     let started = alice_api

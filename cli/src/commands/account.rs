@@ -104,6 +104,55 @@ pub fn whoami(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// `password`: changes the caller's password, then signs in again with it when the token is the
+/// stored one (the change ends every session, this one too).
+pub fn password(ctx: &Ctx, from_stdin: bool) -> Result<()> {
+    let (old, new) = if from_stdin {
+        (
+            prompt::stdin_line("current password")?,
+            prompt::stdin_line("new password")?,
+        )
+    } else {
+        let old = prompt::secret("Current password: ", "password")?;
+        let new = prompt::secret("New password: ", "password")?;
+        if prompt::secret("Again: ", "password")? != new {
+            return Err(Error::usage("the two new passwords differ"));
+        }
+        (old, new)
+    };
+    let body = json!({ "old_password": old, "new_password": new });
+    ctx.api.post("/v1/user/change-password", Some(&body))?;
+    let stored = config::load()?
+        .filter(|c| c.url == ctx.api.base() && std::env::var_os("CLOUD_CLI_PROXY_TOKEN").is_none());
+    let Some(mut creds) = stored else {
+        return ctx.out.done(
+            &Value::Null,
+            "password changed; every session of the account has ended",
+        );
+    };
+    let anonymous = Api::new(&creds.url, None, None, None)?;
+    let renewed = anonymous.login(&json!({ "username": creds.username, "password": new }));
+    let answer = match renewed {
+        Ok(answer) => answer,
+        Err(e) => {
+            config::remove()?;
+            return Err(Error::new(
+                e.exit,
+                &e.code,
+                format!(
+                    "password changed, but signing in again failed ({}): run `cloud-cli-proxy login`",
+                    e.message
+                ),
+            ));
+        }
+    };
+    creds.token = answer["token"].as_str().unwrap_or_default().to_owned();
+    creds.expires_at = answer["expires_at"].as_str().map(str::to_owned);
+    config::save(&creds)?;
+    ctx.out
+        .done(&Value::Null, "password changed; signed in again with it")
+}
+
 const TOKEN_COLUMNS: &[output::Column] = &[
     ("ID", "id"),
     ("NAME", "name"),
