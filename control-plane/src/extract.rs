@@ -27,15 +27,44 @@ where
             Ok(axum::Json(v)) => v,
             Err(rejection) => return Err(json_rejection(rejection)),
         };
-        if !value.is_object() {
-            return Err(ApiError::bad_request(
-                "validation_failed",
-                "the request body must be a JSON object",
-            ));
+        object(value)
+    }
+}
+
+/// A parsed body as `T`: it must be an object; whole-number decimals count as integers.
+fn object<T: DeserializeOwned>(mut value: serde_json::Value) -> Result<Json<T>, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "validation_failed",
+            "the request body must be a JSON object",
+        ));
+    }
+    integral(&mut value);
+    serde_path_to_error::deserialize(value)
+        .map(Json)
+        .map_err(|e| data_error(&e))
+}
+
+/// Turns every number written with a zero fraction (`1.0`, `1e3`) into the integer it is. JSON does
+/// not tell the two apart, nor does the OpenAPI document's `integer`; serde would refuse `1.0` for
+/// an integer field.
+fn integral(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64())
+                && f.fract() == 0.0
+            {
+                // Within ±2^53 a float is exactly its integer; larger ones are left for serde to refuse.
+                const EXACT: f64 = 9_007_199_254_740_992.0;
+                if f.abs() <= EXACT {
+                    *n = (f as i64).into();
+                }
+            }
         }
-        serde_path_to_error::deserialize(value)
-            .map(Json)
-            .map_err(|e| data_error(&e))
+        Value::Array(items) => items.iter_mut().for_each(integral),
+        Value::Object(fields) => fields.values_mut().for_each(integral),
+        Value::Null | Value::Bool(_) | Value::String(_) => {}
     }
 }
 
@@ -138,7 +167,8 @@ where
     }
 }
 
-/// An optional JSON body: no body at all is `None`; a body must be valid JSON of `T`.
+/// An optional JSON body: no body at all, or the body `null`, is `None`; any other body must be
+/// valid JSON of `T`.
 impl<S, T> axum::extract::OptionalFromRequest<S> for Json<T>
 where
     T: DeserializeOwned,
@@ -156,8 +186,13 @@ where
         if !has_body {
             return Ok(None);
         }
-        <Json<T> as FromRequest<S>>::from_request(req, state)
-            .await
-            .map(Some)
+        let value = match <axum::Json<serde_json::Value> as FromRequest<S>>::from_request(req, state).await {
+            Ok(axum::Json(v)) => v,
+            Err(rejection) => return Err(json_rejection(rejection)),
+        };
+        if value.is_null() {
+            return Ok(None);
+        }
+        object(value).map(Some)
     }
 }

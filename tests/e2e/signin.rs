@@ -343,6 +343,14 @@ async fn totp_second_factor() {
         .await;
     assert_eq!(r.status, 204, "{}", r.text);
     anon.post("/v1/auth/login", password.clone()).await.expect(200);
+    // With none left, removing one is a conflict, not a missing route or object.
+    let r = tenant
+        .delete_json(
+            "/v1/auth/totp",
+            json!({"password": "tina-password", "code": codes[2]}),
+        )
+        .await;
+    assert_error(&r, 409, "totp_not_enrolled");
 
     // The operator resets a second factor for someone who lost it.
     let tenant = anon.login_as("tina", "tina-password").await;
@@ -368,6 +376,12 @@ async fn totp_second_factor() {
     let r = admin.delete(&format!("/v1/admin/users/{id}/totp")).await;
     assert_eq!(r.status, 204, "{}", r.text);
     anon.post("/v1/auth/login", password).await.expect(200);
+    let r = admin.delete(&format!("/v1/admin/users/{id}/totp")).await;
+    assert_error(&r, 409, "totp_not_enrolled");
+    let r = admin
+        .delete(&format!("/v1/admin/users/{}/totp", uuid::Uuid::new_v4()))
+        .await;
+    assert_error(&r, 404, "not_found");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

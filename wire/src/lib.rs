@@ -11,11 +11,13 @@ pub const AGENT_TOKEN_HEADER: &str = "x-agent-token";
 /// `POST /v1/agent/enrol` and `POST /v1/gateway/enrol`: a node or gateway trades an enrolment key,
 /// made by the operator, for a credential of its own. Sent once; the answer is never repeated.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Enrol {
     /// The enrolment key's secret.
     pub key: String,
-    /// The node's (or gateway's) name, unique among enrolled ones.
+    /// The node's (or gateway's) name, unique among enrolled ones: 1-64 letters, digits, `.`, `_`, `-`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._-]{1,64}$"))]
     pub name: String,
 }
 
@@ -31,6 +33,7 @@ impl std::fmt::Debug for Enrol {
 /// The answer to an enrolment: the credential to present from now on (in
 /// [`AGENT_TOKEN_HEADER`] or [`GATEWAY_TOKEN_HEADER`]).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Enrolled {
     /// The node's id (agents) or the gateway's name (gateways).

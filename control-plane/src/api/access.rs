@@ -163,7 +163,7 @@ async fn create_session(
     Json(req): Json<BootstrapRequest>,
 ) -> ApiResult<Response> {
     // Bounded so a huge username cannot bloat the limiter or the log.
-    let account: String = req.username.chars().take(64).collect();
+    let account = crate::auth::login::recordable(&req.username, 64);
     let user = db::users::get_by_username(&state.db, &account).await?;
     let host = match &user {
         Some(u) => db::hosts::first_of_user(&state.db, &u.id).await?,

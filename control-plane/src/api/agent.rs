@@ -80,7 +80,7 @@ fn agent_actor(node: &str) -> Actor {
 }
 
 /// An agent announces itself; answers the node id to use in later calls.
-#[utoipa::path(post, path = "/v1/agent/register", tag = "agent",
+#[utoipa::path(post, path = "/v1/agent/register", tag = "agent", security(("agent_token" = [])),
     request_body(content = Object, description = "wire::Register"),
     responses((status = 200, description = "wire::Registered"), (status = 401, body = crate::error::ErrorBody)))]
 async fn register(
@@ -126,7 +126,7 @@ async fn register(
 
 /// Liveness and what Docker holds on the node; answers the hosts placed there. Drift between the
 /// database and Docker is repaired with ordinary tasks, so it stays ordered with everything else.
-#[utoipa::path(post, path = "/v1/agent/heartbeat", tag = "agent",
+#[utoipa::path(post, path = "/v1/agent/heartbeat", tag = "agent", security(("agent_token" = [])),
     request_body(content = Object, description = "wire::Heartbeat"),
     responses((status = 200, description = "wire::HeartbeatReply"), (status = 404, body = crate::error::ErrorBody)))]
 async fn heartbeat(
@@ -304,7 +304,7 @@ pub fn linux_user_taken<'a>(username: &str, existing: impl IntoIterator<Item = &
 }
 
 /// Waits (up to `wait_secs`, at most 25) for a task this node may run.
-#[utoipa::path(post, path = "/v1/agent/claim", tag = "agent",
+#[utoipa::path(post, path = "/v1/agent/claim", tag = "agent", security(("agent_token" = [])),
     request_body(content = Object, description = "wire::Claim"),
     responses((status = 200, description = "wire::Assignment"), (status = 204, description = "no work"),
               (status = 404, body = crate::error::ErrorBody)))]
@@ -421,7 +421,7 @@ async fn bound_egress(
 
 /// Progress of a running attempt; renews its lease. Tells the agent to stop when the task was
 /// cancelled or the lease is no longer its own.
-#[utoipa::path(post, path = "/v1/agent/tasks/{task_id}/progress", tag = "agent",
+#[utoipa::path(post, path = "/v1/agent/tasks/{task_id}/progress", tag = "agent", security(("agent_token" = [])),
     params(("task_id" = Uuid, Path)), request_body(content = Object, description = "wire::Progress"),
     responses((status = 200, description = "wire::ProgressReply")))]
 async fn progress(
@@ -452,7 +452,7 @@ async fn progress(
 }
 
 /// The end of an attempt. A stale lease is answered 409 and changes nothing.
-#[utoipa::path(post, path = "/v1/agent/tasks/{task_id}/result", tag = "agent",
+#[utoipa::path(post, path = "/v1/agent/tasks/{task_id}/result", tag = "agent", security(("agent_token" = [])),
     params(("task_id" = Uuid, Path)), request_body(content = Object, description = "wire::TaskResult"),
     responses((status = 204), (status = 409, body = crate::error::ErrorBody)))]
 async fn result(
@@ -503,7 +503,7 @@ async fn own_task(state: &AppState, auth: &AgentAuth, task_id: &str) -> ApiResul
 
 /// Long-polls for an egress test to run on this node: 200 with the job (secrets included: agents
 /// only), or 204 when none came within `wait_secs`.
-#[utoipa::path(post, path = "/v1/agent/egress-tests/claim", tag = "agent",
+#[utoipa::path(post, path = "/v1/agent/egress-tests/claim", tag = "agent", security(("agent_token" = [])),
     request_body(content = Object, description = "wire::EgressTestClaim"),
     responses((status = 200, description = "wire::EgressTestJob"), (status = 204),
               (status = 404, body = crate::error::ErrorBody)))]
@@ -546,7 +546,7 @@ async fn next_egress_test(state: &AppState, node_id: &str) -> ApiResult<Option<R
 
 /// The checks of a claimed egress test. A test that is no longer running (answered, or given up
 /// after its 30 s) is answered 409.
-#[utoipa::path(post, path = "/v1/agent/egress-tests/{test_id}/result", tag = "agent",
+#[utoipa::path(post, path = "/v1/agent/egress-tests/{test_id}/result", tag = "agent", security(("agent_token" = [])),
     params(("test_id" = Uuid, Path)), request_body(content = Object, description = "wire::EgressTestReport"),
     responses((status = 204), (status = 409, body = crate::error::ErrorBody)))]
 async fn egress_test_result(

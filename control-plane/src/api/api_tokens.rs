@@ -21,9 +21,11 @@ use super::{PageQuery, Paginated};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
-    /// What the token is for (1-64 characters).
+    /// What the token is for (1-64 printable characters).
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     pub name: String,
     /// Lifetime in days, 1-365 (default 30). A token made with another API token may not outlive it.
+    #[schema(minimum = 1, maximum = 365)]
     pub expires_in_days: Option<u32>,
     /// `full` (default: everything the account may do) or `read` (GET requests only). A token made
     /// with another API token may not have a wider scope than it.

@@ -172,9 +172,10 @@ async fn session_get(State(state): State<AppState>, headers: HeaderMap) -> ApiRe
 /// Signs the browser out: the session ends on the server at once (its cookie no longer opens
 /// anything, wherever it was copied) and the browser is told to forget the cookie. Needs the CSRF
 /// token like every change.
-#[utoipa::path(delete, path = "/v1/auth/session", tag = "auth", security(("session_cookie" = [])),
-    responses((status = 204), (status = 401, body = crate::error::ErrorBody),
-              (status = 403, body = crate::error::ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/auth/session", tag = "auth", security(("session_cookie" = []), ("bearer" = [])),
+    responses((status = 204), (status = 400, description = "`not_a_session`: only the dashboard's cookie session signs \
+               out here; API tokens are revoked with `DELETE /v1/auth/api-tokens/{token_id}`", body = crate::error::ErrorBody),
+              (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)))]
 async fn session_delete(State(state): State<AppState>, principal: Principal) -> ApiResult<Response> {
     let Credential::WebSession { session_id } = &principal.credential else {
         return Err(ApiError::bad_request(
@@ -213,7 +214,7 @@ async fn sign_in(
 ) -> ApiResult<User> {
     let now = UtcTime::now();
     // Bounded so a huge username cannot bloat the limiter or the log.
-    let account: String = req.username.chars().take(64).collect();
+    let account = login::recordable(&req.username, 64);
     let actor = Actor {
         id: None,
         name: Some(account.clone()),

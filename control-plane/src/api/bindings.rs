@@ -24,7 +24,9 @@ use super::{PageQuery, Paginated, parse_id};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBinding {
+    #[schema(format = Uuid)]
     pub host_id: String,
+    #[schema(format = Uuid)]
     pub egress_ip_id: String,
     /// WireGuard only: this host's tunnel address (CIDR), when the provider gave each peer its own;
     /// default: the egress IP's `wg_peer_address`.

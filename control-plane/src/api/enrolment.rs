@@ -32,8 +32,10 @@ pub struct CreateKey {
     /// `agent` (node agents) or `gateway` (SSH gateways).
     pub kind: KeyKind,
     /// What the key is for (1-64 printable characters).
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     pub name: String,
     /// How many enrolments it allows, 1-10000 (default 1: single-use).
+    #[schema(minimum = 1, maximum = 10000)]
     pub usage_limit: Option<i64>,
     /// When it stops working (RFC 3339, at most a year ahead; default: in 24 hours).
     pub expires_at: Option<chrono::DateTime<chrono::FixedOffset>>,
@@ -267,8 +269,8 @@ async fn enrolled_event(
 
 /// A node agent trades an `agent` enrolment key for its node's credential (shown once).
 #[utoipa::path(post, path = "/v1/agent/enrol", tag = "agent",
-    request_body(content = Object, description = "wire::Enrol"),
-    responses((status = 201, description = "wire::Enrolled"), (status = 401, body = crate::error::ErrorBody),
+    request_body = wire::Enrol,
+    responses((status = 201, body = wire::Enrolled), (status = 401, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody)))]
 async fn enrol_agent(
     State(state): State<AppState>,
@@ -299,8 +301,8 @@ async fn enrol_agent(
 
 /// An SSH gateway trades a `gateway` enrolment key for its credential (shown once).
 #[utoipa::path(post, path = "/v1/gateway/enrol", tag = "gateway",
-    request_body(content = Object, description = "wire::Enrol"),
-    responses((status = 201, description = "wire::Enrolled"), (status = 401, body = crate::error::ErrorBody),
+    request_body = wire::Enrol,
+    responses((status = 201, body = wire::Enrolled), (status = 401, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody)))]
 async fn enrol_gateway(
     State(state): State<AppState>,

@@ -25,9 +25,10 @@ pub struct EventFilter {
     /// Events at or before this time (RFC 3339).
     #[param(value_type = Option<String>, format = DateTime)]
     pub until: Option<chrono::DateTime<chrono::FixedOffset>>,
-    /// Comma-separated event types; one ending in `.` matches that prefix (e.g. `auth.`).
+    /// Comma-separated event types; one ending in `.` matches that prefix (e.g. `auth.`). Each is
+    /// at most 64 of `a-z`, `.`, `_`; spaces around them and empty ones are ignored.
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(rename = "type", pattern = r"^ *[a-z._]{0,64} *(, *[a-z._]{0,64} *)*$")]
     pub kind: Option<String>,
 }
 
@@ -61,7 +62,7 @@ async fn list_events(
         .kind
         .iter()
         .flat_map(|k| k.split(','))
-        .map(str::trim)
+        .map(|t| t.trim_matches(' '))
         .filter(|t| !t.is_empty())
     {
         if t.len() > 64 || !t.chars().all(|c| c.is_ascii_lowercase() || c == '.' || c == '_') {

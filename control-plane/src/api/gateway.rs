@@ -49,7 +49,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// A gateway announces the key it logs in to hosts with; hosts get it at their next create,
 /// start or rebuild. Only the credential's own gateway changes; when its key changed, running hosts
 /// get their keys rewritten, so the old one stops working there.
-#[utoipa::path(post, path = "/v1/gateway/register", tag = "gateway",
+#[utoipa::path(post, path = "/v1/gateway/register", tag = "gateway", security(("gateway_token" = [])),
     request_body(content = Object, description = "wire::gateway::Register"),
     responses((status = 204), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody)))]
 async fn register(
@@ -116,7 +116,8 @@ fn parse_login(login: &str) -> Option<(&str, Option<&str>)> {
         Some((u, s)) => (u, Some(s)),
         None => (login, None),
     };
-    let user_ok = !user.is_empty() && user.len() <= 64;
+    // No account name holds a control character (and PostgreSQL text cannot hold NUL).
+    let user_ok = !user.is_empty() && user.len() <= 64 && !user.chars().any(char::is_control);
     let short_ok = short.is_none_or(hosts::is_short_id);
     (user_ok && short_ok).then_some((user, short))
 }
@@ -137,7 +138,7 @@ fn pick_host(hosts: Vec<Host>, short: Option<&str>) -> Result<Host, HostPick> {
 }
 
 /// May this login, with this credential, open a session, and to which host?
-#[utoipa::path(post, path = "/v1/gateway/auth", tag = "gateway",
+#[utoipa::path(post, path = "/v1/gateway/auth", tag = "gateway", security(("gateway_token" = [])),
     request_body(content = Object, description = "wire::gateway::AuthRequest"),
     responses((status = 200, description = "wire::gateway::AuthReply"), (status = 401, body = crate::error::ErrorBody)))]
 async fn auth(
@@ -153,11 +154,11 @@ async fn auth(
         Credential::Password { .. } => "password",
         Credential::PublicKey { .. } => "publickey",
     };
-    let login: String = req.login.chars().take(80).collect();
+    let login = crate::auth::login::recordable(&req.login, 80);
     let mut actor = Actor {
         id: None,
         name: Some(login.clone()),
-        ip: Some(req.client_ip.clone()),
+        ip: Some(crate::auth::login::recordable(&req.client_ip, 64)),
     };
     let refuse = |refusal: Refusal, user: Option<&User>, host: Option<&Host>| {
         let mut event = NewEvent::failure("ssh.login_failed").details(serde_json::json!({
@@ -311,7 +312,7 @@ fn denied(refusal: Refusal) -> AuthReply {
 }
 
 /// A session started, ended, or could not reach its host.
-#[utoipa::path(post, path = "/v1/gateway/events", tag = "gateway",
+#[utoipa::path(post, path = "/v1/gateway/events", tag = "gateway", security(("gateway_token" = [])),
     request_body(content = Object, description = "wire::gateway::SessionEvent"),
     responses((status = 204), (status = 401, body = crate::error::ErrorBody)))]
 async fn session_event(

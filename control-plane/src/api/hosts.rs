@@ -75,14 +75,19 @@ impl HostView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateHost {
+    #[schema(format = Uuid)]
     pub user_id: String,
-    /// Display name, 1-64 characters; defaults to the short id.
+    /// Display name, 1-64 printable characters; defaults to the short id.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     pub name: Option<String>,
     /// Memory limit in MiB (256-65536, default 2048).
+    #[schema(minimum = 256, maximum = 65536)]
     pub memory_mb: Option<i64>,
     /// CPU limit in thousandths of a core (100-32000, default 1000).
+    #[schema(minimum = 100, maximum = 32000)]
     pub cpu_millis: Option<i64>,
     /// Process limit (64-32768, default 1024).
+    #[schema(minimum = 64, maximum = 32768)]
     pub pids_limit: Option<i64>,
 }
 
@@ -116,7 +121,8 @@ pub struct RotatedSshPassword {
 pub struct HostFilter {
     pub user_id: Option<Uuid>,
     pub status: Option<HostStatus>,
-    /// Part of the host's name, short id or owner's username (any case, at most 100 characters).
+    /// Part of the host's name, short id or owner's username (any case, at most 100 characters, no control characters).
+    #[param(max_length = 100, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     pub q: Option<String>,
 }
 

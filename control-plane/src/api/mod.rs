@@ -7,6 +7,7 @@ pub mod api_tokens;
 pub mod auth;
 pub mod bindings;
 pub mod dashboard;
+mod document;
 pub mod egress_ips;
 pub mod enrolment;
 pub mod entry_links;
@@ -30,8 +31,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use tower_http::trace::TraceLayer;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
@@ -40,33 +40,13 @@ use crate::error::ApiError;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "cloud-cli-proxy", description = "Control-plane API of cloud-cli-proxy."),
-    modifiers(&BearerAuth),
+    info(
+        title = "cloud-cli-proxy",
+        description = "Control-plane API of cloud-cli-proxy."
+    ),
     components(schemas(crate::error::ErrorBody))
 )]
 struct ApiDoc;
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
-        // Set by `POST …/vnc-session` for the VNC proxy routes, where browsers cannot send headers.
-        components.add_security_scheme(
-            "vnc_cookie",
-            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(crate::vnc::cookie::COOKIE_NAME))),
-        );
-        // The dashboard's browser session (`POST /v1/auth/session`); accepted by every route that
-        // takes a bearer token, with `X-CSRF-Token` on changes.
-        components.add_security_scheme(
-            "session_cookie",
-            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
-                crate::auth::browser::COOKIE_NAME,
-            ))),
-        );
-    }
-}
 
 /// Every route with its documentation; the router and `/openapi.json` both come from here.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -95,14 +75,21 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(access::router())
 }
 
+/// The router of every route, and the OpenAPI document served at `/openapi.json`.
+fn parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = routes().split_for_parts();
+    document::complete(&mut doc);
+    (router, doc)
+}
+
 /// The OpenAPI document served at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().split_for_parts().1
+    parts().1
 }
 
 /// The complete application.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    let (router, doc) = routes().split_for_parts();
+    let (router, doc) = parts();
     let doc = std::sync::Arc::new(doc);
     let router = router
         .route(
@@ -190,49 +177,66 @@ async fn method_not_allowed() -> ApiError {
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 pub const MAX_PAGE_SIZE: u32 = 500;
 
+/// The highest page number: the document's page is a 32-bit integer.
+pub const MAX_PAGE: u32 = 2_147_483_647;
+
 /// `page` (from 1) and `page_size` (1-500, default 50); `limit` is accepted as another name for
-/// `page_size`.
+/// `page_size` (when both are given, `page_size` counts; each must be in bounds).
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// The page to return, from 1.
+    #[param(minimum = 1, maximum = 2_147_483_647)]
     pub page: Option<u32>,
+    /// Items per page, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub page_size: Option<u32>,
+    /// Another name for `page_size`.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
 impl PageQuery {
     pub fn resolve(&self) -> Result<Page, ApiError> {
         let page = self.page.unwrap_or(1);
-        if page == 0 {
+        if !(1..=MAX_PAGE).contains(&page) {
             return Err(ApiError {
                 field: Some("page".into()),
-                ..ApiError::bad_request("invalid_query", "page starts at 1")
+                ..ApiError::bad_request("invalid_query", format!("page must be 1 to {MAX_PAGE}"))
             });
         }
-        let size = self.page_size.or(self.limit).unwrap_or(DEFAULT_PAGE_SIZE);
-        if size == 0 || size > MAX_PAGE_SIZE {
-            return Err(ApiError {
-                field: Some("page_size".into()),
-                ..ApiError::bad_request("invalid_query", format!("page_size must be 1 to {MAX_PAGE_SIZE}"))
-            });
+        for (field, size) in [("page_size", self.page_size), ("limit", self.limit)] {
+            if size.is_some_and(|size| !(1..=MAX_PAGE_SIZE).contains(&size)) {
+                return Err(ApiError {
+                    field: Some(field.into()),
+                    ..ApiError::bad_request("invalid_query", format!("{field} must be 1 to {MAX_PAGE_SIZE}"))
+                });
+            }
         }
         Ok(Page {
             page,
-            page_size: size,
+            page_size: self.page_size.or(self.limit).unwrap_or(DEFAULT_PAGE_SIZE),
         })
     }
 }
 
-/// A list's `q`: trimmed, `None` when empty, refused past 100 characters.
+/// The longest `q` of a list, in characters.
+pub const MAX_SEARCH_CHARS: usize = 100;
+
+/// A list's `q`: at most 100 characters, none of them a control character (no name holds one);
+/// trimmed, `None` when that leaves nothing.
 pub fn search_text(q: Option<String>) -> Result<Option<String>, ApiError> {
     let Some(q) = q else { return Ok(None) };
-    let q = q.trim();
-    if q.chars().count() > 100 {
+    if q.chars().count() > MAX_SEARCH_CHARS || q.chars().any(char::is_control) {
         return Err(ApiError {
             field: Some("q".into()),
-            ..ApiError::bad_request("invalid_query", "q is at most 100 characters")
+            ..ApiError::bad_request(
+                "invalid_query",
+                format!("q is at most {MAX_SEARCH_CHARS} characters, none of them a control character"),
+            )
         });
     }
+    let q = q.trim();
     Ok((!q.is_empty()).then(|| q.to_owned()))
 }
 

@@ -24,6 +24,7 @@ use super::{PageQuery, Paginated};
 pub struct ChangePassword {
     pub old_password: String,
     /// 8-256 characters.
+    #[schema(min_length = 8, max_length = 256)]
     pub new_password: String,
 }
 

@@ -24,13 +24,16 @@ use super::{PageQuery, Paginated};
 pub struct AddKey {
     /// OpenSSH one-line public key: `ssh-ed25519 AAAA… comment`.
     pub public_key: String,
-    /// Display name (1-64 characters); defaults to the key's comment.
+    /// Display name (1-64 printable characters); defaults to the key's comment.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     pub name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateKey {
+    /// Display name (1-64 printable characters).
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     pub name: Option<String>,
 }
 
@@ -245,7 +248,8 @@ async fn admin_list(
 #[utoipa::path(post, path = "/v1/admin/users/{user_id}/ssh-keys", tag = "ssh-keys", security(("bearer" = [])),
     params(("user_id" = Uuid, Path)), request_body = AddKey,
     responses((status = 201, body = SshKey), (status = 400, body = crate::error::ErrorBody),
-              (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 409, description = "`too_many_ssh_keys` (the user holds 50 keys) or `ssh_key_exists`", body = crate::error::ErrorBody)))]
 async fn admin_add(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -259,7 +263,8 @@ async fn admin_add(
 /// Generates an ed25519 key pair for a user; the private key is returned once and not kept.
 #[utoipa::path(post, path = "/v1/admin/users/{user_id}/ssh-keys/generate", tag = "ssh-keys",
     security(("bearer" = [])), params(("user_id" = Uuid, Path)), request_body(content = Option<GenerateKey>),
-    responses((status = 201, body = GeneratedKey), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 201, body = GeneratedKey), (status = 404, body = crate::error::ErrorBody),
+              (status = 409, description = "`too_many_ssh_keys`: the user holds 50 keys", body = crate::error::ErrorBody)))]
 async fn admin_generate(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -301,7 +306,7 @@ async fn own_list(
 #[utoipa::path(post, path = "/v1/user/ssh-keys", tag = "ssh-keys", security(("bearer" = [])),
     request_body = AddKey,
     responses((status = 201, body = SshKey), (status = 400, body = crate::error::ErrorBody),
-              (status = 409, body = crate::error::ErrorBody)))]
+              (status = 409, description = "`too_many_ssh_keys` (the user holds 50 keys) or `ssh_key_exists`", body = crate::error::ErrorBody)))]
 async fn own_add(
     State(state): State<AppState>,
     Tenant(me): Tenant,
@@ -312,7 +317,8 @@ async fn own_add(
 
 /// Generates an ed25519 key pair for the caller; the private key is returned once and not kept.
 #[utoipa::path(post, path = "/v1/user/ssh-keys/generate", tag = "ssh-keys", security(("bearer" = [])),
-    request_body(content = Option<GenerateKey>), responses((status = 201, body = GeneratedKey)))]
+    request_body(content = Option<GenerateKey>),
+    responses((status = 201, body = GeneratedKey), (status = 409, description = "`too_many_ssh_keys`: the user holds 50 keys", body = crate::error::ErrorBody)))]
 async fn own_generate(
     State(state): State<AppState>,
     Tenant(me): Tenant,

@@ -166,7 +166,8 @@ async fn confirm(
 /// Removes the caller's second factor, with the password and a current (or recovery) code.
 #[utoipa::path(delete, path = "/v1/auth/totp", tag = "auth", security(("bearer" = [])), request_body = RemoveTotp,
     responses((status = 204), (status = 400, body = crate::error::ErrorBody),
-              (status = 401, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+              (status = 401, body = crate::error::ErrorBody),
+              (status = 409, description = "`totp_not_enrolled`: the account has no second factor", body = crate::error::ErrorBody),
               (status = 429, body = crate::error::ErrorBody)))]
 async fn remove(
     State(state): State<AppState>,
@@ -177,7 +178,7 @@ async fn remove(
     let now = UtcTime::now();
     let enrolled = db::totp::get(&state.db, &me.user.id).await?;
     match enrolled {
-        None => return Err(ApiError::not_found("second factor")),
+        None => return Err(not_enrolled()),
         Some(e) if e.enabled_at.is_some() => {
             if !totp::redeem(&state, &me.user, &req.code, now).await? {
                 return Err(ApiError::invalid(
@@ -201,7 +202,8 @@ async fn remove(
 #[utoipa::path(delete, path = "/v1/admin/users/{user_id}/totp", tag = "users", security(("bearer" = [])),
     params(("user_id" = Uuid, Path)),
     responses((status = 204), (status = 401, body = crate::error::ErrorBody),
-              (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+              (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+              (status = 409, description = "`totp_not_enrolled`: the account has no second factor", body = crate::error::ErrorBody)))]
 async fn reset(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -213,10 +215,15 @@ async fn reset(
     let now = UtcTime::now();
     let mut tx = state.db.begin().await?;
     if !db::totp::remove(&mut tx, &user.id, now).await? {
-        return Err(ApiError::not_found("second factor"));
+        return Err(not_enrolled());
     }
     let event = NewEvent::success("user.totp_reset").user(&user.id);
     db::events::record(&mut *tx, &admin.actor(), event, now).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// 409: there is no second factor (enrolled or started) to remove.
+fn not_enrolled() -> ApiError {
+    ApiError::conflict("totp_not_enrolled", "the account has no second factor")
 }

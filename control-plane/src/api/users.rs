@@ -56,8 +56,10 @@ impl UserView {
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     /// 3-50 characters: letters, digits, `.`, `_`, `-`, starting with a letter or digit.
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{2,49}$")]
     pub username: String,
     /// 8-256 characters.
+    #[schema(min_length = 8, max_length = 256)]
     pub password: String,
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<chrono::DateTime<chrono::FixedOffset>>,
@@ -74,7 +76,7 @@ pub struct PatchUser {
 pub struct SetExpiry {
     /// The new expiry, or `null` for never. The field must be present.
     #[serde(deserialize_with = "present")]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub expires_at: Option<chrono::DateTime<chrono::FixedOffset>>,
 }
 
@@ -96,7 +98,8 @@ pub struct RotatedPassword {
 #[into_params(parameter_in = Query)]
 pub struct UserFilter {
     pub status: Option<Status>,
-    /// Part of the username (any case, at most 100 characters).
+    /// Part of the username (any case, at most 100 characters, no control characters).
+    #[param(max_length = 100, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     pub q: Option<String>,
 }
 

@@ -215,6 +215,22 @@ pub async fn recheck_password(
     }
 }
 
+/// A name (an account, an address) a sign-in sent, as the limiter, the lookup and the audit log see
+/// it: at most `max` characters, control characters replaced. No account name holds one, and
+/// PostgreSQL text cannot hold NUL, so whatever was sent can be looked up and recorded.
+pub fn recordable(sent: &str, max: usize) -> String {
+    sent.chars()
+        .take(max)
+        .map(|c| {
+            if c.is_control() {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// Sign-ins handled at once by one process; past it, a sign-in is answered 429 `busy` before its
 /// handler even starts. With the password-check slots this bounds the memory a burst of sign-ins
 /// can take: a request waiting here holds a few KiB, where one in its handler holds its whole

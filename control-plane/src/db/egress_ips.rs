@@ -181,7 +181,9 @@ pub async fn delete(db: impl crate::db::Db<'_>, id: &str) -> Result<bool, sqlx::
     Ok(done.rows_affected() > 0)
 }
 
+/// Egress IPs by kind and use, for the dashboard.
 #[derive(Debug, Default, Clone, Copy, Serialize, ToSchema)]
+#[schema(as = EgressIpCounts)]
 pub struct Counts {
     pub total: i64,
     /// Egress IPs with at least one host bound.

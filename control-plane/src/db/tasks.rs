@@ -187,7 +187,9 @@ pub async fn cancel_queued_for_host(
     Ok(done.rows_affected())
 }
 
+/// Tasks waiting, running and recently failed, for the dashboard.
 #[derive(Debug, Default, Clone, Copy, Serialize, ToSchema)]
+#[schema(as = TaskCounts)]
 pub struct Counts {
     pub queued: i64,
     pub running: i64,

@@ -260,7 +260,9 @@ pub async fn delete(db: impl crate::db::Db<'_>, id: &str) -> Result<bool, sqlx::
     Ok(done.rows_affected() > 0)
 }
 
+/// Tenant accounts by state, for the dashboard.
 #[derive(Debug, Default, Clone, Copy, Serialize, ToSchema)]
+#[schema(as = UserCounts)]
 pub struct Counts {
     pub total: i64,
     pub active: i64,
