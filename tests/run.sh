@@ -5,7 +5,9 @@
 #
 # Steps, run in this order (default: all of them):
 #   deps    install missing Debian packages the checks and tests use (apt-get update only if needed),
-#           the Docker engine when none runs, and sing-box (deploy/scripts/install-sing-box.sh)
+#           the Docker engine when none runs, sing-box (deploy/scripts/install-sing-box.sh), and
+#           schemathesis from PyPI into the venv tests/.venv (tests/schemathesis-requirements.txt;
+#           skipped when the venv already holds exactly those pins)
 #   fmt     cargo fmt --all --check
 #   clippy  cargo clippy --workspace --all-targets -- -D warnings
 #   build   cargo build --workspace --bins
@@ -41,20 +43,14 @@ step_deps() {
         command -v "${entry%%:*}" >/dev/null 2>&1 || missing+=("${entry#*:}")
     done
     if [[ ${#missing[@]} -gt 0 ]]; then
-        local as_root=()
-        if [[ $EUID -ne 0 ]]; then
-            command -v sudo >/dev/null 2>&1 || die "missing ${missing[*]}: as root, run apt-get install -y ${missing[*]}"
-            as_root=(sudo)
-        fi
-        echo "installing ${missing[*]}"
-        "${as_root[@]}" apt-get update -q
-        "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+        apt_install "${missing[@]}"
     else
         echo "all present: ${REQUIRED[*]%%:*}"
     fi
     ensure_docker
     # The egress tests run real sing-box servers and clients.
     deploy/scripts/install-sing-box.sh
+    ensure_schemathesis
     command -v cargo >/dev/null 2>&1 || die "cargo is not installed (https://rustup.rs)"
     cargo fmt --version >/dev/null 2>&1 || die "rustfmt is missing: rustup component add rustfmt"
     cargo clippy --version >/dev/null 2>&1 || die "clippy is missing: rustup component add clippy"
@@ -78,6 +74,39 @@ ensure_docker() {
         sleep 1
     done
     die "the Docker engine did not start (see /var/log/dockerd.log)"
+}
+
+# The OpenAPI conformance test runs schemathesis from a venv of its own, made from pinned
+# requirements. The venv remembers the requirements it was made from; it is rebuilt when they change.
+readonly SCHEMATHESIS_VENV=tests/.venv
+readonly SCHEMATHESIS_REQUIREMENTS=tests/schemathesis-requirements.txt
+ensure_schemathesis() {
+    local stamp=$SCHEMATHESIS_VENV/requirements.installed
+    if [[ -x $SCHEMATHESIS_VENV/bin/st ]] && cmp -s "$SCHEMATHESIS_REQUIREMENTS" "$stamp"; then
+        echo "schemathesis present: $("$SCHEMATHESIS_VENV/bin/st" --version)"
+        return 0
+    fi
+    command -v python3 >/dev/null 2>&1 || apt_install python3
+    # Debian's python3 makes venvs only with python3-venv (ensurepip).
+    python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || apt_install python3-venv
+    echo "installing schemathesis into $SCHEMATHESIS_VENV"
+    rm -rf "$SCHEMATHESIS_VENV"
+    python3 -m venv "$SCHEMATHESIS_VENV"
+    "$SCHEMATHESIS_VENV/bin/pip" install --quiet --disable-pip-version-check --no-input \
+        --requirement "$SCHEMATHESIS_REQUIREMENTS"
+    cp "$SCHEMATHESIS_REQUIREMENTS" "$stamp"
+    echo "installed: $("$SCHEMATHESIS_VENV/bin/st" --version)"
+}
+
+apt_install() {
+    local as_root=()
+    if [[ $EUID -ne 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || die "missing $*: as root, run apt-get install -y $*"
+        as_root=(sudo)
+    fi
+    echo "installing $*"
+    "${as_root[@]}" apt-get update -q
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
 }
 
 # The PostgreSQL runs of the API suites use Debian's cluster: start it (creating it if the package
@@ -114,7 +143,7 @@ SQL
 }
 
 # The suites that run a second time with every control plane on PostgreSQL.
-readonly POSTGRES_SUITES=(seed_api authz_matrix bad_input restart_backup concurrent_writes cli)
+readonly POSTGRES_SUITES=(seed_api authz_matrix bad_input restart_backup concurrent_writes cli openapi_conformance)
 
 step_fmt() {
     cargo fmt --all --check
@@ -143,7 +172,8 @@ step_test() {
     local args=() failed=0 script
     read -r -a args <<<"${TEST_ARGS:-}"
     # deps installed sing-box and CI runs as root: the egress suites must run, never skip.
-    export CCP_REQUIRE_SING_BOX=1 CCP_REQUIRE_NETNS=1 CCP_REQUIRE_BROWSER=1
+    # Likewise schemathesis, which deps installed into tests/.venv.
+    export CCP_REQUIRE_SING_BOX=1 CCP_REQUIRE_NETNS=1 CCP_REQUIRE_BROWSER=1 CCP_REQUIRE_SCHEMATHESIS=1
     ensure_postgres
     export CCP_REQUIRE_POSTGRES=1
     for script in tests/scripts/*.sh; do
