@@ -39,6 +39,12 @@ pub struct Config {
     #[arg(long, env = "NODE_NAME", default_value_t = default_node_name())]
     pub node_name: String,
 
+    /// Serve this agent's Prometheus metrics, unauthenticated, at `http://ADDR/metrics` (e.g.
+    /// `127.0.0.1:9102`). Off by default; keep it on loopback or a monitoring network. Not read
+    /// when the agent runs inside the control plane, whose `/metrics` shows its series.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Where per-host files live (`<dir>/<node>/hosts/<host_id>/`); root-only.
     #[arg(
         long,
@@ -161,6 +167,7 @@ impl Config {
             node_public_ips: Vec::new(),
             sing_box_bin: PathBuf::from("sing-box"),
             tunnel_ready_timeout_secs: 20,
+            metrics_addr: None,
         }
     }
 
@@ -282,6 +289,7 @@ impl fmt::Debug for Config {
             .field("node_public_ips", &self.node_public_ips)
             .field("sing_box_bin", &self.sing_box_bin)
             .field("tunnel_ready_timeout_secs", &self.tunnel_ready_timeout_secs)
+            .field("metrics_addr", &self.metrics_addr)
             .finish()
     }
 }

@@ -206,7 +206,8 @@ impl Docker {
         what: &'static str,
         call: impl Future<Output = Result<T, BollardError>>,
     ) -> Result<T, Error> {
-        match tokio::time::timeout(self.timeout, call).await {
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(match classify(what, e) {
                 Error::Timeout { what, .. } => Error::Timeout {
@@ -219,7 +220,14 @@ impl Docker {
                 what,
                 secs: self.timeout.as_secs(),
             }),
-        }
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(Error::Timeout { .. }) => "timeout",
+            Err(_) => "error",
+        };
+        crate::metrics::get().docker_call(what, outcome, started.elapsed());
+        result
     }
 
     pub async fn ping(&self) -> Result<(), Error> {

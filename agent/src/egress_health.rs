@@ -37,6 +37,8 @@ type Seen = (String, String, Option<u64>);
 
 pub(crate) async fn run_loop(hosts: Arc<Hosts>, cancel: CancellationToken) {
     let mut last: HashMap<String, Last> = HashMap::new();
+    // Each host's tunnel restart count as last read, for the restarts metric.
+    let mut restarts: HashMap<String, u64> = HashMap::new();
     let mut node_ips: Option<(Instant, Vec<Ipv4Addr>)> = None;
     loop {
         if !sleep_or_cancel(TICK, &cancel).await {
@@ -47,6 +49,7 @@ pub(crate) async fn run_loop(hosts: Arc<Hosts>, cancel: CancellationToken) {
         };
         let ids = hosts.store().list().unwrap_or_default();
         last.retain(|id, _| ids.contains(id));
+        restarts.retain(|id, _| ids.contains(id));
         for host_id in ids {
             let forget = |last: &mut HashMap<String, Last>| {
                 last.remove(&host_id);
@@ -59,6 +62,10 @@ pub(crate) async fn run_loop(hosts: Arc<Hosts>, cancel: CancellationToken) {
                     continue;
                 }
             };
+            if let Some(status) = hosts.tunnel_status(&host_id) {
+                let before = restarts.insert(host_id.clone(), status.restarts);
+                crate::metrics::get().tunnel_restarted(restarts_since(before, status.restarts));
+            }
             let state = || {
                 hosts
                     .tunnel_status(&host_id)
@@ -106,6 +113,17 @@ pub(crate) async fn run_loop(hosts: Arc<Hosts>, cancel: CancellationToken) {
     }
 }
 
+/// Restarts to count when a tunnel's restart count goes from `before` (`None`: not read yet, so
+/// its past restarts are not this process's to count) to `now`. The count starts again from zero
+/// with each new tunnel configuration.
+fn restarts_since(before: Option<u64>, now: u64) -> u64 {
+    match before {
+        None => 0,
+        Some(b) if now >= b => now - b,
+        Some(_) => now,
+    }
+}
+
 async fn check(
     host_id: &str,
     pid: i64,
@@ -127,6 +145,7 @@ async fn check(
             return None;
         }
     };
+    crate::metrics::get().egress_checks(crate::metrics::CheckSource::Health, &checks);
     let exit_ip = checks
         .iter()
         .find(|c| c.name == client::EXIT_IP)
@@ -158,4 +177,16 @@ async fn direct_ip(url: &str) -> Option<Ipv4Addr> {
         .ok()?;
     let body = client.get(url).send().await.ok()?.text().await.ok()?;
     body.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn restarts_are_counted_once_and_across_resets() {
+        use super::restarts_since;
+        assert_eq!(restarts_since(None, 5), 0);
+        assert_eq!(restarts_since(Some(5), 5), 0);
+        assert_eq!(restarts_since(Some(5), 7), 2);
+        assert_eq!(restarts_since(Some(7), 1), 1);
+    }
 }

@@ -109,6 +109,7 @@ pub async fn run(hosts: &Hosts, job: &EgressTestJob) -> Vec<CheckResult> {
             Ok(Err(error)) => CheckResult::all_failed(&error),
             Err(_) => CheckResult::all_failed("the egress test ran out of time"),
         };
+    crate::metrics::get().egress_checks(crate::metrics::CheckSource::Test, &checks);
     if let Err(e) = hosts.docker().remove_container(&name).await {
         tracing::warn!(container = %name, error = %e, "egress test container not removed; the next sweep retries");
     }

@@ -18,6 +18,7 @@ pub mod egress_test;
 pub mod enrol;
 pub mod firewall;
 pub mod hosts;
+pub mod metrics;
 pub mod netns;
 pub mod node;
 pub mod probe;
@@ -49,6 +50,12 @@ pub enum Error {
     Firewall(#[from] firewall::Error),
     #[error("enrolment: {0}")]
     Enrol(#[from] enrol::Error),
+    #[error("metrics listener on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Runs the agent until `shutdown` completes: registers (retrying while the control plane is away),
@@ -58,6 +65,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     config.validate()?;
     firewall::preflight(Duration::from_secs(10)).await?;
     let cancel = CancellationToken::new();
+    if let Some(addr) = config.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Metrics { addr, source })?;
+        let mut registry = prometheus_client::registry::Registry::with_prefix("ccp");
+        metrics::get().register(&mut registry);
+        tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "metrics listener listening");
+        let stop = cancel.clone().cancelled_owned();
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(listener, registry, stop).await {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
     tokio::pin!(shutdown);
     let credential = tokio::select! {
         credential = enrol::credential(&config, &cancel) => credential?,

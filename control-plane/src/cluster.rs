@@ -29,6 +29,7 @@ impl AppState {
 
     /// Tells the progress streams of every replica that `task` changed.
     pub fn publish_task(&self, task: &db::tasks::Task) {
+        self.metrics.task_finished(task);
         let _ = self.task_updates.send(task.clone());
         self.notify(TASKS, &task.id);
     }

@@ -161,6 +161,13 @@ pub struct Config {
     #[arg(long, env = "ENTRY_ADDR")]
     pub entry_addr: Option<ListenAddr>,
 
+    /// Extra listener serving `GET /metrics` alone, without a credential (plain HTTP), e.g.
+    /// `127.0.0.1:9101` for a Prometheus server on this machine. Off when unset: the API's own
+    /// `/metrics` asks for the operator or a `metrics` token. Keep it on loopback or a monitoring
+    /// network.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<ListenAddr>,
+
     /// Serve the dashboard's files from this folder (holding `index.html`) instead of the copy built
     /// into the binary; for working on the dashboard without rebuilding.
     #[arg(long, env = "WEB_DIR")]

@@ -13,6 +13,7 @@ pub mod error;
 pub mod extract;
 pub mod hosts;
 pub mod live;
+pub mod metrics;
 pub mod secrets;
 pub mod tasks;
 pub mod telemetry;
@@ -121,6 +122,8 @@ pub struct AppState {
     pub secrets: Arc<secrets::SecretsKey>,
     /// The shared lock on the key file, held while this state lives.
     pub secrets_lock: Arc<secrets::Prepared>,
+    /// What `/metrics` shows.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -197,6 +200,10 @@ impl AppState {
             live: live::LiveConnections::new(config.max_live_connections_per_user),
             secrets: Arc::new(prepared.key.clone()),
             secrets_lock: Arc::new(prepared),
+            metrics: Arc::new(metrics::Metrics::new(metrics::Embedded {
+                agent: config.embedded_agent,
+                gateway: config.embedded_ssh_proxy,
+            })),
         })
     }
 }
@@ -237,6 +244,8 @@ async fn run_embedded_agent(state: AppState, addr: SocketAddr, mut stop: tokio::
         }
     }
     config.credential = Some(credential);
+    // Its series are on this process's `/metrics`, not a listener of its own.
+    config.metrics_addr = None;
     let shutdown = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
@@ -319,6 +328,8 @@ impl EmbeddedGateway {
                 }
             };
             config.credential = Some(credential);
+            // Its series are on this process's `/metrics`, not a listener of its own.
+            config.metrics_addr = None;
             let shutdown = async move {
                 let _ = stop.wait_for(|stopped| *stopped).await;
             };
@@ -444,6 +455,22 @@ pub async fn run(
     } else {
         None
     };
+    let metrics_server = match config.metrics_addr {
+        Some(metrics_addr) => {
+            let tcp = TcpListener::bind(metrics_addr.0)
+                .await
+                .map_err(StartError::Listener)?;
+            tracing::info!(addr = %tcp.local_addr().map_err(StartError::Listener)?, "metrics listener listening");
+            let app = api::metrics_router(state.clone());
+            let stopping = state.stopping.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(tcp, app)
+                    .with_graceful_shutdown(stopping.cancelled_owned())
+                    .await
+            }))
+        }
+        None => None,
+    };
     let entry_server = match entry {
         Some(listener) => Some(tokio::spawn(serve_entry(
             state.clone(),
@@ -492,6 +519,9 @@ pub async fn run(
     }
     if let Some(entry) = entry_server {
         entry.await?.map_err(StartError::Serve)?;
+    }
+    if let Some(metrics) = metrics_server {
+        metrics.await?.map_err(StartError::Serve)?;
     }
     if let Some(agent) = embedded_agent {
         let _ = agent.await;

@@ -44,6 +44,12 @@ pub struct Config {
     )]
     pub state_dir: PathBuf,
     /// Name of this gateway in the control plane (defaults to the machine's host name).
+    /// Serve this gateway's Prometheus metrics, unauthenticated, at `http://ADDR/metrics` (e.g.
+    /// `127.0.0.1:9103`). Off by default; keep it on loopback or a monitoring network. Not read
+    /// when the gateway runs inside the control plane, whose `/metrics` shows its series.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
     #[arg(long, env = "GATEWAY_NAME")]
     pub name: Option<String>,
     /// Seconds of silence after which the gateway probes a client, and a host's sshd, with a
@@ -110,6 +116,7 @@ impl std::fmt::Debug for Config {
             .field("proxy_protocol", &self.proxy_protocol)
             .field("proxy_protocol_trusted", &self.proxy_protocol_trusted)
             .field("proxy_protocol_timeout_secs", &self.proxy_protocol_timeout_secs)
+            .field("metrics_addr", &self.metrics_addr)
             .finish_non_exhaustive()
     }
 }

@@ -9,6 +9,7 @@ pub mod control_plane;
 pub mod enrol;
 mod grace;
 pub mod keys;
+pub mod metrics;
 pub mod proxy_protocol;
 pub mod relay;
 mod russh_handler;
@@ -42,6 +43,12 @@ pub enum Error {
     Listener(#[source] std::io::Error),
     #[error("enrolment: {0}")]
     Enrol(#[from] enrol::Error),
+    #[error("metrics listener on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What every connection shares.
@@ -75,6 +82,21 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     config.validate().map_err(Error::Config)?;
+    let metrics_stop = tokio_util::sync::CancellationToken::new();
+    let _stop_metrics = metrics_stop.clone().drop_guard();
+    if let Some(addr) = config.metrics_addr {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Metrics { addr, source })?;
+        let mut registry = prometheus_client::registry::Registry::with_prefix("ccp");
+        metrics::get().register(&mut registry);
+        tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "metrics listener listening");
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(listener, registry, metrics_stop.cancelled_owned()).await {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
     tokio::pin!(shutdown);
     let roots = control_plane::extra_roots(config.control_plane_ca_file.as_deref())?;
     let name = config.gateway_name();

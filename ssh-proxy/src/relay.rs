@@ -40,9 +40,11 @@ pub struct Stats {
 impl Stats {
     fn add_in(&self, n: usize) {
         self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        crate::metrics::get().relayed_to_host(n);
     }
     fn add_out(&self, n: usize) {
         self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+        crate::metrics::get().relayed_to_client(n);
     }
     pub fn totals(&self) -> (u64, u64) {
         (

@@ -14,6 +14,7 @@ use wire::gateway::{AuthReply, AuthRequest, Credential, SessionEvent, SessionEve
 use crate::Context;
 use crate::admission::{ChannelSlot, ChannelSlots, Ticket};
 use crate::grace::LoggedIn;
+use crate::metrics::AuthResult;
 use crate::relay::{self, SessionLink, Stats};
 use crate::upstream::{self, Upstream};
 
@@ -54,6 +55,7 @@ impl Connection {
         peer: Option<std::net::SocketAddr>,
         login: Login,
     ) -> Self {
+        crate::metrics::get().connection_opened();
         Self {
             slots: ChannelSlots::new(ctx.max_channels),
             ctx,
@@ -74,6 +76,13 @@ impl Connection {
 
     async fn decide(&mut self, login: &str, credential: Credential) -> Auth {
         let verified = !matches!(credential, Credential::PublicKey { verified: false, .. });
+        let publickey = matches!(credential, Credential::PublicKey { .. });
+        // A key merely offered asks whether it would do; only a signed one is an attempt.
+        let count = |result| {
+            if verified {
+                crate::metrics::get().auth(publickey, result);
+            }
+        };
         let req = AuthRequest {
             login: login.to_owned(),
             client_ip: self.client_ip.clone(),
@@ -92,20 +101,24 @@ impl Connection {
                     self.login.ticket.authenticated();
                     self.login.logged_in.set();
                 }
+                count(AuthResult::Accepted);
                 Auth::Accept
             }
             Ok(AuthReply::Denied { reason }) => {
                 if verified {
                     tracing::info!(connection = %self.id, login, reason, "login refused");
                 }
+                count(AuthResult::Denied);
                 Auth::reject()
             }
             Ok(AuthReply::RateLimited { retry_after_secs }) => {
                 tracing::info!(connection = %self.id, login, retry_after_secs, "login refused: rate limited");
+                count(AuthResult::RateLimited);
                 Auth::reject()
             }
             Err(e) => {
                 tracing::warn!(connection = %self.id, error = %e, "cannot ask the control plane; refusing the login");
+                count(AuthResult::Error);
                 Auth::reject()
             }
         }
@@ -140,12 +153,15 @@ impl Connection {
                 self.slots.clone(),
             );
             // Started there, the host's session loop stays on that runtime.
-            self.sides
+            let dialled = Instant::now();
+            let connected = self
+                .sides
                 .host
                 .spawn(connect)
                 .await
-                .unwrap_or(Err(upstream::Error::Stopping))
-            .map_err(|e| {
+                .unwrap_or(Err(upstream::Error::Stopping));
+            crate::metrics::get().upstream_connect(connected.is_ok(), dialled.elapsed());
+            connected.map_err(|e| {
                 tracing::warn!(connection = %self.id, host = %target.short_id, error = %e, "cannot reach the host");
                 (format!("host {} cannot be reached right now; try again in a moment", target.short_id), e.to_string())
             })
@@ -163,6 +179,7 @@ impl Connection {
                 let handle = Arc::new(handle);
                 self.upstream = Some(handle.clone());
                 self.started = Some(Instant::now());
+                crate::metrics::get().session_started();
                 self.event(SessionEventKind::Started, None);
                 Ok(handle)
             }
@@ -230,7 +247,10 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        let metrics = crate::metrics::get();
+        metrics.connection_closed();
         if self.started.is_some() {
+            metrics.session_ended();
             self.event(SessionEventKind::Ended, None);
         }
     }

@@ -41,6 +41,8 @@ enum Access {
 fn access_of(path: &str) -> Access {
     match path {
         "/healthz" | "/openapi.json" | "/v1/auth/login" | "/v1/admin/login" => Access::Public,
+        // The operator's (a `metrics` token's too: `metrics` walks those).
+        "/metrics" => Access::Operator,
         "/v1/auth/session" => Access::Browser,
         p if p.starts_with("/v1/bootstrap/") || p.starts_with("/v1/entry/") || p.starts_with("/entry/") => {
             Access::Public
@@ -195,6 +197,7 @@ const DOC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/admin/hosts/{}/entry-link"),
     ("PATCH", "/v1/admin/hosts/{}/entry-link"),
     ("POST", "/v1/admin/hosts/{}/entry-link/rotate"),
+    ("GET", "/metrics"),
 ];
 
 /// `/a/{x}/b/{y}` → `/a/{}/b/{}`.

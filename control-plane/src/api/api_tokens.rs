@@ -12,6 +12,7 @@ use crate::auth::Credential;
 use crate::auth::Principal;
 use crate::db::api_tokens::{ApiToken, Scope};
 use crate::db::events::NewEvent;
+use crate::db::users::Role;
 use crate::db::{self, UtcTime};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Query};
@@ -27,8 +28,9 @@ pub struct CreateToken {
     /// Lifetime in days, 1-365 (default 30). A token made with another API token may not outlive it.
     #[schema(minimum = 1, maximum = 365)]
     pub expires_in_days: Option<u32>,
-    /// `full` (default: everything the account may do) or `read` (GET requests only). A token made
-    /// with another API token may not have a wider scope than it.
+    /// `full` (default: everything the account may do), `read` (GET requests only) or `metrics`
+    /// (`GET /metrics` only; operators only). A token made with another API token may not have a
+    /// scope its own does not cover.
     pub scope: Option<Scope>,
 }
 
@@ -46,9 +48,9 @@ pub fn mint_refusal(credential: &Credential, scope: Scope, expires_at: UtcTime) 
     else {
         return None;
     };
-    if scope > *own_scope {
+    if !own_scope.covers(scope) {
         return Some(ApiError::insufficient_scope(
-            "an API token cannot make a token with a wider scope than its own",
+            "an API token cannot make a token with a scope its own does not cover",
         ));
     }
     if expires_at > *own_expiry {
@@ -104,6 +106,12 @@ async fn create_token(
         ));
     }
     let scope = req.scope.unwrap_or_default();
+    if scope == Scope::Metrics && me.user.role != Role::Admin {
+        return Err(ApiError::invalid(
+            "scope",
+            "the `metrics` scope is for operators: only they may read /metrics",
+        ));
+    }
     let now = UtcTime::now();
     let expires_at = UtcTime::from(now.0 + chrono::Duration::days(i64::from(days)));
     if let Some(refusal) = mint_refusal(&me.credential, scope, expires_at) {
@@ -208,6 +216,20 @@ mod tests {
             (
                 token(Scope::Read, days(10)),
                 Scope::Full,
+                days(5),
+                Some("insufficient_scope"),
+            ),
+            (token(Scope::Full, days(10)), Scope::Metrics, days(5), None),
+            (token(Scope::Metrics, days(10)), Scope::Metrics, days(5), None),
+            (
+                token(Scope::Read, days(10)),
+                Scope::Metrics,
+                days(5),
+                Some("insufficient_scope"),
+            ),
+            (
+                token(Scope::Metrics, days(10)),
+                Scope::Read,
                 days(5),
                 Some("insufficient_scope"),
             ),

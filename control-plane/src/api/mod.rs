@@ -15,6 +15,7 @@ pub mod events;
 pub mod gateway;
 pub mod health;
 pub mod hosts;
+pub mod metrics;
 pub mod nodes;
 pub mod portal;
 pub mod ssh_keys;
@@ -26,7 +27,7 @@ pub mod users;
 pub mod vnc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
@@ -52,6 +53,7 @@ struct ApiDoc;
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
+        .merge(metrics::router())
         .merge(auth::router())
         .merge(totp::router())
         .merge(api_tokens::router())
@@ -122,6 +124,19 @@ pub fn machine_router(state: AppState, max_body_bytes: usize) -> Router {
     finish(router, max_body_bytes, &state).with_state(state)
 }
 
+/// Only `GET /metrics`, without a credential, for the `METRICS_ADDR` listener.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(
+                |State(state): State<AppState>| async move { metrics::exposition(&state).await },
+            ),
+        )
+        .fallback(route_not_found)
+        .with_state(state)
+}
+
 /// The fallbacks, body limit, response headers and request span every listener shares.
 fn finish(router: Router<AppState>, max_body_bytes: usize, state: &AppState) -> Router<AppState> {
     router
@@ -145,6 +160,11 @@ fn finish(router: Router<AppState>, max_body_bytes: usize, state: &AppState) -> 
                 tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
             }),
         )
+        // Outermost, so the time counted includes every other layer.
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::metrics::track,
+        ))
 }
 
 /// `Strict-Transport-Security` when users reach the API over HTTPS, so browsers that saw it once

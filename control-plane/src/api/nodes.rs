@@ -18,7 +18,7 @@ use super::{PageQuery, Paginated};
 
 /// Seconds of silence after which a gateway counts as gone: it re-registers every
 /// `wire::gateway::HEARTBEAT_SECS`.
-const GATEWAY_SILENCE_SECS: i64 = 3 * wire::gateway::HEARTBEAT_SECS as i64;
+pub(crate) const GATEWAY_SILENCE_SECS: i64 = 3 * wire::gateway::HEARTBEAT_SECS as i64;
 
 /// A Docker node and its agent.
 #[derive(Debug, Serialize, ToSchema)]

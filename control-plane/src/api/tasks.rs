@@ -96,6 +96,8 @@ async fn cancel_task(
         .details(serde_json::json!({ "task_id": task.id, "kind": task.kind, "status": task.status }));
     db::events::record(&mut *tx, &admin.actor(), event, now).await?;
     tx.commit().await?;
+    // A queued task ends here; a running one ends when its agent reports (`publish_task`).
+    state.metrics.task_finished(&task);
     Ok(Json(task))
 }
 

@@ -111,16 +111,12 @@ async fn authorize(state: &AppState, parts: &Parts, scope: Scope, host_id: Uuid)
         let (user, credential) = auth::authenticate(state, token, now)
             .await?
             .ok_or_else(ApiError::unauthorized)?;
-        // A desktop is driven, not read: `read` tokens are refused even on these GET routes.
-        if matches!(
-            credential,
-            auth::Credential::ApiToken {
-                scope: db::api_tokens::Scope::Read,
-                ..
-            }
-        ) {
+        // A desktop is driven, not read: only `full` tokens open one, even on these GET routes.
+        if let auth::Credential::ApiToken { scope, .. } = credential
+            && scope != db::api_tokens::Scope::Full
+        {
             return Err(ApiError::insufficient_scope(
-                "this API token has the `read` scope: it cannot open a desktop",
+                "only an API token with the `full` scope can open a desktop",
             ));
         }
         Some(user)

@@ -52,6 +52,21 @@ pub async fn check(
     given: Given<'_>,
     second_factor: Option<&str>,
 ) -> ApiResult<Decision> {
+    let way = facts.way;
+    let decision = decide(state, facts, given, second_factor).await?;
+    // A key offered but not signed for only asks whether it would do: not an attempt yet.
+    if !matches!(given, Given::Key { signed: false, .. }) {
+        state.metrics.sign_in(way, decision);
+    }
+    Ok(decision)
+}
+
+async fn decide(
+    state: &AppState,
+    facts: Facts<'_>,
+    given: Given<'_>,
+    second_factor: Option<&str>,
+) -> ApiResult<Decision> {
     let ip = client_key(facts.ip);
     let known = facts.device_known || state.limiter.is_known(facts.account_key, &ip).await;
     let mut attempt = policy::Attempt {

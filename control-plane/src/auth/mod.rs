@@ -276,13 +276,16 @@ pub async fn web_session(
     Ok(None)
 }
 
-/// Whether a request with this method may be made with a credential of `scope`. A `read` token may
-/// only read: `GET` and `HEAD`, and no WebSocket (a terminal or a desktop is not a read).
+/// Whether a request with this method may be made with a credential of `scope` on the routes that
+/// take an account ([`Principal`]). A `read` token may only read: `GET` and `HEAD`, and no WebSocket
+/// (a terminal or a desktop is not a read). A `metrics` token opens none of them: only `/metrics`
+/// ([`MetricsReader`]).
 pub fn scope_allows(scope: db::api_tokens::Scope, method: &axum::http::Method, upgrade: bool) -> bool {
     use axum::http::Method;
     match scope {
         db::api_tokens::Scope::Full => true,
         db::api_tokens::Scope::Read => (method == Method::GET || method == Method::HEAD) && !upgrade,
+        db::api_tokens::Scope::Metrics => false,
     }
 }
 
@@ -292,12 +295,12 @@ pub fn check_scope(credential: &Credential, parts: &Parts) -> Result<(), ApiErro
         return Ok(());
     };
     if scope_allows(*scope, &parts.method, parts.headers.contains_key(header::UPGRADE)) {
-        Ok(())
-    } else {
-        Err(ApiError::insufficient_scope(
-            "this API token has the `read` scope: it may only make GET requests",
-        ))
+        return Ok(());
     }
+    Err(ApiError::insufficient_scope(match scope {
+        db::api_tokens::Scope::Metrics => "this API token has the `metrics` scope: it may only read /metrics",
+        _ => "this API token has the `read` scope: it may only make GET requests",
+    }))
 }
 
 impl FromRequestParts<AppState> for Principal {
@@ -353,6 +356,44 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
+/// A caller who may read `/metrics`: the operator, by a session token, the dashboard's session, or
+/// an API token with the `metrics` (or `full`) scope. A `read` token is refused (403): the
+/// metrics are given to a scraper by a token made for it. Anyone else authenticated gets 403.
+#[derive(Debug, Clone)]
+pub struct MetricsReader(pub Principal);
+
+impl FromRequestParts<AppState> for MetricsReader {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let ip = client_ip(parts, state.settings.trust_forwarded_for);
+        let now = UtcTime::now();
+        let (user, credential) = if let Some(token) = bearer(parts) {
+            authenticate(state, token, now)
+                .await?
+                .ok_or_else(ApiError::unauthorized)?
+        } else {
+            let (user, session) = web_session(state, &parts.headers, now)
+                .await?
+                .ok_or_else(ApiError::unauthorized)?;
+            let credential = Credential::WebSession {
+                session_id: session.id,
+            };
+            (user, credential)
+        };
+        if let Credential::ApiToken { scope, .. } = &credential
+            && !scope.covers(db::api_tokens::Scope::Metrics)
+        {
+            return Err(ApiError::insufficient_scope(
+                "reading /metrics takes an API token with the `metrics` scope",
+            ));
+        }
+        if user.role != Role::Admin {
+            return Err(ApiError::forbidden());
+        }
+        Ok(Self(Principal { user, credential, ip }))
+    }
+}
+
 /// A caller with the tenant role; the operator gets 403 on tenant self-service routes.
 #[derive(Debug, Clone)]
 pub struct Tenant(pub Principal);
@@ -391,7 +432,7 @@ mod tests {
     #[test]
     fn read_tokens_only_read() {
         use axum::http::Method;
-        use db::api_tokens::Scope::{Full, Read};
+        use db::api_tokens::Scope::{Full, Metrics, Read};
         let cases = [
             (Read, Method::GET, false, true),
             (Read, Method::HEAD, false, true),
@@ -404,6 +445,9 @@ mod tests {
             (Full, Method::POST, false, true),
             (Full, Method::DELETE, false, true),
             (Full, Method::GET, true, true),
+            (Metrics, Method::GET, false, false),
+            (Metrics, Method::HEAD, false, false),
+            (Metrics, Method::POST, false, false),
         ];
         for (scope, method, upgrade, want) in cases {
             assert_eq!(
@@ -412,7 +456,9 @@ mod tests {
                 "{scope:?} {method} {upgrade}"
             );
         }
-        assert!(Read < Full);
+        assert!(Full.covers(Read) && Full.covers(Metrics) && Full.covers(Full));
+        assert!(!Read.covers(Full) && !Read.covers(Metrics));
+        assert!(!Metrics.covers(Read) && !Metrics.covers(Full));
     }
 
     #[test]

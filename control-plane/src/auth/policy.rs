@@ -38,6 +38,19 @@ impl Way {
         Self::WebTerminal,
     ];
 
+    /// The way's name in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Dashboard => "dashboard",
+            Self::Bootstrap => "bootstrap",
+            Self::Entry => "entry",
+            Self::SshPassword => "ssh_password",
+            Self::SshKey => "ssh_key",
+            Self::WebTerminal => "web_terminal",
+        }
+    }
+
     /// Whether an enrolled second factor is asked for: on the ways that open the account itself
     /// (its tokens, keys, hosts and other users). The others open one host's shell only, which the
     /// host's own SSH password opens as well; the terminal's secret comes from a session that

@@ -5,18 +5,25 @@ use utoipa::ToSchema;
 
 use super::{Page, UtcTime};
 
-/// What a token may do. Ordered: a wider scope compares greater.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type, ToSchema,
-)]
+/// What a token may do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, ToSchema)]
 #[sqlx(type_name = "TEXT", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
-    /// Only reads: `GET` requests.
+    /// Only reads: `GET` requests (not `/metrics`).
     Read,
     /// Everything its owner may do.
     #[default]
     Full,
+    /// Only `GET /metrics`, for a Prometheus server; the operator's alone.
+    Metrics,
+}
+
+impl Scope {
+    /// Whether everything a token of scope `other` may do, one of this scope may do too.
+    pub fn covers(self, other: Scope) -> bool {
+        self == Scope::Full || self == other
+    }
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]

@@ -165,3 +165,13 @@ pub async fn list(db: &super::Pool, page: super::Page) -> Result<(Vec<Gateway>, 
     })?;
     Ok((rows, total))
 }
+
+/// Gateways known: how many, and how many of them were heard from since `since`.
+pub async fn seen_counts(db: impl crate::db::Db<'_>, since: UtcTime) -> Result<(i64, i64), sqlx::Error> {
+    crate::db::on_db!(
+        db,
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN last_seen_at >= ? THEN 1 ELSE 0 END), 0) \
+         FROM gateways",
+        |exec, sql| sqlx::query_as(sql).bind(since).fetch_one(exec).await
+    )
+}

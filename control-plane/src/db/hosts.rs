@@ -325,6 +325,16 @@ pub async fn count_by_status(db: &super::Pool) -> Result<Vec<(HostStatus, i64)>,
     )
 }
 
+/// The last egress health report (as stored) of every running host bound to an egress IP; `None`
+/// where none came yet.
+pub async fn bound_egress_health(db: &super::Pool) -> Result<Vec<Option<String>>, sqlx::Error> {
+    crate::db::on_db!(
+        db,
+        "SELECT h.egress_health FROM hosts h JOIN bindings b ON b.host_id = h.id WHERE h.status = 'running'",
+        |exec, sql| sqlx::query_scalar(sql).fetch_all(exec).await
+    )
+}
+
 /// Places a host on a node (first claim of its create task).
 pub async fn place(
     db: impl crate::db::Db<'_>,

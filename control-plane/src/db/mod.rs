@@ -49,6 +49,14 @@ pub enum Pool {
     Postgres(PgPool),
 }
 
+/// How many connections a pool holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConnections {
+    pub open: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
 /// One connection taken from the pool, inside a transaction or not.
 #[derive(Debug)]
 pub enum Connection {
@@ -172,6 +180,16 @@ impl Pool {
             Self::Sqlite(p) => Connection::SqliteTx(p.begin_with("BEGIN IMMEDIATE").await?),
             Self::Postgres(p) => Connection::PostgresTx(p.begin().await?),
         }))
+    }
+
+    /// The pool's connections now: open, idle among them, and the most it may open.
+    pub fn connections(&self) -> PoolConnections {
+        let (open, idle, max) = match self {
+            Self::Sqlite(p) => (p.size(), p.num_idle(), p.options().get_max_connections()),
+            Self::Postgres(p) => (p.size(), p.num_idle(), p.options().get_max_connections()),
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX);
+        PoolConnections { open, idle, max }
     }
 
     /// One connection for several statements outside a transaction.

@@ -175,6 +175,16 @@ pub async fn live(db: impl crate::db::Db<'_>, since: UtcTime) -> Result<Vec<Node
     )
 }
 
+/// Nodes not revoked: how many, and how many of them were heard from since `since`.
+pub async fn seen_counts(db: impl crate::db::Db<'_>, since: UtcTime) -> Result<(i64, i64), sqlx::Error> {
+    crate::db::on_db!(
+        db,
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN last_seen_at >= ? THEN 1 ELSE 0 END), 0) \
+         FROM nodes WHERE revoked_at IS NULL",
+        |exec, sql| sqlx::query_as(sql).bind(since).fetch_one(exec).await
+    )
+}
+
 /// A node with the number of hosts placed on it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct NodeWithHosts {

@@ -213,6 +213,15 @@ pub async fn counts(db: &super::Pool, day_ago: UtcTime) -> Result<Counts, sqlx::
     })
 }
 
+/// Queued and running tasks, counted by kind and status.
+pub async fn active_by_kind(db: &super::Pool) -> Result<Vec<(String, TaskStatus, i64)>, sqlx::Error> {
+    crate::db::on_db!(
+        db,
+        "SELECT kind, status, COUNT(*) FROM tasks WHERE status IN ('queued', 'running') GROUP BY kind, status",
+        |exec, sql| sqlx::query_as(sql).fetch_all(exec).await
+    )
+}
+
 /// The next task `node_id` may run: the oldest queued task of a host placed on that node (or not
 /// placed yet), due (past its back-off), with no other task of that host running and none queued
 /// before it. The caller claims it with [`claim`].
