@@ -465,7 +465,7 @@ pub enum ApiTokensCmd {
         /// 1-365 (default 30).
         #[arg(long)]
         expires_in_days: Option<u32>,
-        /// `full` (default) or `read`.
+        /// `full` (default), `read`, or `metrics` (only `GET /metrics`; operators).
         #[arg(long)]
         scope: Option<String>,
     },
