@@ -107,8 +107,10 @@ async fn create_token(
     }
     let scope = req.scope.unwrap_or_default();
     if scope == Scope::Metrics && me.user.role != Role::Admin {
-        return Err(ApiError::invalid(
-            "scope",
+        // A well-formed request this caller may not make: refused as forbidden, not as bad input.
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
             "the `metrics` scope is for operators: only they may read /metrics",
         ));
     }
