@@ -27,6 +27,8 @@ use crate::{percentile, ready, secs};
 /// How long the whole spread may take before the bench gives up on the stragglers.
 const SPREAD_LIMIT: Duration = Duration::from_secs(1800);
 const LIST_POLL: Duration = Duration::from_millis(500);
+/// How long the running hosts' sshd may take to answer once the list shows them running.
+const BANNER_LIMIT: Duration = Duration::from_secs(120);
 
 pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
     let flags = crate::numeric_flags(args, &["--hosts", "--users", "--in-flight"])?;
@@ -143,6 +145,9 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
     // sshd of every running host, checked once all run (the banner comes from the host's own
     // address on its node's network).
     let names = node_names(&node).await?;
+    // The banners get a bound of their own from now: the list may have been followed up to its
+    // own limit.
+    let banner_limit = t0.elapsed() + BANNER_LIMIT;
     let mut banners = tokio::task::JoinSet::new();
     for (id, node_id) in &node_of {
         let short = &asked[id];
@@ -154,7 +159,7 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
         let gate = gate.clone();
         banners.spawn(async move {
             let _permit = gate.acquire_owned().await;
-            ready(&egress, &network, t0, SPREAD_LIMIT).await
+            ready(&egress, &network, t0, banner_limit).await
         });
     }
     let mut unreachable = Vec::new();
