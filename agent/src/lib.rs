@@ -74,7 +74,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "metrics listener listening");
         let stop = cancel.clone().cancelled_owned();
         tokio::spawn(async move {
-            if let Err(e) = metrics::serve(listener, registry, stop).await {
+            if let Err(e) = wire::metrics_listener::serve(listener, registry, stop).await {
                 tracing::error!(error = %e, "metrics listener failed");
             }
         });

@@ -92,7 +92,9 @@ pub async fn run(
         metrics::get().register(&mut registry);
         tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "metrics listener listening");
         tokio::spawn(async move {
-            if let Err(e) = metrics::serve(listener, registry, metrics_stop.cancelled_owned()).await {
+            if let Err(e) =
+                wire::metrics_listener::serve(listener, registry, metrics_stop.cancelled_owned()).await
+            {
                 tracing::error!(error = %e, "metrics listener failed");
             }
         });

@@ -670,3 +670,6 @@ mod tests {
         assert!(egress.contains("wireguard"));
     }
 }
+
+#[cfg(feature = "metrics-listener")]
+pub mod metrics_listener;
