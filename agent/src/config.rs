@@ -86,6 +86,11 @@ pub struct Config {
     #[arg(long, env = "AGENT_MAX_TASKS", default_value_t = 4)]
     pub max_tasks: usize,
 
+    /// How often each running host's traffic counters are read, in seconds (the heartbeat sends
+    /// the latest reading).
+    #[arg(long, env = "TRAFFIC_SAMPLE_SECS", default_value_t = 15)]
+    pub traffic_sample_secs: u64,
+
     /// Address the gateways use to reach this node's hosts, announced at registration (unset: the
     /// gateways run on this machine).
     #[arg(long, env = "REACH_ADDRESS")]
@@ -161,6 +166,7 @@ impl Config {
             vnc_port: 6080,
             ssh_ready_timeout_secs: 90,
             max_tasks: 4,
+            traffic_sample_secs: 15,
             reach_address: None,
             control_plane_timeout_secs: 30,
             egress_runtime_bin: None,
@@ -256,6 +262,9 @@ impl Config {
         if self.vnc_port == 0 || self.vnc_port == 22 {
             return Err(invalid("VNC_PORT", "must be a TCP port other than 22"));
         }
+        if self.traffic_sample_secs == 0 || self.traffic_sample_secs > 3600 {
+            return Err(invalid("TRAFFIC_SAMPLE_SECS", "must be 1 to 3600"));
+        }
         if self.max_tasks == 0 {
             return Err(invalid("AGENT_MAX_TASKS", "must be at least 1"));
         }
@@ -283,6 +292,7 @@ impl fmt::Debug for Config {
             .field("vnc_port", &self.vnc_port)
             .field("ssh_ready_timeout_secs", &self.ssh_ready_timeout_secs)
             .field("max_tasks", &self.max_tasks)
+            .field("traffic_sample_secs", &self.traffic_sample_secs)
             .field("reach_address", &self.reach_address)
             .field("control_plane_timeout_secs", &self.control_plane_timeout_secs)
             .field("egress_runtime_bin", &self.egress_runtime_bin)

@@ -158,7 +158,7 @@ async fn attempt(
         netns_inode: None,
     };
     let pid = hosts
-        .apply_firewall(&names, &bridge, Some(&runtime))
+        .apply_firewall(&names, &bridge, Some(&runtime), false)
         .await
         .map_err(|e| e.to_string())?;
     runtime.netns_inode = tunnel::netns_inode(pid);

@@ -208,6 +208,9 @@ pub fn render(spec: &FirewallSpec) -> String {
     line("\tchain input {");
     line("\t\ttype filter hook input priority filter; policy drop;");
     line("\t\tiif \"lo\" accept");
+    if spec.egress == Egress::Deny {
+        line(&format!("\t\tip saddr != {} drop", spec.bridge_subnet));
+    }
     line("\t\tct state invalid drop");
     line("\t\tct state established,related accept");
     line("\t\tmeta nfproto ipv6 drop");
@@ -244,6 +247,11 @@ pub fn render(spec: &FirewallSpec) -> String {
             "{off_tunnel} meta mark {TUNNEL_MARK:#x} th dport != {} drop",
             endpoint.port()
         ));
+    }
+    if spec.egress == Egress::Deny {
+        // Before the conntrack shortcut, so a connection opened under an earlier egress (a quota
+        // cut it, say) gets no further packet out.
+        line(&format!("\t\tip daddr != {} drop", spec.bridge_subnet));
     }
     line("\t\tct state invalid drop");
     line("\t\tct state established,related accept");
@@ -288,6 +296,7 @@ pub fn render(spec: &FirewallSpec) -> String {
         line("\t}");
     }
     line("}");
+    out.push_str(&crate::traffic::render(spec.bridge_subnet));
     out
 }
 
@@ -345,6 +354,18 @@ pub async fn read(pid: i64, timeout: Duration) -> Result<String, Error> {
         None,
         timeout,
         "nft list table",
+    )
+    .await
+}
+
+/// Table `table` of the namespace of process `pid`, as `nft -j` lists it (JSON, counters included).
+pub async fn list_json(pid: i64, table: &str, timeout: Duration) -> Result<String, Error> {
+    let netns = format!("--net=/proc/{pid}/ns/net");
+    run_nft(
+        &[&netns, "nft", "-j", "list", "table", "inet", table],
+        None,
+        timeout,
+        "nft -j list table",
     )
     .await
 }

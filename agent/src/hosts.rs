@@ -173,6 +173,11 @@ pub struct Hosts {
     health: Arc<std::sync::Mutex<HashMap<String, wire::EgressHealth>>>,
     /// Where health checks go, as the control plane last said.
     probe: Arc<std::sync::Mutex<Option<wire::ProbeTargets>>>,
+    /// Running hosts' traffic counters, as [`crate::traffic::run_sampler`] last read them.
+    traffic: crate::traffic::Samples,
+    /// Hosts whose egress a traffic quota cut, as the control plane last said (heartbeat reply or
+    /// task): their firewall lets nothing out.
+    cut: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// Coarse state of one container, from Docker's status.
@@ -226,7 +231,106 @@ impl Hosts {
             settings,
             health: Arc::default(),
             probe: Arc::default(),
+            traffic: crate::traffic::Samples::default(),
+            cut: Arc::default(),
         }
+    }
+
+    pub fn traffic(&self) -> &crate::traffic::Samples {
+        &self.traffic
+    }
+
+    /// Whether a traffic quota cut the host's egress.
+    pub fn egress_cut(&self, host_id: &str) -> bool {
+        self.cut.lock().is_ok_and(|cut| cut.contains(host_id))
+    }
+
+    fn set_egress_cut(&self, host_id: &str, cut: bool) -> bool {
+        let Ok(mut set) = self.cut.lock() else {
+            return false;
+        };
+        if cut {
+            set.insert(host_id.to_owned())
+        } else {
+            set.remove(host_id)
+        }
+    }
+
+    /// Takes the cut flags of a heartbeat reply; returns the hosts whose flag changed, whose
+    /// firewall must be installed again.
+    pub fn update_egress_cuts(&self, desired: &[wire::DesiredHost]) -> Vec<String> {
+        let Ok(mut set) = self.cut.lock() else {
+            return Vec::new();
+        };
+        let wanted: std::collections::HashSet<String> = desired
+            .iter()
+            .filter(|d| d.egress_cut)
+            .map(|d| d.host_id.clone())
+            .collect();
+        let changed = set.symmetric_difference(&wanted).cloned().collect();
+        *set = wanted;
+        changed
+    }
+
+    /// Installs the firewall of a running host again after its cut flag changed. Fails closed:
+    /// a host that should be cut and whose rules could not be installed is stopped.
+    pub async fn enforce_egress_cut(&self, host_id: &str) -> Result<(), Error> {
+        let Some(short_id) = self.short_id_of(host_id).await? else {
+            return Ok(());
+        };
+        let names = self.names(&short_id);
+        let running = self
+            .docker
+            .inspect_container(&names.egress)
+            .await?
+            .is_some_and(|c| RunState::of(&c) == RunState::Running);
+        if !running {
+            return Ok(());
+        }
+        let cut = self.egress_cut(host_id);
+        match self.repair(host_id, false).await {
+            Ok(()) => {
+                tracing::info!(host_id, cut, "egress cut changed; firewall installed");
+                Ok(())
+            }
+            Err(e) if cut => {
+                tracing::error!(host_id, error = %e, "cannot cut the host's egress; stopping the host");
+                self.docker.stop_container(&names.host, STOP_GRACE).await?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The pids of the running egress containers (their namespaces), by host id.
+    pub async fn running_egress_pids(&self) -> Result<Vec<(String, i64)>, Error> {
+        let filters = [
+            format!("{}=true", wire::labels::MANAGED),
+            format!("{}={}", wire::labels::NODE, self.settings.node_name),
+            format!("{}={}", wire::labels::ROLE, Role::Egress.as_str()),
+        ];
+        let mut pids = Vec::new();
+        for c in self.docker.list_containers(&filters).await? {
+            let running = c.state.is_some_and(|s| s.to_string() == "running");
+            let host_id = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(wire::labels::HOST_ID))
+                .cloned();
+            let (Some(host_id), Some(id), true) = (host_id, c.id, running) else {
+                continue;
+            };
+            if let Some(pid) = self
+                .docker
+                .inspect_container(&id)
+                .await?
+                .as_ref()
+                .and_then(container_pid)
+            {
+                pids.push((host_id, pid));
+            }
+        }
+        Ok(pids)
     }
 
     pub fn docker(&self) -> &Docker {
@@ -408,6 +512,7 @@ impl Hosts {
         step(progress, 20, &format!("{verb}: checking the image")).await?;
         self.docker.require_image(&self.settings.host_image).await?;
         self.store.set_stopped(host_id, false)?;
+        self.set_egress_cut(host_id, spec.egress_cut);
 
         step(progress, 25, "preparing the hosts network").await?;
         let bridge = self.ensure_network().await?;
@@ -444,7 +549,10 @@ impl Hosts {
         self.docker.start_container(&names.egress).await?;
 
         step(progress, 50, "installing the firewall").await?;
-        let pid = self.apply_firewall(&names, &bridge, runtime.as_ref()).await?;
+        let cut = self.egress_cut(host_id);
+        let pid = self
+            .apply_firewall(&names, &bridge, runtime.as_ref(), cut)
+            .await?;
         // Only now, for the namespace that has the rules, does the tunnel runtime get its work.
         self.write_runtime_config(host_id, runtime, pid)?;
 
@@ -618,16 +726,20 @@ impl Hosts {
     }
 
     /// Renders and installs the ruleset into the running egress container's namespace; returns the
-    /// pid whose namespace got it.
+    /// pid whose namespace got it. `cut`: a traffic quota cut the host's egress, nothing leaves.
     pub async fn apply_firewall(
         &self,
         names: &Names,
         bridge: &docker::BridgeInfo,
         runtime: Option<&RuntimeConfig>,
+        cut: bool,
     ) -> Result<i64, Error> {
         let egress = self.require_running(&names.egress).await?;
         let pid = container_pid(&egress).ok_or_else(|| Error::NotRunning(names.egress.clone()))?;
-        let spec = self.firewall_spec(bridge, runtime).await?;
+        let mut spec = self.firewall_spec(bridge, runtime).await?;
+        if cut {
+            spec.egress = Egress::Deny;
+        }
         firewall::apply(pid, &firewall::render(&spec), self.settings.command_timeout).await?;
         // The pid could have been recycled by a restart between inspect and nsenter.
         let again = self.require_running(&names.egress).await?;
@@ -683,7 +795,10 @@ impl Hosts {
         let bridge = self.ensure_network().await?;
         let runtime = self.runtime_config(host_id)?;
         let inode = runtime.as_ref().and_then(|r| r.netns_inode);
-        let pid = self.apply_firewall(&names, &bridge, runtime.as_ref()).await?;
+        let cut = self.egress_cut(host_id);
+        let pid = self
+            .apply_firewall(&names, &bridge, runtime.as_ref(), cut)
+            .await?;
         if runtime.is_some() && inode != tunnel::netns_inode(pid) {
             // A new namespace (the egress container restarted): it has its rules now, so the
             // runtime may bring the tunnel up in it.
@@ -769,6 +884,7 @@ impl Hosts {
             address,
             egress: self.egress_health(&spec.host_id),
             ssh_host_key: self.store.host_key(&spec.host_id),
+            traffic: self.traffic.get(&spec.host_id),
         })
     }
 
@@ -811,6 +927,7 @@ impl Hosts {
             .map(|(host_id, seen)| ObservedHost {
                 egress: self.egress_health(&host_id),
                 ssh_host_key: self.store.host_key(&host_id),
+                traffic: self.traffic.get(&host_id),
                 host_id,
                 state: host_state(seen.host, seen.egress),
                 address: seen.address,

@@ -25,6 +25,7 @@ pub mod probe;
 pub mod reconcile;
 pub mod secrets;
 pub mod tasks;
+pub mod traffic;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -123,6 +124,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             let heartbeat = heartbeat_loop(session.clone(), hosts.clone(), inflight.clone(), cancel.clone());
             let egress_tests = egress_test::run_loop(session.clone(), hosts.clone(), cancel.clone());
             let health = egress_health::run_loop(hosts.clone(), cancel.clone());
+            let traffic = traffic::run_sampler(
+                hosts.clone(),
+                Duration::from_secs(config.traffic_sample_secs),
+                cancel.clone(),
+            );
             let task_loop = tasks::TaskLoop {
                 session,
                 hosts,
@@ -130,7 +136,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 max_tasks: config.max_tasks,
                 cancel,
             };
-            tokio::join!(heartbeat, egress_tests, health, task_loop.run());
+            tokio::join!(heartbeat, egress_tests, health, traffic, task_loop.run());
         }
     };
     let agent = tokio::spawn(agent);
@@ -218,6 +224,17 @@ async fn heartbeat_loop(
                     Ok(reply) => {
                         backoff.reset();
                         hosts.set_probe_targets(reply.probe.clone());
+                        let protected = inflight.protected(sent_at);
+                        for host_id in hosts.update_egress_cuts(&reply.hosts) {
+                            let busy = reply.hosts.iter().any(|d| d.host_id == host_id && d.busy);
+                            // A task on the host installs the rules itself, from its spec.
+                            if busy || protected.contains(&host_id) {
+                                continue;
+                            }
+                            if let Err(e) = hosts.enforce_egress_cut(&host_id).await {
+                                tracing::warn!(host_id = %host_id, error = %e, "applying an egress cut failed");
+                            }
+                        }
                         if let Some(prev) = previous.replace(reply.hosts.clone()) {
                             let desired = merge_desired(&reply.hosts, &prev);
                             let protected = inflight.protected(sent_at);
@@ -373,6 +390,7 @@ mod tests {
         let d = |id: &str, busy| wire::DesiredHost {
             host_id: id.into(),
             busy,
+            egress_cut: false,
         };
         let merged = merge_desired(&[d("a", false), d("b", false)], &[d("b", true), d("c", false)]);
         assert_eq!(merged, [d("a", false), d("b", true), d("c", false)]);

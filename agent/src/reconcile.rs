@@ -243,6 +243,7 @@ pub async fn run_once(
     desired.extend(protected.iter().map(|h| DesiredHost {
         host_id: h.clone(),
         busy: true,
+        egress_cut: false,
     }));
     let observed = observe(hosts).await?;
     let actions = plan(&desired, &observed, &hosts.settings().node_name);
@@ -349,6 +350,7 @@ mod tests {
         DesiredHost {
             host_id: id.into(),
             busy,
+            egress_cut: false,
         }
     }
 

@@ -157,6 +157,7 @@ async fn heartbeat(
         .map(|a| wire::DesiredHost {
             host_id: a.host.host_id.clone(),
             busy: true,
+            egress_cut: false,
         })
         .collect();
     Json(wire::HeartbeatReply { hosts, probe: None }).into_response()
@@ -273,6 +274,7 @@ async fn agent_runs_tasks_for_a_control_plane() {
         authorized_keys: vec![],
         vnc_secret: String::new(),
         egress: None,
+        egress_cut: false,
     };
     let fake: Shared = Arc::default();
     {

@@ -328,6 +328,7 @@ async fn host_lifecycle_against_real_docker() {
         authorized_keys: vec![GATEWAY_KEY.into()],
         vnc_secret: "vnc-pass".into(),
         egress: None,
+        egress_cut: false,
     };
     let names = hosts.names(&spec.short_id);
     let mut progress = Recorder::default();
@@ -545,6 +546,7 @@ async fn host_lifecycle_against_real_docker() {
     let desired = [DesiredHost {
         host_id: spec.host_id.clone(),
         busy: false,
+        egress_cut: false,
     }];
     let none = HashSet::new();
     let out = Command::new("docker")

@@ -56,6 +56,9 @@ pub enum Command {
     /// Bindings of hosts to egress IPs (operator).
     #[command(subcommand)]
     Bindings(BindingsCmd),
+    /// Traffic quotas on hosts and users: an event, a stop or a cut egress past a limit.
+    #[command(subcommand)]
+    Quotas(QuotasCmd),
     /// Host tasks and their progress.
     #[command(subcommand)]
     Tasks(TasksCmd),
@@ -354,6 +357,19 @@ pub enum HostsCmd {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// The host's traffic per hour (the last 24 by default) or per day, received and sent.
+    Traffic {
+        host: String,
+        /// `hour` or `day` (UTC days; the last 30 by default).
+        #[arg(long, default_value = "hour")]
+        bucket: String,
+        /// From this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Until this time (RFC 3339; default now).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+    },
     /// Show the host's short entry link, or change it with the flags (operator).
     EntryLink {
         host: String,
@@ -373,6 +389,44 @@ pub enum HostsCmd {
         #[arg(long)]
         rotate: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuotasCmd {
+    /// List quotas (operator: all, or a host's or user's; tenant: those on you and your hosts).
+    List {
+        #[arg(long, conflicts_with = "user")]
+        host: Option<String>,
+        /// A user (id or username).
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Show one quota and its use in the current period (operator).
+    Show { quota_id: String },
+    /// Add a quota on a host or on all of a user's hosts together (operator).
+    Create {
+        #[arg(long, required_unless_present = "user", conflicts_with = "user")]
+        host: Option<String>,
+        /// A user (id or username).
+        #[arg(long)]
+        user: Option<String>,
+        /// The limit: bytes, or with a unit (KiB, MiB, GiB, TiB; KB, MB, GB, TB), e.g. `100GiB`.
+        #[arg(long)]
+        limit: String,
+        /// `in` (received), `out` (sent) or `total`.
+        #[arg(long, default_value = "total")]
+        direction: String,
+        /// `daily`, `weekly` or `monthly` (UTC).
+        #[arg(long, default_value = "monthly")]
+        period: String,
+        /// `event`, `stop` or `cut_egress`.
+        #[arg(long, default_value = "event")]
+        action: String,
+    },
+    /// Remove a quota; hosts whose egress it cut get it back (operator).
+    Delete { quota_id: String },
 }
 
 #[derive(Debug, Subcommand)]

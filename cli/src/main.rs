@@ -78,6 +78,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::SshKeys(cmd) => commands::users::ssh_keys(&ctx, cmd),
         Command::EgressIps(cmd) => commands::egress::egress_ips(&ctx, cmd),
         Command::Bindings(cmd) => commands::egress::bindings(&ctx, cmd),
+        Command::Quotas(cmd) => commands::traffic::quotas(&ctx, cmd),
         Command::Hosts(cmd) => commands::hosts::hosts(&ctx, cmd),
         Command::Tasks(cmd) => commands::tasks::tasks(&ctx, cmd),
         Command::Events(cmd) => commands::audit::events(&ctx, cmd),

@@ -35,6 +35,16 @@ pub struct Config {
     #[arg(long, env = "EVENT_RETENTION_DAYS", default_value_t = 90)]
     pub event_retention_days: u32,
 
+    /// Days hosts' hourly traffic is kept; older hours are deleted by the scheduler (0 keeps them
+    /// forever). Quotas look back at most a month, so keep at least 31.
+    #[arg(long, env = "TRAFFIC_RETENTION_DAYS", default_value_t = 400)]
+    pub traffic_retention_days: u32,
+
+    /// How often the traffic quotas are checked against the traffic, in seconds (1-3600).
+    #[arg(long, env = "TRAFFIC_QUOTA_CHECK_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub traffic_quota_check_secs: u64,
+
     /// Username of the operator account.
     #[arg(long, env = "ADMIN_USERNAME", default_value = "admin")]
     pub admin_username: String,

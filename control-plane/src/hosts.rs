@@ -206,6 +206,7 @@ mod tests {
             address: None,
             ssh_host_key: None,
             egress: None,
+            traffic: None,
         }
     }
 

@@ -19,6 +19,7 @@ pub mod tasks;
 pub mod telemetry;
 pub mod terminal;
 pub mod tls;
+pub mod traffic;
 pub mod vnc;
 pub mod web;
 
@@ -83,6 +84,10 @@ pub struct Settings {
     pub web_dir: Option<std::path::PathBuf>,
     /// `EVENT_RETENTION_DAYS`: audit events older than this are deleted (0 keeps them).
     pub event_retention_days: u32,
+    /// `TRAFFIC_RETENTION_DAYS`: hourly traffic older than this is deleted (0 keeps it).
+    pub traffic_retention_days: u32,
+    /// `TRAFFIC_QUOTA_CHECK_SECS`: how often the quotas are checked.
+    pub traffic_quota_check: Duration,
 }
 
 impl Settings {
@@ -163,6 +168,8 @@ impl AppState {
                 .transpose()
                 .map_err(StartError::Config)?,
             event_retention_days: config.event_retention_days,
+            traffic_retention_days: config.traffic_retention_days,
+            traffic_quota_check: Duration::from_secs(config.traffic_quota_check_secs),
         };
         let decoy = tokio::task::spawn_blocking(auth::password::decoy_hash).await?;
         let check_slots = match config.password_check_slots {

@@ -362,6 +362,7 @@ pub async fn run_scheduler(state: AppState, mut shutdown: tokio::sync::watch::Re
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Retention is measured in days: once a minute is plenty, and keeps the delete off the hot loop.
     let mut next_event_purge = tokio::time::Instant::now();
+    let mut next_quota_check = tokio::time::Instant::now();
     let mut holding = false;
     loop {
         tokio::select! {
@@ -411,12 +412,27 @@ pub async fn run_scheduler(state: AppState, mut shutdown: tokio::sync::watch::Re
             Ok(n) => tracing::info!(hosts = n, "stopping hosts of expired accounts"),
             Err(e) => tracing::error!(error = ?e, "expiry scan failed"),
         }
+        if tokio::time::Instant::now() >= next_quota_check {
+            next_quota_check = tokio::time::Instant::now() + state.settings.traffic_quota_check;
+            if let Err(e) = crate::traffic::enforce_quotas(&state, UtcTime::now()).await {
+                tracing::error!(error = ?e, "traffic quota check failed");
+            }
+        }
         if tokio::time::Instant::now() >= next_event_purge {
             next_event_purge = tokio::time::Instant::now() + Duration::from_secs(60);
             match purge_old_events(&state, UtcTime::now()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(events = n, "deleted audit events past their retention"),
                 Err(e) => tracing::error!(error = %e, "audit event retention failed"),
+            }
+            let traffic_cutoff =
+                crate::traffic::hours_cutoff(UtcTime::now(), state.settings.traffic_retention_days);
+            if let Some(cutoff) = traffic_cutoff {
+                match db::traffic::purge_hours_before(&state.db, cutoff).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(hours = n, "deleted hourly traffic past its retention"),
+                    Err(e) => tracing::error!(error = %e, "traffic retention failed"),
+                }
             }
             match state.limiter.purge().await {
                 Ok(0) => {}

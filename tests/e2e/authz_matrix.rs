@@ -198,6 +198,13 @@ const DOC_ROUTES: &[(&str, &str)] = &[
     ("PATCH", "/v1/admin/hosts/{}/entry-link"),
     ("POST", "/v1/admin/hosts/{}/entry-link/rotate"),
     ("GET", "/metrics"),
+    ("GET", "/v1/admin/hosts/{}/traffic"),
+    ("GET", "/v1/user/hosts/{}/traffic"),
+    ("GET", "/v1/admin/traffic-quotas"),
+    ("POST", "/v1/admin/traffic-quotas"),
+    ("GET", "/v1/admin/traffic-quotas/{}"),
+    ("DELETE", "/v1/admin/traffic-quotas/{}"),
+    ("GET", "/v1/user/traffic-quotas"),
 ];
 
 /// `/a/{x}/b/{y}` → `/a/{}/b/{}`.

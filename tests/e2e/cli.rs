@@ -23,6 +23,7 @@ use cloud_cli_proxy_tests::{ControlPlane, Node, Options, eventually, totp};
 use serde_json::{Value, json};
 
 /// Exit statuses docs/cli.md promises.
+const USAGE: i32 = 2;
 const UNAUTHORIZED: i32 = 3;
 const FORBIDDEN: i32 = 4;
 const NOT_FOUND: i32 = 5;
@@ -425,6 +426,60 @@ async fn sign_in_and_every_command_group() {
         .fails(INVALID, "host_already_bound");
     op.run(&["--json", "bindings", "delete", &binding_id]).await.ok();
 
+    // Traffic and quotas.
+    let series = op
+        .run(&["--json", "hosts", "traffic", &short, "--bucket", "day"])
+        .await
+        .json();
+    assert_eq!(series["bucket"], "day", "{series}");
+    assert_eq!(series["buckets"].as_array().unwrap().len(), 30, "{series}");
+    let table = op.run(&["hosts", "traffic", &short]).await.ok().stdout.clone();
+    assert!(
+        table.contains("received") && table.contains("RECEIVED"),
+        "{table}"
+    );
+    let quota = op
+        .run(&[
+            "--json",
+            "quotas",
+            "create",
+            "--host",
+            &short,
+            "--limit",
+            "100GiB",
+            "--period",
+            "weekly",
+            "--action",
+            "cut_egress",
+        ])
+        .await
+        .json();
+    assert_eq!(quota["limit_bytes"], 100_i64 << 30, "{quota}");
+    assert_eq!(
+        (quota["period"].as_str(), quota["exceeded"].as_bool()),
+        (Some("weekly"), Some(false))
+    );
+    let quota_id = s(&quota, "id");
+    let quotas = op
+        .run(&["--json", "quotas", "list", "--host", &short])
+        .await
+        .json();
+    assert_eq!(quotas["total_records"], 1, "{quotas}");
+    assert_eq!(
+        op.run(&["--json", "quotas", "show", &quota_id]).await.json()["id"],
+        quota["id"]
+    );
+    let listed = op.run(&["quotas", "list"]).await.ok().stdout.clone();
+    assert!(listed.contains("100.0 GiB"), "{listed}");
+    op.run(&["quotas", "create", "--host", &short, "--limit", "ten"])
+        .await
+        .fails(USAGE, "usage");
+    op.run(&[
+        "quotas", "create", "--host", &short, "--limit", "1GiB", "--period", "yearly",
+    ])
+    .await
+    .fails(INVALID, "validation_failed");
+
     // Tasks.
     let tasks = op
         .run(&["--json", "tasks", "list", "--host", &short])
@@ -554,6 +609,21 @@ async fn sign_in_and_every_command_group() {
         .await
         .fails(2, "usage");
     tenant.run(&["users", "list"]).await.fails(FORBIDDEN, "forbidden");
+    let mine = tenant.run(&["--json", "quotas", "list"]).await.json();
+    assert_eq!(
+        mine.as_array().unwrap().len(),
+        1,
+        "the quota on the tenant's host: {mine}"
+    );
+    assert_eq!(
+        tenant.run(&["--json", "hosts", "traffic", "dev"]).await.json()["bucket"],
+        "hour"
+    );
+    tenant
+        .run(&["quotas", "delete", &quota_id])
+        .await
+        .fails(FORBIDDEN, "forbidden");
+    op.run(&["--json", "quotas", "delete", &quota_id]).await.ok();
     tenant
         .run(&["hosts", "stop", "dev", "--no-wait"])
         .await

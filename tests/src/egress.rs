@@ -31,21 +31,24 @@ pub struct Egress {
 
 impl Egress {
     pub async fn start(net: &FakeInternet) -> Self {
+        Self::start_with(net, &[]).await
+    }
+
+    /// Like [`Egress::start`], with more environment for the control plane and its agent.
+    pub async fn start_with(net: &FakeInternet, extra: &[(&str, &str)]) -> Self {
         let (connectivity, ip, dns) = net.probe_urls();
         let probe = net.probe_ip().to_string();
         let public = net.node_public_ip().to_string();
-        let node = Node::start(
-            AgentMode::Embedded,
-            &[
-                ("EGRESS_PROBE_CONNECTIVITY_URL", connectivity.as_str()),
-                ("EGRESS_PROBE_IP_URL", ip.as_str()),
-                ("EGRESS_PROBE_DNS_NAME", dns.as_str()),
-                ("EGRESS_DNS_SERVER", probe.as_str()),
-                // Known, so the agent never asks the probe from the node (that would be a leak).
-                ("NODE_PUBLIC_IPS", public.as_str()),
-            ],
-        )
-        .await;
+        let mut env = vec![
+            ("EGRESS_PROBE_CONNECTIVITY_URL", connectivity.as_str()),
+            ("EGRESS_PROBE_IP_URL", ip.as_str()),
+            ("EGRESS_PROBE_DNS_NAME", dns.as_str()),
+            ("EGRESS_DNS_SERVER", probe.as_str()),
+            // Known, so the agent never asks the probe from the node (that would be a leak).
+            ("NODE_PUBLIC_IPS", public.as_str()),
+        ];
+        env.extend_from_slice(extra);
+        let node = Node::start(AgentMode::Embedded, &env).await;
         Self { node }
     }
 

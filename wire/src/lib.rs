@@ -106,6 +106,24 @@ pub struct ObservedHost {
     /// For a bound, running host: its egress as last checked from inside its namespace.
     #[serde(default)]
     pub egress: Option<EgressHealth>,
+    /// For a running host: its namespace's traffic counters as last read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<TrafficCounters>,
+}
+
+/// The bytes a host exchanged with the world outside its node, as two counters in its network
+/// namespace count them (tunnelled or direct; the tunnel's own packets and the node-local SSH and
+/// VNC traffic left out). They only grow, except that they start again from zero whenever
+/// `epoch` changes (a new namespace); the control plane folds each restart into its totals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficCounters {
+    /// Names the counters' lifetime: another value means they restarted from zero.
+    pub epoch: String,
+    /// Bytes received by the host.
+    pub rx_bytes: u64,
+    /// Bytes sent by the host.
+    pub tx_bytes: u64,
 }
 
 /// A bound host's egress, checked from inside its namespace after start and periodically.
@@ -150,6 +168,10 @@ pub struct DesiredHost {
     pub host_id: String,
     /// Whether a task on the host is queued or running: the reconciler leaves such hosts alone.
     pub busy: bool,
+    /// A traffic quota cut the host's egress: nothing leaves its namespace but replies to the
+    /// node's SSH and VNC connections, whatever its binding.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub egress_cut: bool,
 }
 
 /// `POST /v1/agent/claim`: ask for the next task this node may run (long poll).
@@ -256,6 +278,9 @@ pub struct HostSpec {
     /// The egress IP the host is bound to; `None`: the node's direct path (when the node allows it).
     #[serde(default)]
     pub egress: Option<EgressSpec>,
+    /// A traffic quota cut the host's egress (see [`DesiredHost::egress_cut`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub egress_cut: bool,
 }
 
 impl std::fmt::Debug for HostSpec {
@@ -268,6 +293,7 @@ impl std::fmt::Debug for HostSpec {
             .field("cpu_millis", &self.cpu_millis)
             .field("pids_limit", &self.pids_limit)
             .field("egress", &self.egress)
+            .field("egress_cut", &self.egress_cut)
             .finish_non_exhaustive()
     }
 }
@@ -662,6 +688,7 @@ mod tests {
                     address: "10.0.0.2/32".into(),
                 }),
             }),
+            egress_cut: false,
         };
         let shown = format!("{spec:?}");
         assert!(!shown.contains("$6$") && !shown.contains("vnc-secret"));

@@ -216,6 +216,7 @@ pub(super) fn egress_test_body(
         authorized_keys: Vec::new(),
         vnc_secret: String::new(),
         egress: Some(egress.clone()),
+        egress_cut: false,
     };
     let mut body = egress_body(settings, &spec, dir);
     let mut labels = labels_for(&settings.node_name, Role::EgressTest, None);
@@ -304,6 +305,7 @@ mod tests {
             authorized_keys: vec!["ssh-ed25519 AAAA gw".into()],
             vnc_secret: "vncsecret".into(),
             egress: None,
+            egress_cut: false,
         }
     }
 

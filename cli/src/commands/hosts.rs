@@ -98,6 +98,12 @@ pub fn hosts(ctx: &Ctx, cmd: HostsCmd) -> Result<()> {
             }
             ended.as_ref().map_or(Ok(()), tasks::succeeded)
         }
+        HostsCmd::Traffic {
+            host,
+            bucket,
+            since,
+            until,
+        } => super::traffic::host_traffic(ctx, &host, bucket, since, until),
         HostsCmd::EntryLink {
             host,
             enable,

@@ -7,6 +7,7 @@ pub mod egress;
 pub mod hosts;
 pub mod ssh;
 pub mod tasks;
+pub mod traffic;
 pub mod users;
 
 use serde_json::Value;

@@ -144,8 +144,10 @@ async fn heartbeat(
         .map(|h| wire::DesiredHost {
             host_id: h.id.clone(),
             busy: busy.contains(&h.id),
+            egress_cut: h.egress_cut_by.is_some(),
         })
         .collect();
+    crate::traffic::record_readings(&state, &auth.0.id, &hosts, &req.observed, now).await?;
     for host in hosts.iter().filter(|h| !busy.contains(&h.id)) {
         let seen = req.observed.iter().find(|o| o.host_id == host.id);
         record_egress_health(&state, host, seen.and_then(|o| o.egress.as_ref()), now).await?;
@@ -392,6 +394,7 @@ async fn next_assignment(state: &AppState, node_id: &str) -> ApiResult<Option<Re
                 authorized_keys: db::gateways::client_keys(&state.db).await?,
                 vnc_secret,
                 egress,
+                egress_cut: host.egress_cut_by.is_some(),
             },
         };
         tracing::info!(task_id = %task.id, host_id = %host.id, kind = task.kind.as_str(), node_id, "task claimed");

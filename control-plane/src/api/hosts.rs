@@ -40,10 +40,24 @@ pub struct HostView {
     #[schema(value_type = Option<Object>)]
     pub egress_health: Option<serde_json::Value>,
     pub access: Access,
+    /// Bytes the host exchanged with the world outside its node since it was made.
+    pub traffic: TrafficTotals,
+    /// A traffic quota cut the host's egress: nothing leaves it until the quota's period ends or
+    /// the quota is removed.
+    pub egress_cut: bool,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: UtcTime,
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: UtcTime,
+}
+
+/// Bytes received and sent by a host.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub struct TrafficTotals {
+    #[schema(minimum = 0)]
+    pub rx_bytes: i64,
+    #[schema(minimum = 0)]
+    pub tx_bytes: i64,
 }
 
 impl HostView {
@@ -66,6 +80,11 @@ impl HostView {
                 .as_deref()
                 .and_then(|raw| serde_json::from_str(raw).ok()),
             access: hosts::access(&state.settings, h),
+            traffic: TrafficTotals {
+                rx_bytes: h.traffic_rx_bytes,
+                tx_bytes: h.traffic_tx_bytes,
+            },
+            egress_cut: h.egress_cut_by.is_some(),
             created_at: h.created_at,
             updated_at: h.updated_at,
         }

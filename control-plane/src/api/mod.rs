@@ -23,6 +23,7 @@ pub mod ssh_sessions;
 pub mod tasks;
 pub mod terminal;
 pub mod totp;
+pub mod traffic;
 pub mod users;
 pub mod vnc;
 
@@ -73,6 +74,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(portal::router())
         .merge(vnc::router())
         .merge(terminal::router())
+        .merge(traffic::router())
         .merge(agent::router())
         .merge(access::router())
 }

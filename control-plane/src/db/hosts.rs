@@ -75,6 +75,11 @@ pub struct Host {
     pub entry_id: String,
     pub entry_disabled: bool,
     pub entry_expires_at: Option<UtcTime>,
+    /// Bytes received and sent through its egress since it was made (see `db::traffic`).
+    pub traffic_rx_bytes: i64,
+    pub traffic_tx_bytes: i64,
+    /// The traffic quota that cut its egress.
+    pub egress_cut_by: Option<String>,
 }
 
 impl Host {
@@ -87,8 +92,10 @@ impl Host {
 const SELECT: &str = "SELECT h.id, h.short_id, h.user_id, u.username, h.name, h.status, h.memory_mb, \
     h.cpu_millis, h.pids_limit, h.ssh_password_hash, h.node_id, h.container_id, h.last_error, \
     b.egress_ip_id, h.password_crypt, h.vnc_secret, h.address, h.egress_health, h.ssh_host_key, h.created_at, \
-    h.updated_at, COALESCE(h.entry_id, h.short_id) AS entry_id, h.entry_disabled, h.entry_expires_at \
-    FROM hosts h LEFT JOIN users u ON u.id = h.user_id LEFT JOIN bindings b ON b.host_id = h.id";
+    h.updated_at, COALESCE(h.entry_id, h.short_id) AS entry_id, h.entry_disabled, h.entry_expires_at, \
+    COALESCE(t.rx_total, 0) AS traffic_rx_bytes, COALESCE(t.tx_total, 0) AS traffic_tx_bytes, h.egress_cut_by \
+    FROM hosts h LEFT JOIN users u ON u.id = h.user_id LEFT JOIN bindings b ON b.host_id = h.id \
+    LEFT JOIN traffic_counters t ON t.host_id = h.id";
 
 pub struct NewHost<'a> {
     pub short_id: &'a str,

@@ -18,6 +18,7 @@ pub mod ssh_keys;
 pub mod tasks;
 pub mod time;
 pub mod totp;
+pub mod traffic;
 pub mod users;
 pub mod web_sessions;
 

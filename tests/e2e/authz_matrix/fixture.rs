@@ -50,6 +50,8 @@ pub struct Fixture {
     pub a_token_id: String,
     egress_id: String,
     binding_id: String,
+    /// A traffic quota on A's host.
+    quota_id: String,
     spare_key: String,
     dir: TempDir,
 }
@@ -85,6 +87,13 @@ impl Fixture {
             )
             .await;
         let a_token_id = id(token.expect(201));
+        let quota = admin
+            .post(
+                "/v1/admin/traffic-quotas",
+                json!({"host_id": id(&host), "limit_bytes": 1_000_000_000}),
+            )
+            .await;
+        let quota_id = id(quota.expect(201));
 
         // Revoked API token of A.
         let doomed = a
@@ -143,6 +152,7 @@ impl Fixture {
             a_token_id,
             egress_id: id(&egress),
             binding_id: id(&binding),
+            quota_id,
             spare_key: fixtures::ssh_keygen(dir.path(), "spare").public_line,
             a_id,
             admin,
@@ -180,6 +190,8 @@ impl Fixture {
             &self.a_host_id
         } else if n.contains("binding") {
             &self.binding_id
+        } else if n.contains("quota") {
+            &self.quota_id
         } else if n.contains("task") {
             &self.a_task_id
         } else if n.contains("token") {
@@ -231,6 +243,7 @@ impl Fixture {
             ("POST", "/v1/admin/bindings") => {
                 json!({"host_id": self.a_host_id, "egress_ip_id": self.egress_id})
             }
+            ("POST", "/v1/admin/traffic-quotas") => json!({"host_id": self.a_host_id, "limit_bytes": 1000}),
             ("POST", "/v1/user/change-password") => {
                 json!({"old_password": A_PASSWORD, "new_password": "new-pass-123"})
             }
@@ -407,6 +420,15 @@ impl Fixture {
                 let body = json!({"host_id": id(&self.fresh_host().await), "egress_ip_id": self.egress_id});
                 let b = api.post("/v1/admin/bindings", body).await;
                 (format!("/v1/admin/bindings/{}", id(b.expect(201))), None, 204)
+            }
+            ("POST", "/v1/admin/traffic-quotas") => (shape.clone(), self.body_for(route), 201),
+            ("DELETE", "/v1/admin/traffic-quotas/{}") => {
+                let q = api.post("/v1/admin/traffic-quotas", self.body_for(route)).await;
+                (
+                    format!("/v1/admin/traffic-quotas/{}", id(q.expect(201))),
+                    None,
+                    204,
+                )
             }
             ("POST", "/v1/admin/tasks/{}/cancel") => {
                 let host = self.fresh_host().await;

@@ -6,6 +6,7 @@ import { get, post, patch, del, enc, ApiError } from '../api.js';
 import { pageHeader, card, button, dl, dialog, field, formBanner, onSubmit, formValue, toast, busy, describeError, confirmDialog, secretBox, table, errorBox, loading, copyLine, empty } from '../ui.js';
 import { takeFlash } from '../flash.js';
 import { accessBlock, healthBlock, runTask, followTask, openButtons, statusLine, lastError, TRANSITIONAL } from '../hostview.js';
+import { trafficBlock } from '../traffic.js';
 
 export async function hostDetailPage(ctx) {
   const id = ctx.params.id;
@@ -286,9 +287,11 @@ export async function hostDetailPage(ctx) {
       healthBlock(host.egress_health)));
   }
 
+  const traffic = trafficBlock('admin', host);
   ctx.view.append(head, errSlot, secretSlot, progress,
     h('div', { class: 'grid grid-2' }, infoCard, accessCard),
     card('Egress', egressBody, { test: 'host-egress' }),
+    card('Traffic', traffic.el, { test: 'host-traffic-card' }),
     card('Recent tasks', tasksBody, { class: 'card-flush', test: 'host-tasks' }));
   paint();
   if (flash && flash.ssh_password) {

@@ -7,6 +7,7 @@ import { list, searchField, selectFilter } from '../list.js';
 import { pageHeader, card, button, table, dialog, field, formBanner, onSubmit, formValue, toast, confirmDialog, userPicker, describeError } from '../ui.js';
 import { intOrUndef } from '../forms.js';
 import { putFlash } from '../flash.js';
+import { fmtBytes } from '../traffic.js';
 
 export const HOST_STATUSES = ['pending', 'creating', 'running', 'stopped', 'error', 'deleting'];
 const TRANSITIONAL = new Set(['pending', 'creating', 'deleting']);
@@ -72,6 +73,7 @@ export async function hostsPage(ctx) {
           { label: 'User', cell: (x) => (x.user_id ? h('a', { href: `#/users/${enc(x.user_id)}` }, x.username || x.user_id) : '—') },
           { label: 'Status', cell: (x) => h('div', null, badge(x.status, { test: 'host-status' }), x.status === 'error' && x.last_error ? h('span', { class: 'sub', title: x.last_error }, truncate(x.last_error, 60)) : null) },
           { label: 'Egress', cell: (x) => egressCell(x) },
+          { label: 'Traffic', class: 'nowrap', cell: (x) => trafficCell(x) },
           { label: 'Limits', class: 'nowrap', cell: (x) => h('span', { class: 'muted' }, limits(x)) },
           { label: 'Created', class: 'nowrap', cell: (x) => timeAgo(x.created_at) },
         ],
@@ -243,4 +245,12 @@ export function createHostDialog(ctx, user) {
   });
   const d = dialog({ title: 'New host', body: form, test: 'create-host-dialog', wide: true });
   if (!user) picker.input.focus();
+}
+
+/** Received / sent since the host was made, and a mark when a quota cut its egress. */
+function trafficCell(x) {
+  const t = x.traffic || { rx_bytes: 0, tx_bytes: 0 };
+  return h('span', { class: 'muted', 'data-test': 'host-traffic-cell', title: 'received / sent since created' },
+    `↓ ${fmtBytes(t.rx_bytes)} ↑ ${fmtBytes(t.tx_bytes)}`,
+    x.egress_cut ? h('span', null, ' ', badge('egress cut', { kind: 'bad', test: 'host-egress-cut' })) : null);
 }

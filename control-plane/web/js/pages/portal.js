@@ -6,6 +6,7 @@ import { get, post, enc, currentSession } from '../api.js';
 import { list } from '../list.js';
 import { pageHeader, card, button, field, formBanner, onSubmit, toast, confirmDialog, empty, loading } from '../ui.js';
 import { accessBlock, runTask, openButtons, statusLine, lastError, healthBlock, TRANSITIONAL } from '../hostview.js';
+import { trafficBlock } from '../traffic.js';
 import { sshKeysCard } from '../sshkeys.js';
 
 function hostCard(ctx, host, { onChange, stops, detail = false }) {
@@ -107,7 +108,7 @@ export async function myHostPage(ctx) {
       return;
     }
     const c = hostCard(ctx, host, { stops, detail: true, onChange: () => load().catch(() => {}) });
-    replace(slot, c.el);
+    replace(slot, c.el, card('Traffic', trafficBlock('user', host).el, { test: 'host-traffic-card' }));
     noteTransitional(host, c.progress);
     if (TRANSITIONAL.has(host.status)) timer = setTimeout(() => load().catch(() => {}), 5000);
   }
