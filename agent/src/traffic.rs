@@ -19,7 +19,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::egress::FWMARK;
@@ -80,37 +79,24 @@ pub enum Error {
     Namespace(i64),
 }
 
-#[derive(Debug, Deserialize)]
-struct Listing {
-    nftables: Vec<Item>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Item {
-    Table {
-        name: String,
-        handle: u64,
-    },
-    Counter {
-        name: String,
-        bytes: u64,
-    },
-    #[serde(other)]
-    Other,
-}
-
 /// The counters from `nft -j list table inet ccp_acct` of the namespace whose inode is `netns`.
 pub fn parse(listed: &str, netns: u64) -> Result<wire::TrafficCounters, Error> {
-    let listing: Listing = serde_json::from_str(listed).map_err(|e| Error::Listing(e.to_string()))?;
+    let listing: serde_json::Value = serde_json::from_str(listed).map_err(|e| Error::Listing(e.to_string()))?;
+    let items = listing["nftables"]
+        .as_array()
+        .ok_or_else(|| Error::Listing("no `nftables` array".into()))?;
     let mut handle = None;
     let (mut rx, mut tx) = (None, None);
-    for item in listing.nftables {
-        match item {
-            Item::Table { name, handle: h } if name == TABLE => handle = Some(h),
-            Item::Counter { name, bytes } if name == "rx" => rx = Some(bytes),
-            Item::Counter { name, bytes } if name == "tx" => tx = Some(bytes),
-            _ => {}
+    for item in items {
+        if let Some(table) = item.get("table").filter(|t| t["name"] == TABLE) {
+            handle = table["handle"].as_u64();
+        }
+        if let Some(counter) = item.get("counter").filter(|c| c["table"] == TABLE) {
+            match counter["name"].as_str() {
+                Some("rx") => rx = counter["bytes"].as_u64(),
+                Some("tx") => tx = counter["bytes"].as_u64(),
+                _ => {}
+            }
         }
     }
     match (handle, rx, tx) {
