@@ -423,7 +423,8 @@ impl Fixture {
             }
             ("POST", "/v1/admin/traffic-quotas") => (shape.clone(), self.body_for(route), 201),
             ("DELETE", "/v1/admin/traffic-quotas/{}") => {
-                let q = api.post("/v1/admin/traffic-quotas", self.body_for(route)).await;
+                let body = json!({"host_id": self.a_host_id, "limit_bytes": 1000});
+                let q = api.post("/v1/admin/traffic-quotas", body).await;
                 (
                     format!("/v1/admin/traffic-quotas/{}", id(q.expect(201))),
                     None,
