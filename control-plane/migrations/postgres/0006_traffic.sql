@@ -1,4 +1,4 @@
--- Traffic accounting (as SQLite 0020). Per host: its namespace's counters as last read (to fold a restart of them
+-- Traffic accounting (as SQLite 0021). Per host: its namespace's counters as last read (to fold a restart of them
 -- into the totals) and the totals they added up to.
 CREATE TABLE traffic_counters (
     host_id     TEXT PRIMARY KEY REFERENCES hosts (id) ON DELETE CASCADE,
