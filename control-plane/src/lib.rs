@@ -14,6 +14,7 @@ pub mod extract;
 pub mod hosts;
 pub mod live;
 pub mod metrics;
+pub mod recording;
 pub mod secrets;
 pub mod tasks;
 pub mod telemetry;
@@ -83,6 +84,21 @@ pub struct Settings {
     pub web_dir: Option<std::path::PathBuf>,
     /// `EVENT_RETENTION_DAYS`: audit events older than this are deleted (0 keeps them).
     pub event_retention_days: u32,
+    /// `SESSION_RECORDING`, `RECORDING_FAILURE`, `RECORDING_RETENTION_DAYS` and
+    /// `RECORDINGS_TENANT_ACCESS`.
+    pub recording: RecordingSettings,
+}
+
+/// How pty sessions are recorded (see `docs/recording.md`).
+#[derive(Debug, Clone, Copy)]
+pub struct RecordingSettings {
+    /// Recorded unless a user's or host's override says otherwise.
+    pub all: bool,
+    pub on_failure: wire::gateway::RecordingFailure,
+    /// Recordings older than this are deleted (0 keeps them).
+    pub retention_days: u32,
+    /// Tenants may read the recordings of their own sessions.
+    pub tenant_access: bool,
 }
 
 impl Settings {
@@ -163,6 +179,15 @@ impl AppState {
                 .transpose()
                 .map_err(StartError::Config)?,
             event_retention_days: config.event_retention_days,
+            recording: RecordingSettings {
+                all: config.session_recording == config::SessionRecording::All,
+                on_failure: match config.recording_failure {
+                    config::RecordingFailure::Refuse => wire::gateway::RecordingFailure::Refuse,
+                    config::RecordingFailure::Continue => wire::gateway::RecordingFailure::Continue,
+                },
+                retention_days: config.recording_retention_days,
+                tenant_access: config.recordings_tenant_access,
+            },
         };
         let decoy = tokio::task::spawn_blocking(auth::password::decoy_hash).await?;
         let check_slots = match config.password_check_slots {
