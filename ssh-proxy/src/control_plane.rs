@@ -137,7 +137,7 @@ impl ControlPlane {
             .http
             .post(format!("{}/v1/gateway/recordings/{id}/chunks/{seq}", self.base))
             .header(wire::GATEWAY_TOKEN_HEADER, &self.token)
-            .header(reqwest::header::CONTENT_TYPE, "application/gzip")
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(gzip)
             .send()
             .await?;

@@ -11,11 +11,11 @@
     reason = "test code: a failed expectation must panic"
 )]
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use cloud_cli_proxy_tests::browser::Browser;
+use cloud_cli_proxy_tests::database::psql;
 use cloud_cli_proxy_tests::docker::Out;
 use cloud_cli_proxy_tests::gateway::{Login, Tenant, output, terminal_login};
 use cloud_cli_proxy_tests::{Api, ControlPlane, Node, Options, assert_error, eventually};
@@ -46,14 +46,49 @@ async fn exec(node: &Node, tenant: &Tenant, command: &str) -> Out {
     output(cmd, None, LIMIT).await
 }
 
-fn sqlite(db: &Path, sql: &str) -> String {
-    let out = Command::new("sqlite3").arg(db).arg(sql).output().unwrap();
+/// Runs SQL on the control plane's database, SQLite or PostgreSQL; its output, trimmed.
+fn run_sql(cp: &ControlPlane, sql: &str) -> String {
+    if cp.is_postgres() {
+        return psql(&cp.database_url(), sql);
+    }
+    let out = Command::new("sqlite3")
+        .arg(cp.db_path())
+        .arg(sql)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{sql}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Makes every insert into `table` fail, as a full or broken store would.
+fn break_storage(cp: &ControlPlane, table: &str) {
+    let sql = if cp.is_postgres() {
+        format!(
+            "CREATE OR REPLACE FUNCTION test_storage_full() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'storage full'; END $$; \
+             CREATE TRIGGER test_broken_{table} BEFORE INSERT ON {table} \
+             FOR EACH ROW EXECUTE FUNCTION test_storage_full();"
+        )
+    } else {
+        format!(
+            "CREATE TRIGGER test_broken_{table} BEFORE INSERT ON {table} \
+             BEGIN SELECT RAISE(ABORT, 'storage full'); END;"
+        )
+    };
+    run_sql(cp, &sql);
+}
+
+fn mend_storage(cp: &ControlPlane, table: &str) {
+    let on = if cp.is_postgres() {
+        format!(" ON {table}")
+    } else {
+        String::new()
+    };
+    run_sql(cp, &format!("DROP TRIGGER test_broken_{table}{on};"));
 }
 
 /// The recordings of `user_id`, once all of them have ended.
@@ -221,12 +256,7 @@ async fn recorded_session_lists_downloads_and_plays() {
 
     // RECORDING_FAILURE=refuse (the default). A recording that cannot be opened: no pty, and the
     // typed command never runs.
-    let db = node.cp.db_path().to_owned();
-    sqlite(
-        &db,
-        "CREATE TRIGGER test_no_recordings BEFORE INSERT ON recordings \
-         BEGIN SELECT RAISE(ABORT, 'storage full'); END;",
-    );
+    break_storage(&node.cp, "recordings");
     let out = pty_session(&node, &alice, "echo REFUSED-$((6*7))\nexit\n").await;
     assert!(!out.stdout.contains("REFUSED-42"), "ran unrecorded: {out:?}");
     assert!(
@@ -234,20 +264,16 @@ async fn recorded_session_lists_downloads_and_plays() {
         "{out:?}"
     );
     assert_ne!(out.code, Some(0), "{out:?}");
-    sqlite(&db, "DROP TRIGGER test_no_recordings;");
+    mend_storage(&node.cp, "recordings");
     // A recording whose chunks cannot be stored any more ends its session.
-    sqlite(
-        &db,
-        "CREATE TRIGGER test_no_chunks BEFORE INSERT ON recording_chunks \
-         BEGIN SELECT RAISE(ABORT, 'storage full'); END;",
-    );
+    break_storage(&node.cp, "recording_chunks");
     let out = pty_session(
         &node,
         &alice,
         "echo BEFORE-$((1+1)); sleep 8; echo AFTER-$((1+1))\nexit\n",
     )
     .await;
-    sqlite(&db, "DROP TRIGGER test_no_chunks;");
+    mend_storage(&node.cp, "recording_chunks");
     assert!(!out.stdout.contains("AFTER-2"), "went on unrecorded: {out:?}");
     assert!(
         format!("{}{}", out.stdout, out.stderr).contains("the session is ended"),
@@ -316,19 +342,14 @@ async fn per_host_override_shared_recordings_and_continue() {
     assert_eq!(filtered.total(), 0, "{}", filtered.text);
 
     // RECORDING_FAILURE=continue: storage fails, the session goes on, the failure is an event.
-    let db = node.cp.db_path().to_owned();
-    sqlite(
-        &db,
-        "CREATE TRIGGER test_no_chunks BEFORE INSERT ON recording_chunks \
-         BEGIN SELECT RAISE(ABORT, 'storage full'); END;",
-    );
+    break_storage(&node.cp, "recording_chunks");
     let out = pty_session(
         &node,
         &carol,
         "echo BEFORE-$((1+1)); sleep 4; echo AFTER-$((1+1))\nexit\n",
     )
     .await;
-    sqlite(&db, "DROP TRIGGER test_no_chunks;");
+    mend_storage(&node.cp, "recording_chunks");
     assert!(out.stdout.contains("AFTER-2"), "the session went on: {out:?}");
     let rows = ended_recordings(admin, &carol.host.user_id, 2).await;
     assert!(rows.iter().any(|r| !r["error"].is_null()), "{rows:?}");
@@ -343,14 +364,19 @@ async fn per_host_override_shared_recordings_and_continue() {
 }
 
 /// Writes a recording started at `started_at`, with one chunk, straight into the database.
-fn insert_recording(db: &Path, id: &str, started_at: &str) {
-    sqlite(
-        db,
+fn insert_recording(cp: &ControlPlane, id: &str, started_at: &str) {
+    let blob = if cp.is_postgres() {
+        "decode('00', 'hex')"
+    } else {
+        "x'00'"
+    };
+    run_sql(
+        cp,
         &format!(
             "INSERT INTO recordings (id, user_id, host_id, connection_id, gateway, via, width, height, term, \
                started_at, ended_at, duration_ms, chunks, size_bytes, stored_bytes) \
              VALUES ('{id}', '{id}', '{id}', 'c', 'g', 'ssh', 80, 24, 'xterm', '{started_at}', '{started_at}', 1, 1, 1, 1); \
-             INSERT INTO recording_chunks (recording_id, seq, size_bytes, data) VALUES ('{id}', 0, 1, x'00');"
+             INSERT INTO recording_chunks (recording_id, seq, size_bytes, data) VALUES ('{id}', 0, 1, {blob});"
         ),
     );
 }
@@ -361,10 +387,10 @@ async fn recordings_past_the_retention_are_deleted() {
     cp.stop().await;
     let ancient = "00000000-0000-4000-8000-000000000001";
     let recent = "00000000-0000-4000-8000-000000000002";
-    insert_recording(cp.db_path(), ancient, "2001-01-01T00:00:00.000000Z");
+    insert_recording(&cp, ancient, "2001-01-01T00:00:00.000000Z");
     let yesterday =
         (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    insert_recording(cp.db_path(), recent, &yesterday);
+    insert_recording(&cp, recent, &yesterday);
 
     cp.restart(Options::new().env("RECORDING_RETENTION_DAYS", 30))
         .await;
@@ -385,8 +411,8 @@ async fn recordings_past_the_retention_are_deleted() {
         .get(&format!("/v1/admin/recordings/{recent}"))
         .await
         .expect(200);
-    let chunks = sqlite(
-        cp.db_path(),
+    let chunks = run_sql(
+        &cp,
         &format!("SELECT COUNT(*) FROM recording_chunks WHERE recording_id = '{ancient}';"),
     );
     assert_eq!(chunks, "0");

@@ -450,7 +450,7 @@ async fn own_recording(state: &AppState, gateway: &str, id: Uuid) -> ApiResult<(
 #[utoipa::path(post, path = "/v1/gateway/recordings/{recording_id}/chunks/{seq}", tag = "gateway",
     security(("gateway_token" = [])),
     params(("recording_id" = Uuid, Path), ("seq" = u32, Path, minimum = 0)),
-    request_body(content = Vec<u8>, content_type = "application/gzip"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "gzip of asciicast v2 event lines"),
     responses((status = 204), (status = 409, body = crate::error::ErrorBody)))]
 async fn gateway_chunk(
     State(state): State<AppState>,
