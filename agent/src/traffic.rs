@@ -81,7 +81,8 @@ pub enum Error {
 
 /// The counters from `nft -j list table inet ccp_acct` of the namespace whose inode is `netns`.
 pub fn parse(listed: &str, netns: u64) -> Result<wire::TrafficCounters, Error> {
-    let listing: serde_json::Value = serde_json::from_str(listed).map_err(|e| Error::Listing(e.to_string()))?;
+    let listing: serde_json::Value =
+        serde_json::from_str(listed).map_err(|e| Error::Listing(e.to_string()))?;
     let items = listing["nftables"]
         .as_array()
         .ok_or_else(|| Error::Listing("no `nftables` array".into()))?;

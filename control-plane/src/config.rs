@@ -44,6 +44,25 @@ pub struct Config {
     #[arg(long, env = "TRAFFIC_QUOTA_CHECK_SECS", default_value_t = 15,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub traffic_quota_check_secs: u64,
+    /// Whether pty sessions (SSH through the gateway and the dashboard's terminal) are recorded:
+    /// `off` or `all`. Operators override it per user and per host in the API.
+    #[arg(long, env = "SESSION_RECORDING", value_enum, default_value_t = SessionRecording::Off)]
+    pub session_recording: SessionRecording,
+
+    /// What happens to a recorded session whose recording cannot be stored: `refuse` ends it (a pty
+    /// is never given unrecorded), `continue` lets it go on unrecorded (and logs an event).
+    #[arg(long, env = "RECORDING_FAILURE", value_enum, default_value_t = RecordingFailure::Refuse)]
+    pub recording_failure: RecordingFailure,
+
+    /// Days session recordings are kept; older ones are deleted by the scheduler (0 keeps them
+    /// forever).
+    #[arg(long, env = "RECORDING_RETENTION_DAYS", default_value_t = 30)]
+    pub recording_retention_days: u32,
+
+    /// Whether tenants may list and play the recordings of their own sessions
+    /// (`/v1/user/recordings`). Off by default: recordings are the operator's.
+    #[arg(long, env = "RECORDINGS_TENANT_ACCESS", default_value_t = false)]
+    pub recordings_tenant_access: bool,
 
     /// Username of the operator account.
     #[arg(long, env = "ADMIN_USERNAME", default_value = "admin")]
@@ -447,6 +466,20 @@ impl FromStr for Secret {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(Self(s.to_owned()))
     }
+}
+
+/// `SESSION_RECORDING`: the installation's default for recording pty sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SessionRecording {
+    Off,
+    All,
+}
+
+/// `RECORDING_FAILURE`: see [`Config::recording_failure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RecordingFailure {
+    Refuse,
+    Continue,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -14,6 +14,7 @@ pub mod extract;
 pub mod hosts;
 pub mod live;
 pub mod metrics;
+pub mod recording;
 pub mod secrets;
 pub mod tasks;
 pub mod telemetry;
@@ -88,6 +89,21 @@ pub struct Settings {
     pub traffic_retention_days: u32,
     /// `TRAFFIC_QUOTA_CHECK_SECS`: how often the quotas are checked.
     pub traffic_quota_check: Duration,
+    /// `SESSION_RECORDING`, `RECORDING_FAILURE`, `RECORDING_RETENTION_DAYS` and
+    /// `RECORDINGS_TENANT_ACCESS`.
+    pub recording: RecordingSettings,
+}
+
+/// How pty sessions are recorded (see `docs/recording.md`).
+#[derive(Debug, Clone, Copy)]
+pub struct RecordingSettings {
+    /// Recorded unless a user's or host's override says otherwise.
+    pub all: bool,
+    pub on_failure: wire::gateway::RecordingFailure,
+    /// Recordings older than this are deleted (0 keeps them).
+    pub retention_days: u32,
+    /// Tenants may read the recordings of their own sessions.
+    pub tenant_access: bool,
 }
 
 impl Settings {
@@ -170,6 +186,15 @@ impl AppState {
             event_retention_days: config.event_retention_days,
             traffic_retention_days: config.traffic_retention_days,
             traffic_quota_check: Duration::from_secs(config.traffic_quota_check_secs),
+            recording: RecordingSettings {
+                all: config.session_recording == config::SessionRecording::All,
+                on_failure: match config.recording_failure {
+                    config::RecordingFailure::Refuse => wire::gateway::RecordingFailure::Refuse,
+                    config::RecordingFailure::Continue => wire::gateway::RecordingFailure::Continue,
+                },
+                retention_days: config.recording_retention_days,
+                tenant_access: config.recordings_tenant_access,
+            },
         };
         let decoy = tokio::task::spawn_blocking(auth::password::decoy_hash).await?;
         let check_slots = match config.password_check_slots {

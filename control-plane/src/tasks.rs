@@ -342,6 +342,14 @@ pub async fn purge_old_events(state: &AppState, now: UtcTime) -> Result<u64, sql
     }
 }
 
+/// Deletes the session recordings older than `RECORDING_RETENTION_DAYS`.
+pub async fn purge_old_recordings(state: &AppState, now: UtcTime) -> Result<u64, sqlx::Error> {
+    match event_cutoff(now, state.settings.recording.retention_days) {
+        Some(cutoff) => db::recordings::purge_before(&state.db, cutoff).await,
+        None => Ok(0),
+    }
+}
+
 /// The lease on the periodic jobs: one replica runs them; another takes over within
 /// [`SCHEDULER_LEASE`] of its holder's death.
 const SCHEDULER: &str = "scheduler";
@@ -355,8 +363,9 @@ async fn hold_scheduler(state: &AppState) -> Result<bool, sqlx::Error> {
     db::leases::hold(&state.db, SCHEDULER, &state.instance, now, until).await
 }
 
-/// Runs the lease recovery, the purge of expired access secrets, the expiry scanner and the audit
-/// log's retention until `shutdown`, in whichever one of the replicas holds the scheduler lease.
+/// Runs the lease recovery, the purge of expired access secrets, the expiry scanner and the
+/// retention of the audit log and the session recordings until `shutdown`, in whichever one of the
+/// replicas holds the scheduler lease.
 pub async fn run_scheduler(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(SCHEDULER_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -433,6 +442,11 @@ pub async fn run_scheduler(state: AppState, mut shutdown: tokio::sync::watch::Re
                     Ok(n) => tracing::info!(hours = n, "deleted hourly traffic past its retention"),
                     Err(e) => tracing::error!(error = %e, "traffic retention failed"),
                 }
+            }
+            match purge_old_recordings(&state, UtcTime::now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(recordings = n, "deleted session recordings past their retention"),
+                Err(e) => tracing::error!(error = %e, "session recording retention failed"),
             }
             match state.limiter.purge().await {
                 Ok(0) => {}

@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use wire::gateway::{AuthReply, AuthRequest, Register, SessionEvent};
+use wire::gateway::{
+    AuthReply, AuthRequest, RecordingEnd, RecordingOpen, RecordingOpened, Register, SessionEvent,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -19,6 +21,8 @@ pub enum Error {
         status: reqwest::StatusCode,
         path: &'static str,
     },
+    #[error("recording id {0:?} is not a UUID")]
+    RecordingId(String),
 }
 
 impl Error {
@@ -29,7 +33,7 @@ impl Error {
             Error::Status { status, .. } => {
                 status.is_server_error() || *status == reqwest::StatusCode::TOO_MANY_REQUESTS
             }
-            Error::CaFile { .. } => false,
+            Error::CaFile { .. } | Error::RecordingId(_) => false,
         }
     }
 }
@@ -119,6 +123,61 @@ impl ControlPlane {
 
     pub async fn session_event(&self, event: &SessionEvent) -> Result<(), Error> {
         self.post("/v1/gateway/events", event).await.map(drop)
+    }
+
+    pub async fn recording_open(&self, req: &RecordingOpen) -> Result<RecordingOpened, Error> {
+        Ok(self.post("/v1/gateway/recordings", req).await?.json().await?)
+    }
+
+    /// Uploads chunk `seq` of recording `id` (gzip of asciicast event lines). Sending the same
+    /// chunk again is harmless: the control plane keeps the first copy.
+    pub async fn recording_chunk(&self, id: &str, seq: u64, gzip: bytes::Bytes) -> Result<(), Error> {
+        let id = checked_id(id)?;
+        let resp = self
+            .http
+            .post(format!("{}/v1/gateway/recordings/{id}/chunks/{seq}", self.base))
+            .header(wire::GATEWAY_TOKEN_HEADER, &self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(gzip)
+            .send()
+            .await?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(Error::Status {
+                status: resp.status(),
+                path: "/v1/gateway/recordings/{id}/chunks/{seq}",
+            })
+        }
+    }
+
+    pub async fn recording_end(&self, id: &str, end: &RecordingEnd) -> Result<(), Error> {
+        let id = checked_id(id)?;
+        let resp = self
+            .http
+            .post(format!("{}/v1/gateway/recordings/{id}/end", self.base))
+            .header(wire::GATEWAY_TOKEN_HEADER, &self.token)
+            .json(end)
+            .send()
+            .await?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(Error::Status {
+                status: resp.status(),
+                path: "/v1/gateway/recordings/{id}/end",
+            })
+        }
+    }
+}
+
+/// A recording id as the control plane hands them out (a UUID), checked before it goes in a path.
+fn checked_id(id: &str) -> Result<&str, Error> {
+    let ok = id.len() == 36 && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    if ok {
+        Ok(id)
+    } else {
+        Err(Error::RecordingId(id.to_owned()))
     }
 }
 

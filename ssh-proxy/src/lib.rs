@@ -11,6 +11,7 @@ mod grace;
 pub mod keys;
 pub mod metrics;
 pub mod proxy_protocol;
+pub mod recording;
 pub mod relay;
 mod russh_handler;
 pub mod upstream;

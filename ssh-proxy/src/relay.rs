@@ -21,6 +21,8 @@ use std::time::Duration;
 use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client, server};
 use tokio::sync::oneshot;
 
+use crate::recording::Tap;
+
 /// How long the host's sshd may take to answer a channel request (pty, exec, subsystem…).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -60,12 +62,19 @@ type Replies = Arc<Mutex<VecDeque<oneshot::Sender<bool>>>>;
 pub struct SessionLink {
     up: Arc<ChannelWriteHalf<client::Msg>>,
     replies: Replies,
+    /// The session's recorder, once it has one (see `recording`).
+    pub tap: Tap,
 }
 
 impl SessionLink {
     /// The host-side channel, to send requests on.
     pub fn up(&self) -> &ChannelWriteHalf<client::Msg> {
         &self.up
+    }
+
+    /// The host-side channel, shared (a recording that must end the session closes it).
+    pub fn up_shared(&self) -> Arc<ChannelWriteHalf<client::Msg>> {
+        self.up.clone()
     }
 
     /// Registers interest in the reply to the next request sent with `want_reply`; call before
@@ -114,13 +123,24 @@ pub fn session(
     let (up_rx, up_tx) = up.split();
     let up_tx = Arc::new(up_tx);
     let replies = Replies::default();
+    let tap = Tap::default();
     sides
         .host
         .spawn(client_to_host(down_rx, up_tx.clone(), stats.clone()));
-    sides
-        .client
-        .spawn(host_to_client(up_rx, down_tx, handle, id, replies.clone(), stats));
-    SessionLink { up: up_tx, replies }
+    sides.client.spawn(host_to_client(
+        up_rx,
+        down_tx,
+        handle,
+        id,
+        replies.clone(),
+        stats,
+        Some(tap.clone()),
+    ));
+    SessionLink {
+        up: up_tx,
+        replies,
+        tap,
+    }
 }
 
 type Sending = Pin<Box<dyn Future<Output = (bool, usize)> + Send>>;
@@ -211,15 +231,22 @@ async fn host_to_client(
     id: ChannelId,
     replies: Replies,
     stats: Arc<Stats>,
+    tap: Option<Tap>,
 ) {
     while let Some(msg) = up.wait().await {
         let sent = match msg {
             ChannelMsg::Data { data } => {
                 stats.add_out(data.len());
+                if let Some(recorder) = tap.as_ref().and_then(|t| t.get()) {
+                    recorder.output(&data).await;
+                }
                 down.data_bytes(data).await
             }
             ChannelMsg::ExtendedData { data, ext } => {
                 stats.add_out(data.len());
+                if let Some(recorder) = tap.as_ref().and_then(|t| t.get()) {
+                    recorder.output(&data).await;
+                }
                 down.extended_data_bytes(ext, data).await
             }
             ChannelMsg::Eof => down.eof().await,
@@ -273,6 +300,7 @@ pub async fn pipe(
         id,
         Replies::default(),
         stats,
+        None,
     ));
     let _ = tokio::join!(inbound, outbound);
 }

@@ -9,12 +9,16 @@ use std::time::Instant;
 use russh::keys::ssh_key::HashAlg;
 use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, ChannelOpenFailure, Pty, Sig, client};
-use wire::gateway::{AuthReply, AuthRequest, Credential, SessionEvent, SessionEventKind, Target};
+use wire::gateway::{
+    AuthReply, AuthRequest, Credential, RecordingFailure, RecordingOpen, SessionEvent, SessionEventKind,
+    Target,
+};
 
 use crate::Context;
 use crate::admission::{ChannelSlot, ChannelSlots, Ticket};
 use crate::grace::LoggedIn;
 use crate::metrics::AuthResult;
+use crate::recording;
 use crate::relay::{self, SessionLink, Stats};
 use crate::upstream::{self, Upstream};
 
@@ -220,6 +224,50 @@ impl Connection {
                 tracing::warn!(error = %e, connection = %event.connection_id, "session event not recorded");
             }
         });
+    }
+
+    /// Starts recording a session whose pty was just granted, when this login is recorded. `Err`
+    /// (the reason to show) only when recording is required and cannot be had; with
+    /// `RECORDING_FAILURE=continue` the session goes on unrecorded.
+    async fn record(
+        &self,
+        channel: ChannelId,
+        term: &str,
+        cols: u32,
+        rows: u32,
+        handle: server::Handle,
+    ) -> Result<(), String> {
+        let (Some(target), Some(link)) = (&self.target, self.link(channel)) else {
+            return Ok(());
+        };
+        let Some(policy) = target.recording else {
+            return Ok(());
+        };
+        if link.tap.get().is_some() {
+            return Ok(());
+        }
+        let open = RecordingOpen {
+            connection_id: self.id.clone(),
+            user_id: target.user_id.clone(),
+            host_id: target.host_id.clone(),
+            width: cols,
+            height: rows,
+            term: term.chars().take(64).collect(),
+            web: target.web.clone(),
+        };
+        let ending = recording::Ending {
+            handle,
+            channel,
+            up: link.up_shared(),
+        };
+        match recording::open(self.ctx.control_plane.clone(), open, policy, ending).await {
+            Ok(recorder) => {
+                let _ = link.tap.set(recorder);
+                Ok(())
+            }
+            Err(why) if policy.on_failure == RecordingFailure::Refuse => Err(why),
+            Err(_) => Ok(()),
+        }
     }
 
     /// A slot for a new channel, or `None` (logged) when the connection has all it may have.
@@ -430,8 +478,45 @@ impl server::Handler for Connection {
         modes: &[(Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        relay_request!(self, session, channel, |up| up
-            .request_pty(true, term, col_width, row_height, pix_width, pix_height, modes))
+        let granted = {
+            let Some(link) = self.link(channel) else {
+                return if self.refused.contains(&channel) {
+                    session.channel_success(channel)
+                } else {
+                    session.channel_failure(channel)
+                };
+            };
+            let pending = link.expect_reply();
+            link.up()
+                .request_pty(true, term, col_width, row_height, pix_width, pix_height, modes)
+                .await
+                .is_ok()
+                && pending.outcome().await
+        };
+        if granted
+            && let Err(why) = self
+                .record(channel, term, col_width, row_height, session.handle())
+                .await
+        {
+            // Recording is required and cannot be had: the session ends before anything runs. Like
+            // a host that cannot be reached, the channel's requests then "succeed" so that the
+            // client reads the reason and the exit status instead of stopping at a failed request.
+            let up = self.sessions.remove(&channel).map(|link| link.up_shared());
+            self.refused.insert(channel);
+            let handle = session.handle();
+            tokio::spawn(async move {
+                let line = format!("cloud-cli-proxy: {why}; the session is not started\r\n");
+                let _ = handle.extended_data(channel, 1, line.into_bytes()).await;
+                let _ = handle.exit_status_request(channel, 1).await;
+                let _ = handle.eof(channel).await;
+                let _ = handle.close(channel).await;
+                if let Some(up) = up {
+                    let _ = up.close().await;
+                }
+            });
+            return session.channel_success(channel);
+        }
+        Connection::answer(session, channel, granted)
     }
 
     async fn env_request(
@@ -494,6 +579,9 @@ impl server::Handler for Connection {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if let Some(link) = self.link(channel) {
+            if let Some(recorder) = link.tap.get() {
+                recorder.resize(col_width, row_height);
+            }
             let _ = link
                 .up()
                 .window_change(col_width, row_height, pix_width, pix_height)

@@ -205,6 +205,18 @@ const DOC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/admin/traffic-quotas/{}"),
     ("DELETE", "/v1/admin/traffic-quotas/{}"),
     ("GET", "/v1/user/traffic-quotas"),
+    ("GET", "/v1/admin/recordings"),
+    ("GET", "/v1/admin/recordings/{}"),
+    ("GET", "/v1/admin/recordings/{}/cast"),
+    ("GET", "/v1/admin/users/{}/recording"),
+    ("PUT", "/v1/admin/users/{}/recording"),
+    ("GET", "/v1/admin/hosts/{}/recording"),
+    ("PUT", "/v1/admin/hosts/{}/recording"),
+    ("GET", "/v1/user/recordings"),
+    ("GET", "/v1/user/recordings/{}/cast"),
+    ("POST", "/v1/gateway/recordings"),
+    ("POST", "/v1/gateway/recordings/{}/chunks/{}"),
+    ("POST", "/v1/gateway/recordings/{}/end"),
 ];
 
 /// `/a/{x}/b/{y}` → `/a/{}/b/{}`.
@@ -259,7 +271,9 @@ async fn access_routes_are_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_for_every_caller() {
-    let cp = ControlPlane::start(Options::new()).await;
+    // Recordings shared with tenants, so their routes answer by role like every other tenant route
+    // (tests/e2e/recording.rs checks the refusal while they are not shared).
+    let cp = ControlPlane::start(Options::new().env("RECORDINGS_TENANT_ACCESS", "true")).await;
     let fx = Fixture::build(&cp).await;
     let problems = Problems::default();
     let mut routes = openapi_routes(&fx.admin).await;

@@ -201,7 +201,8 @@ async fn the_served_document_tells_the_truth() {
         );
         return;
     };
-    let cp = ControlPlane::start(Options::new()).await;
+    // Recordings shared with tenants, so the tenant's run reads their routes' answers too.
+    let cp = ControlPlane::start(Options::new().env("RECORDINGS_TENANT_ACCESS", "true")).await;
     let admin = cp.admin().await;
     let dir = tempfile::Builder::new().prefix("ccp-openapi-").tempdir().unwrap();
     // Users, keys, every kind of egress IP, hosts with tasks, a binding and tokens: the responses

@@ -587,6 +587,66 @@ pub mod gateway {
         /// session, and its events name the browser rather than the control plane.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub web: Option<WebLogin>,
+        /// Set when this login's pty sessions are to be recorded (`SESSION_RECORDING` and the
+        /// user's and host's overrides); absent, nothing is recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub recording: Option<RecordingPolicy>,
+    }
+
+    /// How the gateway records a login's pty sessions.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RecordingPolicy {
+        /// What to do when the recording cannot be stored (`RECORDING_FAILURE`).
+        pub on_failure: RecordingFailure,
+    }
+
+    /// `RECORDING_FAILURE`: a session whose recording cannot be opened or written is ended
+    /// (`refuse`), or goes on unrecorded (`continue`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum RecordingFailure {
+        Refuse,
+        Continue,
+    }
+
+    /// `POST /v1/gateway/recordings`: a pty session begins to be recorded. The answer is a
+    /// [`RecordingOpened`]; the asciicast header is made from these fields.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RecordingOpen {
+        pub connection_id: String,
+        pub user_id: String,
+        pub host_id: String,
+        /// The terminal's size when the pty was asked for.
+        pub width: u32,
+        pub height: u32,
+        /// `TERM` of the pty request.
+        pub term: String,
+        /// A session of the dashboard's terminal.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub web: Option<WebLogin>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RecordingOpened {
+        pub id: String,
+    }
+
+    /// Largest chunk body the control plane takes (`POST /v1/gateway/recordings/{id}/chunks/{seq}`,
+    /// gzip of asciicast v2 event lines).
+    pub const RECORDING_CHUNK_MAX_BYTES: usize = 1 << 20;
+
+    /// `POST /v1/gateway/recordings/{id}/end`: the recorded session ended (or its recording
+    /// stopped, with `error`).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RecordingEnd {
+        pub duration_ms: u64,
+        /// Why the recording stopped before the session ended.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub error: Option<String>,
     }
 
     /// A login the control plane made on behalf of a browser (the dashboard's terminal).

@@ -292,6 +292,7 @@ async fn auth(
             .details(details);
         db::events::record(&state.db, &actor, event, now).await?;
     }
+    let recording = super::recordings::policy_for(&state, &user.id, &host.id).await?;
     Ok(Json(AuthReply::Allowed(Box::new(Target {
         user_id: user.id.clone(),
         username: user.username.clone(),
@@ -302,6 +303,7 @@ async fn auth(
         address: host.address.clone(),
         host_key: host.ssh_host_key.clone(),
         web,
+        recording,
     }))))
 }
 

@@ -18,6 +18,7 @@ pub mod hosts;
 pub mod metrics;
 pub mod nodes;
 pub mod portal;
+pub mod recordings;
 pub mod ssh_keys;
 pub mod ssh_sessions;
 pub mod tasks;
@@ -68,6 +69,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(tasks::router())
         .merge(gateway::router())
         .merge(events::router())
+        .merge(recordings::router())
         .merge(dashboard::router())
         .merge(nodes::router())
         .merge(enrolment::router())
@@ -122,6 +124,7 @@ pub fn machine_router(state: AppState, max_body_bytes: usize) -> Router {
     let (router, _) = OpenApiRouter::<AppState>::new()
         .merge(agent::router())
         .merge(gateway::router())
+        .merge(recordings::gateway_router())
         .split_for_parts();
     finish(router, max_body_bytes, &state).with_state(state)
 }

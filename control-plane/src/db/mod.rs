@@ -14,6 +14,7 @@ pub mod handoffs;
 pub mod hosts;
 pub mod leases;
 pub mod nodes;
+pub mod recordings;
 pub mod ssh_keys;
 pub mod tasks;
 pub mod time;

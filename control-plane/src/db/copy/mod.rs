@@ -110,6 +110,7 @@ pub enum Value {
     Text(String),
     Integer(i64),
     Boolean(bool),
+    Bytes(Vec<u8>),
 }
 
 /// Copies every row of `options.from` into `options.to`; see the module's documentation.
@@ -389,6 +390,7 @@ fn bind_sqlite<'q>(
         Value::Text(t) => query.bind(t.clone()),
         Value::Integer(i) => query.bind(*i),
         Value::Boolean(b) => query.bind(i64::from(*b)),
+        Value::Bytes(b) => query.bind(b.clone()),
     }
 }
 
@@ -401,6 +403,7 @@ fn bind_postgres<'q>(
         Value::Text(t) => query.bind(t.clone()),
         Value::Integer(i) => query.bind(*i),
         Value::Boolean(b) => query.bind(*b),
+        Value::Bytes(b) => query.bind(b.clone()),
     }
 }
 
@@ -427,6 +430,10 @@ fn read_sqlite(row: &sqlx::sqlite::SqliteRow, table: &TablePlan) -> Result<Vec<V
                 None => Value::Null,
                 Some(n) => Value::Boolean(flag(n).ok_or_else(|| bad(format!("{n} is not a flag (0 or 1)")))?),
             },
+            Kind::Bytes => row
+                .try_get::<Option<Vec<u8>>, _>(i)
+                .map_err(|e| bad(e.to_string()))?
+                .map_or(Value::Null, Value::Bytes),
         };
         out.push(value);
     }
@@ -459,6 +466,10 @@ fn read_postgres(row: &sqlx::postgres::PgRow, table: &TablePlan) -> Result<Vec<V
                 .try_get::<Option<bool>, _>(i)
                 .map_err(sql(what))?
                 .map_or(Value::Null, Value::Boolean),
+            Kind::Bytes => row
+                .try_get::<Option<Vec<u8>>, _>(i)
+                .map_err(sql(what))?
+                .map_or(Value::Null, Value::Bytes),
         };
         out.push(value);
     }
@@ -474,6 +485,8 @@ async fn insert(dst: &mut PgConnection, table: &TablePlan, rows: &[Vec<Value>]) 
                 (Value::Null, Kind::Text) => b.push_bind(None::<String>),
                 (Value::Null, Kind::Integer) => b.push_bind(None::<i64>),
                 (Value::Null, Kind::Boolean) => b.push_bind(None::<bool>),
+                (Value::Null, Kind::Bytes) => b.push_bind(None::<Vec<u8>>),
+                (Value::Bytes(v), _) => b.push_bind(v.clone()),
                 (Value::Text(t), _) => b.push_bind(t.clone()),
                 (Value::Integer(i), _) => b.push_bind(*i),
                 (Value::Boolean(v), _) => b.push_bind(*v),
@@ -584,6 +597,7 @@ fn describe_key(table: &TablePlan, row: &[Value]) -> String {
         Value::Text(t) => t.clone(),
         Value::Integer(n) => n.to_string(),
         Value::Boolean(b) => b.to_string(),
+        Value::Bytes(b) => format!("{} bytes", b.len()),
     };
     format!("{} = {value}", table.columns[i].0)
 }

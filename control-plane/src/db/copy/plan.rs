@@ -30,12 +30,14 @@ pub struct TargetTable {
     pub references: BTreeSet<String>,
 }
 
-/// How a value travels: SQLite's INTEGER flags become booleans, counters stay 64-bit integers.
+/// How a value travels: SQLite's INTEGER flags become booleans, counters stay 64-bit integers,
+/// BLOBs (compressed recordings) become `bytea`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Text,
     Integer,
     Boolean,
+    Bytes,
 }
 
 impl Kind {
@@ -47,6 +49,7 @@ impl Kind {
             // this copy should not paper over.
             "bigint" => Some(Self::Integer),
             "boolean" => Some(Self::Boolean),
+            "bytea" => Some(Self::Bytes),
             _ => None,
         }
     }
@@ -60,6 +63,7 @@ impl Kind {
             Self::Text => {
                 !declared.contains("INT") && ["CHAR", "CLOB", "TEXT"].iter().any(|t| declared.contains(t))
             }
+            Self::Bytes => declared.contains("BLOB"),
         }
     }
 }
@@ -464,7 +468,9 @@ mod tests {
         assert!(!Kind::Text.accepts_sqlite("BLOB"));
         assert_eq!(Kind::of_postgres("bigint"), Some(Kind::Integer));
         assert_eq!(Kind::of_postgres("boolean"), Some(Kind::Boolean));
-        assert_eq!(Kind::of_postgres("bytea"), None);
+        assert_eq!(Kind::of_postgres("bytea"), Some(Kind::Bytes));
+        assert!(Kind::Bytes.accepts_sqlite("BLOB"));
+        assert!(!Kind::Bytes.accepts_sqlite("TEXT"));
         assert_eq!(Kind::of_postgres("integer"), None);
     }
 

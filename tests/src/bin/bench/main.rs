@@ -1,5 +1,6 @@
-//! `cloud-cli-proxy-bench hosts|ssh|egress|dashboard|api|fleet|spread`: how long a host takes to become usable
-//! (`hosts`, below), what the SSH gateway costs against a direct connection (`ssh`, in `ssh.rs`),
+//! `cloud-cli-proxy-bench hosts|ssh|recording|egress|dashboard|api|fleet|spread`: how long a host takes to
+//! become usable (`hosts`, below), what the SSH gateway costs against a direct connection (`ssh`, in
+//! `ssh.rs`), what session recording costs the gateway (`recording`, in `recording.rs`),
 //! what an egress tunnel costs a host against the node's direct path, with the time to recover from
 //! a killed tunnel (`egress`, in `egress.rs`, whose bulk server runs as `egress-sink`), and how the
 //! dashboard's pages compare with the API calls they make and its desktop with noVNC straight to
@@ -19,7 +20,8 @@
 //! Everything it creates is removed at the end (and on a panic).
 //!
 //! `cargo run -p cloud-cli-proxy-tests --release --bin cloud-cli-proxy-bench -- hosts [--sequential N]
-//! [--burst N]`, `… -- ssh [--mib N] [--logins N]`, `… -- egress [--mib N] [--rounds N] [--kills N]`
+//! [--burst N]`, `… -- ssh [--mib N] [--logins N]`, `… -- recording [--mib N] [--pty-mib N]`,
+//! `… -- egress [--mib N] [--rounds N] [--kills N]`
 //! (root), `… -- dashboard [--runs N] [--hosts N] [--seconds N] [--rounds N]` (root, chromium). The
 //! control plane binary is taken from `CCP_BIN_DIR` (default `target/debug`; build it
 //! with `cargo build --workspace --bins`).
@@ -36,6 +38,7 @@ use std::time::{Duration, Instant};
 
 mod dashboard;
 mod egress;
+mod recording;
 mod replicas;
 mod spread;
 mod ssh;
@@ -72,6 +75,7 @@ fn parse_args() -> anyhow::Result<Args> {
         Some("-h" | "--help") | None => {
             bail!(
                 "usage: cloud-cli-proxy-bench hosts [--sequential N] [--burst N] | ssh [--mib N] [--logins N] \
+                 | recording [--mib N] [--pty-mib N] \
                  | egress [--mib N] [--rounds N] [--kills N] \
                  | dashboard [--runs N] [--hosts N] [--seconds N] [--rounds N] \
                  | api [--seconds N] [--clients N] \
@@ -80,7 +84,9 @@ fn parse_args() -> anyhow::Result<Args> {
             )
         }
         Some(other) => {
-            bail!("unknown benchmark `{other}` (known: hosts, ssh, egress, dashboard, api, fleet, spread)")
+            bail!(
+                "unknown benchmark `{other}` (known: hosts, ssh, recording, egress, dashboard, api, fleet, spread)"
+            )
         }
     }
     while let Some(flag) = args.next() {
@@ -295,6 +301,7 @@ fn numeric_flags(
 async fn main() -> anyhow::Result<()> {
     match std::env::args().nth(1).as_deref() {
         Some("ssh") => return ssh::main(std::env::args().skip(2).collect()).await,
+        Some("recording") => return recording::main(std::env::args().skip(2).collect()).await,
         Some("egress") => return egress::main(std::env::args().skip(2).collect()).await,
         Some("egress-sink") => return egress::sink(std::env::args().skip(2).collect()).await,
         Some("dashboard") => return dashboard::main(std::env::args().skip(2).collect()).await,

@@ -37,14 +37,14 @@ fn parse(args: Vec<String>) -> anyhow::Result<Args> {
 }
 
 /// One way to reach the host: a command line of `sshpass -e ssh …` and its password.
-struct Path {
-    name: &'static str,
-    argv: Vec<String>,
-    password: String,
+pub(crate) struct Path {
+    pub(crate) name: &'static str,
+    pub(crate) argv: Vec<String>,
+    pub(crate) password: String,
 }
 
 impl Path {
-    fn gateway(port: u16, login: &str, password: &str) -> Self {
+    pub(crate) fn gateway(port: u16, login: &str, password: &str) -> Self {
         let cmd = ssh_command(port, login, &Login::Password(password.to_owned()), "ssh");
         Self::from_command(&cmd, "through the gateway", password)
     }
@@ -69,7 +69,7 @@ impl Path {
 
     /// Runs `remote` on the host with `stdin_bytes` of zeros fed to it (0: no input); the
     /// command's output is thrown away. Returns the wall time.
-    async fn time(&self, remote: &str, stdin_bytes: u64) -> anyhow::Result<Duration> {
+    pub(crate) async fn time(&self, remote: &str, stdin_bytes: u64) -> anyhow::Result<Duration> {
         let mut line = self.argv.clone();
         line.push(remote.to_owned());
         let script = if stdin_bytes > 0 {
@@ -104,7 +104,7 @@ impl Path {
     }
 }
 
-fn mib_per_s(bytes: u64, d: Duration) -> f64 {
+pub(crate) fn mib_per_s(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / 1_048_576.0 / d.as_secs_f64()
 }
 
