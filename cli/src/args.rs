@@ -65,6 +65,9 @@ pub enum Command {
     /// The audit log (operator).
     #[command(subcommand)]
     Events(EventsCmd),
+    /// Recorded terminal sessions and the recording settings of users and hosts (operator).
+    #[command(subcommand)]
+    Recordings(RecordingsCmd),
     /// Personal API tokens of the signed-in account.
     #[command(subcommand)]
     ApiTokens(ApiTokensCmd),
@@ -533,6 +536,42 @@ pub enum NodesCmd {
     List {
         #[command(flatten)]
         page: PageArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecordingsCmd {
+    /// List recorded sessions, newest first.
+    List {
+        /// Sessions of this user (id or username).
+        #[arg(long)]
+        user: Option<String>,
+        /// Sessions on this host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Started at or after this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Started at or before this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Write a recording as an asciicast v2 file to standard output (`asciinema play` plays it).
+    Cast { recording_id: String },
+    /// Show or change whether a user's or a host's terminal sessions are recorded.
+    Set {
+        /// The user (id or username).
+        #[arg(long, conflicts_with = "host", required_unless_present = "host")]
+        user: Option<String>,
+        /// The host.
+        #[arg(long)]
+        host: Option<String>,
+        /// `on`, `off`, or `inherit` (follow the owner, or the installation's SESSION_RECORDING);
+        /// without it the current setting is shown.
+        #[arg(value_parser = ["on", "off", "inherit"])]
+        recording: Option<String>,
     },
 }
 

@@ -141,6 +141,18 @@ impl Api {
         json_answer(self.authorized(req)?.send()?)
     }
 
+    /// A GET whose answer is text rather than JSON (an asciicast file).
+    pub fn text(&self, path: &str) -> Result<String> {
+        let resp = self.authorized(self.http.get(self.url(path)))?.send()?;
+        let status = resp.status();
+        let text = resp.text()?;
+        if status.is_success() {
+            Ok(text)
+        } else {
+            Err(Error::from_api(status.as_u16(), &text))
+        }
+    }
+
     /// A method with an optional JSON body; 204 answers `Value::Null`.
     pub fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
         let mut req = self.http.request(method, self.url(path));

@@ -82,6 +82,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Hosts(cmd) => commands::hosts::hosts(&ctx, cmd),
         Command::Tasks(cmd) => commands::tasks::tasks(&ctx, cmd),
         Command::Events(cmd) => commands::audit::events(&ctx, cmd),
+        Command::Recordings(cmd) => commands::audit::recordings(&ctx, cmd),
         Command::Nodes(cmd) => commands::audit::nodes(&ctx, cmd),
         Command::Gateways(cmd) => commands::audit::gateways(&ctx, cmd),
         Command::Stats => commands::audit::stats(&ctx),

@@ -15,6 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use cloud_cli_proxy_tests::browser::Browser;
+use cloud_cli_proxy_tests::cli::Cli;
 use cloud_cli_proxy_tests::database::psql;
 use cloud_cli_proxy_tests::docker::Out;
 use cloud_cli_proxy_tests::gateway::{Login, Tenant, output, terminal_login};
@@ -324,6 +325,32 @@ async fn per_host_override_shared_recordings_and_continue() {
     let id = rows[0]["id"].as_str().unwrap().to_owned();
     let all = admin.get("/v1/admin/recordings").await;
     assert_eq!(all.total(), 1, "only carol's host is recorded: {}", all.text);
+
+    // The CLI: list, the file, a setting.
+    let op = Cli::new()
+        .with_env("CLOUD_CLI_PROXY_URL", &node.cp.base_url())
+        .with_env("CLOUD_CLI_PROXY_TOKEN", admin.token());
+    let listed = op
+        .run(&["--json", "recordings", "list", "--user", "carol"])
+        .await
+        .json();
+    assert_eq!(listed["total_records"], 1, "{listed}");
+    let cast = op.run(&["recordings", "cast", &id]).await;
+    cast.ok();
+    assert!(parse_cast(&cast.stdout).1.contains("CAROL-42"), "{}", cast.stdout);
+    let set = op
+        .run(&["--json", "recordings", "set", "--host", &dave.host.id, "on"])
+        .await
+        .json();
+    assert_eq!(
+        (set["effective"].as_bool(), set["source"].as_str()),
+        (Some(true), Some("host"))
+    );
+    let set = op
+        .run(&["--json", "recordings", "set", "--host", &dave.host.id, "inherit"])
+        .await
+        .json();
+    assert_eq!(set["effective"], false, "{set}");
 
     // Shared with tenants: each reads their own, and only that.
     let c = admin.login_as("carol", &carol.password).await;
