@@ -1,9 +1,10 @@
 //! Session recording end to end: pty sessions through the real gateway into real hosts are
 //! recorded as the installation's `SESSION_RECORDING` and the per-user and per-host overrides say;
 //! a recording is listed, downloads as valid asciicast v2 holding what the session printed, and
-//! plays in the dashboard in Chromium. Non-pty sessions are not recorded. Tenants read recordings
-//! only when the operator shares them. A recording that cannot be stored ends the session
-//! (`RECORDING_FAILURE=refuse`) or lets it go on (`continue`). Retention deletes old recordings.
+//! plays in the dashboard in Chromium; the dashboard's terminal is recorded like any pty session.
+//! Non-pty sessions are not recorded. Tenants read recordings only when the operator shares them.
+//! A recording that cannot be stored ends the session (`RECORDING_FAILURE=refuse`) or lets it go on
+//! (`continue`). Retention deletes old recordings.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,7 +15,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use cloud_cli_proxy_tests::browser::Browser;
+use cloud_cli_proxy_tests::browser::{Browser, Key};
 use cloud_cli_proxy_tests::cli::Cli;
 use cloud_cli_proxy_tests::database::psql;
 use cloud_cli_proxy_tests::docker::Out;
@@ -224,8 +225,9 @@ async fn recorded_session_lists_downloads_and_plays() {
         "recordings_not_shared",
     );
 
-    // The player in the dashboard.
-    if let Some(browser) = Browser::start().await {
+    // The player in the dashboard; then the dashboard's terminal, recorded too.
+    let mut web_recorded = false;
+    if let Some(mut browser) = Browser::start().await {
         let base = node.cp.base_url();
         let opts = node.cp.options().clone();
         browser.goto(&format!("{base}/")).await;
@@ -253,6 +255,36 @@ async fn recorded_session_lists_downloads_and_plays() {
         assert!(errors.is_empty(), "JavaScript errors: {errors:?}");
         let violations = browser.violations().await;
         assert!(violations.is_empty(), "CSP violations: {violations:?}");
+
+        browser
+            .goto(&format!("{base}/#/hosts/{}/terminal", alice.host.id))
+            .await;
+        browser.set_wait(LIMIT);
+        browser
+            .wait_for("[data-test=terminal-viewer][data-state=connected]")
+            .await;
+        browser.set_wait(cloud_cli_proxy_tests::browser::WAIT);
+        browser
+            .key(
+                ".xterm-helper-textarea",
+                &format!("echo WEB-$((6*7)){}", Key::Enter),
+            )
+            .await;
+        browser.wait_for_text(".xterm-accessibility-tree", "WEB-42").await;
+        browser
+            .key(".xterm-helper-textarea", &format!("exit{}", Key::Enter))
+            .await;
+        let rows = ended_recordings(admin, &alice.host.user_id, 2).await;
+        let web = rows.iter().find(|r| r["via"] == "web").expect("a web recording");
+        assert_eq!(web["opened_by"], opts.admin_username.as_str(), "{web}");
+        let cast = admin
+            .get(&format!(
+                "/v1/admin/recordings/{}/cast",
+                web["id"].as_str().unwrap()
+            ))
+            .await;
+        assert!(parse_cast(&cast.text).1.contains("WEB-42"), "{}", cast.text);
+        web_recorded = true;
     }
 
     // RECORDING_FAILURE=refuse (the default). A recording that cannot be opened: no pty, and the
@@ -280,7 +312,7 @@ async fn recorded_session_lists_downloads_and_plays() {
         format!("{}{}", out.stdout, out.stderr).contains("the session is ended"),
         "{out:?}"
     );
-    let rows = ended_recordings(admin, &alice.host.user_id, 2).await;
+    let rows = ended_recordings(admin, &alice.host.user_id, 2 + usize::from(web_recorded)).await;
     assert!(rows.iter().any(|r| !r["error"].is_null()), "{rows:?}");
     let failed = admin.get("/v1/admin/events?type=ssh.recording_failed").await;
     assert_eq!(failed.total(), 1, "{}", failed.text);
