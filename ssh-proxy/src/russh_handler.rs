@@ -250,8 +250,10 @@ impl Connection {
             connection_id: self.id.clone(),
             user_id: target.user_id.clone(),
             host_id: target.host_id.clone(),
-            width: cols,
-            height: rows,
+            // A client without a terminal of its own (`ssh -tt` from a script) asks for 0x0; the
+            // asciicast header needs a size, so the customary 80x24 stands in.
+            width: if cols == 0 { 80 } else { cols },
+            height: if rows == 0 { 24 } else { rows },
             term: term.chars().take(64).collect(),
             web: target.web.clone(),
         };
