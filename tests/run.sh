@@ -143,7 +143,7 @@ SQL
 }
 
 # The suites that run a second time with every control plane on PostgreSQL.
-readonly POSTGRES_SUITES=(seed_api authz_matrix bad_input restart_backup concurrent_writes cli openapi_conformance metrics recording)
+readonly POSTGRES_SUITES=(seed_api authz_matrix bad_input restart_backup concurrent_writes cli openapi_conformance metrics recording traffic)
 
 step_fmt() {
     cargo fmt --all --check
