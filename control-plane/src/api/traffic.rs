@@ -431,6 +431,10 @@ async fn delete_quota(
         .collect();
     for host_id in &cut {
         store::set_cut(&mut *tx, host_id, None).await?;
+        let restored = NewEvent::success("host.egress_restored")
+            .host(host_id)
+            .details(serde_json::json!({ "reason": "quota deleted", "quota_id": id }));
+        db::events::record(&mut *tx, &admin.actor(), restored, now).await?;
     }
     store::delete_quota(&mut *tx, &id).await?;
     let mut event = NewEvent::success("traffic.quota_deleted").details(serde_json::json!({ "quota_id": id }));
@@ -438,15 +442,7 @@ async fn delete_quota(
     event.user_id = quota.user_id.clone();
     db::events::record(&mut *tx, &admin.actor(), event, now).await?;
     tx.commit().await?;
-    // Each lifted cut says so; another quota still exceeded cuts again at once.
-    for host_id in cut {
-        let mut tx = state.db.begin().await?;
-        let event = NewEvent::success("host.egress_restored")
-            .host(&host_id)
-            .details(serde_json::json!({ "reason": "quota deleted", "quota_id": id }));
-        db::events::record(&mut *tx, &admin.actor(), event, now).await?;
-        tx.commit().await?;
-    }
+    // Another quota still exceeded cuts again at once.
     crate::traffic::enforce_quotas(&state, now).await?;
     state.wake_agents();
     Ok(StatusCode::NO_CONTENT)
