@@ -79,7 +79,7 @@ fn parse_args() -> anyhow::Result<Args> {
                  | egress [--mib N] [--rounds N] [--kills N] \
                  | dashboard [--runs N] [--hosts N] [--seconds N] [--rounds N] \
                  | api [--seconds N] [--clients N] \
-                 | fleet [--hosts N] [--step N] [--max N] [--window N] [--interval N] \
+                 | fleet [--hosts N] [--step N] [--max N] [--window N] [--interval N] [--replicas 1|2] \
                  | spread [--hosts N] [--users N] [--in-flight N]"
             )
         }

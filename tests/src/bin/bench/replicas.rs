@@ -7,11 +7,12 @@
 //! seconds each, on SQLite, on PostgreSQL with one replica and with two (clients spread over both),
 //! in one run; each figure with its ratio to SQLite's.
 //!
-//! `fleet [--hosts N] [--step N] [--max N] [--window N] [--interval N]`: simulated agents speaking
+//! `fleet [--hosts N] [--step N] [--max N] [--window N] [--interval N] [--replicas 1|2]`: simulated
+//! agents speaking
 //! the real agent protocol (enrol, register, heartbeat every `--interval` seconds with N running
 //! hosts each, as a real agent reports them; no Docker behind them), added `--step` at a time every
 //! `--window` seconds, until the heartbeats' p99 in a window passes one second or `--max` nodes run;
-//! for one replica and for two. Reports the most nodes held with p99 ≤ 1 s, and the CPU the
+//! for one replica and for two (or only the one `--replicas` names). Reports the most nodes held with p99 ≤ 1 s, and the CPU the
 //! database server and the replicas used in the last window.
 //!
 //! Both need PostgreSQL: `CCP_TEST_POSTGRES` names a role that may create databases (tests/run.sh
@@ -299,17 +300,26 @@ async fn add_node(
 }
 
 pub async fn fleet(args: Vec<String>) -> anyhow::Result<()> {
-    check_flags(&args, &["--hosts", "--step", "--max", "--window", "--interval"])?;
+    check_flags(
+        &args,
+        &["--hosts", "--step", "--max", "--window", "--interval", "--replicas"],
+    )?;
     let hosts = usize::try_from(flag(&args, "--hosts", 100)?)?;
     let step = usize::try_from(flag(&args, "--step", 50)?)?.max(1);
     let max = usize::try_from(flag(&args, "--max", 1000)?)?;
     let window = Duration::from_secs(flag(&args, "--window", 20)?);
     let interval = Duration::from_secs(flag(&args, "--interval", 15)?.max(1));
+    let sizes: &[usize] = match flag(&args, "--replicas", 0)? {
+        0 => &[1, 2],
+        1 => &[1],
+        2 => &[2],
+        n => bail!("--replicas takes 1 or 2, not {n}"),
+    };
     println!(
         "fleet: simulated nodes with {hosts} hosts each, heartbeating every {interval:?}, {step} more \
          every {window:?} until p99 > {P99_BOUND:?} or {max} nodes"
     );
-    for replicas in [1, 2] {
+    for &replicas in sizes {
         let cluster = Cluster::start(true, replicas).await;
         let url = cluster._db.as_ref().unwrap().url().to_owned();
         let pool = sqlx::postgres::PgPoolOptions::new()
