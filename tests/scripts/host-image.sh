@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the host image with images/build.sh and drives a container of it with the capability set the
 # control plane uses: SSH by key and by password, sudo, noVNC over websockify, the VNC server kept on
-# loopback, live password rotation with host-apply-secrets, restart and a prompt `docker stop`.
+# loopback, the desktop started by the first connection, stopped when idle and back after a crash,
+# live password rotation with host-apply-secrets, restart and a prompt `docker stop`.
 # Talks only to the containers and the internal network it creates; removes them on exit.
 # shellcheck disable=SC2317 # helpers run through check, eventually and trap look unreachable to it
 
@@ -146,6 +147,7 @@ novnc_ok() { test "$(http_code "http://$ip:6080/vnc.html")" = 200; }
 logs_show() { timeout 30 docker logs "$container" 2>&1 | grep -- "$1" >/dev/null; }
 # shellcheck disable=SC2016 # $1 and $2 are the inner bash's arguments
 port_closed() { ! timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null; }
+runs() { dock exec "$container" pgrep -x "$1" >/dev/null; }
 
 # --- the host container ---------------------------------------------------------------------------------
 
@@ -167,7 +169,9 @@ check "root login is disabled" dock exec "$container" sh -c 'sshd -T | grep -qx 
 # shellcheck disable=SC2016 # expanded by the remote shell
 check "the gateway key is root-owned and read-only to the user" \
     ssh_key 'test "$(stat -c %U:%a /etc/ssh/authorized_keys/user)" = root:644 && ! test -w /etc/ssh/authorized_keys/user'
-check "noVNC: GET /vnc.html on 6080 is 200" eventually 30 novnc_ok
+check "before any connection to 6080 no desktop runs" not runs Xvnc
+check "nor websockify" not dock exec "$container" pgrep -f websockify
+check "noVNC: GET /vnc.html on 6080 is 200 (the first connection starts the desktop)" eventually 30 novnc_ok
 check "the VNC server answers RFB on 127.0.0.1:5901 inside the container" \
     dock exec "$container" timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5901 && head -c 12 <&3 | grep -q "^RFB 003.008"'
 check "the VNC server offers only VncAuth" test "$(dock exec -i "$container" timeout 5 python3 - <<'EOF'
@@ -184,6 +188,14 @@ check "X display port 6001 is not reachable from outside the container" port_clo
 check "the desktop session runs as the user" eventually 15 dock exec "$container" pgrep -u user -x openbox
 check "no desktop service had to be restarted" not logs_show 'exited (status'
 check "docker logs shows host-init" logs_show 'sshd is listening on port 22'
+check "websockify and Xvnc listen on loopback only" test \
+    "$(dock exec "$container" ss -Hltn '( sport = :5801 or sport = :5901 )' | awk '{print $4}' | sort | tr '\n' ' ')" \
+    = "127.0.0.1:5801 127.0.0.1:5901 "
+check "websockify's port 5801 is not reachable from outside the container" port_closed "$ip" 5801
+check "a desktop whose Xvnc was killed" dock exec "$container" pkill -KILL -x Xvnc
+check "comes back on the next open" eventually 30 novnc_ok
+check "with its VNC server answering" eventually 15 dock exec "$container" timeout 5 bash -c \
+    'exec 3<>/dev/tcp/127.0.0.1/5901 && head -c 12 <&3 | grep -q "^RFB 003.008"'
 
 # Rotation: rewrite the file the way the control plane does (a new file renamed over the old one),
 # then docker exec host-apply-secrets; no restart.
@@ -221,11 +233,16 @@ check "after a restart noVNC answers again" eventually 30 novnc_ok
 mkdir -p "$work/home/projects/deep"
 touch "$work/home/projects/deep/file"
 chown -R 4242:4242 "$work/home"
-run_host second --security-opt no-new-privileges -v "$work/home:/home/user"
+run_host second --security-opt no-new-privileges -v "$work/home:/home/user" -e DESKTOP_IDLE_SECS=10
 check "with no-new-privileges sshd still answers" eventually 30 ssh_key true
 check "each container has its own SSH host key" test "$(host_key)" != "$first_host_key"
+check "noVNC answers (starting the desktop)" eventually 30 novnc_ok
 check "the desktop starts with a home the user cannot write" eventually 15 dock exec "$container" pgrep -u user -x openbox
 check "and without restarts" not logs_show 'exited (status'
+check "without a VNC session it stops after DESKTOP_IDLE_SECS (10 s here)" eventually 60 not runs Xvnc
+check "taking the session along" not dock exec "$container" pgrep -u user -x openbox
+check "while sshd keeps answering" ssh_key true
+check "and the next open starts it again" eventually 30 novnc_ok
 check "a mounted home keeps its owners" test "$(stat -c %u "$work/home" "$work/home/projects/deep/file" | sort -u)" = 4242
 check "with no-new-privileges sudo is refused" not ssh_key "sudo -S -p '' true" <<<"$new_password"
 
