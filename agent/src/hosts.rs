@@ -598,13 +598,9 @@ impl Hosts {
         Ok(())
     }
 
-    /// The namespace owner of an egress test: a bound host's egress container, labelled as a test.
-    pub fn egress_test_body(
-        &self,
-        egress: &wire::EgressSpec,
-        dir: &str,
-    ) -> bollard::models::ContainerCreateBody {
-        containers::egress_test_body(&self.settings, egress, dir)
+    /// The namespace owner of egress tests: a bound host's egress container, labelled as a test.
+    pub fn egress_test_body(&self, dir: &str) -> bollard::models::ContainerCreateBody {
+        containers::egress_test_body(&self.settings, dir)
     }
 
     /// An egress container made for another egress shape (plain or tunnel, another resolver) is

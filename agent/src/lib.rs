@@ -4,12 +4,14 @@
 //! reconciles Docker with the control plane's list of hosts.
 //!
 //! Layout: [`config`] (flags), [`control_plane`] and [`docker`] (adapters), [`hosts`] (the actions),
-//! [`firewall`] (the namespace ruleset), [`egress`] (the tunnel runtime
-//! inside each egress container, its own binary), [`secrets`] (per-host files), [`reconcile`] (drift repair),
-//! [`tasks`] (claim/progress/result loop), [`node`] (facts about the machine), [`probe`] (the
-//! egress probe server, its own binary).
+//! [`firewall`] (the namespace ruleset), [`egress`] (the tunnel runtime inside each egress
+//! container, its own binary), [`egress_test`] (the operator's egress tests, in warm namespaces),
+//! [`conntrack`] (flushing a namespace's connection tracking), [`secrets`] (per-host files),
+//! [`reconcile`] (drift repair), [`tasks`] (claim/progress/result loop), [`node`] (facts about the
+//! machine), [`probe`] (the egress probe server, its own binary).
 
 pub mod config;
+pub mod conntrack;
 pub mod control_plane;
 pub mod docker;
 pub mod egress;

@@ -159,8 +159,15 @@ pub fn plan(desired: &[DesiredHost], observed: &[Observed], node: &str) -> Vec<A
         }
     }
     // The shared network goes last, and only once the node has no host at all: everything else of
-    // ours is removed above, before it.
-    if desired.is_empty() {
+    // ours is removed above, before it. An egress test namespace is attached to it too (kept warm
+    // for a while after a test): the network goes on a pass after the last one is gone.
+    let testing = observed.iter().any(|o| {
+        o.managed
+            && o.node.as_deref() == Some(node)
+            && o.kind == Kind::Container
+            && o.role == Some(Role::EgressTest)
+    });
+    if desired.is_empty() && !testing {
         let networks = observed.iter().filter(|o| {
             o.managed
                 && o.node.as_deref() == Some(node)
@@ -396,8 +403,15 @@ mod tests {
         );
         assert_eq!(actions.len(), 4);
         // Not while any host is desired.
-        let observed = vec![network];
+        let observed = vec![network.clone()];
         assert!(plan(&[desired("h1", true)], &observed, NODE).is_empty());
+        // Not while an egress test namespace is attached to it (nor is that namespace touched).
+        let warm = Observed::from_labels(
+            Kind::Container,
+            "/ccp-n1-etest-1",
+            Some(&labels(NODE, "egress-test", None)),
+        );
+        assert!(plan(&[], &[network, warm], NODE).is_empty());
     }
 
     #[test]

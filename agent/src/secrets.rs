@@ -195,7 +195,7 @@ impl Store {
         self.host_dir(host_id).join("egress")
     }
 
-    /// `<state>/<node>/egress-tests`: the throwaway directories of egress tests (no host's).
+    /// `<state>/<node>/egress-tests`: the directories of the egress test namespaces (no host's).
     pub fn egress_tests_dir(&self) -> PathBuf {
         self.root.with_file_name("egress-tests")
     }

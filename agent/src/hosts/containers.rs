@@ -121,7 +121,15 @@ fn log_config() -> HostConfigLogConfig {
 pub(super) fn egress_body(settings: &Settings, spec: &HostSpec, egress_dir: &str) -> ContainerCreateBody {
     let mut labels = labels_for(&settings.node_name, Role::Egress, Some(&spec.host_id));
     labels.insert(EGRESS_SHAPE_LABEL.to_owned(), tunnel::shape(spec.egress.as_ref()));
-    let mut host_config = HostConfig {
+    let mut body = owner_body(settings, labels, &spec.short_id);
+    if let Some(egress) = &spec.egress {
+        run_tunnel(&mut body, settings, egress_dir, Some(&egress.dns_server));
+    }
+    body
+}
+
+fn owner_body(settings: &Settings, labels: HashMap<String, String>, hostname: &str) -> ContainerCreateBody {
+    let host_config = HostConfig {
         network_mode: Some(settings.hosts_network.clone()),
         cap_drop: Some(vec!["ALL".into()]),
         privileged: Some(false),
@@ -137,93 +145,80 @@ pub(super) fn egress_body(settings: &Settings, spec: &HostSpec, egress_dir: &str
         }),
         ..Default::default()
     };
-    let mut body = ContainerCreateBody {
+    ContainerCreateBody {
         image: Some(settings.host_image.clone()),
         // The hostname lives with the namespace owner: Docker refuses one on a container that joins
         // another's network namespace.
-        hostname: Some(spec.short_id.to_ascii_lowercase()),
+        hostname: Some(hostname.to_ascii_lowercase()),
         entrypoint: Some(vec!["/usr/bin/tini".into(), "--".into()]),
         cmd: Some(vec!["sleep".into(), "infinity".into()]),
         user: Some("65534:65534".into()),
         labels: Some(labels),
         stop_timeout: Some(2),
+        host_config: Some(host_config),
         ..Default::default()
-    };
-    if let Some(egress) = &spec.egress {
-        body.user = Some("0:0".into());
-        body.cmd = Some(vec![
-            tunnel::RUNTIME_IN_CONTAINER.into(),
-            "run".into(),
-            "--dir".into(),
-            tunnel::EGRESS_MOUNT.into(),
-            "--sing-box".into(),
-            tunnel::SING_BOX_IN_CONTAINER.into(),
-        ]);
-        host_config.cap_add = Some(vec!["NET_ADMIN".into()]);
-        host_config.memory = Some(TUNNEL_MEMORY_BYTES);
-        host_config.memory_swap = Some(TUNNEL_MEMORY_BYTES);
-        host_config.pids_limit = Some(TUNNEL_PIDS_LIMIT);
-        host_config.devices = Some(vec![DeviceMapping {
-            path_on_host: Some("/dev/net/tun".into()),
-            path_in_container: Some("/dev/net/tun".into()),
-            cgroup_permissions: Some("rwm".into()),
-        }]);
-        // No reverse-path filter: the tunnel server's answers arrive on eth0 while unmarked lookups
-        // of their source go to table 2022, which until the tunnel is up (and again while it
-        // restarts) holds only its unreachable route; a loose or strict check would drop the first
-        // handshake answer. What may come in is the firewall's business (replies and the gateway).
-        host_config.sysctls = Some(HashMap::from([
-            ("net.ipv4.conf.all.rp_filter".to_owned(), "0".to_owned()),
-            ("net.ipv4.conf.default.rp_filter".to_owned(), "0".to_owned()),
-            ("net.ipv4.conf.eth0.rp_filter".to_owned(), "0".to_owned()),
-        ]));
-        host_config.dns = Some(vec![egress.dns_server.clone()]);
-        let bind = |source: &str, target: &str, read_only: bool| Mount {
-            target: Some(target.to_owned()),
-            source: Some(source.to_owned()),
-            typ: Some(MountType::BIND),
-            read_only: Some(read_only),
-            ..Default::default()
-        };
-        let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.to_string_lossy().into_owned());
-        let mut mounts = vec![bind(egress_dir, tunnel::EGRESS_MOUNT, false)];
-        if let Some(runtime) = path(&settings.egress_runtime) {
-            mounts.push(bind(&runtime, tunnel::RUNTIME_IN_CONTAINER, true));
-        }
-        if let Some(sing_box) = path(&settings.sing_box) {
-            mounts.push(bind(&sing_box, tunnel::SING_BOX_IN_CONTAINER, true));
-        }
-        host_config.mounts = Some(mounts);
     }
-    body.host_config = Some(host_config);
-    body
 }
 
-/// An egress test's namespace owner: the bound shape of [`egress_body`], without a host.
-pub(super) fn egress_test_body(
-    settings: &Settings,
-    egress: &wire::EgressSpec,
-    dir: &str,
-) -> ContainerCreateBody {
-    let spec = HostSpec {
-        host_id: String::new(),
-        short_id: "egress-test".into(),
-        linux_user: String::new(),
-        memory_mb: 0,
-        cpu_millis: 0,
-        pids_limit: 0,
-        password_crypt: String::new(),
-        authorized_keys: Vec::new(),
-        vnc_secret: String::new(),
-        egress: Some(egress.clone()),
-        egress_cut: false,
+/// Makes the namespace owner run the tunnel runtime on `egress_dir`; `dns`: the upstream of
+/// Docker's resolver (a bound host's egress DNS server).
+fn run_tunnel(body: &mut ContainerCreateBody, settings: &Settings, egress_dir: &str, dns: Option<&str>) {
+    body.user = Some("0:0".into());
+    body.cmd = Some(vec![
+        tunnel::RUNTIME_IN_CONTAINER.into(),
+        "run".into(),
+        "--dir".into(),
+        tunnel::EGRESS_MOUNT.into(),
+        "--sing-box".into(),
+        tunnel::SING_BOX_IN_CONTAINER.into(),
+    ]);
+    let host_config = body.host_config.get_or_insert_default();
+    host_config.cap_add = Some(vec!["NET_ADMIN".into()]);
+    host_config.memory = Some(TUNNEL_MEMORY_BYTES);
+    host_config.memory_swap = Some(TUNNEL_MEMORY_BYTES);
+    host_config.pids_limit = Some(TUNNEL_PIDS_LIMIT);
+    host_config.devices = Some(vec![DeviceMapping {
+        path_on_host: Some("/dev/net/tun".into()),
+        path_in_container: Some("/dev/net/tun".into()),
+        cgroup_permissions: Some("rwm".into()),
+    }]);
+    // No reverse-path filter: the tunnel server's answers arrive on eth0 while unmarked lookups
+    // of their source go to table 2022, which until the tunnel is up (and again while it
+    // restarts) holds only its unreachable route; a loose or strict check would drop the first
+    // handshake answer. What may come in is the firewall's business (replies and the gateway).
+    host_config.sysctls = Some(HashMap::from([
+        ("net.ipv4.conf.all.rp_filter".to_owned(), "0".to_owned()),
+        ("net.ipv4.conf.default.rp_filter".to_owned(), "0".to_owned()),
+        ("net.ipv4.conf.eth0.rp_filter".to_owned(), "0".to_owned()),
+    ]));
+    host_config.dns = dns.map(|d| vec![d.to_owned()]);
+    let bind = |source: &str, target: &str, read_only: bool| Mount {
+        target: Some(target.to_owned()),
+        source: Some(source.to_owned()),
+        typ: Some(MountType::BIND),
+        read_only: Some(read_only),
+        ..Default::default()
     };
-    let mut body = egress_body(settings, &spec, dir);
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.to_string_lossy().into_owned());
+    let mut mounts = vec![bind(egress_dir, tunnel::EGRESS_MOUNT, false)];
+    if let Some(runtime) = path(&settings.egress_runtime) {
+        mounts.push(bind(&runtime, tunnel::RUNTIME_IN_CONTAINER, true));
+    }
+    if let Some(sing_box) = path(&settings.sing_box) {
+        mounts.push(bind(&sing_box, tunnel::SING_BOX_IN_CONTAINER, true));
+    }
+    host_config.mounts = Some(mounts);
+}
+
+/// The namespace owner of egress tests: the bound shape of [`egress_body`] without a host and
+/// without an egress of its own (each test hands the runtime its egress; the checks ask the egress
+/// DNS server directly, never Docker's resolver). Docker never brings it back: the agent makes it.
+pub(super) fn egress_test_body(settings: &Settings, egress_dir: &str) -> ContainerCreateBody {
     let mut labels = labels_for(&settings.node_name, Role::EgressTest, None);
-    labels.insert(EGRESS_SHAPE_LABEL.to_owned(), tunnel::shape(Some(egress)));
-    body.labels = Some(labels);
+    labels.insert(EGRESS_SHAPE_LABEL.to_owned(), "egress-test/1".to_owned());
+    let mut body = owner_body(settings, labels, "egress-test");
+    run_tunnel(&mut body, settings, egress_dir, None);
     if let Some(hc) = body.host_config.as_mut() {
-        // Gone with its test; never brought back by Docker.
         hc.restart_policy = Some(RestartPolicy {
             name: Some(RestartPolicyNameEnum::NO),
             maximum_retry_count: None,
@@ -469,5 +464,22 @@ mod tests {
             hc.restart_policy.and_then(|r| r.name),
             Some(RestartPolicyNameEnum::UNLESS_STOPPED)
         );
+    }
+
+    #[test]
+    fn egress_test_body_runs_the_tunnel_for_no_host_and_is_never_restarted() {
+        let body = egress_test_body(&settings(), "/state/t");
+        let hc = body.host_config.clone().unwrap();
+        assert_eq!(hc.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(hc.cap_add, Some(vec!["NET_ADMIN".to_owned()]));
+        assert_eq!(body.cmd.as_ref().unwrap()[0], tunnel::RUNTIME_IN_CONTAINER);
+        assert_eq!(hc.dns, None, "the checks ask the egress DNS server directly");
+        assert_eq!(
+            hc.restart_policy.and_then(|r| r.name),
+            Some(RestartPolicyNameEnum::NO)
+        );
+        let labels = body.labels.unwrap();
+        assert_eq!(labels[wire::labels::ROLE], Role::EgressTest.as_str());
+        assert!(!labels.contains_key(wire::labels::HOST_ID));
     }
 }

@@ -1,8 +1,10 @@
-//! `cloud-cli-proxy-bench hosts|ssh|recording|egress|dashboard|api|fleet|spread`: how long a host takes to
+//! `cloud-cli-proxy-bench hosts|ssh|recording|egress|egress-test|dashboard|api|fleet|spread`: how long a host takes to
 //! become usable (`hosts`, below), what the SSH gateway costs against a direct connection (`ssh`, in
 //! `ssh.rs`), what session recording costs the gateway (`recording`, in `recording.rs`),
 //! what an egress tunnel costs a host against the node's direct path, with the time to recover from
-//! a killed tunnel (`egress`, in `egress.rs`, whose bulk server runs as `egress-sink`), and how the
+//! a killed tunnel (`egress`, in `egress.rs`, whose bulk server runs as `egress-sink`), how long the
+//! operator's egress test takes for every tunnel kind, healthy and dead (`egress-test`, in
+//! `egress_test.rs`), and how the
 //! dashboard's pages compare with the API calls they make and its desktop with noVNC straight to
 //! the host (`dashboard`, in `dashboard.rs`), and what the API carries on SQLite and PostgreSQL with
 //! one and two replicas, and how many simulated nodes they hold (`api` and `fleet`, in `replicas.rs`),
@@ -21,7 +23,7 @@
 //!
 //! `cargo run -p cloud-cli-proxy-tests --release --bin cloud-cli-proxy-bench -- hosts [--sequential N]
 //! [--burst N]`, `… -- ssh [--mib N] [--logins N]`, `… -- recording [--mib N] [--pty-mib N]`,
-//! `… -- egress [--mib N] [--rounds N] [--kills N]`
+//! `… -- egress [--mib N] [--rounds N] [--kills N]`, `… -- egress-test [--runs N]`
 //! (root), `… -- dashboard [--runs N] [--hosts N] [--seconds N] [--rounds N]` (root, chromium). The
 //! control plane binary is taken from `CCP_BIN_DIR` (default `target/debug`; build it
 //! with `cargo build --workspace --bins`).
@@ -38,6 +40,7 @@ use std::time::{Duration, Instant};
 
 mod dashboard;
 mod egress;
+mod egress_test;
 mod recording;
 mod replicas;
 mod spread;
@@ -76,7 +79,7 @@ fn parse_args() -> anyhow::Result<Args> {
             bail!(
                 "usage: cloud-cli-proxy-bench hosts [--sequential N] [--burst N] | ssh [--mib N] [--logins N] \
                  | recording [--mib N] [--pty-mib N] \
-                 | egress [--mib N] [--rounds N] [--kills N] \
+                 | egress [--mib N] [--rounds N] [--kills N] | egress-test [--runs N] \
                  | dashboard [--runs N] [--hosts N] [--seconds N] [--rounds N] \
                  | api [--seconds N] [--clients N] \
                  | fleet [--hosts N] [--step N] [--max N] [--window N] [--interval N] [--replicas 1|2] \
@@ -85,7 +88,7 @@ fn parse_args() -> anyhow::Result<Args> {
         }
         Some(other) => {
             bail!(
-                "unknown benchmark `{other}` (known: hosts, ssh, recording, egress, dashboard, api, fleet, spread)"
+                "unknown benchmark `{other}` (known: hosts, ssh, recording, egress, egress-test, dashboard, api, fleet, spread)"
             )
         }
     }
@@ -304,6 +307,7 @@ async fn main() -> anyhow::Result<()> {
         Some("recording") => return recording::main(std::env::args().skip(2).collect()).await,
         Some("egress") => return egress::main(std::env::args().skip(2).collect()).await,
         Some("egress-sink") => return egress::sink(std::env::args().skip(2).collect()).await,
+        Some("egress-test") => return egress_test::main(std::env::args().skip(2).collect()).await,
         Some("dashboard") => return dashboard::main(std::env::args().skip(2).collect()).await,
         Some("api") => return replicas::api(std::env::args().skip(2).collect()).await,
         Some("fleet") => return replicas::fleet(std::env::args().skip(2).collect()).await,
