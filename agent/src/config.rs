@@ -78,6 +78,11 @@ pub struct Config {
     #[arg(long, env = "VNC_PORT", default_value_t = 6080)]
     pub vnc_port: u16,
 
+    /// Seconds a host's desktop keeps running without a VNC session; it starts again on the next
+    /// open. Passed to hosts as they are (re)created.
+    #[arg(long, env = "DESKTOP_IDLE_SECS", default_value_t = 900)]
+    pub desktop_idle_secs: u64,
+
     /// How long a started host may take until its sshd answers, in seconds.
     #[arg(long, env = "SSH_READY_TIMEOUT_SECS", default_value_t = 90)]
     pub ssh_ready_timeout_secs: u64,
@@ -164,6 +169,7 @@ impl Config {
             docker_timeout_secs: 120,
             docker_socket: "/var/run/docker.sock".into(),
             vnc_port: 6080,
+            desktop_idle_secs: 900,
             ssh_ready_timeout_secs: 90,
             max_tasks: 4,
             traffic_sample_secs: 15,
@@ -262,6 +268,9 @@ impl Config {
         if self.vnc_port == 0 || self.vnc_port == 22 {
             return Err(invalid("VNC_PORT", "must be a TCP port other than 22"));
         }
+        if self.desktop_idle_secs == 0 || self.desktop_idle_secs > 9_999_999 {
+            return Err(invalid("DESKTOP_IDLE_SECS", "must be 1 to 9999999"));
+        }
         if self.traffic_sample_secs == 0 || self.traffic_sample_secs > 3600 {
             return Err(invalid("TRAFFIC_SAMPLE_SECS", "must be 1 to 3600"));
         }
@@ -290,6 +299,7 @@ impl fmt::Debug for Config {
             .field("docker_timeout_secs", &self.docker_timeout_secs)
             .field("docker_socket", &self.docker_socket)
             .field("vnc_port", &self.vnc_port)
+            .field("desktop_idle_secs", &self.desktop_idle_secs)
             .field("ssh_ready_timeout_secs", &self.ssh_ready_timeout_secs)
             .field("max_tasks", &self.max_tasks)
             .field("traffic_sample_secs", &self.traffic_sample_secs)
@@ -359,6 +369,7 @@ mod tests {
         assert!(c.allow_direct_egress);
         assert_eq!(c.docker_timeout(), Duration::from_secs(120));
         assert_eq!(c.vnc_port, 6080);
+        assert_eq!(c.desktop_idle_secs, 900);
         assert_eq!(c.host_image, "cloud-cli-proxy/host:latest");
         assert_eq!(
             c.credential_file(),
@@ -457,6 +468,13 @@ mod tests {
                 "VNC_PORT",
                 Config {
                     vnc_port: 22,
+                    ..ok.clone()
+                },
+            ),
+            (
+                "DESKTOP_IDLE_SECS",
+                Config {
+                    desktop_idle_secs: 0,
                     ..ok.clone()
                 },
             ),

@@ -137,6 +137,8 @@ pub struct Settings {
     pub host_image: String,
     pub hosts_network: String,
     pub vnc_port: u16,
+    /// `DESKTOP_IDLE_SECS` of the host containers.
+    pub desktop_idle_secs: u64,
     pub allow_direct_egress: bool,
     pub ssh_ready_timeout: Duration,
     /// Bound of each nsenter/nft/ip command.

@@ -168,6 +168,7 @@ async fn settings(config: &Config) -> Settings {
         host_image: config.host_image.clone(),
         hosts_network: config.hosts_network(),
         vnc_port: config.vnc_port,
+        desktop_idle_secs: config.desktop_idle_secs,
         allow_direct_egress: config.allow_direct_egress,
         ssh_ready_timeout: Duration::from_secs(config.ssh_ready_timeout_secs),
         command_timeout: config.docker_timeout().min(Duration::from_secs(30)),

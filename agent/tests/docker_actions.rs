@@ -238,6 +238,7 @@ fn settings(node: &str) -> Settings {
         host_image: IMAGE.into(),
         hosts_network: format!("ccp-hosts-{node}"),
         vnc_port: 6080,
+        desktop_idle_secs: 900,
         allow_direct_egress: true,
         ssh_ready_timeout: Duration::from_secs(90),
         command_timeout: Duration::from_secs(20),

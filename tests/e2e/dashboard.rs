@@ -233,7 +233,7 @@ async fn a_tenants_page_cannot_run_in_our_origin() {
     // The desktop in the page: the dashboard's own viewer, through the proxy's WebSocket, draws the
     // host's screen (whatever the tenant did to the host's web pages).
     browser.goto(&format!("{base}/#/hosts/{}/desktop", host.id)).await;
-    // The VNC server starts after sshd, and later still on a busy machine; the viewer retries.
+    // The desktop is up (the page above started it), but a busy machine may slow it; the viewer retries.
     wait_long(
         &mut browser,
         "[data-test=desktop-viewer][data-state=connected]",

@@ -232,7 +232,7 @@ async fn vnc_proxy_for_owner_and_admin_only() {
     let user_path = format!("/v1/user/hosts/{}/vnc", host.id);
     let admin_path = format!("/v1/admin/hosts/{}/vnc", host.id);
 
-    // The desktop starts after sshd: wait until websockify serves the page through the proxy.
+    // The first request starts the desktop: wait until websockify serves the page through the proxy.
     eventually(Duration::from_secs(90), "noVNC through the proxy", || async {
         let r = get(
             &base,

@@ -15,6 +15,7 @@ pub mod api;
 pub mod browser;
 pub mod cli;
 pub mod database;
+pub mod desktop;
 pub mod docker;
 pub mod egress;
 pub mod enrolment;

@@ -444,6 +444,11 @@ impl std::fmt::Debug for AgentProcess {
 }
 
 impl AgentProcess {
+    /// The process id, while it runs (for its memory in `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Spawns the agent; it registers (and retries registering) on its own.
     pub fn start(opts: &AgentOptions) -> Self {
         let mut cmd = Command::new(agent_bin());

@@ -242,6 +242,7 @@ pub(super) fn host_body(
         env: Some(vec![
             format!("HOST_USER={}", spec.linux_user),
             format!("VNC_PORT={}", settings.vnc_port),
+            format!("DESKTOP_IDLE_SECS={}", settings.desktop_idle_secs),
         ]),
         labels: Some(labels),
         stop_timeout: Some(i64::try_from(STOP_GRACE.as_secs()).unwrap_or(10)),
@@ -310,6 +311,7 @@ mod tests {
             host_image: "img".into(),
             hosts_network: "ccp-hosts-n1".into(),
             vnc_port: 6080,
+            desktop_idle_secs: 900,
             allow_direct_egress: true,
             ssh_ready_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_secs(1),
@@ -405,6 +407,16 @@ mod tests {
         assert!(hc.port_bindings.is_none());
         assert_eq!(hc.memory, Some(512 * 1024 * 1024));
         assert_eq!(hc.pids_limit, Some(256));
+        assert_eq!(
+            body.env.as_deref(),
+            Some(
+                &[
+                    "HOST_USER=alice".to_owned(),
+                    "VNC_PORT=6080".to_owned(),
+                    "DESKTOP_IDLE_SECS=900".to_owned()
+                ][..]
+            )
+        );
         let json = serde_json::to_string(&body).unwrap();
         for secret in ["$6$salt$hash", "vncsecret", "AAAA"] {
             assert!(

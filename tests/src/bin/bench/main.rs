@@ -1,4 +1,4 @@
-//! `cloud-cli-proxy-bench hosts|ssh|recording|egress|egress-test|dashboard|api|fleet|spread`: how long a host takes to
+//! `cloud-cli-proxy-bench hosts|ssh|recording|egress|egress-test|dashboard|api|fleet|spread|density`: how long a host takes to
 //! become usable (`hosts`, below), what the SSH gateway costs against a direct connection (`ssh`, in
 //! `ssh.rs`), what session recording costs the gateway (`recording`, in `recording.rs`),
 //! what an egress tunnel costs a host against the node's direct path, with the time to recover from
@@ -8,7 +8,10 @@
 //! dashboard's pages compare with the API calls they make and its desktop with noVNC straight to
 //! the host (`dashboard`, in `dashboard.rs`), and what the API carries on SQLite and PostgreSQL with
 //! one and two replicas, and how many simulated nodes they hold (`api` and `fleet`, in `replicas.rs`),
-//! and how long 200 hosts asked for at once take to run across two agents (`spread`, in `spread.rs`).
+//! and how long 200 hosts asked for at once take to run across two agents (`spread`, in `spread.rs`),
+//! and how many idle hosts a node holds: memory per host, create → sshd as the node fills, the
+//! control plane's and agent's own memory, and a cold desktop's first frame (`density`, in
+//! `density.rs`).
 //!
 //! Starts a control plane with its embedded agent on a temporary database, then measures:
 //!
@@ -39,6 +42,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 mod dashboard;
+mod density;
 mod egress;
 mod egress_test;
 mod recording;
@@ -83,12 +87,13 @@ fn parse_args() -> anyhow::Result<Args> {
                  | dashboard [--runs N] [--hosts N] [--seconds N] [--rounds N] \
                  | api [--seconds N] [--clients N] \
                  | fleet [--hosts N] [--step N] [--max N] [--window N] [--interval N] [--replicas 1|2] \
-                 | spread [--hosts N] [--users N] [--in-flight N]"
+                 | spread [--hosts N] [--users N] [--in-flight N] \
+                 | density [--hosts N] [--in-flight N] [--settle S] [--opens N]"
             )
         }
         Some(other) => {
             bail!(
-                "unknown benchmark `{other}` (known: hosts, ssh, recording, egress, egress-test, dashboard, api, fleet, spread)"
+                "unknown benchmark `{other}` (known: hosts, ssh, recording, egress, egress-test, dashboard, api, fleet, spread, density)"
             )
         }
     }
@@ -151,7 +156,7 @@ impl Bare {
         docker_ok(&["network", "create", "--label", &label, &network]).await;
         let secrets = tempfile::Builder::new().prefix("ccp-bench-secrets-").tempdir()?;
         // The same files the agent mounts: the password hash and the VNC password (so the desktop
-        // starts after sshd, as in a managed host), root-owned 0600.
+        // can start on demand, as in a managed host), root-owned 0600.
         let hash = run_program(
             "sh",
             &[
@@ -312,6 +317,7 @@ async fn main() -> anyhow::Result<()> {
         Some("api") => return replicas::api(std::env::args().skip(2).collect()).await,
         Some("fleet") => return replicas::fleet(std::env::args().skip(2).collect()).await,
         Some("spread") => return spread::main(std::env::args().skip(2).collect()).await,
+        Some("density") => return density::main(std::env::args().skip(2).collect()).await,
         _ => {}
     }
     let args = parse_args()?;

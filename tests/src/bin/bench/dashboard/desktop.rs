@@ -86,7 +86,7 @@ pub(super) async fn run(args: &Args) -> anyhow::Result<DesktopFigures> {
     let user_id = node.user(username).await;
     let host = node.create_host(&user_id).await;
     node.task_succeeded(&host.task_id, CREATE_LIMIT, "create").await;
-    // The desktop starts after sshd: wait until websockify answers through the proxy.
+    // The first request starts the desktop: wait until websockify answers through the proxy.
     let page = format!("/v1/admin/hosts/{}/vnc/vnc.html", host.id);
     eventually(Duration::from_secs(90), "noVNC through the proxy", || async {
         (node.admin.get(&page).await.status == 200).then_some(())
