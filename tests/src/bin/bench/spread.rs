@@ -9,7 +9,8 @@
 //! (polled every 500 ms), and as reachable when its sshd sends its banner on the hosts network.
 //! Everything is deleted at the end, and every object of both nodes removed even on a panic.
 //!
-//! An idle host takes about 100 MiB: 200 of them need some 20 GiB of memory.
+//! An idle host takes about 25 MiB (its desktop starts only when opened; docs/density.md): 200 of
+//! them need some 5 GiB of memory, besides the control plane's own growth with its hosts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
