@@ -77,12 +77,52 @@ pub fn verify(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|parsed| hasher().verify_password(password.as_bytes(), &parsed).is_ok())
 }
 
-/// Hashes on the blocking pool so request threads stay free. Unbounded: for callers that are
-/// already signed in; every unauthenticated check goes through a [`Verifier`].
+/// Hashes on a thread of its own, one password at a time, so request threads stay free. For
+/// callers that are already signed in (creating users and hosts, changing passwords); every
+/// unauthenticated check goes through a [`Verifier`].
+///
+/// Not on the blocking pool: the allocator keeps each freed 19 MiB block in the arena of the
+/// thread that used it, and hashes spread over the pool's many threads left one block behind per
+/// thread — about 8 MiB of the control plane's memory per host created, 930 MiB after 100 hosts.
+/// One thread keeps at most one block.
 pub async fn hash_async(password: String) -> Result<String, HashError> {
-    tokio::task::spawn_blocking(move || hash(&password))
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    hashing_thread()?
+        .send(HashJob { password, answer })
+        .map_err(|_| HashError("the hashing thread is gone".into()))?;
+    answered
         .await
-        .map_err(|e| HashError(e.to_string()))?
+        .map_err(|_| HashError("the hashing thread is gone".into()))?
+}
+
+struct HashJob {
+    password: String,
+    answer: tokio::sync::oneshot::Sender<Result<String, HashError>>,
+}
+
+/// The hashing thread's inbox, started on first use.
+fn hashing_thread() -> Result<&'static std::sync::mpsc::Sender<HashJob>, HashError> {
+    static INBOX: std::sync::OnceLock<Option<std::sync::mpsc::Sender<HashJob>>> = std::sync::OnceLock::new();
+    INBOX
+        .get_or_init(|| {
+            let (jobs, inbox) = std::sync::mpsc::channel::<HashJob>();
+            let spawned = std::thread::Builder::new()
+                .name("password-hash".into())
+                .spawn(move || {
+                    while let Ok(job) = inbox.recv() {
+                        let _ = job.answer.send(hash(&job.password));
+                    }
+                });
+            match spawned {
+                Ok(_) => Some(jobs),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the password-hash thread");
+                    None
+                }
+            }
+        })
+        .as_ref()
+        .ok_or_else(|| HashError("no password-hash thread".into()))
 }
 
 /// All of the hashing slots stayed taken for the queue's whole deadline.
@@ -231,6 +271,19 @@ mod tests {
         assert!(verify("correct horse", &h));
         assert!(!verify("wrong horse", &h));
         assert!(!verify("correct horse", "not-a-hash"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hashes_from_many_tasks_all_come_back_right() {
+        let all: Vec<_> = (0..4)
+            .map(|i| tokio::spawn(async move { (i, hash_async(format!("pw-{i}")).await) }))
+            .collect();
+        for task in all {
+            let (i, hashed) = task.await.unwrap();
+            let h = hashed.unwrap();
+            assert!(verify(&format!("pw-{i}"), &h), "{i}");
+            assert!(!verify(&format!("pw-{}", i + 1), &h), "{i}");
+        }
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@
 //! Everything is deleted at the end, and every object of both nodes removed even on a panic.
 //!
 //! An idle host takes about 25 MiB (its desktop starts only when opened; docs/density.md): 200 of
-//! them need some 5 GiB of memory, besides the control plane's own growth with its hosts.
+//! them need some 5 GiB of memory.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
