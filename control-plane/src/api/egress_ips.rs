@@ -709,6 +709,8 @@ async fn wait_for_checks(
     started: std::time::Instant,
 ) -> ApiResult<Option<Vec<wire::CheckResult>>> {
     loop {
+        // Made before the row is read, so an answer that lands in between still wakes this wait.
+        let notified = state.work.notified();
         let test = db::egress_tests::get(&state.db, test_id)
             .await?
             .ok_or_else(|| ApiError::internal("egress test row vanished"))?;
@@ -733,7 +735,6 @@ async fn wait_for_checks(
             let error = format!("the test did not finish within {} s", TEST_TIMEOUT.as_secs());
             return Ok(Some(wire::CheckResult::all_failed(&error)));
         }
-        let notified = state.work.notified();
         let _ = tokio::time::timeout(std::time::Duration::from_millis(200), notified).await;
     }
 }
