@@ -302,7 +302,14 @@ async fn add_node(
 pub async fn fleet(args: Vec<String>) -> anyhow::Result<()> {
     check_flags(
         &args,
-        &["--hosts", "--step", "--max", "--window", "--interval", "--replicas"],
+        &[
+            "--hosts",
+            "--step",
+            "--max",
+            "--window",
+            "--interval",
+            "--replicas",
+        ],
     )?;
     let hosts = usize::try_from(flag(&args, "--hosts", 100)?)?;
     let step = usize::try_from(flag(&args, "--step", 50)?)?.max(1);
