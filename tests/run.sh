@@ -29,7 +29,8 @@ readonly ALL_STEPS=(deps fmt clippy build shell test)
 # What the checks and tests call, as command:Debian package.
 readonly REQUIRED=(sqlite3:sqlite3 shellcheck:shellcheck jq:jq curl:curl cc:build-essential ssh-keygen:openssh-client tmux:tmux
     sshpass:sshpass debootstrap:debootstrap openssl:openssl nft:nftables nsenter:util-linux chromium:chromium
-    chromedriver:chromium-driver pg_ctlcluster:postgresql psql:postgresql-client docker-compose:docker-compose)
+    chromedriver:chromium-driver pg_ctlcluster:postgresql psql:postgresql-client docker-compose:docker-compose
+    wireguard-go:wireguard-go wg:wireguard-tools)
 
 header() { printf '\n==> %s\n' "$*" >&2; }
 die() {

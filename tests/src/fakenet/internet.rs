@@ -9,8 +9,12 @@
 //!                                                                             └─ probe 198.18.1.53
 //! ```
 //!
-//! Each server namespace runs a sing-box server whose direct outbound relays from the server's own
-//! address, so the probe sees the declared egress IP as the exit. The probe namespace runs the
+//! Each proxy server namespace runs a sing-box server whose direct outbound relays from the
+//! server's own address, so the probe sees the declared egress IP as the exit. The WireGuard
+//! server is Debian's wireguard-go (a userspace tun, `ccpf<pid>wg`, configured with `wg setconf`):
+//! its namespace forwards what leaves the tunnel and masquerades it to the server's address, to the
+//! same effect. It is there rather than sing-box's WireGuard endpoint so that the server is not
+//! what limits a benchmark of the client (sing-box spent a core at ~30 MiB/s). The probe namespace runs the
 //! project's `cloud-cli-proxy-probe` (HTTP on :80, DNS on :53 UDP only: the probe serves no DNS
 //! over TCP). Nothing routes out of 198.18.0.0/15: the servers' and the router's only routes are
 //! their own subnets, and the node routes nothing but 198.18.0.0/15 to the router.
@@ -59,6 +63,26 @@ pub fn probe_bin() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| crate::process::bin_dir().join("cloud-cli-proxy-probe"))
 }
+
+/// The wireguard-go binary: `$WIREGUARD_GO`, else `wireguard-go` on the PATH.
+pub fn wireguard_go() -> String {
+    std::env::var("WIREGUARD_GO").unwrap_or_else(|_| "wireguard-go".to_owned())
+}
+
+/// Where wireguard-go puts the control socket of interface `name` (what `wg` talks to).
+pub fn wireguard_socket(name: &str) -> PathBuf {
+    PathBuf::from(format!("/var/run/wireguard/{name}.sock"))
+}
+
+/// The masquerade of the WireGuard server's namespace: what leaves its tunnel for the LAN leaves
+/// with the server's own address.
+const WG_NAT: &str = "table ip fakenet_wg {
+    chain post {
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname \"eth0\" masquerade
+    }
+}
+";
 
 /// A fresh WireGuard key pair `(private, public)` from `sing-box generate wg-keypair`.
 pub fn wg_keypair() -> Result<(String, String)> {
@@ -140,6 +164,8 @@ pub struct FakeInternet {
     router: String,
     probe_ns: String,
     node_if: String,
+    /// The WireGuard server's interface in its namespace (and the name of its control socket).
+    wg_if: String,
     servers: Vec<Server>,
     /// Running processes by role (`probe`, or a server kind's role).
     procs: HashMap<String, Child>,
@@ -180,6 +206,9 @@ impl FakeInternet {
             );
         }
         run(&sing_box(), &["version"]).context("sing-box is needed (set SING_BOX to its path)")?;
+        run(&wireguard_go(), &["--version"])
+            .context("wireguard-go is needed (Debian's wireguard-go; or set WIREGUARD_GO)")?;
+        run("wg", &["--version"]).context("wg is needed (Debian's wireguard-tools)")?;
         let pid = std::process::id();
         let short: String = label
             .chars()
@@ -196,6 +225,7 @@ impl FakeInternet {
             router: ns("rt"),
             probe_ns: ns("probe"),
             node_if: format!("{PREFIX}{pid}"),
+            wg_if: format!("{PREFIX}{pid}wg"),
             servers: Vec::new(),
             procs: HashMap::new(),
             allowed: BTreeSet::new(),
@@ -224,6 +254,12 @@ impl FakeInternet {
                 server.cert_pem = std::fs::read_to_string(&cert)?;
             }
             net.attach(&server.netns, kind.role(), server.ip)?;
+            if kind == Kind::Wireguard {
+                run_in(&server.netns, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+                let rules = net.dir.path().join("wg-nat.nft");
+                std::fs::write(&rules, WG_NAT)?;
+                run_in(&server.netns, "nft", &["-f", &rules.to_string_lossy()])?;
+            }
             net.servers.push(server);
             net.start_server(kind)?;
         }
@@ -315,7 +351,11 @@ impl FakeInternet {
 
     /// Starts `program args` in `netns` with its output in `<role>.log`.
     fn spawn(&mut self, role: &str, netns: &str, program: &str, args: &[&str]) -> Result<()> {
-        let log = File::create(self.dir.path().join(format!("{role}.log")))?;
+        // Appended to: a restarted server's log keeps what the one before it said.
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{role}.log")))?;
         let child = Command::new("ip")
             .args(["netns", "exec", netns, program])
             .args(args)
@@ -357,28 +397,67 @@ impl FakeInternet {
         Ok(())
     }
 
-    /// Starts (again) the sing-box server of `kind`, and waits until it listens.
+    /// Starts (again) the server of `kind`, and waits until it listens.
     pub fn start_server(&mut self, kind: Kind) -> Result<()> {
         self.stop_server(kind);
         let server = self.server(kind).clone();
+        if let Some(wg) = &server.wg {
+            return self.start_wireguard(&server, wg);
+        }
         let file = |ext: &str| {
             let path = self.dir.path().join(format!("{TROJAN_SERVER_NAME}.{ext}"));
             path.to_string_lossy().into_owned()
         };
         let tls = (file("crt"), file("key"));
-        let config = server.config(Some((&tls.0, &tls.1)));
+        let config = server
+            .config(Some((&tls.0, &tls.1)))
+            .ok_or_else(|| anyhow!("no sing-box config for the {} server", kind.name()))?;
         let path = self.dir.path().join(format!("{}.json", kind.role()));
         std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
         let path = path.to_string_lossy().into_owned();
         run(&sing_box(), &["check", "-c", &path])
             .with_context(|| format!("sing-box rejects the {} server config", kind.name()))?;
         self.spawn(kind.role(), &server.netns, &sing_box(), &["run", "-c", &path])?;
-        let udp = kind == Kind::Wireguard;
-        if !wait_for(READY, || netns::listening_in(&server.netns, server.port, udp)) {
+        if !wait_for(READY, || netns::listening_in(&server.netns, server.port, false)) {
             bail!(
                 "the {} server did not start: {}",
                 kind.name(),
                 self.log(kind.role())
+            );
+        }
+        Ok(())
+    }
+
+    /// wireguard-go in the server's namespace: its tun device, configured with every peer known so
+    /// far, addressed, up, with a route to each peer's CIDR.
+    fn start_wireguard(&mut self, server: &Server, wg: &WgServer) -> Result<()> {
+        let socket = wireguard_socket(&self.wg_if);
+        // A control socket left by a killed instance would look like a live one.
+        let _ = std::fs::remove_file(&socket);
+        // Foreground: the process is ours to kill, and the interface goes with it.
+        let wg_if = self.wg_if.clone();
+        self.spawn(
+            Kind::Wireguard.role(),
+            &server.netns,
+            &wireguard_go(),
+            &["-f", &wg_if],
+        )?;
+        if !wait_for(READY, || socket.exists()) {
+            bail!("wireguard-go did not start: {}", self.log(Kind::Wireguard.role()));
+        }
+        let conf = self.dir.path().join("wg.conf");
+        std::fs::write(&conf, wg.setconf(server.port))?;
+        run("wg", &["setconf", &wg_if, &conf.to_string_lossy()])?;
+        let ns = server.netns.as_str();
+        ip(&["-n", ns, "addr", "add", &wg.address, "dev", &wg_if])?;
+        ip(&["-n", ns, "link", "set", "dev", &wg_if, "up"])?;
+        for (_, cidr) in &wg.peers {
+            ip(&["-n", ns, "route", "replace", cidr, "dev", &wg_if])?;
+        }
+        if !wait_for(READY, || netns::listening_in(ns, server.port, true)) {
+            bail!(
+                "the wireguard server does not listen: {}",
+                self.log(Kind::Wireguard.role())
             );
         }
         Ok(())
@@ -390,20 +469,41 @@ impl FakeInternet {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if kind == Kind::Wireguard {
+            let _ = std::fs::remove_file(wireguard_socket(&self.wg_if));
+        }
     }
 
-    /// Lets the wireguard server accept `public_key` with tunnel address `allowed_ip` (a CIDR),
-    /// restarting it with the new peer list.
+    /// The process id of the running server of `kind` (for the benchmark's CPU accounting).
+    pub fn server_pid(&self, kind: Kind) -> Option<u32> {
+        self.procs.get(kind.role()).map(Child::id)
+    }
+
+    /// Lets the wireguard server accept `public_key` with tunnel address `allowed_ip` (a CIDR). A
+    /// running server learns it in place (`wg addconf`; the CIDR moves to it from any peer that
+    /// held it, as a restart with the new peer list would do); a stopped one is started with it.
     pub fn add_wireguard_peer(&mut self, public_key: &str, allowed_ip: &str) -> Result<()> {
         let server = self
             .servers
             .iter_mut()
             .find(|s| s.kind == Kind::Wireguard)
-            .and_then(|s| s.wg.as_mut())
             .ok_or_else(|| anyhow!("no wireguard server"))?;
-        server.peers.retain(|(key, _)| key != public_key);
-        server.peers.push((public_key.to_owned(), allowed_ip.to_owned()));
-        self.start_server(Kind::Wireguard)
+        let ns = server.netns.clone();
+        let wg = server
+            .wg
+            .as_mut()
+            .ok_or_else(|| anyhow!("the wireguard server has no keys"))?;
+        wg.peers.retain(|(key, _)| key != public_key);
+        wg.peers.push((public_key.to_owned(), allowed_ip.to_owned()));
+        let section = wg.peer_section(public_key, allowed_ip);
+        if !self.procs.contains_key(Kind::Wireguard.role()) {
+            return self.start_server(Kind::Wireguard);
+        }
+        let conf = self.dir.path().join("wg-peer.conf");
+        std::fs::write(&conf, section)?;
+        run("wg", &["addconf", &self.wg_if, &conf.to_string_lossy()])?;
+        ip(&["-n", &ns, "route", "replace", allowed_ip, "dev", &self.wg_if])?;
+        Ok(())
     }
 
     pub fn label(&self) -> &str {
@@ -530,6 +630,7 @@ impl Drop for FakeInternet {
             let _ = child.kill();
             let _ = child.wait();
         }
+        let _ = std::fs::remove_file(wireguard_socket(&self.wg_if));
         for ns in self.namespaces() {
             netns::delete_namespace(&ns);
         }

@@ -200,7 +200,7 @@ fn sweep_tempdirs(removed: &mut Vec<String>) {
 }
 
 /// Removes what fake internets whose process is gone (a crashed or killed test run) left: their
-/// processes, namespaces, root-side interfaces and temporary directories. Returns what it removed.
+/// processes, namespaces, root-side interfaces, WireGuard control sockets and temporary directories. Returns what it removed.
 pub fn sweep_stale() -> Vec<String> {
     let stale = |name: &String| owner_pid(name).is_none_or(|pid| !alive(pid));
     let mut removed = Vec::new();
@@ -208,6 +208,18 @@ pub fn sweep_stale() -> Vec<String> {
     for ns in our_namespaces().into_iter().filter(stale) {
         delete_namespace(&ns);
         removed.push(format!("netns {ns}"));
+    }
+    // wireguard-go's control sockets (`ccpf<pid>wg.sock`) of killed servers.
+    let sockets = std::fs::read_dir("/var/run/wireguard")
+        .into_iter()
+        .flatten()
+        .flatten();
+    for socket in sockets {
+        let name = socket.file_name().to_string_lossy().into_owned();
+        if name.starts_with(PREFIX) && stale(&name) {
+            let _ = std::fs::remove_file(socket.path());
+            removed.push(format!("socket {name}"));
+        }
     }
     for link in our_links().into_iter().filter(stale) {
         // Deleting the interface also removes its address and the route through it.

@@ -1,6 +1,8 @@
-//! The tunnel servers of the fake internet: their kinds, addresses and credentials, the sing-box
-//! configuration each runs, the `POST /v1/admin/egress-ips` body that points at it, and a client
-//! configuration made from such a body. Rendering only: nothing here starts a process.
+//! The tunnel servers of the fake internet: their kinds, addresses and credentials, the
+//! configuration each runs (sing-box for the proxies, a `wg setconf` file for the WireGuard server,
+//! which is Debian's wireguard-go), the `POST /v1/admin/egress-ips` body that points at it, and a
+//! sing-box client configuration made from such a body. Rendering only: nothing here starts a
+//! process.
 
 use std::net::Ipv4Addr;
 
@@ -79,6 +81,9 @@ impl Kind {
 }
 
 /// The WireGuard side of the wireguard server: its keys, its tunnel address and the peers it knows.
+/// The server is wireguard-go (a userspace tun in the server's namespace, configured with `wg`);
+/// the namespace forwards what comes out of the tunnel and masquerades it to the server's own
+/// address, so the probe sees the declared egress IP as the exit.
 #[derive(Debug, Clone)]
 pub struct WgServer {
     pub private_key: String,
@@ -91,6 +96,29 @@ pub struct WgServer {
     pub peer_address: String,
     /// (public key, allowed CIDR) of each peer added so far.
     pub peers: Vec<(String, String)>,
+}
+
+impl WgServer {
+    /// The server's configuration for `wg setconf` (listening on `port`). A CIDR claimed by two
+    /// peers ends up with the one listed last, the most recently added, as `wg` moves it.
+    pub fn setconf(&self, port: u16) -> String {
+        let mut text = format!(
+            "[Interface]\nPrivateKey = {}\nListenPort = {port}\n",
+            self.private_key
+        );
+        for (key, cidr) in &self.peers {
+            text.push_str(&self.peer_section(key, cidr));
+        }
+        text
+    }
+
+    /// One `[Peer]` section (for `wg setconf` or `wg addconf`).
+    pub fn peer_section(&self, public_key: &str, cidr: &str) -> String {
+        format!(
+            "\n[Peer]\nPublicKey = {public_key}\nPresharedKey = {}\nAllowedIPs = {cidr}\n",
+            self.preshared_key
+        )
+    }
 }
 
 /// A running (or stoppable) tunnel server and everything a client needs to use it.
@@ -146,10 +174,10 @@ impl Server {
         }
     }
 
-    /// The sing-box configuration of the server: one inbound (or the wireguard endpoint) on its
-    /// address, and a direct outbound, so what it relays leaves with the server's own address.
-    /// `tls`: the certificate and key files of the trojan server.
-    pub fn config(&self, tls: Option<(&str, &str)>) -> Value {
+    /// The sing-box configuration of a proxy server: one inbound on its address, and a direct
+    /// outbound, so what it relays leaves with the server's own address. `tls`: the certificate and
+    /// key files of the trojan server. The WireGuard server runs no sing-box: `None`.
+    pub fn config(&self, tls: Option<(&str, &str)>) -> Option<Value> {
         let listen = self.ip.to_string();
         let user = json!({"username": self.username, "password": self.password});
         let mut config = json!({
@@ -158,28 +186,7 @@ impl Server {
             "route": {"final": "direct"},
         });
         let inbound = match self.kind {
-            Kind::Wireguard => {
-                let wg = self.wg.as_ref();
-                let peers: Vec<Value> = wg
-                    .map(|w| {
-                        w.peers
-                            .iter()
-                            .map(|(key, cidr)| {
-                                json!({"public_key": key, "pre_shared_key": w.preshared_key,
-                                    "allowed_ips": [cidr]})
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                config["endpoints"] = json!([{
-                    "type": "wireguard", "tag": "wg-in",
-                    "address": [wg.map(|w| w.address.as_str()).unwrap_or_default()],
-                    "private_key": wg.map(|w| w.private_key.as_str()).unwrap_or_default(),
-                    "listen_port": self.port,
-                    "peers": peers,
-                }]);
-                return config;
-            }
+            Kind::Wireguard => return None,
             Kind::Socks | Kind::Http => json!({"users": [user]}),
             Kind::Shadowsocks => json!({"method": SHADOWSOCKS_METHOD, "password": self.password}),
             Kind::Vmess => json!({"users": [{"name": "fakenet", "uuid": self.uuid, "alterId": 0}]}),
@@ -197,7 +204,7 @@ impl Server {
         inbound["listen"] = json!(listen);
         inbound["listen_port"] = json!(self.port);
         config["inbounds"] = json!([inbound]);
-        config
+        Some(config)
     }
 
     /// The body of `POST /v1/admin/egress-ips` declaring this server's address as an egress IP,
@@ -355,6 +362,24 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_wireguard_server_config_lists_every_peer_in_order() {
+        let mut server = wg();
+        server.peers.push((
+            "bmV3ZXItcGVlci1rZXktZm9yLXRoZS1mYWtlLW5ldCE=".to_owned(),
+            "198.19.77.2/32".to_owned(),
+        ));
+        let text = server.setconf(51820);
+        assert!(text.starts_with("[Interface]\nPrivateKey = KOizr1H1"), "{text}");
+        assert!(text.contains("ListenPort = 51820\n"), "{text}");
+        assert_eq!(text.matches("[Peer]").count(), 2, "{text}");
+        assert_eq!(text.matches("PresharedKey = cHJlc2hhcmVk").count(), 2, "{text}");
+        // The newer peer comes last, so it is the one `wg` leaves holding the shared CIDR.
+        let older = text.find("PublicKey = x9Bq3U").unwrap();
+        let newer = text.find("PublicKey = bmV3ZXIt").unwrap();
+        assert!(older < newer, "{text}");
+    }
+
     /// `sing-box check` accepts every server config and the client made from every body (the
     /// trojan ones aside: they need real certificate files, checked when the fake internet starts).
     #[test]
@@ -365,7 +390,8 @@ mod tests {
             let s = server(kind);
             let body = s.egress_body("l", dns);
             let client = client_config(&body, Some(&wg().private_key), 1080, Some(1081));
-            for (name, config) in [("server", s.config(None)), ("client", client)] {
+            let server = s.config(None).map(|c| ("server", c));
+            for (name, config) in server.into_iter().chain([("client", client)]) {
                 let path = dir.path().join(format!("{}-{name}.json", kind.name()));
                 std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
                 let out = std::process::Command::new(crate::fakenet::sing_box())
