@@ -20,10 +20,17 @@
 //!    10 s); p50 and max;
 //! 3. leaks: the fake internet's counter of packets leaving the node for anything but the two
 //!    tunnel servers, summed over every tunnelled phase (should be 0); the direct phases count as
-//!    leaks by design, and are printed as the counter's positive control.
+//!    leaks by design, and are printed as the counter's positive control;
+//! 4. CPU: around every tunnelled transfer, the user+system time of the host's tunnel process (the
+//!    same `status.json` pid, read from `/proc/PID/stat` on the node) and of the fake internet's
+//!    server for that tunnel, as CPU-seconds per GiB moved; and, in the same run, what the AEAD
+//!    alone costs on this machine: ChaCha20-Poly1305 seals of 1420-byte packets with ring (the
+//!    crate boringtun encrypts with), CPU-seconds per GiB on one thread. The tunnel process's
+//!    figure over the AEAD's is how far the data path is from its floor.
 //!
 //! Timing figures are printed, never judged; a path that does not work is an error (exit 1).
-//! Needs root, Docker with the host image, sing-box, nft, iproute2 and the workspace binaries
+//! Needs root, Docker with the host image, sing-box, wireguard-go and wg (the fake WireGuard
+//! server), nft, iproute2 and the workspace binaries
 //! (`cargo build --workspace --bins`; `CCP_BIN_DIR`).
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -48,6 +55,9 @@ const RESTORE_LIMIT: Duration = Duration::from_secs(60);
 const PATH_READY: Duration = Duration::from_secs(60);
 /// Successful requests the loop must show before the tunnel is killed.
 const BASELINE: usize = 3;
+/// What the AEAD measurement seals: 1 GiB in packets of the WireGuard MTU.
+const AEAD_PACKET: usize = 1420;
+const AEAD_BYTES: u64 = 1 << 30;
 
 struct Args {
     mib: u64,
@@ -171,6 +181,12 @@ impl Bench {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The node's pid of the tunnel process now running (`status.json` says `up`).
+    async fn tunnel_pid(&self) -> anyhow::Result<u32> {
+        let status = self.tunnel_up(None).await?;
+        node_pid(&self.egress_container, status.pid.context("no tunnel pid")?).await
     }
 
     /// One kill of the tunnel process and the time until a request gets through again.
@@ -318,6 +334,81 @@ async fn node_pid(container: &str, inner: u32) -> anyhow::Result<u32> {
     bail!("no process {inner} in {container}")
 }
 
+/// User plus system time of process `pid` so far, in clock ticks (`/proc/PID/stat` fields 14-15).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are plain numbers.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux when that is missing).
+fn clock_ticks_per_sec() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+        .filter(|t| *t > 0.0)
+        .unwrap_or(100.0)
+}
+
+/// CPU time of this thread so far, in clock ticks.
+fn thread_cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// The AEAD's own cost: ChaCha20-Poly1305 (ring, as boringtun uses it) sealing [`AEAD_BYTES`] in
+/// [`AEAD_PACKET`]-byte packets in place, each with its own nonce, on one thread. Returns
+/// (CPU-seconds per GiB, MiB/s of wall time).
+fn aead_cost(ticks_per_sec: f64) -> anyhow::Result<(f64, f64)> {
+    use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+    let key = UnboundKey::new(&CHACHA20_POLY1305, &[7u8; 32])
+        .map_err(|_| anyhow::anyhow!("ring refused the key"))?;
+    let key = LessSafeKey::new(key);
+    let mut packet = vec![0x5au8; AEAD_PACKET];
+    let packets = AEAD_BYTES / AEAD_PACKET as u64;
+    let cpu0 = thread_cpu_ticks().context("/proc/thread-self/stat")?;
+    let wall = Instant::now();
+    for counter in 0..packets {
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&counter.to_le_bytes());
+        let tag = key
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut packet)
+            .map_err(|_| anyhow::anyhow!("seal failed"))?;
+        let _ = std::hint::black_box(tag);
+    }
+    let secs = wall.elapsed().as_secs_f64();
+    let cpu = (thread_cpu_ticks().context("/proc/thread-self/stat")? - cpu0) as f64 / ticks_per_sec;
+    let gib = (packets * AEAD_PACKET as u64) as f64 / f64::from(1u32 << 30);
+    Ok((cpu / gib, gib * 1024.0 / secs))
+}
+
+/// CPU-seconds per GiB moved, summed over transfers: `ticks` of one process over `bytes`.
+#[derive(Default, Clone, Copy)]
+struct CpuPerGib {
+    ticks: u64,
+    bytes: u64,
+}
+
+impl CpuPerGib {
+    fn add(&mut self, ticks: u64, bytes: u64) {
+        self.ticks += ticks;
+        self.bytes += bytes;
+    }
+
+    fn value(self, ticks_per_sec: f64) -> Option<f64> {
+        (self.bytes > 0)
+            .then(|| self.ticks as f64 / ticks_per_sec / (self.bytes as f64 / f64::from(1u32 << 30)))
+    }
+}
+
 fn epoch_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -416,17 +507,43 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
     ];
     let bytes = args.mib << 20;
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let ticks_per_sec = clock_ticks_per_sec();
+    let (aead_per_gib, aead_speed) = tokio::task::spawn_blocking(move || aead_cost(ticks_per_sec))
+        .await
+        .context("the AEAD measurement")??;
+    eprintln!("  AEAD alone: {aead_per_gib:.2} CPU-s/GiB ({aead_speed:.0} MiB/s on one thread)");
 
     // 1. Throughput, the three routes in turn each round.
     let mut speeds = vec![[Vec::new(), Vec::new()]; routes.len()]; // [down, up] per route
+    // [down, up] per route: the host's tunnel process, and the fake internet's server.
+    let mut tunnel_cpu = vec![[CpuPerGib::default(); 2]; routes.len()];
+    let mut server_cpu = vec![[CpuPerGib::default(); 2]; routes.len()];
     let mut tunnel_leaks = 0;
     let mut direct_leaks = 0;
     for round in 1..=args.rounds {
         for (i, route) in routes.iter().enumerate() {
             bench.take(&mut net, route).await?;
             net.reset_leaks()?;
-            let down = bench.transfer(bytes, false).await.context(route.name)?;
-            let up = bench.transfer(bytes, true).await.context(route.name)?;
+            let mut moved = [0.0; 2];
+            for (dir, up) in [false, true].into_iter().enumerate() {
+                let pids = match &route.egress_ip {
+                    Some((kind, _)) => Some((bench.tunnel_pid().await?, net.server_pid(*kind))),
+                    None => None,
+                };
+                let before = pids.map(|(t, s)| (cpu_ticks(t), s.and_then(cpu_ticks)));
+                moved[dir] = bench.transfer(bytes, up).await.context(route.name)?;
+                if let (Some((t, s)), Some((t0, s0))) = (pids, before) {
+                    // A process that died in between (a restart) would make the difference
+                    // meaningless: such a transfer is left out of the CPU figure.
+                    if let (Some(t0), Some(t1)) = (t0, cpu_ticks(t)) {
+                        tunnel_cpu[i][dir].add(t1 - t0, bytes);
+                    }
+                    if let (Some(s0), Some(s1)) = (s0, s.and_then(cpu_ticks)) {
+                        server_cpu[i][dir].add(s1 - s0, bytes);
+                    }
+                }
+            }
+            let [down, up] = moved;
             let leaked = net.leaks()?.total();
             if route.egress_ip.is_some() {
                 tunnel_leaks += leaked;
@@ -496,6 +613,39 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
         );
     }
     println!("  (ratio: against the direct path; down = sink → host, up = host → sink)");
+    println!();
+    println!(
+        "  CPU-seconds per GiB moved        {:>14} {:>14} {:>14} {:>14}",
+        "tunnel down", "tunnel up", "server down", "server up"
+    );
+    let shown = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+    for (i, route) in routes.iter().enumerate().skip(1) {
+        println!(
+            "  {:<32} {:>14} {:>14} {:>14} {:>14}",
+            route.name,
+            shown(tunnel_cpu[i][0].value(ticks_per_sec)),
+            shown(tunnel_cpu[i][1].value(ticks_per_sec)),
+            shown(server_cpu[i][0].value(ticks_per_sec)),
+            shown(server_cpu[i][1].value(ticks_per_sec)),
+        );
+    }
+    println!(
+        "  AEAD alone (ChaCha20-Poly1305, ring, 1420-byte packets, one thread): {aead_per_gib:.2} CPU-s/GiB \
+         ({aead_speed:.0} MiB/s)"
+    );
+    for (i, route) in routes.iter().enumerate().skip(1) {
+        let ratio =
+            |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{:.1}×", v / aead_per_gib));
+        println!(
+            "  {:<32} tunnel process / AEAD: down {}, up {}",
+            route.name,
+            ratio(tunnel_cpu[i][0].value(ticks_per_sec)),
+            ratio(tunnel_cpu[i][1].value(ticks_per_sec)),
+        );
+    }
+    println!(
+        "  (tunnel: the host's tunnel process; server: the fake internet's; user+system time from /proc)"
+    );
     println!();
     println!(
         "  {:<46} {:>8} {:>8} {:>8}",
