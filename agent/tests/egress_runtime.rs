@@ -459,6 +459,81 @@ impl Lab {
             .success()
     }
 
+    /// 16 MiB of random bytes down (an HTTP server in the server namespace) and up (a TCP listener
+    /// there that hashes what it reads) through the tunnel: both arrive whole. This is what crosses
+    /// the tunnel's batches: super-packets from the tun split into datagrams sent with UDP GSO, and
+    /// datagrams read with `recvmmsg` coalesced back into super-packets for the tun.
+    fn bulk_arrives_whole(&mut self) {
+        let dir = self.dir.path().join("bulk");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bulk.bin");
+        let mut random = std::fs::File::open("/dev/urandom").unwrap();
+        let mut out = std::fs::File::create(&file).unwrap();
+        std::io::copy(&mut std::io::Read::take(&mut random, 16 << 20), &mut out).unwrap();
+        let sha = |path: &Path| ok("sha256sum", &[path.to_str().unwrap()])[..64].to_owned();
+        let want = sha(&file);
+        let server = self.server.clone();
+        let http = self.spawn_in(
+            &server,
+            "python3",
+            &[
+                "-m",
+                "http.server",
+                "--bind",
+                PROBE_ADDR,
+                "8081",
+                "--directory",
+                dir.to_str().unwrap(),
+            ],
+            "bulk-http.log",
+        );
+        self.servers.push(http);
+        let got = dir.join("down.bin");
+        eventually(Duration::from_secs(10), "16 MiB down through the tunnel", || {
+            let out = run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &self.client,
+                    "curl",
+                    "-sS",
+                    "--fail",
+                    "-m",
+                    "30",
+                    "-o",
+                    got.to_str().unwrap(),
+                    &format!("http://{PROBE_ADDR}:8081/bulk.bin"),
+                ],
+            );
+            out.status.success().then_some(())
+        });
+        assert_eq!(sha(&got), want, "the download through the tunnel arrived changed");
+
+        let hashed = dir.join("up.sha256");
+        let sink = self.spawn_in(
+            &server,
+            "python3",
+            &["-c", HASHING_SINK, PROBE_ADDR, "8082", hashed.to_str().unwrap()],
+            "bulk-sink.log",
+        );
+        self.servers.push(sink);
+        let client = self.client.clone();
+        let send = format!("cat {} > /dev/tcp/{PROBE_ADDR}/8082", file.display());
+        eventually(Duration::from_secs(10), "16 MiB up through the tunnel", || {
+            run("ip", &["netns", "exec", &client, "bash", "-c", &send])
+                .status
+                .success()
+                .then_some(())
+        });
+        let up = eventually(Duration::from_secs(30), "the sink's hash", || {
+            std::fs::read_to_string(&hashed)
+                .ok()
+                .filter(|h| h.ends_with('\n'))
+        });
+        assert_eq!(up.trim(), want, "the upload through the tunnel arrived changed");
+    }
+
     /// Kills the tunnel process with SIGKILL and measures until the probe answers through the new one.
     fn kill_tunnel_and_time_recovery(&self) -> Duration {
         let before = self.wait_state(State::Up, Duration::from_secs(5));
@@ -522,6 +597,25 @@ impl Drop for Lab {
         }
     }
 }
+
+/// A TCP listener (`python3 -c HASHING_SINK ADDR PORT FILE`) that takes connections until one
+/// sends something, and writes the SHA-256 of all it read to FILE (with a newline once complete).
+const HASHING_SINK: &str = r#"
+import hashlib, os, socket, sys
+listener = socket.create_server((sys.argv[1], int(sys.argv[2])))
+while True:
+    conn, _ = listener.accept()
+    digest, seen = hashlib.sha256(), 0
+    while chunk := conn.recv(1 << 16):
+        digest.update(chunk)
+        seen += len(chunk)
+    conn.close()
+    if seen:
+        break
+with open(sys.argv[3] + ".tmp", "w") as out:
+    out.write(digest.hexdigest() + "\n")
+os.rename(sys.argv[3] + ".tmp", sys.argv[3])
+"#;
 
 fn keypair() -> (String, String) {
     let text = ok(&sing_box(), &["generate", "wg-keypair"]);
@@ -614,6 +708,7 @@ fn wireguard_tunnel_fails_closed_and_recovers_from_kill() {
         lab.inbound_ok(),
         "inbound connections must be answered by the uplink, not the tunnel"
     );
+    lab.bulk_arrives_whole();
 
     for (file, meta) in
         ["status.json", "wireguard.json"].map(|f| (f, std::fs::metadata(lab.egress_dir().join(f)).unwrap()))

@@ -1,21 +1,43 @@
 //! The WireGuard tunnel process: boringtun's `Tunn` between the `ccp-tun` device and one UDP socket
-//! (marked 0xcc, connected to the server). Two threads move packets (tun → encapsulate → UDP and
-//! UDP → decapsulate → tun) with buffers allocated once; the main thread drives boringtun's timers
+//! (marked 0xcc, connected to the server). Two threads move packets, each in batches: tun →
+//! encapsulate → UDP, and UDP → decapsulate → tun; the main thread drives boringtun's timers
 //! (handshake retries, rekeys, keepalives) and reports the first completed handshake on stdout.
+//!
+//! Batches are what make it cheap, on both sides of the tunnel:
+//! - the tun device has the virtio-net header and TCP/UDP segmentation offloads on (`IFF_VNET_HDR`,
+//!   `TUNSETOFFLOAD`, through tun-rs): the kernel hands over one super-packet of up to 64 KiB per
+//!   read, split here into MTU-sized packets, and decrypted packets of one flow are coalesced back
+//!   into super-packets before they are written (GRO), one write for many packets;
+//! - the UDP socket sends a batch of equal-sized datagrams in one `sendmsg` with `UDP_SEGMENT`
+//!   (GSO), and receives up to 64 datagrams per `recvmmsg`. (`UDP_GRO` is not asked for: the
+//!   veth of a Docker network has GRO off by default, so it would only cost 64 KiB buffers.)
+//!
+//! boringtun's `Tunn` wants `&mut` for both directions, so it sits behind a mutex; each thread takes
+//! it once per batch (not once per packet), so the two directions do not ping-pong on it. Buffers are
+//! allocated once per thread and reused. Either offload falls back to one packet per call when the
+//! kernel refuses it.
+//!
+//! The offloads change nothing about what may leave: every packet still enters the kernel through
+//! `ccp-tun` (MTU 1420, so every split packet fits one datagram of at most 1452 bytes) or through
+//! the one marked, connected socket, and the firewall sees the same marks and addresses.
 //!
 //! The process holds no state worth keeping: it is started (and re-started) by the supervisor, and
 //! when it dies its tun device goes with it.
 
-use std::io::Write as _;
+use std::io::{IoSlice, IoSliceMut, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd as _;
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::Duration;
 
 use base64::Engine as _;
 use boringtun::noise::{Tunn, TunnResult, errors::WireGuardError};
 use boringtun::x25519;
+use nix::errno::Errno;
+use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, recvmmsg, sendmsg};
 use serde::{Deserialize, Serialize};
 use socket2::{Domain, Protocol, Socket, Type};
+use tun_rs::{GROTable, VIRTIO_NET_HDR_LEN};
 use wire::WireguardSpec;
 
 use super::{Error, FWMARK, TUN_NAME, WG_KEEPALIVE_SECS, WG_MTU, parse_cidrs};
@@ -25,9 +47,24 @@ use crate::firewall::Ipv4Cidr;
 pub const HANDSHAKE_LINE: &str = "handshake-complete";
 /// How often boringtun's timers run (it wants 100-250 ms).
 const TIMER_TICK: Duration = Duration::from_millis(100);
-/// Room for one packet from the tun (its MTU is 1420; no offloads are enabled) plus WireGuard's
-/// 32 bytes of overhead; boringtun wants at least 148 bytes for handshake messages.
-const BUF: usize = 2048;
+/// Room for one packet (the tun's MTU is 1420, and segments are split to it) plus WireGuard's 32
+/// bytes of overhead and 15 of padding; boringtun wants at least 148 bytes for handshake messages.
+const SLOT: usize = 2048;
+/// Datagrams per `recvmmsg`.
+const BATCH: usize = 64;
+/// Packets one tun super-packet may split into: 46 at the full MSS; 128 covers segments down to
+/// 512 bytes. A super-packet of smaller segments (a socket that set a tiny MSS) is dropped, and
+/// its sender retransmits.
+const SPLIT: usize = tun_rs::IDEAL_BATCH_SIZE;
+/// The largest super-packet the tun hands over or takes.
+const SUPER: usize = 65_535;
+/// Most bytes one GSO send may carry (the UDP length field, less the UDP and IPv4 headers).
+const GSO_MAX_BYTES: usize = 65_535 - 8 - 20;
+/// Most segments one GSO send may carry (the kernel's `UDP_MAX_SEGMENTS`).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Where a decrypted packet starts in its tun buffer: room for the virtio-net header the GRO
+/// coalescing writes in front of it.
+const TUN_OFFSET: usize = VIRTIO_NET_HDR_LEN;
 /// Datagram buffer size of the UDP socket (bursts while the tun side catches up).
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 
@@ -139,15 +176,97 @@ fn send_udp(socket: &UdpSocket, packet: &[u8]) {
     }
 }
 
+/// The UDP side: the connected socket and whether the kernel took `UDP_SEGMENT` so far.
+struct Udp {
+    socket: Arc<UdpSocket>,
+    gso: bool,
+}
+
+impl Udp {
+    /// Sends the datagrams laid end to end in `buf`, of lengths `lens`: each [`gso_run`] goes out
+    /// as one GSO send.
+    fn send_all(&mut self, buf: &[u8], lens: &[usize]) {
+        let mut start = 0;
+        let mut i = 0;
+        while i < lens.len() {
+            let count = if self.gso { gso_run(&lens[i..]) } else { 1 };
+            let total: usize = lens[i..i + count].iter().sum();
+            let run = &buf[start..start + total];
+            if count == 1 {
+                send_udp(&self.socket, run);
+            } else if let Err(errno) = self.send_segmented(run, lens[i]) {
+                if matches!(errno, Errno::EIO | Errno::EINVAL | Errno::ENOPROTOOPT) {
+                    // No GSO on this kernel or device: one datagram per send from now on.
+                    tracing::info!(error = %errno, "udp gso refused; sending datagrams one by one");
+                    self.gso = false;
+                    let mut at = start;
+                    for len in &lens[i..i + count] {
+                        send_udp(&self.socket, &buf[at..at + len]);
+                        at += len;
+                    }
+                } else {
+                    tracing::trace!(error = %errno, "udp gso send");
+                }
+            }
+            start += total;
+            i += count;
+        }
+    }
+
+    fn send_segmented(&self, run: &[u8], segment: usize) -> Result<usize, Errno> {
+        let size = u16::try_from(segment).map_err(|_| Errno::EINVAL)?;
+        sendmsg::<()>(
+            self.socket.as_raw_fd(),
+            &[IoSlice::new(run)],
+            &[ControlMessage::UdpGsoSegments(&size)],
+            MsgFlags::empty(),
+            None,
+        )
+    }
+}
+
+/// How many of the datagrams of lengths `lens` (at least one) one GSO send carries from the first
+/// on: a run of equal lengths, of which only the last may be shorter, within the kernel's bounds.
+fn gso_run(lens: &[usize]) -> usize {
+    let Some(&segment) = lens.first() else {
+        return 0;
+    };
+    let mut total = segment;
+    let mut count = 1;
+    while count < lens.len()
+        && count < GSO_MAX_SEGMENTS
+        && lens[count - 1] == segment
+        && lens[count] <= segment
+        && total + lens[count] <= GSO_MAX_BYTES
+    {
+        total += lens[count];
+        count += 1;
+    }
+    count
+}
+
+/// Creates `ccp-tun` with offloads, or without them if the kernel refuses.
+fn create_tun(settings: &Settings) -> Result<tun_rs::SyncDevice, Error> {
+    let build = |offload: bool| {
+        tun_rs::DeviceBuilder::new()
+            .name(TUN_NAME)
+            .ipv4(settings.address, settings.prefix, None)
+            .mtu(WG_MTU)
+            .offload(offload)
+            .build_sync()
+    };
+    match build(true) {
+        Ok(tun) => Ok(tun),
+        Err(e) => {
+            tracing::info!(error = %e, "tun offloads refused; one packet per read and write");
+            build(false).map_err(Error::io(format!("create tun device {TUN_NAME}")))
+        }
+    }
+}
+
 /// Runs the tunnel until a packet thread fails (the process then exits and is restarted).
 pub fn run(settings: &Settings) -> Result<(), Error> {
-    let tun = tun_rs::DeviceBuilder::new()
-        .name(TUN_NAME)
-        .ipv4(settings.address, settings.prefix, None)
-        .mtu(WG_MTU)
-        .build_sync()
-        .map_err(Error::io(format!("create tun device {TUN_NAME}")))?;
-    let tun = Arc::new(tun);
+    let tun = Arc::new(create_tun(settings)?);
 
     let socket =
         Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(Error::io("udp socket"))?;
@@ -178,16 +297,25 @@ pub fn run(settings: &Settings) -> Result<(), Error> {
         index,
         None,
     )));
-    tracing::info!(endpoint = %settings.endpoint, device = TUN_NAME, "wireguard tunnel started");
+    tracing::info!(
+        endpoint = %settings.endpoint,
+        device = TUN_NAME,
+        offload = tun.tcp_gso(),
+        "wireguard tunnel started"
+    );
 
     let (fail_tx, fail_rx) = mpsc::channel::<Error>();
     {
-        let (tun, socket, tunn, fail) = (tun.clone(), socket.clone(), tunn.clone(), fail_tx.clone());
+        let (tun, tunn, fail) = (tun.clone(), tunn.clone(), fail_tx.clone());
+        let mut udp = Udp {
+            socket: socket.clone(),
+            gso: true,
+        };
         let allowed_ips = settings.allowed_ips.clone();
         std::thread::Builder::new()
             .name("tun-to-udp".into())
             .spawn(move || {
-                let e = outbound_loop(&tun, &socket, &tunn, &allowed_ips);
+                let e = outbound_loop(&tun, &mut udp, &tunn, &allowed_ips);
                 let _ = fail.send(e);
             })
             .map_err(Error::io("spawn thread"))?;
@@ -205,7 +333,7 @@ pub fn run(settings: &Settings) -> Result<(), Error> {
             .map_err(Error::io("spawn thread"))?;
     }
 
-    let mut buf = vec![0u8; BUF];
+    let mut buf = vec![0u8; SLOT];
     {
         let mut t = lock(&tunn);
         if let TunnResult::WriteToNetwork(p) = t.format_handshake_initiation(&mut buf, false) {
@@ -248,37 +376,59 @@ pub fn run(settings: &Settings) -> Result<(), Error> {
     }
 }
 
-/// tun → encapsulate → UDP. Returns only on a device error.
+/// tun → encapsulate → UDP, a super-packet (split into up to [`SPLIT`] packets) at a time; the
+/// datagrams are laid end to end in one buffer for the GSO send. Returns only on a device error.
 fn outbound_loop(
     tun: &tun_rs::SyncDevice,
-    socket: &UdpSocket,
+    udp: &mut Udp,
     tunn: &Mutex<Tunn>,
     allowed_ips: &[Ipv4Cidr],
 ) -> Error {
-    let mut src = vec![0u8; BUF];
-    let mut dst = vec![0u8; BUF + 64];
+    let mut original = vec![0u8; VIRTIO_NET_HDR_LEN + SUPER];
+    let mut packets = vec![vec![0u8; SLOT]; SPLIT];
+    let mut sizes = vec![0usize; SPLIT];
+    let mut out = vec![0u8; SPLIT * SLOT];
+    let mut lens = Vec::with_capacity(SPLIT);
     loop {
-        let n = match tun.recv(&mut src) {
+        let n = match tun.recv_multiple(&mut original, &mut packets, &mut sizes, 0) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // Not from the device but from splitting what it handed over (too many segments, a
+            // header tun-rs refuses): that one super-packet is dropped.
+            Err(e) if e.raw_os_error().is_none() => {
+                tracing::trace!(error = %e, "dropped: super-packet not split");
+                continue;
+            }
             Err(e) => return Error::io(format!("read {TUN_NAME}"))(e),
         };
-        let packet = &src[..n];
-        if !ipv4_dst(packet).is_some_and(|d| allowed(allowed_ips, d)) {
-            tracing::trace!(len = n, "dropped: not IPv4 or not in allowed_ips");
-            continue;
+        lens.clear();
+        let mut used = 0;
+        {
+            let mut t = lock(tunn);
+            for (packet, size) in packets.iter().zip(&sizes).take(n) {
+                let packet = &packet[..*size];
+                if !ipv4_dst(packet).is_some_and(|d| allowed(allowed_ips, d)) {
+                    tracing::trace!(len = size, "dropped: not IPv4 or not in allowed_ips");
+                    continue;
+                }
+                match t.encapsulate(packet, &mut out[used..used + SLOT]) {
+                    TunnResult::WriteToNetwork(p) => {
+                        let len = p.len();
+                        lens.push(len);
+                        used += len;
+                    }
+                    TunnResult::Err(e) => tracing::trace!(error = ?e, "encapsulate"),
+                    _ => {}
+                }
+            }
         }
-        // The result borrows `dst` only: the lock is released before the send.
-        let result = lock(tunn).encapsulate(packet, &mut dst);
-        match result {
-            TunnResult::WriteToNetwork(p) => send_udp(socket, p),
-            TunnResult::Err(e) => tracing::trace!(error = ?e, "encapsulate"),
-            _ => {}
-        }
+        // Sent with the lock released: the other direction and the timers go on meanwhile.
+        udp.send_all(&out[..used], &lens);
     }
 }
 
-/// UDP → decapsulate → tun. Returns only on a socket or device error.
+/// UDP → decapsulate → tun, a `recvmmsg` (up to [`BATCH`] datagrams) at a time; the decrypted
+/// packets go to the tun in one batch, coalesced per flow. Returns only on a socket or device error.
 fn inbound_loop(
     tun: &tun_rs::SyncDevice,
     socket: &UdpSocket,
@@ -286,49 +436,97 @@ fn inbound_loop(
     allowed_ips: &[Ipv4Cidr],
     peer: IpAddr,
 ) -> Error {
-    let mut datagram = vec![0u8; BUF];
-    let mut out = vec![0u8; BUF];
+    // A WireGuard datagram from a server with our MTU is at most 1452 bytes; a longer one is
+    // truncated, fails authentication and is dropped.
+    let mut datagrams = vec![0u8; BATCH * SLOT];
+    let mut headers = MultiHeaders::<()>::preallocate(BATCH, None);
+    let mut lens = Vec::with_capacity(BATCH);
+    // Room to coalesce a whole flow into one buffer (GRO needs the space in front and behind).
+    let mut packets: Vec<Vec<u8>> = (0..BATCH)
+        .map(|_| Vec::with_capacity(2 * TUN_OFFSET + SUPER))
+        .collect();
+    let mut gro = GROTable::new();
     loop {
-        let n = match socket.recv(&mut datagram) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionRefused
-                ) =>
-            {
-                continue;
+        lens.clear();
+        {
+            let mut iovs: Vec<[IoSliceMut<'_>; 1]> = datagrams
+                .chunks_mut(SLOT)
+                .map(|chunk| [IoSliceMut::new(chunk)])
+                .collect();
+            // Waits for the first datagram, then takes what else is queued.
+            match recvmmsg(
+                socket.as_raw_fd(),
+                &mut headers,
+                iovs.iter_mut(),
+                MsgFlags::MSG_WAITFORONE,
+                None,
+            ) {
+                Ok(received) => lens.extend(received.map(|m| m.bytes)),
+                Err(Errno::EINTR | Errno::ECONNREFUSED) => continue,
+                Err(e) => return Error::io("read udp socket")(e.into()),
             }
-            Err(e) => return Error::io("read udp socket")(e),
-        };
-        let mut input: &[u8] = &datagram[..n];
-        let mut src = Some(peer);
-        // boringtun asks to be called again with an empty datagram after it wrote to the network,
-        // until it is done (it flushes packets queued during the handshake that way).
-        loop {
-            let result = lock(tunn).decapsulate(src, input, &mut out);
-            match result {
-                TunnResult::WriteToNetwork(p) => {
-                    send_udp(socket, p);
-                    input = &[];
-                    src = None;
-                }
-                TunnResult::WriteToTunnelV4(p, from) => {
-                    if allowed(allowed_ips, from) {
-                        if let Err(e) = tun.send(p) {
-                            return Error::io(format!("write {TUN_NAME}"))(e);
-                        }
-                    } else {
-                        tracing::trace!(%from, "dropped: source not in allowed_ips");
-                    }
-                    break;
-                }
-                TunnResult::WriteToTunnelV6(..) | TunnResult::Done => break,
-                TunnResult::Err(e) => {
-                    tracing::trace!(error = ?e, "decapsulate");
-                    break;
+        }
+        let mut ready = 0;
+        {
+            let mut t = lock(tunn);
+            for (datagram, len) in datagrams.chunks(SLOT).zip(&lens) {
+                let datagram = &datagram[..*len];
+                let out = &mut packets[ready];
+                out.resize(TUN_OFFSET + SLOT, 0);
+                if let Some(len) = decapsulate(&mut t, socket, datagram, out, allowed_ips, peer) {
+                    out.truncate(TUN_OFFSET + len);
+                    ready += 1;
                 }
             }
+        }
+        if ready > 0
+            && let Err(e) = tun.send_multiple(&mut gro, &mut packets[..ready], TUN_OFFSET)
+        {
+            // From the device (it is gone): the end. From coalescing, or a packet the kernel
+            // refused (a malformed one from the server): that batch is dropped.
+            if e.raw_os_error().is_none_or(|code| code == nix::libc::EINVAL) {
+                tracing::trace!(error = %e, "dropped: tun write");
+            } else {
+                return Error::io(format!("write {TUN_NAME}"))(e);
+            }
+        }
+    }
+}
+
+/// Decapsulates one datagram into `out[TUN_OFFSET..]`; the length of the packet for the tun, if it
+/// is one (an IPv4 packet from an allowed source). Handshake answers and the packets boringtun
+/// queued during a handshake are sent at once.
+fn decapsulate(
+    t: &mut Tunn,
+    socket: &UdpSocket,
+    datagram: &[u8],
+    out: &mut [u8],
+    allowed_ips: &[Ipv4Cidr],
+    peer: IpAddr,
+) -> Option<usize> {
+    let dst = &mut out[TUN_OFFSET..];
+    match t.decapsulate(Some(peer), datagram, dst) {
+        TunnResult::WriteToNetwork(p) => {
+            send_udp(socket, p);
+            // boringtun asks to be called again with an empty datagram after it wrote to the
+            // network, until it is done (it flushes packets queued during the handshake that way).
+            while let TunnResult::WriteToNetwork(p) = t.decapsulate(None, &[], dst) {
+                send_udp(socket, p);
+            }
+            None
+        }
+        TunnResult::WriteToTunnelV4(p, from) => {
+            if allowed(allowed_ips, from) {
+                Some(p.len())
+            } else {
+                tracing::trace!(%from, "dropped: source not in allowed_ips");
+                None
+            }
+        }
+        TunnResult::WriteToTunnelV6(..) | TunnResult::Done => None,
+        TunnResult::Err(e) => {
+            tracing::trace!(error = ?e, "decapsulate");
+            None
         }
     }
 }
@@ -397,6 +595,22 @@ mod tests {
         ] {
             assert!(Settings::from_spec(&bad, ip).is_err(), "{}", bad.endpoint);
         }
+    }
+
+    #[test]
+    fn gso_runs_are_equal_sized_with_a_shorter_last_and_within_bounds() {
+        assert_eq!(gso_run(&[]), 0);
+        assert_eq!(gso_run(&[148]), 1);
+        // A split super-packet: full segments, then the shorter tail ends the run.
+        assert_eq!(gso_run(&[1452, 1452, 1452, 700, 1452]), 4);
+        // A longer datagram cannot follow: the kernel cuts every segment to the first's size.
+        assert_eq!(gso_run(&[700, 1452]), 1);
+        assert_eq!(gso_run(&[148, 148, 1452]), 2);
+        // At most 64 segments, and at most 65507 bytes.
+        assert_eq!(gso_run(&[100; 100]), GSO_MAX_SEGMENTS);
+        let run = gso_run(&[1452; 64]);
+        assert_eq!(run, GSO_MAX_BYTES / 1452);
+        assert!(run * 1452 <= GSO_MAX_BYTES && (run + 1) * 1452 > GSO_MAX_BYTES);
     }
 
     #[test]
