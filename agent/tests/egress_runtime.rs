@@ -790,10 +790,11 @@ fn shadowsocks_tunnel_carries_traffic_and_recovers_from_kill() {
     lab.start_runtime();
     let cfg = RuntimeConfig {
         spec: spec(wire::Tunnel::Proxy {
-            outbound: json!({
+            outbound: serde_json::from_value(json!({
                 "type": "shadowsocks", "server": "ss.ccpt.test", "server_port": 8388,
                 "method": "2022-blake3-aes-128-gcm", "password": password
-            }),
+            }))
+            .unwrap(),
         }),
         endpoint_ip: SERVER_ADDR,
         netns_inode: Some(lab.netns_inode()),
@@ -818,10 +819,17 @@ fn shadowsocks_tunnel_carries_traffic_and_recovers_from_kill() {
         "unmarked packets left the namespace outside the tunnel"
     );
 
-    // A changed config replaces the tunnel process; a bad one fails without a tunnel.
+    // A changed config replaces the tunnel process; one sing-box refuses (a pinned certificate that
+    // is no certificate: well-formed for the types, refused by `sing-box check`) fails without a
+    // tunnel.
     let mut bad = cfg.clone();
     bad.spec.tunnel = wire::Tunnel::Proxy {
-        outbound: json!({"type": "shadowsocks", "server": "x", "server_port": 8388, "method": "no-such-method", "password": "x"}),
+        outbound: serde_json::from_value(json!({
+            "type": "trojan", "server": "x", "server_port": 8388, "password": "x",
+            "tls": {"enabled": true, "server_name": "x",
+                    "certificate": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"}
+        }))
+        .unwrap(),
     };
     lab.write_config(&bad);
     let failed = lab.wait_state(State::Failed, Duration::from_secs(5));

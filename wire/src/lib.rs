@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod proxy;
+
 /// Header carrying the agent's node credential (issued once by `POST /v1/agent/enrol`); the control
 /// plane stores only its hash and takes the node from it.
 pub const AGENT_TOKEN_HEADER: &str = "x-agent-token";
@@ -315,10 +317,7 @@ impl std::fmt::Debug for EgressSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.tunnel {
             Tunnel::Wireguard(_) => "wireguard".to_owned(),
-            Tunnel::Proxy { outbound } => format!(
-                "proxy/{}",
-                outbound.get("type").and_then(|t| t.as_str()).unwrap_or("?")
-            ),
+            Tunnel::Proxy { outbound } => format!("proxy/{}", outbound.kind()),
         };
         f.debug_struct("EgressSpec")
             .field("egress_ip_id", &self.egress_ip_id)
@@ -333,10 +332,11 @@ impl std::fmt::Debug for EgressSpec {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Tunnel {
     Wireguard(WireguardSpec),
-    /// A sing-box outbound (socks, http, shadowsocks, vmess, vless, trojan), validated by the control
-    /// plane; the agent adds its `tag` and `routing_mark`.
+    /// A sing-box outbound (socks, http, shadowsocks, vmess, vless, trojan), typed and validated
+    /// once by the control plane; the agent renders it with its own `tag`, `server` and
+    /// `routing_mark`.
     Proxy {
-        outbound: serde_json::Value,
+        outbound: Box<proxy::ProxyConfig>,
     },
 }
 

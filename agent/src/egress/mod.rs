@@ -93,9 +93,8 @@ impl RuntimeConfig {
             Tunnel::Wireguard(wg) => {
                 wireguard::Settings::from_spec(wg, self.endpoint_ip)?;
             }
-            Tunnel::Proxy { outbound } => {
-                singbox::outbound_type(outbound)?;
-            }
+            // Its shape is its type; the control plane checked the rest before sending it.
+            Tunnel::Proxy { .. } => {}
         }
         self.spec.dns_server.parse::<Ipv4Addr>().map_err(|_| {
             Error::Invalid(format!(
@@ -110,9 +109,7 @@ impl RuntimeConfig {
     pub fn tunnel_kind(&self) -> String {
         match &self.spec.tunnel {
             Tunnel::Wireguard(_) => "wireguard".to_owned(),
-            Tunnel::Proxy { outbound } => {
-                format!("proxy/{}", singbox::outbound_type(outbound).unwrap_or("?"))
-            }
+            Tunnel::Proxy { outbound } => format!("proxy/{}", outbound.kind()),
         }
     }
 
@@ -164,20 +161,11 @@ pub fn server_of(spec: &EgressSpec) -> Result<(String, u16), Error> {
     let bad = |why: &str| Error::Invalid(why.to_owned());
     match &spec.tunnel {
         Tunnel::Wireguard(wg) => endpoint_of(&wg.endpoint),
-        Tunnel::Proxy { outbound } => {
-            let host = outbound
-                .get("server")
-                .and_then(serde_json::Value::as_str)
-                .filter(|h| !h.is_empty())
-                .ok_or_else(|| bad("the proxy outbound has no server"))?;
-            let port = outbound
-                .get("server_port")
-                .and_then(serde_json::Value::as_u64)
-                .and_then(|p| u16::try_from(p).ok())
-                .filter(|p| *p != 0)
-                .ok_or_else(|| bad("the proxy outbound has no server_port"))?;
-            Ok((host.to_owned(), port))
-        }
+        Tunnel::Proxy { outbound } => match outbound.server() {
+            ("", _) => Err(bad("the proxy outbound has no server")),
+            (_, 0) => Err(bad("the proxy outbound has no server_port")),
+            (host, port) => Ok((host.to_owned(), port)),
+        },
     }
 }
 

@@ -438,7 +438,10 @@ mod tests {
             declared_ip: "198.18.5.5".into(),
             dns_server: "10.64.0.1".into(),
             tunnel: wire::Tunnel::Proxy {
-                outbound: serde_json::json!({"type": "socks", "server": "198.18.5.5", "server_port": 1080}),
+                outbound: serde_json::from_value(
+                    serde_json::json!({"type": "socks", "server": "198.18.5.5", "server_port": 1080}),
+                )
+                .unwrap(),
             },
         });
         let body = egress_body(&settings(), &bound, "/state/e");

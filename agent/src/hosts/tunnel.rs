@@ -140,7 +140,9 @@ mod tests {
 
     fn proxy(outbound: serde_json::Value) -> EgressSpec {
         EgressSpec {
-            tunnel: Tunnel::Proxy { outbound },
+            tunnel: Tunnel::Proxy {
+                outbound: serde_json::from_value(outbound).unwrap(),
+            },
             ..wg("x:1")
         }
     }
@@ -157,7 +159,11 @@ mod tests {
         for bad in [wg("nohost"), wg(":51820"), wg("h:0"), wg("h:70000")] {
             assert!(server_of(&bad).is_err());
         }
-        assert!(server_of(&proxy(serde_json::json!({"type": "socks", "server": "h"}))).is_err());
+        // A port of 0 cannot come from the control plane (it refuses it), nor through here.
+        let p = proxy(serde_json::json!({"type": "socks", "server": "h", "server_port": 0}));
+        assert!(server_of(&p).is_err());
+        let p = proxy(serde_json::json!({"type": "socks", "server": "", "server_port": 1080}));
+        assert!(server_of(&p).is_err());
     }
 
     #[tokio::test]

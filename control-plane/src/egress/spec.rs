@@ -80,9 +80,17 @@ pub fn of(
         TunnelType::Proxy => {
             let raw = open(e.proxy_config.as_ref(), field::EGRESS_PROXY_CONFIG)?
                 .ok_or_else(|| unusable("proxy_config is not set"))?;
-            let outbound: serde_json::Value =
+            let value: serde_json::Value =
                 serde_json::from_str(&raw).map_err(|_| unusable("proxy_config is not JSON"))?;
-            (e.dns_server.as_deref(), wire::Tunnel::Proxy { outbound })
+            // Checked again as it is stored: the agent gets only what the API would accept today.
+            let outbound = wire::proxy::parse(&value)
+                .map_err(|e| unusable(&format!("proxy_config is not valid: {e}")))?;
+            (
+                e.dns_server.as_deref(),
+                wire::Tunnel::Proxy {
+                    outbound: Box::new(outbound),
+                },
+            )
         }
     };
     let dns_server = match dns_server.map(str::trim).filter(|s| !s.is_empty()) {
@@ -191,9 +199,7 @@ mod tests {
     fn proxy_falls_back_to_the_default_dns_server() {
         let spec = of(&row(TunnelType::Proxy), None, &key(), DEFAULT_DNS).unwrap();
         assert_eq!(spec.dns_server, "198.18.9.9");
-        assert!(
-            matches!(spec.tunnel, wire::Tunnel::Proxy { ref outbound } if outbound["server_port"] == 1080)
-        );
+        assert!(matches!(spec.tunnel, wire::Tunnel::Proxy { ref outbound } if outbound.server().1 == 1080));
     }
 
     #[test]

@@ -1,10 +1,14 @@
+//! Golden file, shape and `sing-box check` of the rendered proxy configs.
+
 use std::path::PathBuf;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::*;
 
+/// A runtime config around `outbound`, read the way the agent reads what the control plane sends.
 fn proxy(outbound: Value) -> RuntimeConfig {
+    let outbound = serde_json::from_value(outbound).expect("a valid outbound");
     RuntimeConfig {
         spec: wire::EgressSpec {
             egress_ip_id: "e1".into(),
@@ -78,9 +82,25 @@ fn unsupported_or_escaping_outbounds_are_refused() {
         json!({"type": "socks", "server": "x", "server_port": 1, "detour": "direct"}),
         json!({"type": "socks", "server": "x", "server_port": 1, "bind_interface": "eth0"}),
         json!({"type": "socks", "server": "x", "server_port": 1, "routing_mark": 0}),
+        json!({"type": "socks", "server": "x", "server_port": 1, "netns": "/proc/1/ns/net"}),
     ] {
-        assert!(render(&proxy(bad.clone())).is_err(), "{bad}");
+        let tunnel = json!({"type": "proxy", "outbound": bad});
+        assert!(serde_json::from_value::<wire::Tunnel>(tunnel).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn a_wireguard_spec_is_not_rendered_as_sing_box() {
+    let mut cfg = proxy(outbounds().remove(0));
+    cfg.spec.tunnel = wire::Tunnel::Wireguard(wire::WireguardSpec {
+        endpoint: "198.18.6.1:51820".into(),
+        peer_public_key: "k".into(),
+        preshared_key: None,
+        private_key: "k".into(),
+        allowed_ips: vec!["0.0.0.0/0".into()],
+        address: "10.0.0.2/32".into(),
+    });
+    assert!(render(&cfg).is_err());
 }
 
 #[test]

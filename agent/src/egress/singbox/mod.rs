@@ -2,37 +2,26 @@
 //! `serde_json` (sing-box 1.12+ formats; pinned by golden tests and `sing-box check`).
 //!
 //! One tun inbound (`ccp-tun`, no auto-route: the runtime owns the policy routing), the spec's
-//! outbound tagged `egress` with the server replaced by the address the agent resolved and the
-//! tunnel mark added, DNS over TCP through `egress` to the egress's resolver, and DNS packets that
-//! reach the tun hijacked into that resolver.
+//! outbound (the typed [`ProxyConfig`] the control plane validated, which has no field that could
+//! route around the tunnel) tagged `egress` with the server replaced by the address the agent
+//! resolved and the tunnel mark added, DNS over TCP through `egress` to the egress's resolver, and
+//! DNS packets that reach the tun hijacked into that resolver.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use wire::proxy::ProxyConfig;
 
 use super::{Error, FWMARK, RuntimeConfig, TUN_NAME};
 
-/// Outbound types a proxy egress may use.
-pub const PROXY_TYPES: [&str; 6] = ["socks", "http", "shadowsocks", "vmess", "vless", "trojan"];
 /// Tag of the spec's outbound.
 pub const EGRESS_TAG: &str = "egress";
 /// The tun's own address: a /30 out of 100.64.0.0/10 that no tunnel server uses.
 pub const TUN_ADDRESS: &str = "100.127.255.253/30";
 const TUN_MTU: u32 = 9000;
 const DNS_TAG: &str = "tunnel-dns";
-
-/// Dial fields the spec may not set: they would take the outbound around the tunnel's routing.
-const FORBIDDEN_FIELDS: [&str; 6] = [
-    "detour",
-    "bind_interface",
-    "inet4_bind_address",
-    "inet6_bind_address",
-    "netns",
-    "routing_mark",
-];
 
 #[derive(Debug, Serialize)]
 pub struct Config {
@@ -79,25 +68,14 @@ struct TunInbound {
     stack: &'static str,
 }
 
-/// The spec's outbound: our fields first, the rest as the control plane validated it.
-#[derive(Serialize)]
+/// The spec's outbound (its credentials are redacted in `Debug` by their own type) with our tag
+/// and mark.
+#[derive(Debug, Serialize)]
 struct EgressOutbound {
-    #[serde(rename = "type")]
-    kind: String,
-    tag: &'static str,
-    server: Ipv4Addr,
-    routing_mark: u32,
     #[serde(flatten)]
-    rest: Map<String, Value>,
-}
-
-impl std::fmt::Debug for EgressOutbound {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EgressOutbound")
-            .field("type", &self.kind)
-            .field("server", &self.server)
-            .finish_non_exhaustive()
-    }
+    outbound: ProxyConfig,
+    tag: &'static str,
+    routing_mark: u32,
 }
 
 #[derive(Debug, Serialize)]
@@ -114,43 +92,11 @@ struct RouteRule {
     action: &'static str,
 }
 
-/// The outbound's `type`, when it is one a proxy egress may use.
-pub fn outbound_type(outbound: &Value) -> Result<&str, Error> {
-    let kind = outbound
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| Error::Invalid("proxy outbound has no `type`".into()))?;
-    if PROXY_TYPES.contains(&kind) {
-        Ok(kind)
-    } else {
-        Err(Error::Invalid(format!(
-            "proxy outbound type `{kind}` is not one of {}",
-            PROXY_TYPES.join(", ")
-        )))
-    }
-}
-
 /// Builds the sing-box config for a proxy egress (`Invalid` for a WireGuard one).
 pub fn render(cfg: &RuntimeConfig) -> Result<Config, Error> {
     let wire::Tunnel::Proxy { outbound } = &cfg.spec.tunnel else {
         return Err(Error::Invalid("not a proxy egress".into()));
     };
-    let kind = outbound_type(outbound)?.to_owned();
-    let Some(fields) = outbound.as_object() else {
-        return Err(Error::Invalid("proxy outbound is not an object".into()));
-    };
-    if let Some(field) = FORBIDDEN_FIELDS.iter().find(|f| fields.contains_key(**f)) {
-        return Err(Error::Invalid(format!("proxy outbound may not set `{field}`")));
-    }
-    if !fields.get("server_port").is_some_and(Value::is_u64) {
-        return Err(Error::Invalid(
-            "proxy outbound needs a numeric `server_port`".into(),
-        ));
-    }
-    let mut rest = fields.clone();
-    for ours in ["type", "tag", "server"] {
-        rest.remove(ours);
-    }
     let dns_server: Ipv4Addr = cfg.spec.dns_server.parse().map_err(|_| {
         Error::Invalid(format!(
             "dns_server `{}` is not an IPv4 address",
@@ -183,11 +129,9 @@ pub fn render(cfg: &RuntimeConfig) -> Result<Config, Error> {
             stack: "gvisor",
         }],
         outbounds: vec![EgressOutbound {
-            kind,
+            outbound: outbound.with_server(cfg.endpoint_ip.to_string()),
             tag: EGRESS_TAG,
-            server: cfg.endpoint_ip,
             routing_mark: FWMARK,
-            rest,
         }],
         route: Route {
             rules: vec![

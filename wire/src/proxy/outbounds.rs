@@ -6,8 +6,8 @@ use base64::Engine as _;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::proxy::{ConfigError, MASK, ROOT, Secret, field, mask_error};
-use super::proxy_tls::{Headers, Tls, Transport, check_tls_for_transport, validate_headers};
+use super::tls::{Headers, Tls, Transport, check_tls_for_transport, validate_headers};
+use super::{ConfigError, MASK, ROOT, Secret, field, mask_error};
 
 /// The network an outbound carries; both when absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -485,7 +485,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::egress::proxy::parse;
+    use crate::proxy::parse;
 
     const UUID: &str = "bf000d23-0752-40b4-affe-68f7707a9661";
 

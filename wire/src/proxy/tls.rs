@@ -9,7 +9,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::proxy::{ConfigError, MASK, check_host, mask_error};
+use super::{ConfigError, MASK, check_host, mask_error};
 
 /// A list of strings that sing-box also accepts as one bare string (its `badoption.Listable`). Written back
 /// as an array, which every sing-box version reads.

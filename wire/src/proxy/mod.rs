@@ -15,15 +15,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use serde_path_to_error::Segment;
 
-pub use super::proxy_outbounds::{
+mod outbounds;
+mod tls;
+
+pub use outbounds::{
     HttpConfig, Network, PacketEncoding, ShadowsocksConfig, ShadowsocksMethod, ShadowsocksPlugin,
     SocksConfig, SocksVersion, TrojanConfig, UdpOverTcp, VlessConfig, VlessFlow, VmessConfig, VmessSecurity,
 };
-pub use super::proxy_tls::{
+pub use tls::{
     GrpcTransport, Headers, HttpTransport, HttpUpgradeTransport, Listable, QuicTransport, Reality, Tls,
     TlsVersion, Transport, Utls, UtlsFingerprint, WsTransport,
 };
-use super::proxy_tls::{mask_headers, mask_transport};
+use tls::{mask_headers, mask_transport};
 
 /// What reads show in place of a secret; sent back in an update, it keeps the stored value.
 pub const MASK: &str = "********";
@@ -207,6 +210,22 @@ impl ProxyConfig {
         }
     }
 
+    /// The same outbound dialling `server` instead (the agent puts in the address it resolved).
+    #[must_use]
+    pub fn with_server(&self, server: String) -> Self {
+        let mut config = self.clone();
+        let slot = match &mut config {
+            Self::Socks(c) => &mut c.server,
+            Self::Http(c) => &mut c.server,
+            Self::Shadowsocks(c) => &mut c.server,
+            Self::Vmess(c) => &mut c.server,
+            Self::Vless(c) => &mut c.server,
+            Self::Trojan(c) => &mut c.server,
+        };
+        *slot = server;
+        config
+    }
+
     /// Checks what the types alone cannot: addresses, credentials, key forms and combinations sing-box
     /// would refuse at start.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -331,7 +350,7 @@ pub(super) fn check_host(field: &str, host: &str) -> Result<(), ConfigError> {
 
 /// Checks a host to connect to: [`check_host`], and not an address no server can have (`0.0.0.0` means
 /// this machine to a dialer).
-pub(super) fn check_dial_host(field: &str, host: &str) -> Result<(), ConfigError> {
+pub fn check_dial_host(field: &str, host: &str) -> Result<(), ConfigError> {
     check_host(field, host)?;
     match host.parse::<IpAddr>() {
         Ok(ip) if ip.is_unspecified() || ip.is_multicast() => {
