@@ -287,11 +287,7 @@ async fn observe(
 fn tcp_server(egress: &wire::EgressSpec) -> bool {
     match &egress.tunnel {
         Tunnel::Wireguard(_) => false,
-        Tunnel::Proxy { outbound } => {
-            let udp_only = outbound.get("network").and_then(|n| n.as_str()) == Some("udp");
-            let quic = outbound.pointer("/transport/type").and_then(|t| t.as_str()) == Some("quic");
-            !udp_only && !quic
-        }
+        Tunnel::Proxy { outbound } => outbound.dials_tcp(),
     }
 }
 

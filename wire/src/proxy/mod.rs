@@ -210,6 +210,20 @@ impl ProxyConfig {
         }
     }
 
+    /// Whether the outbound reaches its server over TCP, so that a TCP connect tells whether the
+    /// server is there: all but one restricted to UDP or carried over QUIC.
+    pub fn dials_tcp(&self) -> bool {
+        let (network, transport) = match self {
+            Self::Socks(c) => (c.network, None),
+            Self::Http(_) => (None, None),
+            Self::Shadowsocks(c) => (c.network, None),
+            Self::Vmess(c) => (c.network, c.transport.as_ref()),
+            Self::Vless(c) => (c.network, c.transport.as_ref()),
+            Self::Trojan(c) => (c.network, c.transport.as_ref()),
+        };
+        network != Some(Network::Udp) && !matches!(transport, Some(Transport::Quic(_)))
+    }
+
     /// The same outbound dialling `server` instead (the agent puts in the address it resolved).
     #[must_use]
     pub fn with_server(&self, server: String) -> Self {
@@ -398,6 +412,41 @@ mod tests {
             json!({"type": "http", "server": "192.0.2.100", "server_port": 8080,
                 "username": "user", "password": "pass"}),
         ]
+    }
+
+    #[test]
+    fn tcp_dialling_is_told_by_network_and_transport() {
+        let dials = |v: Value| parse(&v).unwrap().dials_tcp();
+        for example in seed_examples() {
+            assert!(dials(example.clone()), "{example}");
+        }
+        assert!(!dials(
+            json!({"type": "socks", "server": "198.18.0.9", "server_port": 1080,
+            "network": "udp"})
+        ));
+        assert!(dials(
+            json!({"type": "socks", "server": "198.18.0.9", "server_port": 1080,
+            "network": "tcp"})
+        ));
+        assert!(!dials(
+            json!({"type": "vless", "server": "198.18.0.9", "server_port": 443,
+            "uuid": UUID, "tls": {"enabled": true, "server_name": "a.test"},
+            "transport": {"type": "quic"}})
+        ));
+        assert!(dials(
+            json!({"type": "vless", "server": "198.18.0.9", "server_port": 443,
+            "uuid": UUID, "transport": {"type": "ws", "path": "/x"}})
+        ));
+    }
+
+    #[test]
+    fn with_server_replaces_only_the_server() {
+        for example in seed_examples() {
+            let config = parse(&example).unwrap();
+            let moved = config.with_server("198.18.0.9".into());
+            assert_eq!(moved.server(), ("198.18.0.9", config.server().1));
+            assert_eq!(moved.with_server(config.server().0.into()), config);
+        }
     }
 
     /// One fully loaded config per type, exercising every secret.
