@@ -258,13 +258,7 @@ async fn a_tenants_page_cannot_run_in_our_origin() {
     assert!(drawn > 100);
     // The viewer counts the framebuffer updates it completed (the benchmark's `data-frames`).
     eventually(Duration::from_secs(10), "a frame count on the viewer", || async {
-        let v = browser
-            .exec_js(
-                "return Number(document.querySelector('[data-test=desktop-viewer]').dataset.frames || 0);",
-                vec![],
-            )
-            .await;
-        (v.as_u64().unwrap_or(0) > 0).then_some(())
+        (browser.viewer_frames().await > 0).then_some(())
     })
     .await;
     browser.shot("desktop").await;

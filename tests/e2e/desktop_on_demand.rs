@@ -60,13 +60,7 @@ async fn desktop_starts_on_open_stops_when_idle_and_survives_a_crash() {
             .await;
         browser.set_wait(WAIT);
         eventually(Duration::from_secs(30), "frames in the viewer", || async {
-            let v = browser
-                .exec_js(
-                    "return Number(document.querySelector('[data-test=desktop-viewer]').dataset.frames || 0);",
-                    vec![],
-                )
-                .await;
-            (v.as_u64().unwrap_or(0) > 0).then_some(())
+            (browser.viewer_frames().await > 0).then_some(())
         })
         .await;
         browser.shot("desktop-on-demand").await;

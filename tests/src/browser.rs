@@ -466,6 +466,14 @@ impl Browser {
         }
     }
 
+    /// The framebuffer updates the dashboard's desktop viewer has completed (its `data-frames`; 0
+    /// before it has one).
+    pub async fn viewer_frames(&self) -> u64 {
+        let script =
+            "return Number(document.querySelector('[data-test=desktop-viewer]').dataset.frames || 0);";
+        self.exec_js(script, vec![]).await.as_u64().unwrap_or(0)
+    }
+
     /// Sends a DevTools command through chromedriver to the session's window; returns its result.
     pub async fn cdp(&self, method: &str, params: Value) -> Value {
         let cmd = Cdp {
