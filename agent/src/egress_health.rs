@@ -15,7 +15,7 @@ use wire::EgressHealth;
 
 use crate::hosts::Hosts;
 use crate::hosts::tunnel::RuntimeConfig;
-use crate::probe::client;
+use crate::probe_client as client;
 use crate::sleep_or_cancel;
 
 /// How often each bound host is checked when nothing changes.

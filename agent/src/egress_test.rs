@@ -29,7 +29,7 @@ use wire::{CheckResult, EgressTestJob, Tunnel};
 use crate::egress::State;
 use crate::hosts::Hosts;
 use crate::hosts::tunnel::{self, RuntimeConfig, RuntimeStatus};
-use crate::probe::client;
+use crate::probe_client as client;
 use crate::{Backoff, Session, control_plane, sleep_or_cancel};
 
 /// How long the claim long-poll may wait for a job.

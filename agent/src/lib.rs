@@ -8,7 +8,8 @@
 //! container, its own binary), [`egress_test`] (the operator's egress tests, in warm namespaces),
 //! [`conntrack`] (flushing a namespace's connection tracking), [`secrets`] (per-host files),
 //! [`reconcile`] (drift repair), [`tasks`] (claim/progress/result loop), [`node`] (facts about the
-//! machine), [`probe`] (the egress probe server, its own binary).
+//! machine), [`probe_client`] (the egress test's checks against the probe, whose server is the
+//! `probe` crate).
 
 pub mod config;
 pub mod conntrack;
@@ -23,7 +24,7 @@ pub mod hosts;
 pub mod metrics;
 pub mod netns;
 pub mod node;
-pub mod probe;
+pub mod probe_client;
 pub mod reconcile;
 pub mod secrets;
 pub mod tasks;

@@ -101,6 +101,26 @@ fn sing_box() -> String {
     std::env::var("CCP_SING_BOX").unwrap_or_else(|_| "sing-box".into())
 }
 
+/// The probe server (the `probe` crate's binary): `$CCP_PROBE_BIN`, else beside this test's own
+/// build (`target/<profile>/`, one level above `deps/`), where a workspace build puts it.
+fn probe_bin() -> String {
+    if let Ok(bin) = std::env::var("CCP_PROBE_BIN") {
+        return bin;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("cloud-cli-proxy-probe"))
+        .unwrap();
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it (`cargo build -p probe`) or set CCP_PROBE_BIN",
+        bin.display()
+    );
+    bin.to_string_lossy().into_owned()
+}
+
 /// Refuses to build anything when the machine itself uses 198.18.0.0/15 (routes other than the
 /// default, addresses, resolvers). Interfaces named `ccpf*`/`ccpt*` belong to this project's other
 /// fake-internet tests, which may run at the same time; they are not the machine's. This test puts
@@ -279,7 +299,7 @@ impl Lab {
         let dns = format!("{dns_ip}:5353");
         self.spawn_in(
             ns,
-            env!("CARGO_BIN_EXE_cloud-cli-proxy-probe"),
+            &probe_bin(),
             &[
                 "--http-listen",
                 http,

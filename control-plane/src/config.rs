@@ -317,7 +317,7 @@ impl Config {
                 _ => return Err(format!("{name} must be an http:// URL, got `{url}`")),
             }
         }
-        if !agent::probe::valid_name(&self.egress_probe_dns_name) {
+        if !probe::valid_name(&self.egress_probe_dns_name) {
             return Err(format!(
                 "EGRESS_PROBE_DNS_NAME must be a DNS name, got `{}`",
                 self.egress_probe_dns_name

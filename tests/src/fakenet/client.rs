@@ -84,7 +84,7 @@ fn free_udp_port() -> Result<u16> {
 /// Asks `resolver` (UDP) for the probe's whoami name: the answer is the address the probe saw
 /// the query come from.
 pub fn whoami(resolver: std::net::SocketAddr) -> Result<Ipv4Addr> {
-    use agent::probe::dns;
+    use probe::dns;
     let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
     socket.set_read_timeout(Some(Duration::from_secs(2)))?;
     let id: u16 = rand::random();

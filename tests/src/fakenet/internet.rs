@@ -200,7 +200,7 @@ impl FakeInternet {
         let probe = probe_bin();
         if !probe.is_file() {
             bail!(
-                "{} does not exist: build it (`cargo build -p agent --bin cloud-cli-proxy-probe`) or \
+                "{} does not exist: build it (`cargo build -p probe`) or \
                  set CCP_BIN_DIR / CCP_PROBE_BIN",
                 probe.display()
             );

@@ -5,8 +5,8 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use agent::probe::{self, dns};
 use clap::Parser as _;
+use probe::dns;
 use tokio::net::{TcpListener, UdpSocket};
 
 const NAME: &str = "whoami.probe.test";

@@ -1,5 +1,5 @@
 //! `cloud-cli-proxy-probe`: parses the configuration, binds the HTTP and DNS (UDP and TCP) sockets and runs
-//! [`agent::probe::run`] until SIGINT or SIGTERM.
+//! [`probe::run`] until SIGINT or SIGTERM.
 
 use std::process::ExitCode;
 
@@ -7,8 +7,8 @@ use clap::Parser as _;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = agent::probe::Config::parse();
-    if !agent::probe::valid_name(&config.dns_name) {
+    let config = probe::Config::parse();
+    if !probe::valid_name(&config.dns_name) {
         eprintln!(
             "cloud-cli-proxy-probe: PROBE_DNS_NAME `{}` is not a DNS name",
             config.dns_name
@@ -52,10 +52,20 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cloud-cli-proxy-probe: cannot watch SIGTERM: {e}");
+            return ExitCode::FAILURE;
+        }
     };
-    match agent::probe::run(&config, http, dns, dns_tcp, shutdown).await {
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    match probe::run(&config, http, dns, dns_tcp, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cloud-cli-proxy-probe: {e}");

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use wire::CheckResult;
 
-use super::dns;
+use probe::dns;
 
 /// Where the three checks go.
 pub use wire::ProbeTargets as Targets;

@@ -7,9 +7,10 @@
 //!   asked; through a resolver, that is the resolver (the DNS-leak check).
 //!
 //! Point `EGRESS_PROBE_CONNECTIVITY_URL`, `EGRESS_PROBE_IP_URL` and `EGRESS_PROBE_DNS_NAME` at it
-//! (the DNS name delegated to this server).
+//! (the DNS name delegated to this server). It is operator infrastructure, run where the egress
+//! tests can reach it, not on the nodes; the agent's side of a test (`agent::probe_client`) uses only
+//! this crate's DNS messages ([`dns`]).
 
-pub mod client;
 pub mod dns;
 
 use std::future::Future;
