@@ -36,6 +36,11 @@ impl Egress {
 
     /// Like [`Egress::start`], with more environment for the control plane and its agent.
     pub async fn start_with(net: &FakeInternet, extra: &[(&str, &str)]) -> Self {
+        Self::start_mode(net, AgentMode::Embedded, extra).await
+    }
+
+    /// Like [`Egress::start_with`], with the agent run as `mode` says.
+    pub async fn start_mode(net: &FakeInternet, mode: AgentMode, extra: &[(&str, &str)]) -> Self {
         let (connectivity, ip, dns) = net.probe_urls();
         let probe = net.probe_ip().to_string();
         let public = net.node_public_ip().to_string();
@@ -48,7 +53,7 @@ impl Egress {
             ("NODE_PUBLIC_IPS", public.as_str()),
         ];
         env.extend_from_slice(extra);
-        let node = Node::start(AgentMode::Embedded, &env).await;
+        let node = Node::start(mode, &env).await;
         Self { node }
     }
 
@@ -100,9 +105,22 @@ impl Egress {
     /// Binds the host. To a WireGuard egress IP the host brings its own key pair: its public key
     /// becomes a peer of the fake server, at its own tunnel address.
     pub async fn bind(&self, net: &mut FakeInternet, kind: Kind, host_id: &str, ip_id: &str) -> Value {
+        self.bind_at(net, kind, host_id, ip_id, HOST_PEER_ADDRESS).await
+    }
+
+    /// [`Egress::bind`] with the host's WireGuard tunnel address `peer_address` (a /32 in
+    /// 198.19.77.0/24 other than .1 and .2), so that several hosts share one WireGuard server.
+    pub async fn bind_at(
+        &self,
+        net: &mut FakeInternet,
+        kind: Kind,
+        host_id: &str,
+        ip_id: &str,
+        peer_address: &str,
+    ) -> Value {
         let mut body = json!({ "host_id": host_id, "egress_ip_id": ip_id });
         if kind == Kind::Wireguard {
-            body["wg_peer_address"] = HOST_PEER_ADDRESS.into();
+            body["wg_peer_address"] = peer_address.into();
         }
         let r = self.node.admin.post("/v1/admin/bindings", body).await;
         let binding = r.expect(201).clone();
@@ -110,8 +128,8 @@ impl Egress {
             let key = binding["wg_public_key"]
                 .as_str()
                 .expect("the host's wg_public_key");
-            assert_eq!(binding["wg_peer_address"], HOST_PEER_ADDRESS);
-            net.add_wireguard_peer(key, HOST_PEER_ADDRESS)
+            assert_eq!(binding["wg_peer_address"], peer_address);
+            net.add_wireguard_peer(key, peer_address)
                 .expect("WireGuard peer for the host");
         } else {
             assert_eq!(binding["wg_public_key"], Value::Null, "{binding}");

@@ -1,4 +1,4 @@
-//! `cloud-cli-proxy-bench density [--hosts N] [--in-flight N] [--settle S] [--opens N]`: how many
+//! `cloud-cli-proxy-bench density [--hosts N] [--in-flight N] [--settle S] [--opens N] [--bound N]`: how many
 //! idle hosts a node holds. Creates N hosts (default 100) on this node through the API, `--in-flight`
 //! at a time (default 4, the agent's task slots), and reports:
 //!
@@ -13,7 +13,11 @@
 //!   process of its own here (standalone agent);
 //! - opening the desktop of `--opens` cold hosts (default 5) through the VNC proxy: from the
 //!   WebSocket request to the first FramebufferUpdate, p50 and max; and one host's memory with its
-//!   desktop open.
+//!   desktop open;
+//! - with `--bound N` (default 0): N idle hosts bound to a WireGuard egress IP and N to a shadowsocks
+//!   one (servers of a fake internet, `cloud_cli_proxy_tests::fakenet`), restarted so that the
+//!   binding takes, and their memory read the same way once they settled: what a bound idle host
+//!   costs, its tunnel process (in the egress container) included.
 //!
 //! Why these measures (docs/density.md): the cgroup's charge is what the kernel bills the containers,
 //! including the page cache they touched first and kernel memory, so summed over a node it adds up
@@ -25,7 +29,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use cloud_cli_proxy_tests::{Node, desktop, docker, process};
+use cloud_cli_proxy_tests::egress::Egress;
+use cloud_cli_proxy_tests::fakenet::{FakeInternet, Kind};
+use cloud_cli_proxy_tests::{AgentMode, Node, desktop, docker, process};
 use tokio::sync::Semaphore;
 
 use crate::{READY_LIMIT, ask_for_host, delete_hosts, percentile, ready, secs};
@@ -34,21 +40,45 @@ use crate::{READY_LIMIT, ask_for_host, delete_hosts, percentile, ready, secs};
 const OPEN_LIMIT: Duration = Duration::from_secs(30);
 /// Time given the desktop session (openbox, tint2, xterm) to start before its memory is read.
 const SESSION_SETTLE: Duration = Duration::from_secs(5);
+/// How long a bound host may take to come out at its egress IP after its restart.
+const BOUND_LIMIT: Duration = Duration::from_secs(60);
+/// Most hosts of each kind `--bound` takes: their WireGuard addresses are .10 upwards of the fake
+/// server's /24.
+const MAX_BOUND: usize = 100;
 
 pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
-    let flags = crate::numeric_flags(args, &["--hosts", "--in-flight", "--settle", "--opens"])?;
+    let flags = crate::numeric_flags(
+        args,
+        &["--hosts", "--in-flight", "--settle", "--opens", "--bound"],
+    )?;
     let count = usize::try_from(*flags.get("--hosts").unwrap_or(&100))?;
     let in_flight = usize::try_from(*flags.get("--in-flight").unwrap_or(&4))?;
     let settle = Duration::from_secs(*flags.get("--settle").unwrap_or(&30));
     let opens = usize::try_from(*flags.get("--opens").unwrap_or(&5))?.min(count);
+    let bound = usize::try_from(*flags.get("--bound").unwrap_or(&0))?;
+    if bound > MAX_BOUND {
+        bail!("--bound takes at most {MAX_BOUND} hosts of each kind");
+    }
     docker::require_docker();
+    // The bound hosts' servers; built first, as the agent is told where the probe is.
+    let mut net = if bound > 0 {
+        Some(FakeInternet::build("density").context("fake internet")?)
+    } else {
+        None
+    };
     eprintln!("building or checking the host image (images/build.sh)…");
     let image = tokio::task::spawn_blocking(docker::host_image).await?;
     eprintln!(
         "control plane and agent: {} (CCP_BIN_DIR picks another build)",
         process::bin_dir().display()
     );
-    let node = Arc::new(Node::standalone(&[]).await);
+    let eg = Arc::new(match &net {
+        Some(net) => Egress::start_mode(net, AgentMode::Standalone, &[]).await,
+        None => Egress {
+            node: Node::standalone(&[]).await,
+        },
+    });
+    let node = &eg.node;
     let user_id = node.user("density").await;
     let available_before = mem_available_kib()?;
 
@@ -58,11 +88,12 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut creations = tokio::task::JoinSet::new();
     for i in 0..count {
-        let (node, user_id, slots) = (node.clone(), user_id.clone(), slots.clone());
+        let (eg, user_id, slots) = (eg.clone(), user_id.clone(), slots.clone());
         creations.spawn(async move {
             let _slot = slots.acquire_owned().await.expect("semaphore");
             let t0 = Instant::now();
-            let (id, short_id, task_id) = ask_for_host(&node, &user_id).await;
+            let node = &eg.node;
+            let (id, short_id, task_id) = ask_for_host(node, &user_id).await;
             let t = ready(&node.egress_container(&short_id), &node.network, t0, READY_LIMIT).await;
             let done = started.elapsed();
             (i, id, short_id, task_id, t, done)
@@ -103,7 +134,7 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
     let mut idle = Vec::new();
     for h in &hosts {
         idle.push(
-            host_memory(&node, &h.short_id)
+            host_memory(node, &h.short_id)
                 .await
                 .with_context(|| format!("memory of host {}", h.short_id))?,
         );
@@ -135,7 +166,7 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
                 open_times.push(d.first_frame);
                 if n == 0 {
                     tokio::time::sleep(SESSION_SETTLE).await;
-                    open_memory = Some(host_memory(&node, &h.short_id).await?);
+                    open_memory = Some(host_memory(node, &h.short_id).await?);
                 }
                 d.close().await;
             }
@@ -144,9 +175,18 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
         }
     }
 
+    // Bind idle hosts whose desktop was not opened, and read them again.
+    let bound_memory = match net.as_mut() {
+        Some(net) => {
+            let idle_hosts = hosts.get(opens..).unwrap_or_default();
+            bound_hosts_memory(&eg, net, idle_hosts, bound, settle).await?
+        }
+        None => Vec::new(),
+    };
+
     let ids: Vec<String> = hosts.iter().map(|h| h.id.clone()).collect();
     eprintln!("deleting the hosts…");
-    delete_hosts(&node, &ids).await;
+    delete_hosts(node, &ids).await;
 
     // Report.
     let n = hosts.len();
@@ -240,7 +280,99 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
             mib(m.pss_kib as f64)
         );
     }
+    for kind in [Kind::Wireguard, Kind::Shadowsocks] {
+        let of_kind: Vec<HostMemory> = bound_memory
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, m)| *m)
+            .collect();
+        if of_kind.is_empty() {
+            continue;
+        }
+        println!();
+        println!(
+            "  idle hosts bound to a {} egress IP ({}), {} after the last came out there:",
+            kind.name(),
+            of_kind.len(),
+            secs(settle)
+        );
+        let column = |f: &dyn Fn(&HostMemory) -> u64| -> Vec<u64> { of_kind.iter().map(f).collect() };
+        row("cgroup memory (charged to it)", column(&|m| m.current_kib));
+        row("  of it the egress container", column(&|m| m.egress_current_kib));
+        row("PSS of the containers' processes", column(&|m| m.pss_kib));
+    }
     Ok(())
+}
+
+/// Binds `per_kind` of `hosts` to a WireGuard egress IP and as many to a shadowsocks one, restarts
+/// them, waits until each comes out at its server's address, lets them settle for `settle` and reads
+/// their memory.
+async fn bound_hosts_memory(
+    eg: &Egress,
+    net: &mut FakeInternet,
+    hosts: &[Created],
+    per_kind: usize,
+    settle: Duration,
+) -> anyhow::Result<Vec<(Kind, HostMemory)>> {
+    let kinds = [Kind::Wireguard, Kind::Shadowsocks];
+    let mut ips = Vec::new();
+    for kind in kinds {
+        ips.push(eg.create(net, kind, &format!("density-{}", kind.name())).await);
+        net.allow_endpoint(net.server(kind).ip)?;
+    }
+    let chosen: Vec<(Kind, &Created)> = hosts
+        .iter()
+        .take(2 * per_kind)
+        .enumerate()
+        .map(|(i, h)| (kinds[i % 2], h))
+        .collect();
+    eprintln!("binding {} idle hosts to egress IPs…", chosen.len());
+    for (i, (kind, h)) in chosen.iter().enumerate() {
+        let ip = &ips[i % 2];
+        // .1 is the server's own address and .2 the one the egress body offers.
+        let peer = format!("198.19.77.{}/32", 10 + i);
+        eg.bind_at(net, *kind, &h.id, ip, &peer).await;
+        eg.restart(&h.id).await;
+    }
+    let url = format!("http://{}/ip", net.probe_ip());
+    for (kind, h) in &chosen {
+        comes_out_at(&eg.node, &h.short_id, &url, net.server(*kind).ip).await?;
+    }
+    eprintln!("letting the bound hosts settle for {}…", secs(settle));
+    tokio::time::sleep(settle).await;
+    let mut memory = Vec::new();
+    for (kind, h) in &chosen {
+        let m = host_memory(&eg.node, &h.short_id)
+            .await
+            .with_context(|| format!("memory of bound host {}", h.short_id))?;
+        memory.push((*kind, m));
+    }
+    Ok(memory)
+}
+
+/// Waits until the probe (`url`, its `/ip`) sees the host come out at `exit`.
+async fn comes_out_at(
+    node: &Node,
+    short_id: &str,
+    url: &str,
+    exit: std::net::Ipv4Addr,
+) -> anyhow::Result<()> {
+    let container = node.host_container(short_id);
+    let deadline = Instant::now() + BOUND_LIMIT;
+    loop {
+        let out = docker::exec_root(&container, &["curl", "-sS", "--fail", "--max-time", "5", url]).await;
+        if out.success() && out.stdout.trim() == exit.to_string() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "host {short_id}: the probe sees it as `{}`, not {exit}: {}",
+                out.stdout.trim(),
+                out.stderr.trim()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 struct Created {

@@ -93,7 +93,7 @@ fn parse_args() -> anyhow::Result<Args> {
                  | api [--seconds N] [--clients N] \
                  | fleet [--hosts N] [--step N] [--max N] [--window N] [--interval N] [--replicas 1|2] \
                  | spread [--hosts N] [--users N] [--in-flight N] \
-                 | density [--hosts N] [--in-flight N] [--settle S] [--opens N]"
+                 | density [--hosts N] [--in-flight N] [--settle S] [--opens N] [--bound N]"
             )
         }
         Some(other) => {
