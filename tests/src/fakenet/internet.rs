@@ -11,19 +11,30 @@
 //!
 //! Each proxy server namespace runs a sing-box server whose direct outbound relays from the
 //! server's own address, so the probe sees the declared egress IP as the exit. The WireGuard
-//! server is Debian's wireguard-go (a userspace tun, `ccpf<pid>wg`, configured with `wg setconf`):
-//! its namespace forwards what leaves the tunnel and masquerades it to the server's address, to the
-//! same effect. It is there rather than sing-box's WireGuard endpoint so that the server is not
-//! what limits a benchmark of the client (sing-box spent a core at ~30 MiB/s). The probe namespace runs the
+//! server has a userspace tun, `ccpf<pid>wg`; its namespace forwards what leaves the tunnel and
+//! masquerades it to the server's address, to the same effect. Which program serves it is a
+//! [`WgServerProgram`]:
+//! - Debian's wireguard-go (configured with `wg setconf`, and `wg addconf` for each peer added
+//!   later), the default: an implementation independent of the agent's boringtun, so that the e2e
+//!   suites check that the two interoperate rather than that boringtun agrees with itself;
+//! - `cloud-cli-proxy-fake-wg`, the agent's own batched data path as a responder (tun offloads,
+//!   UDP GSO, `recvmmsg`), for the benchmark: wireguard-go 0.0.20220316 has no GSO or GRO and spent
+//!   6-10 CPU-s per GiB against the client's 2.5-3.6, so on a small machine it, not the client, set
+//!   the speed. It takes peers while it runs, as wireguard-go does, so every helper here works
+//!   with either; `CCP_FAKENET_WG=wireguard-go|batched` picks one for any test or benchmark.
+//!
+//! Both are there rather than sing-box's WireGuard endpoint so that the server is not what limits
+//! a benchmark of the client (sing-box spent a core at ~30 MiB/s). The probe namespace runs the
 //! project's `cloud-cli-proxy-probe` (HTTP on :80, DNS on :53 UDP only: the probe serves no DNS
 //! over TCP). Nothing routes out of 198.18.0.0/15: the servers' and the router's only routes are
 //! their own subnets, and the node routes nothing but 198.18.0.0/15 to the router.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -67,6 +78,57 @@ pub fn probe_bin() -> PathBuf {
 /// The wireguard-go binary: `$WIREGUARD_GO`, else `wireguard-go` on the PATH.
 pub fn wireguard_go() -> String {
     std::env::var("WIREGUARD_GO").unwrap_or_else(|_| "wireguard-go".to_owned())
+}
+
+/// The fake internet's fast WireGuard server: `$CCP_FAKE_WG_BIN`, else `cloud-cli-proxy-fake-wg`
+/// beside the other binaries.
+pub fn fake_wg_bin() -> PathBuf {
+    std::env::var_os("CCP_FAKE_WG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::process::bin_dir().join("cloud-cli-proxy-fake-wg"))
+}
+
+/// Which program serves the fake internet's WireGuard (the module's documentation says why two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WgServerProgram {
+    /// Debian's wireguard-go, configured with `wg`: independent of the agent's implementation.
+    WireguardGo,
+    /// `cloud-cli-proxy-fake-wg`: the agent's batched data path, as fast as the client.
+    Batched,
+}
+
+impl WgServerProgram {
+    /// `CCP_FAKENET_WG` (`wireguard-go` or `batched`) if set, else `default`.
+    pub fn from_env_or(default: Self) -> Result<Self> {
+        match std::env::var("CCP_FAKENET_WG").as_deref() {
+            Err(_) | Ok("") => Ok(default),
+            Ok("wireguard-go") => Ok(Self::WireguardGo),
+            Ok("batched") => Ok(Self::Batched),
+            Ok(other) => bail!("CCP_FAKENET_WG is `{other}`, not `wireguard-go` or `batched`"),
+        }
+    }
+}
+
+/// The stdin and stdout of a running `cloud-cli-proxy-fake-wg`: a line in, its answer out.
+struct WgControl {
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl WgControl {
+    fn say(&mut self, line: &str, answer: &str) -> Result<()> {
+        writeln!(self.stdin, "{line}")?;
+        self.stdin.flush()?;
+        let mut got = String::new();
+        self.stdout.read_line(&mut got)?;
+        if got.trim() != answer {
+            bail!(
+                "cloud-cli-proxy-fake-wg answered `{}`, not `{answer}`",
+                got.trim()
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Where wireguard-go puts the control socket of interface `name` (what `wg` talks to).
@@ -166,6 +228,9 @@ pub struct FakeInternet {
     node_if: String,
     /// The WireGuard server's interface in its namespace (and the name of its control socket).
     wg_if: String,
+    wg_program: WgServerProgram,
+    /// The running `cloud-cli-proxy-fake-wg`'s stdin and stdout.
+    wg_control: Option<WgControl>,
     servers: Vec<Server>,
     /// Running processes by role (`probe`, or a server kind's role).
     procs: HashMap<String, Child>,
@@ -179,6 +244,7 @@ impl std::fmt::Debug for FakeInternet {
             .field("label", &self.label)
             .field("router", &self.router)
             .field("node_if", &self.node_if)
+            .field("wg_program", &self.wg_program)
             .finish_non_exhaustive()
     }
 }
@@ -186,8 +252,14 @@ impl std::fmt::Debug for FakeInternet {
 impl FakeInternet {
     /// Waits until no other fake internet exists on this machine (up to 3 minutes), sweeps
     /// leftovers of crashed runs, checks that 198.18.0.0/15 is free on this machine, then
-    /// builds the router, the seven servers and the probe. Needs root.
+    /// builds the router, the seven servers and the probe. Needs root. The WireGuard server is
+    /// wireguard-go unless `CCP_FAKENET_WG` says otherwise.
     pub fn build(label: &str) -> Result<Self> {
+        Self::build_with(label, WgServerProgram::from_env_or(WgServerProgram::WireguardGo)?)
+    }
+
+    /// [`Self::build`] with the WireGuard server run by `wg_program`.
+    pub fn build_with(label: &str, wg_program: WgServerProgram) -> Result<Self> {
         let lock = lock_machine_wide()?;
         let removed = netns::sweep_stale();
         if !removed.is_empty() {
@@ -206,9 +278,23 @@ impl FakeInternet {
             );
         }
         run(&sing_box(), &["version"]).context("sing-box is needed (set SING_BOX to its path)")?;
-        run(&wireguard_go(), &["--version"])
-            .context("wireguard-go is needed (Debian's wireguard-go; or set WIREGUARD_GO)")?;
-        run("wg", &["--version"]).context("wg is needed (Debian's wireguard-tools)")?;
+        match wg_program {
+            WgServerProgram::WireguardGo => {
+                run(&wireguard_go(), &["--version"])
+                    .context("wireguard-go is needed (Debian's wireguard-go; or set WIREGUARD_GO)")?;
+                run("wg", &["--version"]).context("wg is needed (Debian's wireguard-tools)")?;
+            }
+            WgServerProgram::Batched => {
+                let bin = fake_wg_bin();
+                if !bin.is_file() {
+                    bail!(
+                        "{} does not exist: build it (`cargo build --workspace --bins`) or set \
+                         CCP_BIN_DIR / CCP_FAKE_WG_BIN",
+                        bin.display()
+                    );
+                }
+            }
+        }
         let pid = std::process::id();
         let short: String = label
             .chars()
@@ -226,6 +312,8 @@ impl FakeInternet {
             probe_ns: ns("probe"),
             node_if: format!("{PREFIX}{pid}"),
             wg_if: format!("{PREFIX}{pid}wg"),
+            wg_program,
+            wg_control: None,
             servers: Vec::new(),
             procs: HashMap::new(),
             allowed: BTreeSet::new(),
@@ -351,21 +439,46 @@ impl FakeInternet {
 
     /// Starts `program args` in `netns` with its output in `<role>.log`.
     fn spawn(&mut self, role: &str, netns: &str, program: &str, args: &[&str]) -> Result<()> {
+        self.spawn_piped(role, netns, program, args, false).map(|_| ())
+    }
+
+    /// [`Self::spawn`]; with `piped`, its stdin and stdout are the caller's (stderr still goes to
+    /// the log).
+    fn spawn_piped(
+        &mut self,
+        role: &str,
+        netns: &str,
+        program: &str,
+        args: &[&str],
+        piped: bool,
+    ) -> Result<Option<WgControl>> {
         // Appended to: a restarted server's log keeps what the one before it said.
         let log = File::options()
             .create(true)
             .append(true)
             .open(self.dir.path().join(format!("{role}.log")))?;
-        let child = Command::new("ip")
+        let (stdin, stdout) = if piped {
+            (Stdio::piped(), Stdio::piped())
+        } else {
+            (Stdio::null(), Stdio::from(log.try_clone()?))
+        };
+        let mut child = Command::new("ip")
             .args(["netns", "exec", netns, program])
             .args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
+            .stdin(stdin)
+            .stdout(stdout)
             .stderr(log)
             .spawn()
             .with_context(|| format!("cannot start {program} in {netns}"))?;
+        let control = match (child.stdin.take(), child.stdout.take()) {
+            (Some(stdin), Some(stdout)) => Some(WgControl {
+                stdin,
+                stdout: BufReader::new(stdout),
+            }),
+            _ => None,
+        };
         self.procs.insert(role.to_owned(), child);
-        Ok(())
+        Ok(control)
     }
 
     /// The log of the process with `role` (a kind's role or `probe`), for failure messages.
@@ -428,9 +541,48 @@ impl FakeInternet {
         Ok(())
     }
 
-    /// wireguard-go in the server's namespace: its tun device, configured with every peer known so
+    /// The WireGuard server in its namespace: its tun device, configured with every peer known so
     /// far, addressed, up, with a route to each peer's CIDR.
     fn start_wireguard(&mut self, server: &Server, wg: &WgServer) -> Result<()> {
+        match self.wg_program {
+            WgServerProgram::WireguardGo => self.start_wireguard_go(server, wg),
+            WgServerProgram::Batched => self.start_fake_wg(server, wg),
+        }
+    }
+
+    /// `cloud-cli-proxy-fake-wg`, told its key and peers over stdin.
+    fn start_fake_wg(&mut self, server: &Server, wg: &WgServer) -> Result<()> {
+        let role = Kind::Wireguard.role();
+        let (wg_if, listen) = (self.wg_if.clone(), format!("{}:{}", server.ip, server.port));
+        let bin = fake_wg_bin();
+        let control = self.spawn_piped(
+            role,
+            &server.netns,
+            &bin.to_string_lossy(),
+            &["--listen", &listen, "--tun", &wg_if, "--address", &wg.address],
+            true,
+        )?;
+        let mut control = control.ok_or_else(|| anyhow!("no pipes to cloud-cli-proxy-fake-wg"))?;
+        let started = control
+            .say(&format!("private-key {}", wg.private_key), "ready")
+            .and_then(|()| {
+                wg.peers
+                    .iter()
+                    .try_for_each(|(key, cidr)| control.say(&wg.peer_line(key, cidr), "ok"))
+            });
+        if let Err(e) = started {
+            bail!("cloud-cli-proxy-fake-wg did not start: {e:#}: {}", self.log(role));
+        }
+        self.wg_control = Some(control);
+        let ns = server.netns.as_str();
+        for (_, cidr) in &wg.peers {
+            ip(&["-n", ns, "route", "replace", cidr, "dev", &wg_if])?;
+        }
+        Ok(())
+    }
+
+    /// wireguard-go, configured with `wg setconf`.
+    fn start_wireguard_go(&mut self, server: &Server, wg: &WgServer) -> Result<()> {
         let socket = wireguard_socket(&self.wg_if);
         // A control socket left by a killed instance would look like a live one.
         let _ = std::fs::remove_file(&socket);
@@ -465,6 +617,9 @@ impl FakeInternet {
 
     /// Stops the server of `kind` (it stays stopped until [`Self::start_server`]).
     pub fn stop_server(&mut self, kind: Kind) {
+        if kind == Kind::Wireguard {
+            self.wg_control = None;
+        }
         if let Some(mut child) = self.procs.remove(kind.role()) {
             let _ = child.kill();
             let _ = child.wait();
@@ -496,12 +651,19 @@ impl FakeInternet {
         wg.peers.retain(|(key, _)| key != public_key);
         wg.peers.push((public_key.to_owned(), allowed_ip.to_owned()));
         let section = wg.peer_section(public_key, allowed_ip);
+        let line = wg.peer_line(public_key, allowed_ip);
         if !self.procs.contains_key(Kind::Wireguard.role()) {
             return self.start_server(Kind::Wireguard);
         }
-        let conf = self.dir.path().join("wg-peer.conf");
-        std::fs::write(&conf, section)?;
-        run("wg", &["addconf", &self.wg_if, &conf.to_string_lossy()])?;
+        match (self.wg_program, self.wg_control.as_mut()) {
+            (WgServerProgram::WireguardGo, _) => {
+                let conf = self.dir.path().join("wg-peer.conf");
+                std::fs::write(&conf, section)?;
+                run("wg", &["addconf", &self.wg_if, &conf.to_string_lossy()])?;
+            }
+            (WgServerProgram::Batched, Some(control)) => control.say(&line, "ok")?,
+            (WgServerProgram::Batched, None) => bail!("cloud-cli-proxy-fake-wg runs without pipes"),
+        }
         ip(&["-n", &ns, "route", "replace", allowed_ip, "dev", &self.wg_if])?;
         Ok(())
     }
@@ -626,6 +788,7 @@ impl Drop for FakeInternet {
             "via",
             &ROUTER_SIDE.to_string(),
         ]);
+        self.wg_control = None;
         for (_, mut child) in self.procs.drain() {
             let _ = child.kill();
             let _ = child.wait();

@@ -34,7 +34,8 @@ pub mod servers;
 pub use client::{Client, whoami};
 pub use internet::{
     FakeInternet, LAN_GATEWAY, NODE_PUBLIC, NODE_SIDE, PROBE_DNS_NAME, PROBE_IP, ROUTER_SIDE,
-    WG_PEER_ADDRESS, WG_SERVER_ADDRESS, probe_bin, self_signed_certificate, sing_box, wg_keypair,
+    WG_PEER_ADDRESS, WG_SERVER_ADDRESS, WgServerProgram, fake_wg_bin, probe_bin, self_signed_certificate,
+    sing_box, wg_keypair,
 };
 pub use leaks::LeakCount;
 pub use netns::{curl_in, http_status_in, run_in, sweep_stale};

@@ -1,6 +1,6 @@
 //! The tunnel servers of the fake internet: their kinds, addresses and credentials, the
-//! configuration each runs (sing-box for the proxies, a `wg setconf` file for the WireGuard server,
-//! which is Debian's wireguard-go), the `POST /v1/admin/egress-ips` body that points at it, and a
+//! configuration each runs (sing-box for the proxies, a `wg setconf` file or the `peer` lines of
+//! `cloud-cli-proxy-fake-wg` for the WireGuard server), the `POST /v1/admin/egress-ips` body that points at it, and a
 //! sing-box client configuration made from such a body. Rendering only: nothing here starts a
 //! process.
 
@@ -81,8 +81,8 @@ impl Kind {
 }
 
 /// The WireGuard side of the wireguard server: its keys, its tunnel address and the peers it knows.
-/// The server is wireguard-go (a userspace tun in the server's namespace, configured with `wg`);
-/// the namespace forwards what comes out of the tunnel and masquerades it to the server's own
+/// The server is wireguard-go (configured with `wg`) or `cloud-cli-proxy-fake-wg` (told over
+/// stdin), a userspace tun in the server's namespace either way; the namespace forwards what comes out of the tunnel and masquerades it to the server's own
 /// address, so the probe sees the declared egress IP as the exit.
 #[derive(Debug, Clone)]
 pub struct WgServer {
@@ -110,6 +110,11 @@ impl WgServer {
             text.push_str(&self.peer_section(key, cidr));
         }
         text
+    }
+
+    /// One `peer` line for `cloud-cli-proxy-fake-wg`, the same peer as [`Self::peer_section`].
+    pub fn peer_line(&self, public_key: &str, cidr: &str) -> String {
+        format!("peer {public_key} {} {cidr}", self.preshared_key)
     }
 
     /// One `[Peer]` section (for `wg setconf` or `wg addconf`).

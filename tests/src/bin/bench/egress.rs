@@ -28,10 +28,14 @@
 //!    crate boringtun encrypts with), CPU-seconds per GiB on one thread. The tunnel process's
 //!    figure over the AEAD's is how far the data path is from its floor.
 //!
+//! The fake WireGuard server is `cloud-cli-proxy-fake-wg` (the agent's batched data path as a
+//! responder), not the wireguard-go the e2e suites talk to: wireguard-go spent two to three times
+//! the client's CPU per GiB, so on a two-core machine it set the speed the bench measured.
+//! `CCP_FAKENET_WG=wireguard-go` measures against wireguard-go all the same.
+//!
 //! Timing figures are printed, never judged; a path that does not work is an error (exit 1).
-//! Needs root, Docker with the host image, sing-box, wireguard-go and wg (the fake WireGuard
-//! server), nft, iproute2 and the workspace binaries
-//! (`cargo build --workspace --bins`; `CCP_BIN_DIR`).
+//! Needs root, Docker with the host image, sing-box, nft, iproute2 and the workspace binaries
+//! (`cargo build --workspace --bins`; `CCP_BIN_DIR`), among them the fake WireGuard server.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Stdio;
@@ -41,7 +45,7 @@ use agent::egress::{State, Status, read_status};
 use anyhow::{Context as _, bail};
 use cloud_cli_proxy_tests::docker::{self, docker_ok};
 use cloud_cli_proxy_tests::egress::Egress;
-use cloud_cli_proxy_tests::fakenet::{FakeInternet, Kind};
+use cloud_cli_proxy_tests::fakenet::{FakeInternet, Kind, WgServerProgram};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 
 /// How long one transfer may take inside the host.
@@ -466,7 +470,8 @@ async fn start_sink(netns: &str, ip: Ipv4Addr) -> anyhow::Result<(tokio::process
 pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
     let args = parse(args)?;
     docker::require_docker();
-    let mut net = FakeInternet::build("bench").context("fake internet")?;
+    let wg_program = WgServerProgram::from_env_or(WgServerProgram::Batched)?;
+    let mut net = FakeInternet::build_with("bench", wg_program).context("fake internet")?;
     let (sink_process, sink) = start_sink(net.probe_netns(), net.probe_ip()).await?;
     let eg = Egress::start(&net).await;
     eprintln!(
@@ -597,6 +602,11 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
         "  node {}, {cpus} CPUs, {} MiB per transfer, median of {} rounds, curl inside the host",
         bench.eg.node.name, args.mib, args.rounds
     );
+    let server = match wg_program {
+        WgServerProgram::Batched => "cloud-cli-proxy-fake-wg (the agent's batched data path)",
+        WgServerProgram::WireguardGo => "wireguard-go",
+    };
+    println!("  fake WireGuard server: {server}");
     println!();
     println!(
         "  {:<22} {:>14} {:>8} {:>14} {:>8}",
