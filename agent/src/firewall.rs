@@ -168,7 +168,23 @@ pub enum Egress {
         endpoint: SocketAddrV4,
         /// The resolver behind the tunnel that every DNS query is sent to.
         dns_server: Ipv4Addr,
+        /// Set when the tunnel program terminates the host's TCP in the kernel's stack.
+        kernel_stack: Option<KernelStack>,
     },
+}
+
+/// A tunnel program that hands the host's TCP connections to the kernel's own stack (sing-box's
+/// `system` and `mixed` stacks): it rewrites each packet it reads from the tun to go from `client`
+/// to its listener on `server` (both addresses of the tun's own small network, which no other
+/// packet carries) and writes it back into the tun; what comes back from the listener it rewrites
+/// the other way. So the namespace must let new TCP connections in from the tun to that listener,
+/// and the traffic counters must not count those rewritten packets a second time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelStack {
+    /// The tun's address, where the program's listener is.
+    pub server: Ipv4Addr,
+    /// The address the program's rewritten connections come from.
+    pub client: Ipv4Addr,
 }
 
 /// Everything the ruleset depends on.
@@ -218,6 +234,17 @@ pub fn render(spec: &FirewallSpec) -> String {
         line(&format!(
             "\t\tip saddr {} tcp dport {{ {ports} }} ct state new accept",
             spec.gateway
+        ));
+    }
+    if let Egress::Tunnel {
+        kernel_stack: Some(stack),
+        ..
+    } = &spec.egress
+    {
+        // Only what the tunnel program itself wrote into the tun carries these two addresses.
+        line(&format!(
+            "\t\tiifname \"{TUNNEL_INTERFACE}\" ip saddr {} ip daddr {} tcp flags & (syn | ack) == syn ct state new accept",
+            stack.client, stack.server
         ));
     }
     line("\t}");
@@ -271,7 +298,9 @@ pub fn render(spec: &FirewallSpec) -> String {
             line(&format!("\t\tip daddr {{ {} }} drop", blocked_set(spec)));
             line("\t\tmeta nfproto ipv4 accept");
         }
-        Egress::Tunnel { endpoint, dns_server } => {
+        Egress::Tunnel {
+            endpoint, dns_server, ..
+        } => {
             line(&format!(
                 "\t\tmeta mark {TUNNEL_MARK:#x} ip daddr {} meta l4proto {{ tcp, udp }} th dport {} accept",
                 endpoint.ip(),
@@ -296,7 +325,11 @@ pub fn render(spec: &FirewallSpec) -> String {
         line("\t}");
     }
     line("}");
-    out.push_str(&crate::traffic::render(spec.bridge_subnet));
+    let kernel_stack = match &spec.egress {
+        Egress::Tunnel { kernel_stack, .. } => *kernel_stack,
+        _ => None,
+    };
+    out.push_str(&crate::traffic::render(spec.bridge_subnet, kernel_stack));
     out
 }
 
@@ -516,12 +549,66 @@ mod tests {
         Egress::Tunnel {
             endpoint: SocketAddrV4::new(Ipv4Addr::new(198, 18, 3, 4), 51820),
             dns_server: Ipv4Addr::new(10, 64, 0, 1),
+            kernel_stack: None,
+        }
+    }
+
+    /// A proxy tunnel whose program (sing-box) uses the kernel's TCP stack.
+    fn proxy_tunnel() -> Egress {
+        Egress::Tunnel {
+            endpoint: SocketAddrV4::new(Ipv4Addr::new(198, 18, 3, 5), 8388),
+            dns_server: Ipv4Addr::new(10, 64, 0, 1),
+            kernel_stack: Some(KernelStack {
+                server: Ipv4Addr::new(100, 127, 255, 253),
+                client: Ipv4Addr::new(100, 127, 255, 254),
+            }),
         }
     }
 
     #[test]
     fn tunnel_ruleset_matches_golden_file() {
         golden("firewall_tunnel.nft", &render(&spec(tunnel())));
+    }
+
+    #[test]
+    fn proxy_tunnel_ruleset_matches_golden_file() {
+        golden("firewall_proxy_tunnel.nft", &render(&spec(proxy_tunnel())));
+    }
+
+    #[test]
+    fn only_a_kernel_stack_tunnel_lets_connections_in_from_the_tun() {
+        let input = |egress: Egress| {
+            let rendered = render(&spec(egress));
+            rendered
+                .split("chain input {")
+                .nth(1)
+                .unwrap()
+                .split("\n\t}")
+                .next()
+                .unwrap()
+                .to_owned()
+        };
+        // WireGuard: what arrives through the tun is the far side's; nothing new may come in by it.
+        assert!(!input(tunnel()).contains("ccp-tun"), "{}", input(tunnel()));
+        let proxy = input(proxy_tunnel());
+        let rule = proxy.lines().find(|l| l.contains("iifname \"ccp-tun\"")).unwrap();
+        assert!(
+            rule.contains("ip saddr 100.127.255.254 ip daddr 100.127.255.253")
+                && rule.contains("tcp flags & (syn | ack) == syn ct state new accept"),
+            "{rule}"
+        );
+        // The rewritten packets are not traffic of the host's: both counters skip them.
+        let rendered = render(&spec(proxy_tunnel()));
+        for chain in ["in", "out"] {
+            assert!(
+                rendered.contains(&format!(
+                    "add rule inet ccp_acct {chain} ip saddr 100.127.255.254 ip daddr 100.127.255.253 return"
+                )) && rendered.contains(&format!(
+                    "add rule inet ccp_acct {chain} ip saddr 100.127.255.253 ip daddr 100.127.255.254 return"
+                )),
+                "{rendered}"
+            );
+        }
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! with addresses off the hosts bridge. Through a tunnel that is the inner traffic on the tunnel
 //! interface; the tunnel's own packets (firewall mark [`crate::egress::FWMARK`], and the replies on
 //! their connections, told by the connection mark set here) are left out, as are loopback and the
-//! node's SSH and VNC connections on the bridge.
+//! node's SSH and VNC connections on the bridge. A tunnel program that uses the kernel's TCP stack
+//! sends each connection through the tun a second time, between two addresses of the tun's own
+//! network ([`KernelStack`]); those packets are left out too.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,7 +24,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::egress::FWMARK;
-use crate::firewall::Ipv4Cidr;
+use crate::firewall::{Ipv4Cidr, KernelStack};
 use crate::hosts::Hosts;
 
 /// Our accounting table (`inet`), never deleted by the agent.
@@ -30,7 +32,7 @@ pub const TABLE: &str = "ccp_acct";
 
 /// The nft commands that create the counters if missing and (re)write the rules that feed them.
 /// Idempotent: loading it again changes no count. Loaded in the same transaction as the firewall.
-pub fn render(bridge_subnet: Ipv4Cidr) -> String {
+pub fn render(bridge_subnet: Ipv4Cidr, kernel_stack: Option<KernelStack>) -> String {
     let mark = format!("{FWMARK:#x}");
     let mut out = String::new();
     let mut line = |text: String| {
@@ -53,6 +55,7 @@ pub fn render(bridge_subnet: Ipv4Cidr) -> String {
         "add rule inet {TABLE} in ip saddr {bridge_subnet} return"
     ));
     line(format!("add rule inet {TABLE} in ct mark {mark} return"));
+    skip_kernel_stack(&mut line, "in", kernel_stack);
     line(format!("add rule inet {TABLE} in counter name \"rx\""));
     line(format!(
         "add chain inet {TABLE} out {{ type filter hook output priority filter + 10; policy accept; }}"
@@ -65,8 +68,22 @@ pub fn render(bridge_subnet: Ipv4Cidr) -> String {
     line(format!(
         "add rule inet {TABLE} out meta mark {mark} ct mark set {mark} return"
     ));
+    skip_kernel_stack(&mut line, "out", kernel_stack);
     line(format!("add rule inet {TABLE} out counter name \"tx\""));
     out
+}
+
+/// Rules that let the packets between a kernel-stack tunnel program's two tun addresses pass
+/// `chain` uncounted, either way.
+fn skip_kernel_stack(line: &mut impl FnMut(String), chain: &str, kernel_stack: Option<KernelStack>) {
+    if let Some(KernelStack { server, client }) = kernel_stack {
+        line(format!(
+            "add rule inet {TABLE} {chain} ip saddr {client} ip daddr {server} return"
+        ));
+        line(format!(
+            "add rule inet {TABLE} {chain} ip saddr {server} ip daddr {client} return"
+        ));
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -181,7 +198,7 @@ mod tests {
 
     #[test]
     fn the_script_adds_and_never_deletes() {
-        let script = render("172.30.0.0/16".parse().unwrap());
+        let script = render("172.30.0.0/16".parse().unwrap(), None);
         assert!(!script.contains("delete"), "{script}");
         assert!(script.contains("add counter inet ccp_acct rx"));
         assert!(script.contains("ip daddr 172.30.0.0/16 return"));

@@ -35,6 +35,10 @@ impl RuntimeConfig {
         Ok(Egress::Tunnel {
             endpoint: SocketAddrV4::new(self.endpoint_ip, port),
             dns_server: dns_server_of(&self.spec)?,
+            kernel_stack: match self.spec.tunnel {
+                wire::Tunnel::Proxy { .. } => Some(crate::egress::singbox::KERNEL_STACK),
+                wire::Tunnel::Wireguard(_) => None,
+            },
         })
     }
 }
@@ -180,7 +184,8 @@ mod tests {
             config.firewall_egress().unwrap(),
             Egress::Tunnel {
                 endpoint,
-                dns_server: Ipv4Addr::new(10, 64, 0, 1)
+                dns_server: Ipv4Addr::new(10, 64, 0, 1),
+                kernel_stack: None,
             }
         );
         let mut bad_dns = wg("198.18.5.5:51820");

@@ -165,3 +165,24 @@ fn trojan_with_a_pinned_self_signed_certificate_passes_check() {
     std::fs::write(&file, to_json(&render(&proxy(outbound)).unwrap()).unwrap()).unwrap();
     check(&bin, &file).unwrap();
 }
+
+#[test]
+fn the_firewall_knows_where_the_kernel_stack_listens() {
+    // sing-box listens on the tun's own address and rewrites connections to come from the next one,
+    // which must still be in the tun's network (not its broadcast address).
+    let (addr, prefix) = TUN_ADDRESS.split_once('/').unwrap();
+    let server: Ipv4Addr = addr.parse().unwrap();
+    let prefix: u32 = prefix.parse().unwrap();
+    assert_eq!(KERNEL_STACK.server, server);
+    assert_eq!(u32::from(KERNEL_STACK.client), u32::from(server) + 1);
+    let host_bits = (1u32 << (32 - prefix)) - 1;
+    assert_ne!(
+        u32::from(KERNEL_STACK.client) & host_bits,
+        host_bits,
+        "the broadcast address"
+    );
+    assert!(
+        matches!(TUN_STACK, "system" | "mixed"),
+        "KERNEL_STACK is only needed for them"
+    );
+}
