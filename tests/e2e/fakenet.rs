@@ -1,7 +1,8 @@
 //! The fake internet itself, end to end: the node reaches the probe as the node public IP (HTTP and
 //! DNS), every tunnel server relays from its declared egress IP (HTTP, and DNS where the protocol
 //! carries UDP), the leak counter counts direct packets from the node and ignores the allowed
-//! endpoints, the switches cut a server off, and dropping it leaves nothing behind; a container on
+//! endpoints, the switches cut a server off, and dropping it leaves nothing behind; the fast
+//! WireGuard server takes peers while it runs and again after a restart; a container on
 //! Docker's bridge goes out as the node; and the egress bodies it hands out are what the API takes.
 //!
 //! Needs root, iproute2, nft, curl, openssl, sing-box, Docker with the host image, and the probe
@@ -21,7 +22,8 @@ use std::time::{Duration, Instant};
 use cloud_cli_proxy_tests::docker;
 use cloud_cli_proxy_tests::fakenet::servers::{TROJAN_SERVER_NAME, WgServer};
 use cloud_cli_proxy_tests::fakenet::{
-    self, Client, FakeInternet, Kind, LeakCount, Server, curl_in, http_status_in, netns, whoami,
+    self, Client, FakeInternet, Kind, LeakCount, Server, WgServerProgram, curl_in, http_status_in, netns,
+    whoami,
 };
 use cloud_cli_proxy_tests::{ControlPlane, Options};
 
@@ -316,6 +318,51 @@ fn fake_internet_end_to_end() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+/// The fake WireGuard server on the agent's own data path (`cloud-cli-proxy-fake-wg`, what the
+/// egress bench runs) against sing-box's WireGuard client: a peer gets through at the declared egress
+/// IP; a second peer, added while the server runs, at another address, gets through too, and the
+/// first still does; after a restart of the server both keys are accepted again; nothing leaks.
+#[test]
+fn the_batched_wireguard_server_takes_peers_while_it_runs_and_after_a_restart() {
+    require_root();
+    let mut net =
+        FakeInternet::build_with("fastwg", WgServerProgram::Batched).unwrap_or_else(|e| panic!("{e:#}"));
+    net.allow_endpoint(Kind::Wireguard.ip()).unwrap();
+    net.reset_leaks().unwrap();
+    let (_, ip_url, _) = net.probe_urls();
+    let declared = Kind::Wireguard.ip().to_string();
+    let through = |client: &Client, what: &str| {
+        let seen = eventually(what, || curl_in(None, &ip_url, Some(&client.proxy_url())));
+        assert_eq!(seen.trim(), declared, "{what}: client log: {}", client.log());
+    };
+    let peer = |net: &mut FakeInternet, address: &str| {
+        let mut body = net.egress_body(Kind::Wireguard, "fakenet-fastwg");
+        body["wg_peer_address"] = address.into();
+        let (private, public) = fakenet::wg_keypair().unwrap();
+        net.add_wireguard_peer(&public, address).unwrap();
+        (body, private)
+    };
+    let start = |(body, key): &(serde_json::Value, String)| {
+        Client::start(body, Some(key)).unwrap_or_else(|e| panic!("WireGuard client: {e:#}"))
+    };
+
+    let one = peer(&mut net, fakenet::WG_PEER_ADDRESS);
+    let first = start(&one);
+    through(&first, "the first peer");
+    let two = peer(&mut net, "198.19.77.9/32");
+    let second = start(&two);
+    through(&second, "a peer added while the server runs");
+    through(&first, "the first peer beside the second");
+
+    drop((first, second));
+    net.stop_server(Kind::Wireguard);
+    net.start_server(Kind::Wireguard).unwrap();
+    let (first, second) = (start(&one), start(&two));
+    through(&first, "the first peer after a restart");
+    through(&second, "the second peer after a restart");
+    assert_eq!(net.leaks().unwrap(), LeakCount::default());
 }
 
 /// A container on Docker's default bridge reaches the fake internet through the node, seen there
