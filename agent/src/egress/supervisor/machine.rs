@@ -163,6 +163,8 @@ pub struct Supervisor {
     dir: PathBuf,
     sing_box: PathBuf,
     self_exe: PathBuf,
+    /// Handed on to the WireGuard process (`--log-format`).
+    log_format: String,
     /// This process's network namespace (it never changes under a process).
     netns: Result<u64, String>,
     status: Report,
@@ -229,6 +231,7 @@ impl Supervisor {
             dir: opts.dir.clone(),
             sing_box: opts.sing_box.clone(),
             self_exe: opts.self_exe.clone(),
+            log_format: opts.log_format.clone(),
             netns,
             status: Report {
                 state: State::Idle,
@@ -428,13 +431,14 @@ impl Supervisor {
         };
         if !active.wireguard() || run.handshake {
             self.status.state = State::Up;
+            // A late handshake ends what the complaint was about.
+            if self.status.last_error.as_deref() == Some(no_handshake().as_str()) {
+                self.status.last_error = None;
+            }
         } else if now.saturating_duration_since(run.started) >= HANDSHAKE_PATIENCE
             && self.status.last_error.is_none()
         {
-            self.status.last_error = Some(format!(
-                "no WireGuard handshake after {} s (server unreachable, or keys that do not match?)",
-                HANDSHAKE_PATIENCE.as_secs()
-            ));
+            self.status.last_error = Some(no_handshake());
         }
     }
 
@@ -507,6 +511,8 @@ impl Supervisor {
                 };
                 let contents = serde_json::to_vec(&child).map_err(|e| Error::Invalid(e.to_string()))?;
                 let args = vec![
+                    "--log-format".to_owned(),
+                    self.log_format.clone(),
                     "wireguard".to_owned(),
                     "--config".to_owned(),
                     file.display().to_string(),
@@ -621,4 +627,12 @@ impl Supervisor {
         self.status.pid = None;
         self.status.last_error = Some(error);
     }
+}
+
+/// `last_error` while a WireGuard process has had no handshake for [`HANDSHAKE_PATIENCE`].
+fn no_handshake() -> String {
+    format!(
+        "no WireGuard handshake after {} s (server unreachable, or keys that do not match?)",
+        HANDSHAKE_PATIENCE.as_secs()
+    )
 }

@@ -63,7 +63,7 @@ pub struct Options {
     pub sing_box: PathBuf,
     /// This binary, re-executed as `wireguard --config FILE` for a WireGuard tunnel.
     pub self_exe: PathBuf,
-    /// `human` or `json`, passed on to the WireGuard process.
+    /// `human` or `json`, handed on to the WireGuard process as `--log-format`.
     pub log_format: String,
 }
 

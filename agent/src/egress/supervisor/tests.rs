@@ -50,6 +50,8 @@ fn wg_launch() -> Launch {
     Launch {
         program: SELF_EXE.into(),
         args: vec![
+            "--log-format".into(),
+            "json".into(),
             "wireguard".into(),
             "--config".into(),
             format!("{DIR}/wireguard.json"),
@@ -116,7 +118,7 @@ impl World {
             dir: DIR.into(),
             sing_box: SING_BOX.into(),
             self_exe: SELF_EXE.into(),
-            log_format: "human".into(),
+            log_format: "json".into(),
         };
         World {
             sup: Supervisor::new(&opts, Ok(NETNS)),
@@ -657,6 +659,11 @@ fn wireguard_without_a_handshake_says_so_after_handshake_patience_and_stays_star
     w.pass(ms(50));
     w.round();
     assert_eq!(w.status().state, State::Up);
+    assert_eq!(
+        w.status().last_error,
+        None,
+        "the late handshake answered the complaint"
+    );
 }
 
 #[test]
