@@ -8,9 +8,9 @@
 //!   read, split here into MTU-sized packets, and decrypted packets of one flow are coalesced back
 //!   into super-packets before they are written (GRO), one write for many packets;
 //! - the UDP socket sends a batch of equal-sized datagrams to one peer in one `sendmsg` with
-//!   `UDP_SEGMENT` (GSO), and receives up to 64 datagrams per `recvmmsg`. (`UDP_GRO` is not asked
-//!   for: the veth of a Docker network has GRO off by default, so it would only cost 64 KiB
-//!   buffers.)
+//!   `UDP_SEGMENT` (GSO), and takes `UDP_GRO`: the peer's GSO sends then arrive as they left, one
+//!   message of up to 64 KiB of datagrams, instead of being cut apart by the kernel on the way in;
+//!   one `recvmmsg` takes up to 16 such messages (64 single datagrams without GRO).
 //!
 //! Each peer's boringtun `Tunn` wants `&mut` for both directions, so it sits behind a mutex; a
 //! thread takes it once per run of consecutive packets of one peer in a batch (a super-packet is
@@ -27,7 +27,10 @@ use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
 use boringtun::noise::{Tunn, TunnResult, errors::WireGuardError};
 use nix::errno::Errno;
-use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrIn, recvmmsg, sendmsg};
+use nix::sys::socket::{
+    ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrIn, recvmmsg, sendmsg, setsockopt,
+    sockopt,
+};
 use tun_rs::{GROTable, VIRTIO_NET_HDR_LEN};
 
 use super::super::{Error, WG_MTU};
@@ -36,8 +39,12 @@ use crate::firewall::Ipv4Cidr;
 /// Room for one packet (the tun's MTU is 1420, and segments are split to it) plus WireGuard's 32
 /// bytes of overhead and 15 of padding; boringtun wants at least 148 bytes for handshake messages.
 pub(super) const SLOT: usize = 2048;
-/// Datagrams per `recvmmsg`.
+/// Datagrams per `recvmmsg` without UDP_GRO, and decrypted packets per batch of tun writes.
 const BATCH: usize = 64;
+/// Messages per `recvmmsg` with UDP_GRO, each up to [`GRO_ROOM`] bytes of datagrams.
+const GRO_MESSAGES: usize = 16;
+/// Room for one UDP_GRO message: the kernel coalesces at most 64 KiB.
+const GRO_ROOM: usize = 65_536;
 /// Packets one tun super-packet may split into: 46 at the full MSS; 128 covers segments down to
 /// 512 bytes. A super-packet of smaller segments (a socket that set a tiny MSS) is dropped, and
 /// its sender retransmits.
@@ -129,14 +136,22 @@ pub(super) struct Udp {
     pub(super) socket: Arc<UdpSocket>,
     connected: bool,
     gso: bool,
+    /// Whether the kernel took `UDP_GRO`: a received message may then hold many datagrams.
+    gro: bool,
 }
 
 impl Udp {
     pub(super) fn new(socket: UdpSocket, connected: bool) -> Self {
+        // A peer's GSO sends arrive whole (as one message of equal-sized datagrams) instead of
+        // being cut apart by the kernel on the way in, and one message carries up to 64 KiB.
+        let gro = setsockopt(&socket, sockopt::UdpGroSegment, &true)
+            .inspect_err(|e| tracing::info!(error = %e, "udp gro refused; one datagram per message"))
+            .is_ok();
         Self {
             socket: Arc::new(socket),
             connected,
             gso: true,
+            gro,
         }
     }
 
@@ -361,14 +376,10 @@ fn outbound_loop(tun: &tun_rs::SyncDevice, udp: &mut Udp, peers: &dyn Peers) -> 
     }
 }
 
-/// UDP → decapsulate → tun, a `recvmmsg` (up to [`BATCH`] datagrams) at a time; the decrypted
-/// packets go to the tun in one batch, coalesced per flow. Returns only on a socket or device error.
+/// UDP → decapsulate → tun, a `recvmmsg` at a time; the decrypted packets go to the tun in
+/// batches of at most [`BATCH`], coalesced per flow. Returns only on a socket or device error.
 fn inbound_loop(tun: &tun_rs::SyncDevice, udp: &Udp, peers: &dyn Peers) -> Error {
-    // A WireGuard datagram from a peer with our MTU is at most 1452 bytes; a longer one is
-    // truncated, fails authentication and is dropped.
-    let mut datagrams = vec![0u8; BATCH * SLOT];
-    let mut headers = MultiHeaders::<SockaddrIn>::preallocate(BATCH, None);
-    let mut received: Vec<(usize, Option<SocketAddrV4>)> = Vec::with_capacity(BATCH);
+    let mut receiver = Receiver::new(udp.gro);
     let mut targets: Vec<Option<Arc<Peer>>> = Vec::with_capacity(BATCH);
     // Room to coalesce a whole flow into one buffer (GRO needs the space in front and behind).
     let mut packets: Vec<Vec<u8>> = (0..BATCH)
@@ -376,31 +387,17 @@ fn inbound_loop(tun: &tun_rs::SyncDevice, udp: &Udp, peers: &dyn Peers) -> Error
         .collect();
     let mut gro = GROTable::new();
     loop {
-        received.clear();
-        {
-            let mut iovs: Vec<[IoSliceMut<'_>; 1]> = datagrams
-                .chunks_mut(SLOT)
-                .map(|chunk| [IoSliceMut::new(chunk)])
-                .collect();
-            // Waits for the first datagram, then takes what else is queued.
-            match recvmmsg(
-                udp.socket.as_raw_fd(),
-                &mut headers,
-                iovs.iter_mut(),
-                MsgFlags::MSG_WAITFORONE,
-                None,
-            ) {
-                Ok(got) => received.extend(got.map(|m| (m.bytes, m.address.map(SocketAddrV4::from)))),
-                Err(Errno::EINTR | Errno::ECONNREFUSED) => continue,
-                Err(e) => return Error::io("read udp socket")(e.into()),
-            }
+        match receiver.receive(&udp.socket) {
+            Ok(()) => {}
+            Err(Errno::EINTR | Errno::ECONNREFUSED) => continue,
+            Err(e) => return Error::io("read udp socket")(e.into()),
         }
+        let (buffer, received) = (&receiver.buffer, &receiver.received);
         targets.clear();
         targets.extend(
-            datagrams
-                .chunks(SLOT)
-                .zip(&received)
-                .map(|(datagram, (len, _))| peers.by_datagram(&datagram[..*len])),
+            received
+                .iter()
+                .map(|&(start, len, _)| peers.by_datagram(&buffer[start..start + len])),
         );
         let mut ready = 0;
         let mut i = 0;
@@ -410,37 +407,125 @@ fn inbound_loop(tun: &tun_rs::SyncDevice, udp: &Udp, peers: &dyn Peers) -> Error
                 i += 1;
                 continue;
             };
-            let mut state = peer.lock();
-            while same(&targets, i, &peer) {
-                let (len, from) = received[i];
-                let datagram = &datagrams[i * SLOT..i * SLOT + len];
-                i += 1;
-                let out = &mut packets[ready];
-                out.resize(TUN_OFFSET + SLOT, 0);
-                let inbound = Inbound {
-                    udp,
-                    peers,
-                    peer: &peer,
-                    from,
-                };
-                if let Some(len) = inbound.decapsulate(&mut state, datagram, out) {
-                    out.truncate(TUN_OFFSET + len);
-                    ready += 1;
+            {
+                let mut state = peer.lock();
+                while ready < packets.len() && same(&targets, i, &peer) {
+                    let (start, len, from) = received[i];
+                    let datagram = &buffer[start..start + len];
+                    i += 1;
+                    let out = &mut packets[ready];
+                    out.resize(TUN_OFFSET + SLOT, 0);
+                    let inbound = Inbound {
+                        udp,
+                        peers,
+                        peer: &peer,
+                        from,
+                    };
+                    if let Some(len) = inbound.decapsulate(&mut state, datagram, out) {
+                        out.truncate(TUN_OFFSET + len);
+                        ready += 1;
+                    }
                 }
+            }
+            // A full batch is written before the rest of what was received, with the lock released.
+            if ready == packets.len() {
+                if let Some(e) = write_tun(tun, &mut gro, &mut packets[..ready]) {
+                    return e;
+                }
+                ready = 0;
             }
         }
         if ready > 0
-            && let Err(e) = tun.send_multiple(&mut gro, &mut packets[..ready], TUN_OFFSET)
+            && let Some(e) = write_tun(tun, &mut gro, &mut packets[..ready])
         {
-            // From the device (it is gone): the end. From coalescing, or a packet the kernel
-            // refused (a malformed one from the peer): that batch is dropped.
-            if e.raw_os_error().is_none_or(|code| code == nix::libc::EINVAL) {
-                tracing::trace!(error = %e, "dropped: tun write");
-            } else {
-                return Error::io("write the tun device")(e);
-            }
+            return e;
         }
     }
+}
+
+/// One `recvmmsg`'s buffers, and the datagrams the last one brought.
+struct Receiver {
+    /// The messages' buffers end to end, [`Receiver::room`] bytes each.
+    buffer: Vec<u8>,
+    room: usize,
+    messages: usize,
+    /// Each datagram received: where it is in `buffer`, its length, its source.
+    received: Vec<(usize, usize, Option<SocketAddrV4>)>,
+}
+
+impl Receiver {
+    /// With UDP_GRO a message is up to 64 KiB of equal-sized datagrams end to end; without it, one
+    /// datagram. A WireGuard datagram from a peer with our MTU is at most 1452 bytes; a longer one
+    /// is truncated, fails authentication and is dropped.
+    fn new(gro: bool) -> Self {
+        let (messages, room) = if gro {
+            (GRO_MESSAGES, GRO_ROOM)
+        } else {
+            (BATCH, SLOT)
+        };
+        Self {
+            buffer: vec![0u8; messages * room],
+            room,
+            messages,
+            received: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// Waits for the first message, then takes what else is queued, and lists their datagrams.
+    fn receive(&mut self, socket: &UdpSocket) -> Result<(), Errno> {
+        self.received.clear();
+        let room = self.room;
+        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
+            .buffer
+            .chunks_mut(room)
+            .map(|chunk| [IoSliceMut::new(chunk)])
+            .collect();
+        // Made anew for each call: the kernel shrinks each header's control length to what it
+        // wrote, and nix does not restore it, so a message without the GRO control message would
+        // leave no room for it in the next one.
+        let mut headers = MultiHeaders::<SockaddrIn>::preallocate(self.messages, Some(nix::cmsg_space!(i32)));
+        let got = recvmmsg(
+            socket.as_raw_fd(),
+            &mut headers,
+            iovs.iter_mut(),
+            MsgFlags::MSG_WAITFORONE,
+            None,
+        )?;
+        for (k, message) in got.enumerate() {
+            let segment = message.cmsgs().ok().into_iter().flatten().find_map(|c| match c {
+                ControlMessageOwned::UdpGroSegments(size) => usize::try_from(size).ok(),
+                _ => None,
+            });
+            let from = message.address.map(SocketAddrV4::from);
+            self.received.extend(
+                datagrams_of(message.bytes, segment).map(|(start, len)| (k * room + start, len, from)),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Writes decrypted packets to the tun, coalesced per flow; an error only if the device is gone.
+fn write_tun(tun: &tun_rs::SyncDevice, gro: &mut GROTable, packets: &mut [Vec<u8>]) -> Option<Error> {
+    match tun.send_multiple(gro, packets, TUN_OFFSET) {
+        Ok(_) => None,
+        // From coalescing, or a packet the kernel refused (a malformed one from the peer): that
+        // batch is dropped.
+        Err(e) if e.raw_os_error().is_none_or(|code| code == nix::libc::EINVAL) => {
+            tracing::trace!(error = %e, "dropped: tun write");
+            None
+        }
+        Err(e) => Some(Error::io("write the tun device")(e)),
+    }
+}
+
+/// The datagrams in a received message of `bytes` bytes: one, or with UDP_GRO, `segment`-sized
+/// ones end to end (the last may be shorter), as (offset, length).
+fn datagrams_of(bytes: usize, segment: Option<usize>) -> impl Iterator<Item = (usize, usize)> {
+    let step = segment.filter(|&s| s > 0 && s < bytes).unwrap_or(bytes.max(1));
+    (0..bytes)
+        .step_by(step)
+        .map(move |start| (start, step.min(bytes - start)))
 }
 
 /// One received datagram's context.
@@ -519,6 +604,74 @@ mod tests {
         let run = gso_run(&[1452; 64]);
         assert_eq!(run, GSO_MAX_BYTES / 1452);
         assert!(run * 1452 <= GSO_MAX_BYTES && (run + 1) * 1452 > GSO_MAX_BYTES);
+    }
+
+    #[test]
+    fn a_gro_message_is_cut_into_its_datagrams() {
+        let cut = |bytes, segment| datagrams_of(bytes, segment).collect::<Vec<_>>();
+        assert_eq!(cut(1452, None), [(0, 1452)]);
+        assert_eq!(cut(1452, Some(1452)), [(0, 1452)]);
+        assert_eq!(
+            cut(3 * 1452 + 92, Some(1452)),
+            [(0, 1452), (1452, 1452), (2904, 1452), (4356, 92)]
+        );
+        assert_eq!(cut(2904, Some(1452)), [(0, 1452), (1452, 1452)]);
+        // A segment size the message does not exceed, or none at all: the message is one datagram.
+        assert_eq!(cut(148, Some(1452)), [(0, 148)]);
+        assert_eq!(cut(148, Some(0)), [(0, 148)]);
+        assert!(cut(0, None).is_empty());
+    }
+
+    /// A GSO send of several datagrams arrives, over loopback, as those datagrams, whether or not
+    /// the receiving socket takes UDP_GRO; with it, as one message, also after a message that came
+    /// without the GRO control message (a lone datagram).
+    #[test]
+    fn gso_sends_arrive_as_their_datagrams() {
+        for receiver_gro in [true, false] {
+            let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let gro = receiver_gro && setsockopt(&rx, sockopt::UdpGroSegment, &true).is_ok();
+            let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let std::net::SocketAddr::V4(to) = rx.local_addr().unwrap() else {
+                unreachable!()
+            };
+            let mut udp = Udp::new(tx, false);
+            let mut receiver = Receiver::new(gro);
+            let mut receive = |count: usize| {
+                let mut got = Vec::new();
+                let mut calls = 0;
+                while got.len() < count {
+                    receiver.receive(&rx).unwrap();
+                    calls += 1;
+                    got.extend(
+                        receiver
+                            .received
+                            .iter()
+                            .map(|&(start, len, _)| receiver.buffer[start..start + len].to_vec()),
+                    );
+                }
+                (got, calls)
+            };
+            for round in 0..2 {
+                udp.send(&[9; 100], to);
+                assert_eq!(receive(1), (vec![vec![9; 100]], 1));
+                let lens = [1000, 1000, 1000, 300];
+                let mut buf = Vec::new();
+                for (i, len) in lens.iter().enumerate() {
+                    buf.extend(std::iter::repeat_n(u8::try_from(i).unwrap(), *len));
+                }
+                udp.send_all(&buf, &lens, to);
+                let want: Vec<Vec<u8>> = lens
+                    .iter()
+                    .enumerate()
+                    .map(|(i, len)| vec![u8::try_from(i).unwrap(); *len])
+                    .collect();
+                let (got, calls) = receive(lens.len());
+                assert_eq!(got, want, "receiver with UDP_GRO: {gro}, round {round}");
+                if gro {
+                    assert_eq!(calls, 1, "one message with UDP_GRO, round {round}");
+                }
+            }
+        }
     }
 
     #[test]
