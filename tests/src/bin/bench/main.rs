@@ -6,7 +6,7 @@
 //! operator's egress test takes for every tunnel kind, healthy and dead (`egress-test`, in
 //! `egress_test.rs`), and how the
 //! dashboard's pages compare with the API calls they make and its desktop with noVNC straight to
-//! the host (`dashboard`, in `dashboard.rs`), and what the API carries on SQLite and PostgreSQL with
+//! the host (`dashboard`, in `dashboard/`), and what the API carries on SQLite and PostgreSQL with
 //! one and two replicas, and how many simulated nodes they hold (`api` and `fleet`, in `replicas.rs`),
 //! and how long 200 hosts asked for at once take to run across two agents (`spread`, in `spread.rs`),
 //! and how many idle hosts a node holds: memory per host, create → sshd as the node fills, the

@@ -67,7 +67,7 @@ const OVERVIEW_GETS: [&str; 6] = [
 const SETTLE: Duration = Duration::from_secs(15);
 
 /// Times one action in the page: see the script's header.
-const MEASURE: &str = include_str!("dashboard/measure.js");
+const MEASURE: &str = include_str!("measure.js");
 
 pub(super) struct Args {
     pub(super) runs: usize,
