@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Egress throughput (root; iperf3, sing-box, iproute2): iperf3 between two network namespaces in
 # 198.18.0.0/15, directly over their veth, then through the egress runtime with WireGuard
-# (boringtun in cloud-cli-proxy-egress -> sing-box WireGuard endpoint) and with shadowsocks
-# (sing-box tun + outbound -> sing-box inbound). Upload ("up") and download ("down", iperf3 -R).
+# (boringtun in cloud-cli-proxy-egress -> cloud-cli-proxy-fake-wg, the same batched data path as a
+# responder) and with shadowsocks (sing-box tun + outbound -> sing-box inbound). Upload ("up") and
+# download ("down", iperf3 -R). The bench program's `egress` measures the same paths with hosts,
+# CPU per GiB and leaks; this script is the quick loop for the data paths alone.
 #
-#   cargo build --release -p agent --bin cloud-cli-proxy-egress
-#   BIN=target/release/cloud-cli-proxy-egress T=5 tests/bench/egress-throughput.sh
+#   cargo build --release -p agent --bin cloud-cli-proxy-egress -p cloud-cli-proxy-tests --bin cloud-cli-proxy-fake-wg
+#   BIN=target/release/cloud-cli-proxy-egress FAKE_WG=target/release/cloud-cli-proxy-fake-wg T=5 tests/bench/egress-throughput.sh
 #
 # Everything lives in the namespaces ccpt-bench-c/-s, deleted on exit.
 set -euo pipefail
 
 BIN=${BIN:-target/release/cloud-cli-proxy-egress}
+FAKE_WG=${FAKE_WG:-target/release/cloud-cli-proxy-fake-wg}
 T=${T:-5}
 C=ccpt-bench-c
 S=ccpt-bench-s
@@ -40,8 +43,6 @@ ip -n "$S" addr add 198.18.10.1/24 dev s0
 ip -n "$S" link set s0 up
 ip -n "$S" addr add 198.18.20.1/32 dev lo
 ip -n "$C" route add default via 198.18.10.1
-# sing-box's WireGuard endpoint wants a default interface in its namespace.
-ip -n "$S" route add default dev s0
 ip netns exec "$S" iperf3 -s -B 198.18.20.1 -D
 sleep 0.5
 
@@ -59,7 +60,18 @@ wait_up() {
     cat "$D/egress/status.json"
     exit 1
 }
-# sing-box's WireGuard endpoint sometimes closes its socket right after start in a fresh namespace.
+# Waits until the fake WireGuard server answered `$1` on its stdout (one line per command).
+wg_answered() {
+    local _
+    for _ in $(seq 1 50); do
+        [[ $(grep -c "^$1\$" "$D/wg-out" 2>/dev/null) -ge $2 ]] && return 0
+        sleep 0.1
+    done
+    echo "fake WireGuard server did not answer $1:" >&2
+    cat "$D/wg-server.log" >&2
+    exit 1
+}
+# sing-box's shadowsocks server, retried if it is not listening after 1.5 s.
 start_server() {
     local _
     for _ in 1 2 3 4 5 6; do
@@ -79,12 +91,6 @@ echo "direct       up: $(mbits)  down: $(mbits -R)"
 SK=$(sing-box generate wg-keypair)
 CK=$(sing-box generate wg-keypair)
 PW=$(sing-box generate rand --base64 16)
-cat >"$D/wg-server.json" <<J
-{"log":{"level":"warn"},"endpoints":[{"type":"wireguard","tag":"wg-in","system":false,"mtu":1420,
- "address":["198.19.100.1/24"],"private_key":"$(key "$SK" PrivateKey)","listen_port":51820,
- "peers":[{"public_key":"$(key "$CK" PublicKey)","allowed_ips":["198.19.100.2/32"]}]}],
- "outbounds":[{"type":"direct","tag":"direct"}],"route":{"final":"direct"}}
-J
 cat >"$D/ss-server.json" <<J
 {"log":{"level":"warn"},"inbounds":[{"type":"shadowsocks","listen":"198.18.10.1","listen_port":8388,
  "method":"2022-blake3-aes-128-gcm","password":"$PW"}],
@@ -94,7 +100,16 @@ J
 mkdir -p "$D/egress"
 ip netns exec "$C" "$BIN" run --dir "$D/egress" --sing-box "$(command -v sing-box)" >"$D/runtime.log" 2>&1 &
 
-start_server "$D/wg-server.json" 51820 -Hlun
+# The fake server reads its keys on stdin (never on a command line), held open through a FIFO.
+mkfifo "$D/wg-in"
+ip netns exec "$S" "$FAKE_WG" --listen 198.18.10.1:51820 --tun wgs0 --address 198.19.100.1/24 \
+    <"$D/wg-in" >"$D/wg-out" 2>"$D/wg-server.log" &
+WG=$!
+exec 3>"$D/wg-in"
+echo "private-key $(key "$SK" PrivateKey)" >&3
+wg_answered ready 1
+echo "peer $(key "$CK" PublicKey) - 198.19.100.2/32" >&3
+wg_answered ok 1
 cat >"$D/egress/egress.json" <<J
 {"spec":{"egress_ip_id":"bench","declared_ip":"198.18.20.1","dns_server":"198.18.20.1","tunnel":{"type":"wireguard",
  "endpoint":"wg.bench:51820","peer_public_key":"$(key "$SK" PublicKey)","preshared_key":null,
@@ -103,8 +118,8 @@ cat >"$D/egress/egress.json" <<J
 J
 wait_up
 echo "wireguard    up: $(mbits)  down: $(mbits -R)"
-kill "$SB"
-wait "$SB" 2>/dev/null || true
+exec 3>&-
+wait "$WG" 2>/dev/null || true
 
 start_server "$D/ss-server.json" 8388 -Hltn
 cat >"$D/egress/egress.json" <<J
