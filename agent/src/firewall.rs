@@ -39,7 +39,7 @@ pub const TABLE: &str = "ccp";
 
 /// The tunnel interface the egress runtime creates in the namespace, and the firewall mark of the
 /// tunnel's own packets (WireGuard's UDP, sing-box's connections to its server).
-pub use crate::egress::{FWMARK as TUNNEL_MARK, TUN_NAME as TUNNEL_INTERFACE};
+pub use crate::egress_runtime::{FWMARK as TUNNEL_MARK, TUN_NAME as TUNNEL_INTERFACE};
 
 /// IPv4 ranges a host never reaches directly, whatever its egress: private, shared (CGNAT), loopback,
 /// link-local (cloud metadata), multicast, reserved and "this network".

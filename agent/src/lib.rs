@@ -4,8 +4,8 @@
 //! reconciles Docker with the control plane's list of hosts.
 //!
 //! Layout: [`config`] (flags), [`control_plane`] and [`docker`] (adapters), [`hosts`] (the actions),
-//! [`firewall`] (the namespace ruleset), [`egress`] (the tunnel runtime inside each egress
-//! container, its own binary), [`egress_test`] (the operator's egress tests, in warm namespaces),
+//! [`firewall`] (the namespace ruleset), [`egress_runtime`] (the tunnel runtime inside each egress
+//! container, its own binary), [`egress_check`] (the operator's egress tests, in warm namespaces),
 //! [`conntrack`] (flushing a namespace's connection tracking), [`secrets`] (per-host files),
 //! [`reconcile`] (drift repair), [`tasks`] (claim/progress/result loop), [`node`] (facts about the
 //! machine), [`probe_client`] (the egress test's checks against the probe, whose server is the
@@ -15,9 +15,9 @@ pub mod config;
 pub mod conntrack;
 pub mod control_plane;
 pub mod docker;
-pub mod egress;
+pub mod egress_check;
 pub mod egress_health;
-pub mod egress_test;
+pub mod egress_runtime;
 pub mod enrol;
 pub mod firewall;
 pub mod hosts;
@@ -125,7 +125,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
             let inflight = Arc::new(tasks::Inflight::default());
             let heartbeat = heartbeat_loop(session.clone(), hosts.clone(), inflight.clone(), cancel.clone());
-            let egress_tests = egress_test::run_loop(session.clone(), hosts.clone(), cancel.clone());
+            let egress_tests = egress_check::run_loop(session.clone(), hosts.clone(), cancel.clone());
             let health = egress_health::run_loop(hosts.clone(), cancel.clone());
             let traffic = traffic::run_sampler(
                 hosts.clone(),

@@ -20,7 +20,7 @@ pub const HOST_KEY_FILE: &str = "ssh_host_ed25519_key";
 /// Its public half, beside the secrets directory (never mounted): what the agent reports.
 const HOST_KEY_PUB_FILE: &str = "ssh_host_ed25519_key.pub";
 /// The tunnel runtime's configuration, in [`Store::egress_dir`] (its status file sits beside it).
-pub use crate::egress::CONFIG_FILE as EGRESS_CONFIG_FILE;
+pub use crate::egress_runtime::CONFIG_FILE as EGRESS_CONFIG_FILE;
 /// Present while the host is meant to be stopped: the reconciler never starts such a host.
 pub const STOPPED_MARKER: &str = "stopped";
 

@@ -11,7 +11,7 @@
 //!
 //! What is counted, at the IP layer, after the firewall let it through: everything a host exchanges
 //! with addresses off the hosts bridge. Through a tunnel that is the inner traffic on the tunnel
-//! interface; the tunnel's own packets (firewall mark [`crate::egress::FWMARK`], and the replies on
+//! interface; the tunnel's own packets (firewall mark [`crate::egress_runtime::FWMARK`], and the replies on
 //! their connections, told by the connection mark set here) are left out, as are loopback and the
 //! node's SSH and VNC connections on the bridge. A tunnel program that uses the kernel's TCP stack
 //! sends each connection through the tun a second time, between two addresses of the tun's own
@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::egress::FWMARK;
+use crate::egress_runtime::FWMARK;
 use crate::firewall::{Ipv4Cidr, KernelStack};
 use crate::hosts::Hosts;
 

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use agent::egress::{RuntimeConfig, State, Status};
+use agent::egress_runtime::{RuntimeConfig, State, Status};
 use agent::firewall::Ipv4Cidr;
 use serde_json::json;
 
@@ -402,7 +402,7 @@ impl Lab {
     }
 
     fn status(&self) -> Option<Status> {
-        agent::egress::read_status(&self.egress_dir()).ok()
+        agent::egress_runtime::read_status(&self.egress_dir()).ok()
     }
 
     fn wait_state(&self, state: State, limit: Duration) -> Status {

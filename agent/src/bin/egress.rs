@@ -1,4 +1,4 @@
-//! `cloud-cli-proxy-egress`: the tunnel runtime of one host namespace (see `agent::egress`).
+//! `cloud-cli-proxy-egress`: the tunnel runtime of one host namespace (see `agent::egress_runtime`).
 //! `run` is the supervisor the egress container starts under tini; `wireguard` is the tunnel
 //! process it starts for a WireGuard egress (boringtun in this process).
 
@@ -55,8 +55,8 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Cmd::Run { dir, sing_box } => supervise(dir, sing_box, cli.log_format),
-        Cmd::Wireguard { config } => agent::egress::wireguard::load(&config)
-            .and_then(|settings| agent::egress::wireguard::run(&settings))
+        Cmd::Wireguard { config } => agent::egress_runtime::wireguard::load(&config)
+            .and_then(|settings| agent::egress_runtime::wireguard::run(&settings))
             .map_err(anyhow::Error::from),
     };
     match result {
@@ -94,11 +94,11 @@ fn supervise(dir: PathBuf, sing_box: PathBuf, log_format: String) -> anyhow::Res
             });
         })
         .context("signal thread")?;
-    let opts = agent::egress::supervisor::Options {
+    let opts = agent::egress_runtime::supervisor::Options {
         dir,
         sing_box,
         self_exe,
         log_format,
     };
-    agent::egress::supervisor::run(opts, &stop).map_err(anyhow::Error::from)
+    agent::egress_runtime::supervisor::run(opts, &stop).map_err(anyhow::Error::from)
 }

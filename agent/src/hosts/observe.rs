@@ -61,7 +61,7 @@ impl Hosts {
 
     /// What the tunnel runtime last reported; `None` before its first report or without a tunnel.
     pub fn tunnel_status(&self, host_id: &str) -> Option<RuntimeStatus> {
-        crate::egress::read_status(&self.store.egress_dir(host_id)).ok()
+        crate::egress_runtime::read_status(&self.store.egress_dir(host_id)).ok()
     }
 
     pub(super) async fn require_running(&self, name: &str) -> Result<ContainerInspectResponse, Error> {

@@ -26,7 +26,7 @@ pub const SING_BOX_IN_CONTAINER: &str = "/opt/ccp/bin/sing-box";
 /// How long name resolution of a tunnel server may take on the node.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub use crate::egress::{RuntimeConfig, State as TunnelState, Status as RuntimeStatus};
+pub use crate::egress_runtime::{RuntimeConfig, State as TunnelState, Status as RuntimeStatus};
 
 impl RuntimeConfig {
     /// The firewall rules that go with this configuration.
@@ -36,7 +36,7 @@ impl RuntimeConfig {
             endpoint: SocketAddrV4::new(self.endpoint_ip, port),
             dns_server: dns_server_of(&self.spec)?,
             kernel_stack: match self.spec.tunnel {
-                wire::Tunnel::Proxy { .. } => Some(crate::egress::singbox::KERNEL_STACK),
+                wire::Tunnel::Proxy { .. } => Some(crate::egress_runtime::singbox::KERNEL_STACK),
                 wire::Tunnel::Wireguard(_) => None,
             },
         })
@@ -60,7 +60,7 @@ impl RuntimeStatus {
 /// Polls the runtime's status in `dir` until the tunnel is up or `until`; the last status read.
 pub async fn wait_up(dir: &std::path::Path, until: std::time::Instant) -> Option<RuntimeStatus> {
     loop {
-        let status = crate::egress::read_status(dir).ok();
+        let status = crate::egress_runtime::read_status(dir).ok();
         if status.as_ref().is_some_and(RuntimeStatus::is_up) || std::time::Instant::now() >= until {
             return status;
         }
@@ -70,7 +70,7 @@ pub async fn wait_up(dir: &std::path::Path, until: std::time::Instant) -> Option
 
 /// The tunnel server's host name or address and port, from the spec.
 pub fn server_of(spec: &EgressSpec) -> Result<(String, u16), Error> {
-    crate::egress::server_of(spec)
+    crate::egress_runtime::server_of(spec)
         .map_err(|e| Error::InvalidSpec(format!("egress {}: {e}", spec.egress_ip_id)))
 }
 

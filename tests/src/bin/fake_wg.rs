@@ -1,6 +1,6 @@
 //! `cloud-cli-proxy-fake-wg --listen ADDR:PORT --tun NAME --address A.B.C.D/LEN`: the fake
 //! internet's fast WireGuard server (`cloud_cli_proxy_tests::fakenet`), the agent's
-//! [`agent::egress::wireguard::responder`] on the same batched data path as the tunnel process.
+//! [`agent::egress_runtime::wireguard::responder`] on the same batched data path as the tunnel process.
 //! Runs in the server's network namespace; the fake internet's alternative to wireguard-go.
 //!
 //! Driven over stdin, one line at a time, each answered on stdout once it took effect:
@@ -18,8 +18,8 @@
 use std::io::{BufRead as _, Write as _};
 use std::net::SocketAddrV4;
 
-use agent::egress::wireguard::Key;
-use agent::egress::wireguard::responder::{Responder, ResponderConfig};
+use agent::egress_runtime::wireguard::Key;
+use agent::egress_runtime::wireguard::responder::{Responder, ResponderConfig};
 use agent::firewall::Ipv4Cidr;
 use anyhow::{Context as _, bail};
 

@@ -41,7 +41,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use agent::egress::{State, Status, read_status};
+use agent::egress_runtime::{State, Status, read_status};
 use anyhow::{Context as _, bail};
 use cloud_cli_proxy_tests::docker::{self, docker_ok};
 use cloud_cli_proxy_tests::egress::Egress;

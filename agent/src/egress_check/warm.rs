@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::egress::{CONFIG_FILE, State};
+use crate::egress_runtime::{CONFIG_FILE, State};
 use crate::hosts::tunnel::{self, RuntimeConfig};
 use crate::hosts::{Hosts, Names};
 
@@ -252,7 +252,7 @@ impl Namespace {
         }
         let deadline = Instant::now() + STOP_WAIT;
         loop {
-            let stopped = crate::egress::read_status(&self.dir)
+            let stopped = crate::egress_runtime::read_status(&self.dir)
                 .is_ok_and(|s| s.state == State::Idle && s.pid.is_none() && s.updated_at >= since);
             if stopped {
                 break;

@@ -23,7 +23,7 @@ use super::{
     CONFIG_POLL, HANDSHAKE_PATIENCE, HEALTHY_AFTER, LINK_PATIENCE, Options, SING_BOX_FILE, WIREGUARD_FILE,
     backoff,
 };
-use crate::egress::{CONFIG_FILE, Error, RuntimeConfig, State, Status, singbox, wireguard};
+use crate::egress_runtime::{CONFIG_FILE, Error, RuntimeConfig, State, Status, singbox, wireguard};
 use crate::firewall::Ipv4Cidr;
 
 /// What the loop saw or did, fed to [`Supervisor::step`].
@@ -329,7 +329,7 @@ impl Supervisor {
             (Waiting::Start, Observation::Started(result)) => self.started(now, result),
             (Waiting::LinkUp, Observation::LinkSetUp(result)) => match result {
                 Ok(()) => tracing::warn!(
-                    device = crate::egress::TUN_NAME,
+                    device = crate::egress_runtime::TUN_NAME,
                     "tunnel interface was down; set it up again"
                 ),
                 Err(e) => self.status.last_error = Some(e.to_string()),

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use wire::{CheckResult, EgressTestJob, Tunnel};
 
-use crate::egress::State;
+use crate::egress_runtime::State;
 use crate::hosts::Hosts;
 use crate::hosts::tunnel::{self, RuntimeConfig, RuntimeStatus};
 use crate::probe_client as client;
@@ -297,7 +297,7 @@ async fn reach(pid: i64, server: SocketAddrV4) -> Result<(), String> {
     use socket2::{Domain, Protocol, Socket, Type};
     let connected = crate::netns::run_in(pid, move || async move {
         let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_mark(crate::egress::FWMARK)?;
+        socket.set_mark(crate::egress_runtime::FWMARK)?;
         socket.connect_timeout(&SocketAddr::V4(server).into(), CONNECT_WAIT)
     })
     .await
@@ -316,7 +316,7 @@ async fn reach(pid: i64, server: SocketAddrV4) -> Result<(), String> {
 /// last status read.
 async fn wait_settled(dir: &Path, until: Instant) -> Option<RuntimeStatus> {
     loop {
-        let status = crate::egress::read_status(dir).ok();
+        let status = crate::egress_runtime::read_status(dir).ok();
         let settled = status
             .as_ref()
             .is_some_and(|s| s.is_up() || s.state == State::Failed);

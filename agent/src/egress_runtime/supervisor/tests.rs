@@ -7,7 +7,7 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::egress::{RuntimeConfig, State};
+use crate::egress_runtime::{RuntimeConfig, State};
 
 const DIR: &str = "/run/ccp-egress";
 const SELF_EXE: &str = "/usr/local/bin/cloud-cli-proxy-egress";
@@ -21,7 +21,7 @@ fn ms(n: u64) -> Duration {
 }
 
 fn wg_bytes() -> Vec<u8> {
-    serde_json::to_vec(&crate::egress::tests::wg_config()).unwrap()
+    serde_json::to_vec(&crate::egress_runtime::tests::wg_config()).unwrap()
 }
 
 fn proxy_config() -> RuntimeConfig {
@@ -538,7 +538,7 @@ fn a_refused_prepare_fails_with_the_tunnel_kind() {
 
 #[test]
 fn a_config_for_another_namespace_idles_until_the_agent_rewrites_it() {
-    let mut cfg = crate::egress::tests::wg_config();
+    let mut cfg = crate::egress_runtime::tests::wg_config();
     cfg.netns_inode = Some(NETNS + 1);
     let mut w = World::new(Some(serde_json::to_vec(&cfg).unwrap()));
     assert_eq!(
