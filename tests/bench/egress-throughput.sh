@@ -64,7 +64,7 @@ wait_up() {
 wg_answered() {
     local _
     for _ in $(seq 1 50); do
-        [[ $(grep -c "^$1\$" "$D/wg-out" 2>/dev/null) -ge $2 ]] && return 0
+        grep -qx "$1" "$D/wg-out" 2>/dev/null && return 0
         sleep 0.1
     done
     echo "fake WireGuard server did not answer $1:" >&2
@@ -107,9 +107,9 @@ ip netns exec "$S" "$FAKE_WG" --listen 198.18.10.1:51820 --tun wgs0 --address 19
 WG=$!
 exec 3>"$D/wg-in"
 echo "private-key $(key "$SK" PrivateKey)" >&3
-wg_answered ready 1
+wg_answered ready
 echo "peer $(key "$CK" PublicKey) - 198.19.100.2/32" >&3
-wg_answered ok 1
+wg_answered ok
 cat >"$D/egress/egress.json" <<J
 {"spec":{"egress_ip_id":"bench","declared_ip":"198.18.20.1","dns_server":"198.18.20.1","tunnel":{"type":"wireguard",
  "endpoint":"wg.bench:51820","peer_public_key":"$(key "$SK" PublicKey)","preshared_key":null,

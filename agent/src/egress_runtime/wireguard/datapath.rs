@@ -448,7 +448,6 @@ struct Receiver {
     /// The messages' buffers end to end, [`Receiver::room`] bytes each.
     buffer: Vec<u8>,
     room: usize,
-    messages: usize,
     /// Each datagram received: where it is in `buffer`, its length, its source.
     received: Vec<(usize, usize, Option<SocketAddrV4>)>,
 }
@@ -466,7 +465,6 @@ impl Receiver {
         Self {
             buffer: vec![0u8; messages * room],
             room,
-            messages,
             received: Vec::with_capacity(BATCH),
         }
     }
@@ -483,7 +481,7 @@ impl Receiver {
         // Made anew for each call: the kernel shrinks each header's control length to what it
         // wrote, and nix does not restore it, so a message without the GRO control message would
         // leave no room for it in the next one.
-        let mut headers = MultiHeaders::<SockaddrIn>::preallocate(self.messages, Some(nix::cmsg_space!(i32)));
+        let mut headers = MultiHeaders::<SockaddrIn>::preallocate(iovs.len(), Some(nix::cmsg_space!(i32)));
         let got = recvmmsg(
             socket.as_raw_fd(),
             &mut headers,
