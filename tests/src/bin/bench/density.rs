@@ -16,8 +16,9 @@
 //!   desktop open;
 //! - with `--bound N` (default 0): N idle hosts bound to a WireGuard egress IP and N to a shadowsocks
 //!   one (servers of a fake internet, `cloud_cli_proxy_tests::fakenet`), restarted so that the
-//!   binding takes, and their memory read the same way once they settled: what a bound idle host
-//!   costs, its tunnel process (in the egress container) included.
+//!   binding takes, and, once the agent's egress health check saw each come out healthy at its
+//!   server's address, their memory read the same way: what a bound idle host costs, its tunnel
+//!   process (in the egress container) included. Nothing is run inside them for the check.
 //!
 //! Why these measures (docs/density.md): the cgroup's charge is what the kernel bills the containers,
 //! including the page cache they touched first and kernel memory, so summed over a node it adds up
@@ -40,8 +41,6 @@ use crate::{READY_LIMIT, ask_for_host, delete_hosts, percentile, ready, secs};
 const OPEN_LIMIT: Duration = Duration::from_secs(30);
 /// Time given the desktop session (openbox, tint2, xterm) to start before its memory is read.
 const SESSION_SETTLE: Duration = Duration::from_secs(5);
-/// How long a bound host may take to come out at its egress IP after its restart.
-const BOUND_LIMIT: Duration = Duration::from_secs(60);
 /// Most hosts of each kind `--bound` takes: their WireGuard addresses are .10 upwards of the fake
 /// server's /24.
 const MAX_BOUND: usize = 100;
@@ -334,9 +333,12 @@ async fn bound_hosts_memory(
         eg.bind_at(net, *kind, &h.id, ip, &peer).await;
         eg.restart(&h.id).await;
     }
-    let url = format!("http://{}/ip", net.probe_ip());
+    // The agent's egress health check (from inside the host's namespace, every tunnel kind) says
+    // when each host comes out at its server's address. Nothing runs in the host container for it:
+    // a curl there would leave its libraries in the host's page cache and be counted as the
+    // binding's cost.
     for (kind, h) in &chosen {
-        comes_out_at(&eg.node, &h.short_id, &url, net.server(*kind).ip).await?;
+        eg.health(&h.id, true, net.server(*kind).ip).await;
     }
     eprintln!("letting the bound hosts settle for {}…", secs(settle));
     tokio::time::sleep(settle).await;
@@ -348,31 +350,6 @@ async fn bound_hosts_memory(
         memory.push((*kind, m));
     }
     Ok(memory)
-}
-
-/// Waits until the probe (`url`, its `/ip`) sees the host come out at `exit`.
-async fn comes_out_at(
-    node: &Node,
-    short_id: &str,
-    url: &str,
-    exit: std::net::Ipv4Addr,
-) -> anyhow::Result<()> {
-    let container = node.host_container(short_id);
-    let deadline = Instant::now() + BOUND_LIMIT;
-    loop {
-        let out = docker::exec_root(&container, &["curl", "-sS", "--fail", "--max-time", "5", url]).await;
-        if out.success() && out.stdout.trim() == exit.to_string() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "host {short_id}: the probe sees it as `{}`, not {exit}: {}",
-                out.stdout.trim(),
-                out.stderr.trim()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 struct Created {
