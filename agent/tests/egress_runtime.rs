@@ -473,6 +473,37 @@ impl Lab {
         });
     }
 
+    /// The client namespace's policy routing is exactly the runtime's: rules 99 and 100 once each,
+    /// and table 2022 with the tunnel's default route and the unreachable fallback behind it.
+    fn assert_policy(&self, device: &str) {
+        let rules = ok("ip", &["-n", &self.client, "-4", "rule", "show"]);
+        let count = |needle: &str| rules.lines().filter(|l| l.contains(needle)).count();
+        assert_eq!(
+            count("99:\tfrom all lookup main suppress_prefixlength 0"),
+            1,
+            "{rules}"
+        );
+        assert_eq!(count("100:\tnot from all fwmark 0xcc lookup 2022"), 1, "{rules}");
+        let table = ok(
+            "ip",
+            &["-n", &self.client, "-4", "route", "show", "table", "2022"],
+        );
+        let lines: Vec<&str> = table.lines().map(str::trim).collect();
+        assert!(
+            lines.contains(&format!("default dev {device} scope link").as_str()),
+            "{table}"
+        );
+        assert!(
+            lines.contains(&"unreachable default metric 4294967295"),
+            "{table}"
+        );
+        let v6 = ok(
+            "ip",
+            &["-n", &self.client, "-6", "route", "show", "table", "2022"],
+        );
+        assert!(v6.contains("unreachable default"), "{v6}");
+    }
+
     fn tun_exists(&self) -> bool {
         run("ip", &["-n", &self.client, "link", "show", "ccp-tun"])
             .status
@@ -720,6 +751,7 @@ fn wireguard_tunnel_fails_closed_and_recovers_from_kill() {
         up_from.elapsed().as_millis()
     );
     assert_eq!(up.tunnel.as_deref(), Some("wireguard"));
+    lab.assert_policy("ccp-tun");
     let seen = eventually(Duration::from_secs(3), "probe through the tunnel", || {
         lab.fetch_ip()
     });
@@ -769,8 +801,10 @@ fn wireguard_tunnel_fails_closed_and_recovers_from_kill() {
     assert!(lab.leaks() > 0, "the leak counter missed a direct flow");
 
     // The WireGuard process does not outlive its supervisor (a new one could not take ccp-tun).
+    // Started again, the runtime puts the deleted rule back and does not repeat the one still there.
     lab.write_config(&cfg);
     let up = lab.wait_state(State::Up, Duration::from_secs(5));
+    lab.assert_policy("ccp-tun");
     let tunnel_pid = up.pid.unwrap().to_string();
     let mut supervisor = lab.supervisor.take().unwrap();
     supervisor.kill().unwrap();
