@@ -51,25 +51,26 @@ mbits() {
         python3 -c 'import json,sys; d=json.load(sys.stdin)["end"]; print("%.0f Mbit/s" % (d["sum_received"]["bits_per_second"]/1e6))'
 }
 key() { awk -v f="$2:" '$1==f {print $2}' <<<"$1"; }
-wait_up() {
-    local _
-    for _ in $(seq 1 100); do
-        grep -q '"state": "up"' "$D/egress/status.json" 2>/dev/null && return 0
+# Runs `$2...` every 0.1 s until it succeeds, at most `$1` times; fails if it never did.
+retry() {
+    local n=$1 _
+    shift
+    for _ in $(seq 1 "$n"); do
+        "$@" && return 0
         sleep 0.1
     done
-    cat "$D/egress/status.json"
-    exit 1
+    return 1
+}
+wait_up() {
+    retry 100 grep -qs '"state": "up"' "$D/egress/status.json" || { cat "$D/egress/status.json"; exit 1; }
 }
 # Waits until the fake WireGuard server answered `$1` on its stdout (one line per command).
 wg_answered() {
-    local _
-    for _ in $(seq 1 50); do
-        grep -qx "$1" "$D/wg-out" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "fake WireGuard server did not answer $1:" >&2
-    cat "$D/wg-server.log" >&2
-    exit 1
+    retry 50 grep -qxs "$1" "$D/wg-out" || {
+        echo "fake WireGuard server did not answer $1:" >&2
+        cat "$D/wg-server.log" >&2
+        exit 1
+    }
 }
 # sing-box's shadowsocks server, retried if it is not listening after 1.5 s.
 start_server() {
