@@ -504,6 +504,33 @@ impl Lab {
         assert!(v6.contains("unreachable default"), "{v6}");
     }
 
+    /// The client namespace's counters where a tunnel's packets may be lost: the tun's queue, UDP
+    /// receive buffers, TCP retransmissions.
+    fn datapath_counters(&self) -> String {
+        let tun = run("ip", &["-n", &self.client, "-s", "link", "show", "ccp-tun"]);
+        let snmp = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.client,
+                "nstat",
+                "-asz",
+                "UdpInDatagrams",
+                "UdpInErrors",
+                "UdpRcvbufErrors",
+                "UdpSndbufErrors",
+                "TcpRetransSegs",
+                "TcpExtTCPTimeouts",
+            ],
+        );
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&tun.stdout),
+            String::from_utf8_lossy(&snmp.stdout)
+        )
+    }
+
     fn tun_exists(&self) -> bool {
         run("ip", &["-n", &self.client, "link", "show", "ccp-tun"])
             .status
@@ -540,7 +567,10 @@ impl Lab {
         );
         self.servers.push(http);
         let got = dir.join("down.bin");
-        eventually(Duration::from_secs(10), "16 MiB down through the tunnel", || {
+        // Attempts until the server listens; a transfer that stalls ends with what got through and
+        // the counters of where packets may have been lost.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
             let out = run(
                 "ip",
                 &[
@@ -552,13 +582,26 @@ impl Lab {
                     "--fail",
                     "-m",
                     "30",
+                    "-w",
+                    "%{size_download} bytes in %{time_total} s",
                     "-o",
                     got.to_str().unwrap(),
                     &format!("http://{PROBE_ADDR}:8081/bulk.bin"),
                 ],
             );
-            out.status.success().then_some(())
-        });
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "16 MiB down through the tunnel: the last try ({}) got {}, {}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr).trim(),
+                self.datapath_counters()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         assert_eq!(sha(&got), want, "the download through the tunnel arrived changed");
 
         let hashed = dir.join("up.sha256");

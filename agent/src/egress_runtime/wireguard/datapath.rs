@@ -53,6 +53,8 @@ const GRO_ROOM: usize = 65_536;
 /// 512 bytes. A super-packet of smaller segments (a socket that set a tiny MSS) is dropped, and
 /// its sender retransmits.
 const SPLIT: usize = tun_rs::IDEAL_BATCH_SIZE;
+/// Packets one turn of reading the tun may bring (see [`TunToUdp::read`]).
+const READ_ROOM: usize = GSO_MAX_SEGMENTS + SPLIT;
 /// The largest super-packet the tun hands over or takes.
 const SUPER: usize = 65_535;
 /// Most bytes one GSO send may carry (the UDP length field, less the UDP and IPv4 headers).
@@ -264,6 +266,9 @@ pub(super) fn spawn(
     fail: &mpsc::Sender<Error>,
 ) -> Result<(), Error> {
     let (tun, mut udp, peers, fail) = (tun.clone(), udp.clone(), peers.clone(), fail.clone());
+    // The packet thread reads the tun until it is empty (see [`TunToUdp::step`]).
+    tun.set_nonblocking(true)
+        .map_err(Error::io("make the tun device non-blocking"))?;
     std::thread::Builder::new()
         .name("wireguard".into())
         .spawn(move || {
@@ -332,8 +337,14 @@ fn same(targets: &[Option<Arc<Peer>>], i: usize, peer: &Arc<Peer>) -> bool {
         .is_some_and(|p| Arc::ptr_eq(p, peer))
 }
 
-/// tun → encapsulate → UDP, a super-packet (split into up to [`SPLIT`] packets) at a time; the
-/// datagrams of a run of packets for one peer are laid end to end in one buffer for the GSO send.
+/// tun → encapsulate → UDP, what the tun holds at a time (one super-packet, or up to a GSO send's
+/// worth of single packets); the datagrams of a run of packets for one peer are laid end to end in
+/// one buffer for the GSO send.
+///
+/// The tun is read until it is empty, not once per `poll`: a download's ACKs come one small
+/// packet per read, hundreds for each batch the other direction writes, and one read per turn
+/// left them to overflow the tun's queue (the sender then waits for retransmission timeouts).
+/// Equal-sized as they are, they also leave in GSO sends.
 struct TunToUdp {
     original: Vec<u8>,
     packets: Vec<Vec<u8>>,
@@ -347,35 +358,59 @@ impl TunToUdp {
     fn new() -> Self {
         Self {
             original: vec![0u8; VIRTIO_NET_HDR_LEN + SUPER],
-            packets: vec![vec![0u8; SLOT]; SPLIT],
-            sizes: vec![0usize; SPLIT],
-            out: vec![0u8; SPLIT * SLOT],
-            lens: Vec::with_capacity(SPLIT),
-            targets: Vec::with_capacity(SPLIT),
+            // Reads go on while fewer than GSO_MAX_SEGMENTS packets are in, so each has SPLIT
+            // slots free.
+            packets: vec![vec![0u8; SLOT]; READ_ROOM],
+            sizes: vec![0usize; READ_ROOM],
+            out: vec![0u8; READ_ROOM * SLOT],
+            lens: Vec::with_capacity(READ_ROOM),
+            targets: Vec::with_capacity(READ_ROOM),
         }
     }
 
-    /// One read of the tun and what it brought sent; an error only if the device is gone.
+    /// Reads the (non-blocking) tun until it is empty, a read brought a super-packet, or a GSO
+    /// send's worth of single packets is in; the number of packets in `packets`.
+    fn read(&mut self, tun: &tun_rs::SyncDevice) -> Result<usize, Error> {
+        let mut n = 0;
+        while n < GSO_MAX_SEGMENTS {
+            match tun.recv_multiple(
+                &mut self.original,
+                &mut self.packets[n..],
+                &mut self.sizes[n..],
+                0,
+            ) {
+                Ok(k) => {
+                    n += k;
+                    // A super-packet is a batch already; more reads would only let the buffers
+                    // outgrow the caches.
+                    if k > 1 {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // Not from the device but from splitting what it handed over (too many segments,
+                // a header tun-rs refuses): that one super-packet is dropped.
+                Err(e) if e.raw_os_error().is_none() => {
+                    tracing::trace!(error = %e, "dropped: super-packet not split");
+                }
+                Err(e) => return Err(Error::io("read the tun device")(e)),
+            }
+        }
+        Ok(n)
+    }
+
+    /// What the tun holds read and sent; an error only if the device is gone.
     fn step(&mut self, tun: &tun_rs::SyncDevice, udp: &mut Udp, peers: &dyn Peers) -> Result<(), Error> {
+        let n = self.read(tun)?;
         let Self {
-            original,
             packets,
             sizes,
             out,
             lens,
             targets,
+            ..
         } = self;
-        let n = match tun.recv_multiple(original, packets, sizes, 0) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(()),
-            // Not from the device but from splitting what it handed over (too many segments, a
-            // header tun-rs refuses): that one super-packet is dropped.
-            Err(e) if e.raw_os_error().is_none() => {
-                tracing::trace!(error = %e, "dropped: super-packet not split");
-                return Ok(());
-            }
-            Err(e) => return Err(Error::io("read the tun device")(e)),
-        };
         targets.clear();
         targets.extend(
             packets
