@@ -338,6 +338,21 @@ async fn node_pid(container: &str, inner: u32) -> anyhow::Result<u32> {
     bail!("no process {inner} in {container}")
 }
 
+/// The TCP congestion control new sockets get in the network namespace of `ns` (an `nsenter`
+/// target: a file under /run/netns or /proc/PID/ns): the senders' choice shapes every path's
+/// figures (docs/egress.md).
+async fn congestion_control(ns: &str) -> String {
+    let out = tokio::process::Command::new("nsenter")
+        .arg(format!("--net={ns}"))
+        .args(["cat", "/proc/sys/net/ipv4/tcp_congestion_control"])
+        .output()
+        .await;
+    match out {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        _ => "unknown".to_owned(),
+    }
+}
+
 /// User plus system time of process `pid` so far, in clock ticks (`/proc/PID/stat` fields 14-15).
 fn cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -595,6 +610,9 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
         restores.push((route.name, times, ups, failed));
     }
     drop(sink_process);
+    let sink_cc = congestion_control(&format!("/run/netns/{}", net.probe_netns())).await;
+    let host_init = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &bench.container]).await;
+    let host_cc = congestion_control(&format!("/proc/{}/ns/net", host_init.trim())).await;
 
     println!();
     println!("cloud-cli-proxy bench: egress");
@@ -607,6 +625,7 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
         WgServerProgram::WireguardGo => "wireguard-go",
     };
     println!("  fake WireGuard server: {server}");
+    println!("  TCP congestion control of the senders: sink (down) {sink_cc}, host (up) {host_cc}");
     println!();
     println!(
         "  {:<22} {:>14} {:>8} {:>14} {:>8}",
