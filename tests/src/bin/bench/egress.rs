@@ -33,6 +33,10 @@
 //! the client's CPU per GiB, so on a two-core machine it set the speed the bench measured.
 //! `CCP_FAKENET_WG=wireguard-go` measures against wireguard-go all the same.
 //!
+//! `--congestion-control NAME` sets the TCP congestion control of the namespaces where the measured
+//! connections start (the sink's, the shadowsocks server's, the host's); the senders' is printed
+//! either way, as it shapes every figure.
+//!
 //! Timing figures are printed, never judged; a path that does not work is an error (exit 1).
 //! Needs root, Docker with the host image, sing-box, nft, iproute2 and the workspace binaries
 //! (`cargo build --workspace --bins`; `CCP_BIN_DIR`), among them the fake WireGuard server.
@@ -67,15 +71,35 @@ struct Args {
     mib: u64,
     rounds: usize,
     kills: usize,
+    /// The TCP congestion control the senders' namespaces are set to; none: as the node made them.
+    congestion_control: Option<String>,
 }
 
-fn parse(args: Vec<String>) -> anyhow::Result<Args> {
+fn parse(mut args: Vec<String>) -> anyhow::Result<Args> {
+    let mut congestion_control = None;
+    if let Some(at) = args.iter().position(|a| a == "--congestion-control") {
+        let name = args
+            .get(at + 1)
+            .context("--congestion-control needs a name")?
+            .clone();
+        let available = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
+            .context("read the available congestion controls")?;
+        if !available.split_whitespace().any(|a| a == name) {
+            bail!(
+                "--congestion-control {name}: not available here (available: {})",
+                available.trim()
+            );
+        }
+        congestion_control = Some(name);
+        args.drain(at..at + 2);
+    }
     let flags = super::numeric_flags(args, &["--mib", "--rounds", "--kills"])?;
     let count = |name: &str, default: u64| usize::try_from(flags.get(name).copied().unwrap_or(default));
     Ok(Args {
         mib: flags.get("--mib").copied().unwrap_or(256),
         rounds: count("--rounds", 3)?,
         kills: count("--kills", 5)?,
+        congestion_control,
     })
 }
 
@@ -97,6 +121,9 @@ struct Bench {
     egress_container: String,
     probe: Ipv4Addr,
     sink: SocketAddr,
+    /// `--congestion-control`, set again in the host's namespace after every restart (a
+    /// restarted container has a new one).
+    congestion_control: Option<String>,
 }
 
 impl Bench {
@@ -109,6 +136,9 @@ impl Bench {
             self.eg.bind(net, *kind, &self.host_id, ip).await;
         }
         self.eg.restart(&self.host_id).await;
+        if let Some(name) = &self.congestion_control {
+            set_congestion_control(&netns_of(&self.egress_container).await, name).await?;
+        }
         let url = format!("http://{}/ip", self.probe);
         let deadline = Instant::now() + PATH_READY;
         loop {
@@ -338,6 +368,31 @@ async fn node_pid(container: &str, inner: u32) -> anyhow::Result<u32> {
     bail!("no process {inner} in {container}")
 }
 
+/// The network namespace of `container` as it runs now, as an `nsenter` target.
+async fn netns_of(container: &str) -> String {
+    let init = docker_ok(&["inspect", "-f", "{{.State.Pid}}", container]).await;
+    format!("/proc/{}/ns/net", init.trim())
+}
+
+/// Sets the TCP congestion control new sockets get in the network namespace of `ns` (as for
+/// [`congestion_control`]); `name` is one the kernel has.
+async fn set_congestion_control(ns: &str, name: &str) -> anyhow::Result<()> {
+    let status = tokio::process::Command::new("nsenter")
+        .arg(format!("--net={ns}"))
+        .args([
+            "sysctl",
+            "-qw",
+            &format!("net.ipv4.tcp_congestion_control={name}"),
+        ])
+        .status()
+        .await
+        .context("run nsenter")?;
+    if !status.success() {
+        bail!("setting the congestion control in {ns} failed ({status})");
+    }
+    Ok(())
+}
+
 /// The TCP congestion control new sockets get in the network namespace of `ns` (an `nsenter`
 /// target: a file under /run/netns or /proc/PID/ns): the senders' choice shapes every path's
 /// figures (docs/egress.md).
@@ -500,12 +555,24 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
     for kind in [Kind::Wireguard, Kind::Shadowsocks] {
         net.allow_endpoint(net.server(kind).ip)?;
     }
+    let sink_netns = format!("/run/netns/{}", net.probe_netns());
+    if let Some(name) = &args.congestion_control {
+        // Every namespace where a TCP connection of the measured paths starts: the sink's (down),
+        // the shadowsocks server's (its legs to the sink and back to the host), and the host's,
+        // which its egress container and sing-box share (up, and the proxy's leg to its server;
+        // set by `Bench::take` after each restart).
+        let ss_netns = format!("/run/netns/{}", net.server(Kind::Shadowsocks).netns);
+        for ns in [&sink_netns, &ss_netns] {
+            set_congestion_control(ns, name).await?;
+        }
+    }
     let bench = Bench {
         container: eg.node.host_container(&host.short_id),
         egress_container: eg.node.egress_container(&host.short_id),
         host_id: host.id,
         probe: net.probe_ip(),
         sink,
+        congestion_control: args.congestion_control.clone(),
         eg,
     };
     let routes = [
@@ -610,9 +677,8 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
         restores.push((route.name, times, ups, failed));
     }
     drop(sink_process);
-    let sink_cc = congestion_control(&format!("/run/netns/{}", net.probe_netns())).await;
-    let host_init = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &bench.container]).await;
-    let host_cc = congestion_control(&format!("/proc/{}/ns/net", host_init.trim())).await;
+    let sink_cc = congestion_control(&sink_netns).await;
+    let host_cc = congestion_control(&netns_of(&bench.egress_container).await).await;
 
     println!();
     println!("cloud-cli-proxy bench: egress");
@@ -625,7 +691,12 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
         WgServerProgram::WireguardGo => "wireguard-go",
     };
     println!("  fake WireGuard server: {server}");
-    println!("  TCP congestion control of the senders: sink (down) {sink_cc}, host (up) {host_cc}");
+    let set_by = if args.congestion_control.is_some() {
+        " (set by --congestion-control)"
+    } else {
+        " (as the node made them)"
+    };
+    println!("  TCP congestion control of the senders: sink (down) {sink_cc}, host (up) {host_cc}{set_by}");
     println!();
     println!(
         "  {:<22} {:>14} {:>8} {:>14} {:>8}",

@@ -26,7 +26,7 @@
 //!
 //! `cargo run -p cloud-cli-proxy-tests --release --bin cloud-cli-proxy-bench -- hosts [--sequential N]
 //! [--burst N]`, `… -- ssh [--mib N] [--logins N]`, `… -- recording [--mib N] [--pty-mib N]`,
-//! `… -- egress [--mib N] [--rounds N] [--kills N]`, `… -- egress-test [--runs N]`
+//! `… -- egress [--mib N] [--rounds N] [--kills N] [--congestion-control NAME]`, `… -- egress-test [--runs N]`
 //! (root), `… -- dashboard [--runs N] [--hosts N] [--seconds N] [--rounds N]` (root, chromium). The
 //! control plane binary is taken from `CCP_BIN_DIR` (default `target/debug`; build it
 //! with `cargo build --workspace --bins`).
@@ -88,7 +88,7 @@ fn parse_args() -> anyhow::Result<Args> {
             bail!(
                 "usage: cloud-cli-proxy-bench hosts [--sequential N] [--burst N] | ssh [--mib N] [--logins N] \
                  | recording [--mib N] [--pty-mib N] \
-                 | egress [--mib N] [--rounds N] [--kills N] | egress-test [--runs N] \
+                 | egress [--mib N] [--rounds N] [--kills N] [--congestion-control NAME] | egress-test [--runs N] \
                  | dashboard [--runs N] [--hosts N] [--seconds N] [--rounds N] \
                  | api [--seconds N] [--clients N] \
                  | fleet [--hosts N] [--step N] [--max N] [--window N] [--interval N] [--replicas 1|2] \
