@@ -342,9 +342,9 @@ fn same(targets: &[Option<Arc<Peer>>], i: usize, peer: &Arc<Peer>) -> bool {
 /// one buffer for the GSO send.
 ///
 /// The tun is read until it is empty, not once per `poll`: a download's ACKs come one small
-/// packet per read, hundreds for each batch the other direction writes, and one read per turn
-/// left them to overflow the tun's queue (the sender then waits for retransmission timeouts).
-/// Equal-sized as they are, they also leave in GSO sends.
+/// packet per read, many for each batch the other direction writes, and one read per turn left
+/// the rest waiting in the tun's queue behind whole batches of the other direction. Equal-sized as
+/// they are, they also leave in GSO sends.
 struct TunToUdp {
     original: Vec<u8>,
     packets: Vec<Vec<u8>>,
@@ -381,9 +381,9 @@ impl TunToUdp {
             ) {
                 Ok(k) => {
                     n += k;
-                    // A super-packet is a batch already; more reads would only let the buffers
-                    // outgrow the caches.
-                    if k > 1 {
+                    // A super-packet is a batch already (more reads would only let the buffers
+                    // outgrow the caches), and a read that brought nothing ends the turn.
+                    if k != 1 {
                         break;
                     }
                 }
