@@ -266,7 +266,7 @@ pub(super) fn spawn(
     fail: &mpsc::Sender<Error>,
 ) -> Result<(), Error> {
     let (tun, mut udp, peers, fail) = (tun.clone(), udp.clone(), peers.clone(), fail.clone());
-    // The packet thread reads the tun until it is empty (see [`TunToUdp::step`]).
+    // The packet thread reads the tun until it is empty (see [`TunToUdp::read`]).
     tun.set_nonblocking(true)
         .map_err(Error::io("make the tun device non-blocking"))?;
     std::thread::Builder::new()
@@ -526,16 +526,12 @@ impl UdpToTun {
             }
             // A full batch is written before the rest of what was received, with the lock released.
             if ready == packets.len() {
-                if let Some(e) = write_tun(tun, gro, &mut packets[..ready]) {
-                    return Err(e);
-                }
+                write_tun(tun, gro, &mut packets[..ready])?;
                 ready = 0;
             }
         }
-        if ready > 0
-            && let Some(e) = write_tun(tun, gro, &mut packets[..ready])
-        {
-            return Err(e);
+        if ready > 0 {
+            write_tun(tun, gro, &mut packets[..ready])?;
         }
         Ok(())
     }
@@ -603,16 +599,16 @@ impl Receiver {
 }
 
 /// Writes decrypted packets to the tun, coalesced per flow; an error only if the device is gone.
-fn write_tun(tun: &tun_rs::SyncDevice, gro: &mut GROTable, packets: &mut [Vec<u8>]) -> Option<Error> {
+fn write_tun(tun: &tun_rs::SyncDevice, gro: &mut GROTable, packets: &mut [Vec<u8>]) -> Result<(), Error> {
     match tun.send_multiple(gro, packets, TUN_OFFSET) {
-        Ok(_) => None,
+        Ok(_) => Ok(()),
         // From coalescing, or a packet the kernel refused (a malformed one from the peer): that
         // batch is dropped.
         Err(e) if e.raw_os_error().is_none_or(|code| code == nix::libc::EINVAL) => {
             tracing::trace!(error = %e, "dropped: tun write");
-            None
+            Ok(())
         }
-        Err(e) => Some(Error::io("write the tun device")(e)),
+        Err(e) => Err(Error::io("write the tun device")(e)),
     }
 }
 

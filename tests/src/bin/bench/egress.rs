@@ -345,8 +345,7 @@ struct Restore {
 
 /// The node's id of process `inner` of `container`'s PID namespace (`NSpid` in /proc).
 async fn node_pid(container: &str, inner: u32) -> anyhow::Result<u32> {
-    let init = docker_ok(&["inspect", "-f", "{{.State.Pid}}", container]).await;
-    let ns = std::fs::read_link(format!("/proc/{}/ns/pid", init.trim()))
+    let ns = std::fs::read_link(format!("/proc/{}/ns/pid", init_pid(container).await))
         .with_context(|| format!("PID namespace of {container}"))?;
     for entry in std::fs::read_dir("/proc")?.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
@@ -368,44 +367,48 @@ async fn node_pid(container: &str, inner: u32) -> anyhow::Result<u32> {
     bail!("no process {inner} in {container}")
 }
 
+/// The node's id of `container`'s first process, as it runs now.
+async fn init_pid(container: &str) -> String {
+    docker_ok(&["inspect", "-f", "{{.State.Pid}}", container])
+        .await
+        .trim()
+        .to_owned()
+}
+
 /// The network namespace of `container` as it runs now, as an `nsenter` target.
 async fn netns_of(container: &str) -> String {
-    let init = docker_ok(&["inspect", "-f", "{{.State.Pid}}", container]).await;
-    format!("/proc/{}/ns/net", init.trim())
+    format!("/proc/{}/ns/net", init_pid(container).await)
 }
 
-/// Sets the TCP congestion control new sockets get in the network namespace of `ns` (as for
-/// [`congestion_control`]); `name` is one the kernel has.
-async fn set_congestion_control(ns: &str, name: &str) -> anyhow::Result<()> {
-    let status = tokio::process::Command::new("nsenter")
-        .arg(format!("--net={ns}"))
-        .args([
-            "sysctl",
-            "-qw",
-            &format!("net.ipv4.tcp_congestion_control={name}"),
-        ])
-        .status()
-        .await
-        .context("run nsenter")?;
-    if !status.success() {
-        bail!("setting the congestion control in {ns} failed ({status})");
-    }
-    Ok(())
-}
-
-/// The TCP congestion control new sockets get in the network namespace of `ns` (an `nsenter`
-/// target: a file under /run/netns or /proc/PID/ns): the senders' choice shapes every path's
-/// figures (docs/egress.md).
-async fn congestion_control(ns: &str) -> String {
+/// `sysctl FLAG SETTING` in the network namespace of `ns` (an `nsenter` target: a file under
+/// /run/netns or /proc/PID/ns); its output if it succeeded.
+async fn netns_sysctl(ns: &str, flag: &str, setting: &str) -> Option<String> {
     let out = tokio::process::Command::new("nsenter")
         .arg(format!("--net={ns}"))
-        .args(["cat", "/proc/sys/net/ipv4/tcp_congestion_control"])
+        .args(["sysctl", flag, setting])
         .output()
-        .await;
-    match out {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        _ => "unknown".to_owned(),
-    }
+        .await
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Sets the TCP congestion control new sockets get in the network namespace of `ns`; `name` is
+/// one the kernel has.
+async fn set_congestion_control(ns: &str, name: &str) -> anyhow::Result<()> {
+    netns_sysctl(ns, "-qw", &format!("net.ipv4.tcp_congestion_control={name}"))
+        .await
+        .map(drop)
+        .with_context(|| format!("setting the congestion control in {ns} failed"))
+}
+
+/// The TCP congestion control new sockets get in the network namespace of `ns`: the senders'
+/// choice shapes every path's figures (docs/egress.md).
+async fn congestion_control(ns: &str) -> String {
+    netns_sysctl(ns, "-n", "net.ipv4.tcp_congestion_control")
+        .await
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// User plus system time of process `pid` so far, in clock ticks (`/proc/PID/stat` fields 14-15).
