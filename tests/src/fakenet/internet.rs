@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Each proxy server namespace runs a sing-box server whose direct outbound relays from the
-//! server's own address, so the probe sees the declared egress IP as the exit. The WireGuard
+//! server's own address, so the probe sees the declared egress IP as the exit. The shadowsocks
+//! server's method is `2022-blake3-aes-128-gcm` unless `CCP_FAKENET_SS_METHOD` names another. The WireGuard
 //! server has a userspace tun, `ccpf<pid>wg`; its namespace forwards what leaves the tunnel and
 //! masquerades it to the server's address, to the same effect. Which program serves it is a
 //! [`WgServerProgram`]:
@@ -278,6 +279,7 @@ impl FakeInternet {
             );
         }
         run(&sing_box(), &["version"]).context("sing-box is needed (set SING_BOX to its path)")?;
+        let ss_method = super::servers::shadowsocks_method_from_env()?;
         match wg_program {
             WgServerProgram::WireguardGo => {
                 run(&wireguard_go(), &["--version"])
@@ -337,7 +339,7 @@ impl FakeInternet {
             } else {
                 None
             };
-            let mut server = Server::new(kind, ns(kind.role()), wg);
+            let mut server = Server::new(kind, ns(kind.role()), wg).with_shadowsocks_method(ss_method);
             if kind == Kind::Trojan {
                 server.cert_pem = std::fs::read_to_string(&cert)?;
             }

@@ -136,8 +136,10 @@ pub struct Server {
     pub netns: String,
     /// socks and http.
     pub username: String,
-    /// socks, http, trojan; the shadowsocks 2022 key (base64 of 16 bytes).
+    /// socks, http, trojan; the shadowsocks 2022 key (base64 of as many bytes as its method's key).
     pub password: String,
+    /// shadowsocks: one of [`SHADOWSOCKS_METHODS`].
+    pub method: &'static str,
     /// vmess and vless.
     pub uuid: String,
     /// TLS name of the trojan server, and its self-signed certificate (PEM).
@@ -147,12 +149,48 @@ pub struct Server {
 }
 
 pub const SHADOWSOCKS_METHOD: &str = "2022-blake3-aes-128-gcm";
+/// The shadowsocks 2022 methods the fake server can use, with the bytes of key each takes.
+pub const SHADOWSOCKS_METHODS: [(&str, usize); 3] = [
+    ("2022-blake3-aes-128-gcm", 16),
+    ("2022-blake3-aes-256-gcm", 32),
+    ("2022-blake3-chacha20-poly1305", 32),
+];
+
+/// `CCP_FAKENET_SS_METHOD` if set (one of [`SHADOWSOCKS_METHODS`]), else [`SHADOWSOCKS_METHOD`]: a
+/// benchmark can then compare shadowsocks and WireGuard with the same cipher.
+pub fn shadowsocks_method_from_env() -> anyhow::Result<&'static str> {
+    match std::env::var("CCP_FAKENET_SS_METHOD").as_deref() {
+        Err(_) | Ok("") => Ok(SHADOWSOCKS_METHOD),
+        Ok(name) => SHADOWSOCKS_METHODS
+            .iter()
+            .find(|(m, _)| *m == name)
+            .map(|(m, _)| *m)
+            .ok_or_else(|| {
+                let known: Vec<&str> = SHADOWSOCKS_METHODS.iter().map(|(m, _)| *m).collect();
+                anyhow::anyhow!(
+                    "CCP_FAKENET_SS_METHOD is `{name}`, not one of {}",
+                    known.join(", ")
+                )
+            }),
+    }
+}
+
+/// A fresh random shadowsocks 2022 key for `method` (base64).
+fn shadowsocks_key(method: &str) -> String {
+    use base64::Engine as _;
+    use rand::Rng as _;
+    let len = SHADOWSOCKS_METHODS
+        .iter()
+        .find(|(m, _)| *m == method)
+        .map_or(16, |(_, len)| *len);
+    let key: Vec<u8> = (0..len).map(|_| rand::thread_rng().r#gen()).collect();
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
 pub const TROJAN_SERVER_NAME: &str = "trojan.fakenet.test";
 
 impl Server {
     /// A server of `kind` with fresh random credentials (`wg`: the keys for a wireguard server).
     pub fn new(kind: Kind, netns: String, wg: Option<WgServer>) -> Self {
-        use base64::Engine as _;
         use rand::Rng as _;
         let mut rng = rand::thread_rng();
         let word = |rng: &mut rand::rngs::ThreadRng| -> String {
@@ -161,7 +199,7 @@ impl Server {
                 .collect()
         };
         let password = if kind == Kind::Shadowsocks {
-            base64::engine::general_purpose::STANDARD.encode(rng.r#gen::<[u8; 16]>())
+            shadowsocks_key(SHADOWSOCKS_METHOD)
         } else {
             word(&mut rng)
         };
@@ -172,11 +210,23 @@ impl Server {
             netns,
             username: format!("u{}", word(&mut rng)),
             password,
+            method: SHADOWSOCKS_METHOD,
             uuid: uuid::Uuid::new_v4().to_string(),
             server_name: TROJAN_SERVER_NAME.to_owned(),
             cert_pem: String::new(),
             wg,
         }
+    }
+
+    /// The same server with shadowsocks `method` (one of [`SHADOWSOCKS_METHODS`]) and a fresh key
+    /// for it; other kinds are unchanged.
+    #[must_use]
+    pub fn with_shadowsocks_method(mut self, method: &'static str) -> Self {
+        if self.kind == Kind::Shadowsocks {
+            self.method = method;
+            self.password = shadowsocks_key(method);
+        }
+        self
     }
 
     /// The sing-box configuration of a proxy server: one inbound on its address, and a direct
@@ -193,7 +243,7 @@ impl Server {
         let inbound = match self.kind {
             Kind::Wireguard => return None,
             Kind::Socks | Kind::Http => json!({"users": [user]}),
-            Kind::Shadowsocks => json!({"method": SHADOWSOCKS_METHOD, "password": self.password}),
+            Kind::Shadowsocks => json!({"method": self.method, "password": self.password}),
             Kind::Vmess => json!({"users": [{"name": "fakenet", "uuid": self.uuid, "alterId": 0}]}),
             Kind::Vless => json!({"users": [{"name": "fakenet", "uuid": self.uuid}]}),
             Kind::Trojan => {
@@ -230,7 +280,7 @@ impl Server {
         let mut outbound = json!({"type": self.kind.name(), "server": ip, "server_port": self.port});
         let extra = match self.kind {
             Kind::Socks | Kind::Http => json!({"username": self.username, "password": self.password}),
-            Kind::Shadowsocks => json!({"method": SHADOWSOCKS_METHOD, "password": self.password}),
+            Kind::Shadowsocks => json!({"method": self.method, "password": self.password}),
             Kind::Vmess => json!({"uuid": self.uuid, "security": "auto", "alter_id": 0}),
             Kind::Vless => json!({"uuid": self.uuid}),
             Kind::Trojan => json!({"password": self.password,
@@ -383,6 +433,52 @@ mod tests {
         let older = text.find("PublicKey = x9Bq3U").unwrap();
         let newer = text.find("PublicKey = bmV3ZXIt").unwrap();
         assert!(older < newer, "{text}");
+    }
+
+    /// Every shadowsocks method the fake server can take gets a key of its length, in the server's
+    /// config and in the egress body alike, and sing-box takes both ends with it.
+    #[test]
+    fn each_shadowsocks_method_gets_a_key_of_its_length() {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let dns = Ipv4Addr::new(198, 18, 1, 53);
+        for (method, len) in SHADOWSOCKS_METHODS {
+            let s = server(Kind::Shadowsocks).with_shadowsocks_method(method);
+            let key = base64::engine::general_purpose::STANDARD
+                .decode(&s.password)
+                .unwrap();
+            assert_eq!(key.len(), len, "{method}");
+            let config = s.config(None).unwrap();
+            let body = s.egress_body("l", dns);
+            assert_eq!(config["inbounds"][0]["method"], method);
+            assert_eq!(config["inbounds"][0]["password"], s.password);
+            assert_eq!(body["proxy_config"]["method"], method);
+            assert_eq!(body["proxy_config"]["password"], s.password);
+            let client = client_config(&body, None, 1080, None);
+            for (name, config) in [("server", config), ("client", client)] {
+                let path = dir.path().join(format!("{method}-{name}.json"));
+                std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+                let out = std::process::Command::new(crate::fakenet::sing_box())
+                    .args(["check", "-c"])
+                    .arg(&path)
+                    .output()
+                    .expect("sing-box is installed");
+                assert!(
+                    out.status.success(),
+                    "{method} {name}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        // Other kinds keep what they had.
+        let socks = server(Kind::Socks);
+        let password = socks.password.clone();
+        assert_eq!(
+            socks
+                .with_shadowsocks_method("2022-blake3-chacha20-poly1305")
+                .password,
+            password
+        );
     }
 
     /// `sing-box check` accepts every server config and the client made from every body (the

@@ -694,6 +694,10 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
         WgServerProgram::WireguardGo => "wireguard-go",
     };
     println!("  fake WireGuard server: {server}");
+    println!(
+        "  shadowsocks method: {} (CCP_FAKENET_SS_METHOD picks another)",
+        net.server(Kind::Shadowsocks).method
+    );
     let set_by = if args.congestion_control.is_some() {
         " (set by --congestion-control)"
     } else {
