@@ -226,7 +226,15 @@ async fn leak_suite(kind: Kind) {
         )
         .await
     });
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The kill comes once the session's loop runs in the host, so the session is open across it
+    // (`tic[k]`: the pattern does not match pgrep's own shell).
+    cloud_cli_proxy_tests::api::eventually(Duration::from_secs(30), "the SSH session's loop", || async {
+        b.sh("pgrep -f 'echo tic[k]' >/dev/null")
+            .await
+            .success()
+            .then_some(())
+    })
+    .await;
     let kill = exec_root(&b.egress_container, &["kill", "-9", &pid.to_string()]).await;
     assert!(kill.success(), "kill -9 {pid}: {}", kill.both());
     let back = b
