@@ -172,9 +172,11 @@ step_shell() {
 step_test() {
     local args=() failed=0 script
     read -r -a args <<<"${TEST_ARGS:-}"
-    # deps installed sing-box and CI runs as root: the egress suites must run, never skip.
-    # Likewise schemathesis, which deps installed into tests/.venv.
+    # deps installed sing-box and Docker, and CI runs as root: the egress suites and the agent's
+    # Docker and namespace tests must run, never skip. Likewise schemathesis, which deps installed
+    # into tests/.venv.
     export CCP_REQUIRE_SING_BOX=1 CCP_REQUIRE_NETNS=1 CCP_REQUIRE_BROWSER=1 CCP_REQUIRE_SCHEMATHESIS=1
+    export CCP_REQUIRE_DOCKER=1
     ensure_postgres
     export CCP_REQUIRE_POSTGRES=1
     for script in tests/scripts/*.sh; do

@@ -376,6 +376,17 @@ pub(crate) async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> 
     }
 }
 
+/// For tests: one that cannot run here (`why`) is skipped, unless the environment variable `require`
+/// is `1` (as `tests/run.sh` sets it, where everything is installed), which makes that a failure.
+#[cfg(test)]
+pub(crate) fn skip_unless_required(require: &str, why: &str) {
+    assert!(
+        std::env::var(require).as_deref() != Ok("1"),
+        "{require}=1 but {why}"
+    );
+    eprintln!("skipping: {why}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
