@@ -9,7 +9,9 @@
 //! [`conntrack`] (flushing a namespace's connection tracking), [`secrets`] (per-host files),
 //! [`reconcile`] (drift repair), [`tasks`] (claim/progress/result loop), [`node`] (facts about the
 //! machine), [`probe_client`] (the egress test's checks against the probe, whose server is the
-//! `probe` crate).
+//! `probe` crate), [`egress_health`] (the periodic check of each bound host's egress),
+//! [`netns`] (running work inside a host's namespace), [`traffic`] (per-host byte counters),
+//! [`enrol`] (the node's credential), [`metrics`] (its Prometheus metrics).
 
 pub mod config;
 pub mod conntrack;

@@ -1,5 +1,9 @@
 //! The cloud-cli-proxy control plane: the operator's HTTP API, authentication, the database, durable
-//! host tasks and the audit log. `run` is the whole server; `main.rs` only parses configuration.
+//! host tasks and the audit log; the dashboard ([`web`]) with each host's desktop ([`vnc`]) and
+//! terminal ([`terminal`]); the entry paths ([`access`]: bootstrap scripts and short links); the
+//! replicas' coordination over PostgreSQL ([`cluster`]). On one machine it also runs the node agent
+//! and the SSH gateway in its own process (`EMBEDDED_AGENT`, `EMBEDDED_SSH_PROXY`). `run` is the whole
+//! server; `main.rs` only parses configuration.
 
 pub mod access;
 pub mod api;
