@@ -442,31 +442,8 @@ pub fn weak_secret_reason(secret: &str) -> Option<&'static str> {
     None
 }
 
-/// A string that never shows up in `Debug` output or logs.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
-    }
-}
+/// A string that never shows up in `Debug` output or logs (the one type for every credential).
+pub use wire::Secret;
 
 /// `SESSION_RECORDING`: the installation's default for recording pty sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -5,6 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 pub mod proxy;
+pub mod secret;
+
+pub use secret::Secret;
 
 /// Header carrying the agent's node credential (issued once by `POST /v1/agent/enrol`); the control
 /// plane stores only its hash and takes the node from it.

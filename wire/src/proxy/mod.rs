@@ -7,7 +7,6 @@
 //! ...) and `multiplex` are refused: routing belongs to the system, and letting an operator set it per
 //! egress IP could steer traffic around the tunnel.
 
-use std::fmt;
 use std::net::IpAddr;
 
 use serde::de::DeserializeOwned;
@@ -55,26 +54,7 @@ impl ConfigError {
     }
 }
 
-/// A credential: serialized in full (sing-box needs it), redacted in `Debug` so it never reaches a log.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(MASK)
-    }
-}
+pub use crate::secret::Secret;
 
 /// A sing-box outbound, tagged by `type` as in sing-box's JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
