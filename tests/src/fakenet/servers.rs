@@ -456,18 +456,7 @@ mod tests {
             assert_eq!(body["proxy_config"]["password"], s.password);
             let client = client_config(&body, None, 1080, None);
             for (name, config) in [("server", config), ("client", client)] {
-                let path = dir.path().join(format!("{method}-{name}.json"));
-                std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
-                let out = std::process::Command::new(crate::fakenet::sing_box())
-                    .args(["check", "-c"])
-                    .arg(&path)
-                    .output()
-                    .expect("sing-box is installed");
-                assert!(
-                    out.status.success(),
-                    "{method} {name}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                sing_box_check(dir.path(), &format!("{method}-{name}"), &config);
             }
         }
         // Other kinds keep what they had.
@@ -493,19 +482,24 @@ mod tests {
             let client = client_config(&body, Some(&wg().private_key), 1080, Some(1081));
             let server = s.config(None).map(|c| ("server", c));
             for (name, config) in server.into_iter().chain([("client", client)]) {
-                let path = dir.path().join(format!("{}-{name}.json", kind.name()));
-                std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
-                let out = std::process::Command::new(crate::fakenet::sing_box())
-                    .args(["check", "-c"])
-                    .arg(&path)
-                    .output()
-                    .expect("sing-box is installed");
-                assert!(
-                    out.status.success(),
-                    "{kind:?} {name}: {}\n{config:#}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                sing_box_check(dir.path(), &format!("{}-{name}", kind.name()), &config);
             }
         }
+    }
+
+    /// `sing-box check` of `config`, written to `dir` as `name.json`; a refusal fails the test.
+    fn sing_box_check(dir: &std::path::Path, name: &str, config: &Value) {
+        let path = dir.join(format!("{name}.json"));
+        std::fs::write(&path, serde_json::to_vec(config).unwrap()).unwrap();
+        let out = std::process::Command::new(crate::fakenet::sing_box())
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .expect("sing-box is installed");
+        assert!(
+            out.status.success(),
+            "{name}: {}\n{config:#}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
