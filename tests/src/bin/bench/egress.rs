@@ -35,7 +35,8 @@
 //!
 //! `--congestion-control NAME` sets the TCP congestion control of the namespaces where the measured
 //! connections start (the sink's, the shadowsocks server's, the host's); the senders' is printed
-//! either way, as it shapes every figure.
+//! either way, as it shapes every figure. NAME must be in the node's
+//! `tcp_allowed_congestion_control`, the only ones a namespace other than the node's may pick.
 //!
 //! Timing figures are printed, never judged; a path that does not work is an error (exit 1).
 //! Needs root, Docker with the host image, sing-box, nft, iproute2 and the workspace binaries
@@ -82,12 +83,25 @@ fn parse(mut args: Vec<String>) -> anyhow::Result<Args> {
             .get(at + 1)
             .context("--congestion-control needs a name")?
             .clone();
-        let available = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
-            .context("read the available congestion controls")?;
+        let list = |what: &str| {
+            std::fs::read_to_string(format!("/proc/sys/net/ipv4/tcp_{what}_congestion_control"))
+                .with_context(|| format!("read the {what} congestion controls"))
+        };
+        let (available, allowed) = (list("available")?, list("allowed")?);
         if !available.split_whitespace().any(|a| a == name) {
             bail!(
                 "--congestion-control {name}: not available here (available: {})",
                 available.trim()
+            );
+        }
+        // The kernel lets a namespace other than the node's pick only an allowed one.
+        if !allowed.split_whitespace().any(|a| a == name) {
+            bail!(
+                "--congestion-control {name}: available, but network namespaces may only use the \
+                 allowed ones ({}); allow it on the node first, e.g. \
+                 `sysctl -w net.ipv4.tcp_allowed_congestion_control=\"{} {name}\"`",
+                allowed.trim(),
+                allowed.trim()
             );
         }
         congestion_control = Some(name);
