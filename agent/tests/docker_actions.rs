@@ -38,7 +38,6 @@ const FIRST_HASH: &str =
 const SECOND_HASH: &str =
     "$6$itestsalt2$LdOWRT8VrIt74TEaxCiGFbyItrDiLMqFXdpnLlrNLSfZsTFUG0p.HazrxygRMyj5Je1iXgkTdeJe/coOp8JiX/";
 
-/// Why the test cannot run here, if it cannot.
 /// Skips the test `name` for `why`, unless `CCP_REQUIRE_DOCKER=1` (set by `tests/run.sh`) makes
 /// a missing prerequisite a failure.
 fn skip_unless_required(name: &str, why: &str) {
@@ -49,6 +48,7 @@ fn skip_unless_required(name: &str, why: &str) {
     eprintln!("SKIPPED {name}: {why}");
 }
 
+/// Why the test cannot run here, if it cannot.
 fn missing_prerequisite() -> Option<String> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let root = status

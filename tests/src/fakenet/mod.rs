@@ -39,7 +39,7 @@ pub use internet::{
 };
 pub use leaks::LeakCount;
 pub use netns::{curl_in, http_status_in, run_in, sweep_stale};
-pub use servers::{Kind, Server, client_config};
+pub use servers::{Kind, Server, client_config, shadowsocks_method_name};
 
 /// An IPv4 network: an address and a prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

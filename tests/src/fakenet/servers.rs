@@ -7,6 +7,7 @@
 use std::net::Ipv4Addr;
 
 use serde_json::{Value, json};
+use wire::proxy::ShadowsocksMethod;
 
 /// One kind of tunnel server; each runs in its own namespace at its own address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -138,8 +139,8 @@ pub struct Server {
     pub username: String,
     /// socks, http, trojan; the shadowsocks 2022 key (base64 of as many bytes as its method's key).
     pub password: String,
-    /// shadowsocks: one of [`SHADOWSOCKS_METHODS`].
-    pub method: &'static str,
+    /// shadowsocks: a 2022 method.
+    pub method: ShadowsocksMethod,
     /// vmess and vless.
     pub uuid: String,
     /// TLS name of the trojan server, and its self-signed certificate (PEM).
@@ -148,45 +149,40 @@ pub struct Server {
     pub wg: Option<WgServer>,
 }
 
-pub const SHADOWSOCKS_METHOD: &str = "2022-blake3-aes-128-gcm";
-/// The shadowsocks 2022 methods the fake server can use, with the bytes of key each takes.
-pub const SHADOWSOCKS_METHODS: [(&str, usize); 3] = [
-    ("2022-blake3-aes-128-gcm", 16),
-    ("2022-blake3-aes-256-gcm", 32),
-    ("2022-blake3-chacha20-poly1305", 32),
-];
+pub const TROJAN_SERVER_NAME: &str = "trojan.fakenet.test";
+/// The shadowsocks server's method unless `CCP_FAKENET_SS_METHOD` names another.
+pub const SHADOWSOCKS_METHOD: ShadowsocksMethod = ShadowsocksMethod::Blake3Aes128Gcm;
 
-/// `CCP_FAKENET_SS_METHOD` if set (one of [`SHADOWSOCKS_METHODS`]), else [`SHADOWSOCKS_METHOD`]: a
+/// `CCP_FAKENET_SS_METHOD` if set (a shadowsocks 2022 method), else [`SHADOWSOCKS_METHOD`]: a
 /// benchmark can then compare shadowsocks and WireGuard with the same cipher.
-pub fn shadowsocks_method_from_env() -> anyhow::Result<&'static str> {
+pub fn shadowsocks_method_from_env() -> anyhow::Result<ShadowsocksMethod> {
     match std::env::var("CCP_FAKENET_SS_METHOD").as_deref() {
         Err(_) | Ok("") => Ok(SHADOWSOCKS_METHOD),
-        Ok(name) => SHADOWSOCKS_METHODS
-            .iter()
-            .find(|(m, _)| *m == name)
-            .map(|(m, _)| *m)
+        Ok(name) => serde_json::from_value::<ShadowsocksMethod>(json!(name))
+            .ok()
+            .filter(|m| m.key_len_2022().is_some())
             .ok_or_else(|| {
-                let known: Vec<&str> = SHADOWSOCKS_METHODS.iter().map(|(m, _)| *m).collect();
                 anyhow::anyhow!(
-                    "CCP_FAKENET_SS_METHOD is `{name}`, not one of {}",
-                    known.join(", ")
+                    "CCP_FAKENET_SS_METHOD is `{name}`, not a shadowsocks 2022 method \
+                     (2022-blake3-aes-128-gcm, 2022-blake3-aes-256-gcm, 2022-blake3-chacha20-poly1305)"
                 )
             }),
     }
 }
 
-/// A fresh random shadowsocks 2022 key for `method` (base64).
-fn shadowsocks_key(method: &str) -> String {
+/// The name of `method` as sing-box and the API spell it.
+pub fn shadowsocks_method_name(method: ShadowsocksMethod) -> String {
+    json!(method).as_str().unwrap_or_default().to_owned()
+}
+
+/// A fresh random key for a shadowsocks 2022 `method` (base64).
+fn shadowsocks_key(method: ShadowsocksMethod) -> String {
     use base64::Engine as _;
     use rand::Rng as _;
-    let len = SHADOWSOCKS_METHODS
-        .iter()
-        .find(|(m, _)| *m == method)
-        .map_or(16, |(_, len)| *len);
+    let len = method.key_len_2022().unwrap_or(16);
     let key: Vec<u8> = (0..len).map(|_| rand::thread_rng().r#gen()).collect();
     base64::engine::general_purpose::STANDARD.encode(key)
 }
-pub const TROJAN_SERVER_NAME: &str = "trojan.fakenet.test";
 
 impl Server {
     /// A server of `kind` with fresh random credentials (`wg`: the keys for a wireguard server).
@@ -218,10 +214,10 @@ impl Server {
         }
     }
 
-    /// The same server with shadowsocks `method` (one of [`SHADOWSOCKS_METHODS`]) and a fresh key
-    /// for it; other kinds are unchanged.
+    /// The same server with shadowsocks `method` (a 2022 one) and a fresh key for it; other kinds
+    /// are unchanged.
     #[must_use]
-    pub fn with_shadowsocks_method(mut self, method: &'static str) -> Self {
+    pub fn with_shadowsocks_method(mut self, method: ShadowsocksMethod) -> Self {
         if self.kind == Kind::Shadowsocks {
             self.method = method;
             self.password = shadowsocks_key(method);
@@ -442,21 +438,27 @@ mod tests {
         use base64::Engine as _;
         let dir = tempfile::tempdir().unwrap();
         let dns = Ipv4Addr::new(198, 18, 1, 53);
-        for (method, len) in SHADOWSOCKS_METHODS {
+        for (method, len) in [
+            (ShadowsocksMethod::Blake3Aes128Gcm, 16),
+            (ShadowsocksMethod::Blake3Aes256Gcm, 32),
+            (ShadowsocksMethod::Blake3Chacha20Poly1305, 32),
+        ] {
             let s = server(Kind::Shadowsocks).with_shadowsocks_method(method);
+            let name = shadowsocks_method_name(method);
+            assert!(name.starts_with("2022-blake3-"), "{name}");
             let key = base64::engine::general_purpose::STANDARD
                 .decode(&s.password)
                 .unwrap();
-            assert_eq!(key.len(), len, "{method}");
+            assert_eq!(key.len(), len, "{name}");
             let config = s.config(None).unwrap();
             let body = s.egress_body("l", dns);
-            assert_eq!(config["inbounds"][0]["method"], method);
+            assert_eq!(config["inbounds"][0]["method"], name.as_str());
             assert_eq!(config["inbounds"][0]["password"], s.password);
-            assert_eq!(body["proxy_config"]["method"], method);
+            assert_eq!(body["proxy_config"]["method"], name.as_str());
             assert_eq!(body["proxy_config"]["password"], s.password);
             let client = client_config(&body, None, 1080, None);
-            for (name, config) in [("server", config), ("client", client)] {
-                sing_box_check(dir.path(), &format!("{method}-{name}"), &config);
+            for (end, config) in [("server", config), ("client", client)] {
+                sing_box_check(dir.path(), &format!("{method:?}-{end}"), &config);
             }
         }
         // Other kinds keep what they had.
@@ -464,7 +466,7 @@ mod tests {
         let password = socks.password.clone();
         assert_eq!(
             socks
-                .with_shadowsocks_method("2022-blake3-chacha20-poly1305")
+                .with_shadowsocks_method(ShadowsocksMethod::Blake3Chacha20Poly1305)
                 .password,
             password
         );

@@ -105,7 +105,7 @@ pub enum ShadowsocksMethod {
 
 impl ShadowsocksMethod {
     /// Key length of the Shadowsocks 2022 methods, whose password is base64 keys rather than a passphrase.
-    fn key_len_2022(self) -> Option<usize> {
+    pub fn key_len_2022(self) -> Option<usize> {
         match self {
             Self::Blake3Aes128Gcm => Some(16),
             Self::Blake3Aes256Gcm | Self::Blake3Chacha20Poly1305 => Some(32),

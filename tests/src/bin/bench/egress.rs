@@ -710,7 +710,7 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<()> {
     println!("  fake WireGuard server: {server}");
     println!(
         "  shadowsocks method: {} (CCP_FAKENET_SS_METHOD picks another)",
-        net.server(Kind::Shadowsocks).method
+        cloud_cli_proxy_tests::fakenet::shadowsocks_method_name(net.server(Kind::Shadowsocks).method)
     );
     let set_by = if args.congestion_control.is_some() {
         " (set by --congestion-control)"
