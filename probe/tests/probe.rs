@@ -14,9 +14,18 @@ const NAME: &str = "whoami.probe.test";
 #[tokio::test]
 async fn answers_connectivity_ip_and_whoami() {
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let dns_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // DNS answers on one port over UDP and TCP: a free UDP port's number may be held over TCP by
+    // another test running beside this one, so take the next pair until both are free.
+    let mut pair = None;
+    for _ in 0..100 {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        if let Ok(tcp) = TcpListener::bind(udp.local_addr().unwrap()).await {
+            pair = Some((udp, tcp));
+            break;
+        }
+    }
+    let (dns_socket, dns_tcp) = pair.expect("a port free over both UDP and TCP");
     let (http_addr, dns_addr) = (http.local_addr().unwrap(), dns_socket.local_addr().unwrap());
-    let dns_tcp = TcpListener::bind(dns_addr).await.unwrap();
     let config = probe::Config::try_parse_from(["probe", "--dns-name", NAME]).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
