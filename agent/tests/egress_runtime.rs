@@ -9,7 +9,8 @@
 //!
 //! The client's main table has a default route to the server side, as the Docker bridge gives an
 //! egress container: a packet that skipped the tunnel would reach the probe directly (and the probe
-//! would see 198.18.10.2). An nft counter in the client namespace counts new unmarked flows leaving
+//! would see 198.18.10.2). The server's default route leads into a veth pair inside its own
+//! namespace (sing-box wants a default interface; nothing leaves). An nft counter in the client namespace counts new unmarked flows leaving
 //! by any interface but `ccp-tun` and `lo`: that is a leak, and it must stay at zero, including while
 //! the tunnel process is killed and restarted. Only 198.18.0.0/15 is used, and only inside the
 //! namespaces the test creates (and deletes, also on failure).
@@ -212,6 +213,20 @@ impl Lab {
             "ip",
             &["-n", s, "addr", "add", &format!("{PROBE_ADDR}/32"), "dev", "lo"],
         );
+        // The "internet" has a default route, as any server does: without one, sing-box's network
+        // monitor finds no default interface at start and its WireGuard endpoint closes its socket
+        // about every other time. It leads into a veth pair of the namespace's own, so a packet to
+        // an unknown address goes nowhere outside it.
+        ok(
+            "ip",
+            &[
+                "-n", s, "link", "add", "sink0", "type", "veth", "peer", "name", "sink1",
+            ],
+        );
+        for dev in ["sink0", "sink1"] {
+            ok("ip", &["-n", s, "link", "set", dev, "up"]);
+        }
+        ok("ip", &["-n", s, "route", "add", "default", "dev", "sink0"]);
         ok(
             "ip",
             &[
@@ -322,39 +337,26 @@ impl Lab {
         let probe = self.spawn_probe(&server, &format!("{PROBE_ADDR}:80"), PROBE_ADDR, "probe.log");
         self.servers.push(probe);
         // A WireGuard initiation sent before sing-box listens is only retried after 5 s
-        // (REKEY_TIMEOUT), so wait for the socket. sing-box's WireGuard endpoint now and then closes
-        // it right after start ("missing default interface" from its network monitor, racing the
-        // fresh namespace): then the server is started once more.
+        // (REKEY_TIMEOUT), so wait for the socket, and for it to stay open a moment.
         let flag = if listen.0 == "udp" { "-Hlun" } else { "-Hltn" };
         let port = format!("sport = :{}", listen.1);
-        let listening = |server: &str| {
-            let out = ok("ip", &["netns", "exec", server, "ss", flag, &port]);
-            !out.trim().is_empty()
-        };
-        for attempt in 1..=8 {
-            let log = format!("server-{attempt}.log");
-            let mut sb = self.spawn_in(&server, &sing_box(), &["run", "-c", file.to_str().unwrap()], &log);
-            let deadline = Instant::now() + Duration::from_millis(1500);
-            // Listening for a moment is not enough: the socket may be closed right after.
-            let mut seen = 0;
-            while Instant::now() < deadline && seen < 6 {
-                seen = if listening(&server) { seen + 1 } else { 0 };
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if seen >= 6 {
-                self.servers.push(sb);
-                break;
-            }
-            let _ = sb.kill();
-            let _ = sb.wait();
-            assert!(
-                attempt < 8,
-                "sing-box server never stayed listening on {}/{}",
-                listen.0,
-                listen.1
-            );
-            eprintln!("sing-box server not listening (attempt {attempt}); starting it again");
-        }
+        let sb = self.spawn_in(
+            &server,
+            &sing_box(),
+            &["run", "-c", file.to_str().unwrap()],
+            "server.log",
+        );
+        self.servers.push(sb);
+        let mut seen = 0;
+        eventually(
+            Duration::from_secs(5),
+            &format!("sing-box server listening on {}/{}", listen.0, listen.1),
+            || {
+                let out = ok("ip", &["netns", "exec", &server, "ss", flag, &port]);
+                seen = if out.trim().is_empty() { 0 } else { seen + 1 };
+                (seen >= 6).then_some(())
+            },
+        );
         // Reachable directly from the server namespace first, so later failures are the tunnel's.
         eventually(Duration::from_secs(5), "probe listening", || {
             run(
@@ -662,7 +664,7 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for log in ["runtime.log", "server-1.log", "server-2.log"] {
+            for log in ["runtime.log", "server.log", "probe.log"] {
                 let text = std::fs::read_to_string(self.dir.path().join(log)).unwrap_or_default();
                 eprintln!("--- {} {log}:\n{text}", self.client);
             }
