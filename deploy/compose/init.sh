@@ -29,6 +29,17 @@ command -v ssh-keygen >/dev/null || die "ssh-keygen is missing (apt-get install 
 
 # Letters and digits only: the values go into a URL and an env file unquoted.
 random() { tr -dc 'A-Za-z0-9' </dev/urandom | head -c "$1"; }
+# ADMIN_JWT_SECRET: the control plane refuses one that starts or ends with a placeholder word, which
+# a random draw now and then does; such a draw is made again.
+jwt_secret() {
+    local secret
+    while :; do
+        secret=$(random 48)
+        [[ ${secret,,} =~ ^(changeme|secret|password|admin|example|jwt)|(changeme|secret|password|admin|example|jwt)$ ]] ||
+            break
+    done
+    printf '%s' "$secret"
+}
 
 env_dir=$(cd -- "$(dirname -- "$env_file")" && pwd)
 secrets_dir=${SECRETS_DIR:-$env_dir/secrets}
@@ -64,7 +75,7 @@ COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-cloud-cli-proxy}
 ADMIN_USERNAME=${ADMIN_USERNAME:-admin}
 ADMIN_PASSWORD=$(random 24)
 # Signs session and API tokens; changing it ends every session and API token.
-ADMIN_JWT_SECRET=$(random 48)
+ADMIN_JWT_SECRET=$(jwt_secret)
 POSTGRES_PASSWORD=$(random 32)
 
 # What users reach: the HTTP balancer (API, dashboard, access scripts) and the SSH balancer.

@@ -19,6 +19,17 @@ pub fn random_alnum(len: usize) -> String {
         .collect()
 }
 
+/// A random `ADMIN_JWT_SECRET` the control plane takes: drawn again when it happens to start or end
+/// with a word the control plane refuses (`jwt`, `admin`, …; a few draws in 10,000 do).
+pub fn jwt_secret() -> String {
+    loop {
+        let secret = random_alnum(48);
+        if control_plane::config::weak_secret_reason(&secret).is_none() {
+            return secret;
+        }
+    }
+}
+
 /// A unique, valid username or label with this prefix.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", random_alnum(8).to_lowercase())

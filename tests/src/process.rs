@@ -51,7 +51,7 @@ impl Options {
             db_path: None,
             admin_username: "admin".to_owned(),
             admin_password: format!("adm-{}", fixtures::random_alnum(24)),
-            jwt_secret: fixtures::random_alnum(48),
+            jwt_secret: fixtures::jwt_secret(),
             env: Vec::new(),
             tls_ca_file: None,
             postgres: None,
