@@ -1,6 +1,7 @@
 //! One client connection: russh's callbacks turned into calls on the control plane (who may log
-//! in, and to which host) and on the host's sshd (every channel and request relayed). Policy lives
-//! in the control plane; this file only carries it out.
+//! in, and to which host) and on the host's sshd (every channel and request relayed). Who may log
+//! in, and where to, is the control plane's decision; this file carries it out, and words what
+//! the client is told when the host cannot be reached (stopped, or its sshd not answering).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
