@@ -43,16 +43,21 @@ fn authorized(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes() == CREDENTIAL.as_bytes())
 }
 
+/// Keeps what the gateway posted, if it came with the gateway's credential.
+fn keep<T>(headers: &HeaderMap, into: &Mutex<Vec<T>>, body: T) -> StatusCode {
+    if !authorized(headers) {
+        return StatusCode::UNAUTHORIZED;
+    }
+    into.lock().unwrap().push(body);
+    StatusCode::NO_CONTENT
+}
+
 async fn register(
     State(cp): State<Arc<ControlPlane>>,
     headers: HeaderMap,
     Json(body): Json<Register>,
 ) -> StatusCode {
-    if !authorized(&headers) {
-        return StatusCode::UNAUTHORIZED;
-    }
-    cp.registered.lock().unwrap().push(body);
-    StatusCode::NO_CONTENT
+    keep(&headers, &cp.registered, body)
 }
 
 async fn auth(
@@ -89,11 +94,7 @@ async fn events(
     headers: HeaderMap,
     Json(event): Json<SessionEvent>,
 ) -> StatusCode {
-    if !authorized(&headers) {
-        return StatusCode::UNAUTHORIZED;
-    }
-    cp.events.lock().unwrap().push(event);
-    StatusCode::NO_CONTENT
+    keep(&headers, &cp.events, event)
 }
 
 /// The host's sshd: takes the gateway's client key for [`LINUX_USER`], answers `exec` with what it
