@@ -10,9 +10,9 @@
 //! The client's main table has a default route to the server side, as the Docker bridge gives an
 //! egress container: a packet that skipped the tunnel would reach the probe directly (and the probe
 //! would see 198.18.10.2). The server's default route leads into a veth pair inside its own
-//! namespace (sing-box wants a default interface; nothing leaves). An nft counter in the client namespace counts new unmarked flows leaving
-//! by any interface but `ccp-tun` and `lo`: that is a leak, and it must stay at zero, including while
-//! the tunnel process is killed and restarted. Only 198.18.0.0/15 is used, and only inside the
+//! namespace (sing-box wants a default interface; nothing leaves). An nft counter in the client
+//! namespace counts new unmarked flows leaving by any interface but `ccp-tun` and `lo`: that is a
+//! leak, and it must stay at zero, including while the tunnel process is killed and restarted. Only 198.18.0.0/15 is used, and only inside the
 //! namespaces the test creates (and deletes, also on failure).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 

@@ -422,9 +422,12 @@ impl Config {
     }
 }
 
+/// Words a secret may not start or end with (the deploy scripts that generate secrets draw again
+/// on these; a test keeps their lists the same).
+const KNOWN_WEAK: &[&str] = &["changeme", "secret", "password", "admin", "example", "jwt"];
+
 /// Why a secret is unacceptable, if it is.
 pub fn weak_secret_reason(secret: &str) -> Option<&'static str> {
-    const KNOWN_WEAK: &[&str] = &["changeme", "secret", "password", "admin", "example", "jwt"];
     if secret.chars().count() < 32 {
         return Some("it must be at least 32 characters long");
     }
@@ -508,6 +511,22 @@ mod tests {
         assert!(weak_secret_reason(&"a".repeat(64)).is_some());
         assert!(weak_secret_reason("changeme-changeme-changeme-changeme-0123456789").is_some());
         assert!(weak_secret_reason("Xk3v9Qp2LmZr7Tb4Nw8Hc6Jd1Fg5Ys0Ae").is_none());
+    }
+
+    /// The scripts that generate `ADMIN_JWT_SECRET` draw again on the words the control plane
+    /// refuses: each script's pattern names exactly [`KNOWN_WEAK`], at the start and at the end.
+    #[test]
+    fn secret_generating_scripts_refuse_the_same_words() {
+        let words = KNOWN_WEAK.join("|");
+        let pattern = format!("=~ ^({words})|({words})$ ]]");
+        let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        for script in ["scripts/install.sh", "scripts/quickstart.sh", "compose/init.sh"] {
+            let text = std::fs::read_to_string(deploy.join(script)).unwrap();
+            assert!(
+                text.contains(&pattern),
+                "deploy/{script} does not redraw a secret on exactly {KNOWN_WEAK:?} (looked for `{pattern}`)"
+            );
+        }
     }
 
     #[test]

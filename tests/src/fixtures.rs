@@ -20,7 +20,7 @@ pub fn random_alnum(len: usize) -> String {
 }
 
 /// A random `ADMIN_JWT_SECRET` the control plane takes: drawn again when it happens to start or end
-/// with a word the control plane refuses (`jwt`, `admin`, …; a few draws in 10,000 do).
+/// with a word the control plane refuses (`jwt`, `admin`, …; about 7 draws in 100,000 do).
 pub fn jwt_secret() -> String {
     loop {
         let secret = random_alnum(48);

@@ -152,19 +152,26 @@ pub struct Server {
 pub const TROJAN_SERVER_NAME: &str = "trojan.fakenet.test";
 /// The shadowsocks server's method unless `CCP_FAKENET_SS_METHOD` names another.
 pub const SHADOWSOCKS_METHOD: ShadowsocksMethod = ShadowsocksMethod::Blake3Aes128Gcm;
+/// The methods `CCP_FAKENET_SS_METHOD` may name: the 2022 ones, whose keys the server draws.
+pub const SHADOWSOCKS_METHODS: [ShadowsocksMethod; 3] = [
+    ShadowsocksMethod::Blake3Aes128Gcm,
+    ShadowsocksMethod::Blake3Aes256Gcm,
+    ShadowsocksMethod::Blake3Chacha20Poly1305,
+];
 
-/// `CCP_FAKENET_SS_METHOD` if set (a shadowsocks 2022 method), else [`SHADOWSOCKS_METHOD`]: a
+/// `CCP_FAKENET_SS_METHOD` if set (one of [`SHADOWSOCKS_METHODS`]), else [`SHADOWSOCKS_METHOD`]: a
 /// benchmark can then compare shadowsocks and WireGuard with the same cipher.
 pub fn shadowsocks_method_from_env() -> anyhow::Result<ShadowsocksMethod> {
     match std::env::var("CCP_FAKENET_SS_METHOD").as_deref() {
         Err(_) | Ok("") => Ok(SHADOWSOCKS_METHOD),
-        Ok(name) => serde_json::from_value::<ShadowsocksMethod>(json!(name))
-            .ok()
-            .filter(|m| m.key_len_2022().is_some())
+        Ok(name) => SHADOWSOCKS_METHODS
+            .into_iter()
+            .find(|m| shadowsocks_method_name(*m) == name)
             .ok_or_else(|| {
+                let known: Vec<String> = SHADOWSOCKS_METHODS.map(shadowsocks_method_name).into();
                 anyhow::anyhow!(
-                    "CCP_FAKENET_SS_METHOD is `{name}`, not a shadowsocks 2022 method \
-                     (2022-blake3-aes-128-gcm, 2022-blake3-aes-256-gcm, 2022-blake3-chacha20-poly1305)"
+                    "CCP_FAKENET_SS_METHOD is `{name}`, not one of {}",
+                    known.join(", ")
                 )
             }),
     }
@@ -438,11 +445,7 @@ mod tests {
         use base64::Engine as _;
         let dir = tempfile::tempdir().unwrap();
         let dns = Ipv4Addr::new(198, 18, 1, 53);
-        for (method, len) in [
-            (ShadowsocksMethod::Blake3Aes128Gcm, 16),
-            (ShadowsocksMethod::Blake3Aes256Gcm, 32),
-            (ShadowsocksMethod::Blake3Chacha20Poly1305, 32),
-        ] {
+        for (method, len) in SHADOWSOCKS_METHODS.into_iter().zip([16, 32, 32]) {
             let s = server(Kind::Shadowsocks).with_shadowsocks_method(method);
             let name = shadowsocks_method_name(method);
             assert!(name.starts_with("2022-blake3-"), "{name}");
